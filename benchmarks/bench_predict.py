@@ -1,0 +1,181 @@
+"""Tiled prediction: overhead vs bare forward, and peak memory vs scene size.
+
+Scenes are mosaics of the real ``RGB.byte.tif`` pixels (Landsat 7, EPSG:32618, nodata collar
+included) written to temporary tiled GeoTIFFs. The model is the registered compact ``unet``
+(random weights, ``base=4``, 4 classes), tile 512, overlap 64, cosine blending, batch 8.
+
+(a) overhead: tiles/s of ``predict_raster`` (reading, nodata masks, blending, streaming COG
+    writing included) over tiles/s of the bare ``model(x)`` forward on the same number of tiles of
+    the same shape and batch, same process, same threads (target ≥ 0.8). The peer-style ratio —
+    scene Mpx/s over bare-forward Mpx/s — is also reported; overlap alone caps it at
+    ((512-64)/512)² ≈ 0.77.
+(b) memory: peak RSS (VmHWM) of a fresh subprocess predicting a 16,384² scene vs a 4,096² scene
+    (target ratio ≤ 1.15: memory must not grow with the scene).
+
+    python benchmarks/bench_predict.py [--big 16384] [--small 4096] [--threads 2]
+
+Writes ``benchmarks/results/predict.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results" / "predict.json"
+MODEL_ARGS = {"in_chans": 3, "num_classes": 4, "base": 4, "depth": 3}
+TILE, OVERLAP, BATCH = 512, 64, 8
+
+
+def _source() -> Path:
+    data = os.environ.get("GEOLESF_DATA")
+    candidates = [Path(data) / "rasterio_landsat7" / "RGB.byte.tif"] if data else []
+    candidates.append(ROOT / "geolesf" / "embedded" / "landsat7" / "RGB.byte.tif")
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise SystemExit("RGB.byte.tif not found (set GEOLESF_DATA)")
+
+
+def build_mosaic(size: int, out: Path) -> None:
+    """A ``size × size`` tiled GeoTIFF repeating the real scene's pixels (georeferenced like it)."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(_source()) as src:
+        data = src.read()
+        profile = src.profile
+    _, h, w = data.shape
+    profile.update(width=size, height=size, tiled=True, blockxsize=512, blockysize=512, compress=None)
+    with rasterio.open(out, "w", **profile) as dst:
+        reps = -(-size // w)
+        strip = np.tile(data, (1, 1, reps))[:, :, :size]
+        for r0 in range(0, size, 512):
+            rows = np.arange(r0, min(size, r0 + 512)) % h
+            dst.write(strip[:, rows], window=rasterio.windows.Window(0, r0, size, len(rows)))
+
+
+def _vm(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def child(scene: str, out: str, threads: int, bare: bool) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    from geolesf.models.unet import unet
+    from geolesf.predict.tiled import predict_raster
+
+    model = unet(**MODEL_ARGS).eval()
+    names = ["a", "b", "c", "d"]
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(BATCH, 3, TILE, TILE)).astype(np.float32))
+
+    def bare_forward(tiles: int) -> float:
+        n, start = 0, time.perf_counter()
+        with torch.inference_mode():
+            while n < tiles:
+                b = min(BATCH, tiles - n)
+                model(x[:b]).softmax(1).numpy()
+                n += b
+        return time.perf_counter() - start
+
+    rss_ready = _vm("VmRSS")
+    res = predict_raster(scene, model, out, tile=TILE, overlap=OVERLAP, blend="cosine", batch_size=BATCH,
+                         class_names=names, progress=False)
+    result = {
+        "scene_px": res.height * res.width, "seconds": res.seconds, "forward_seconds": res.forward_seconds,
+        "tiles": res.tiles, "tiles_run": res.tiles_run, "mpx_per_s": res.megapixels_per_second,
+        "peak_rss": _vm("VmHWM"), "rss_after_model": rss_ready,
+    }
+    if bare:
+        # Bare forward on the same number of tiles, same batch; best of two (the machine is shared).
+        bare_s = min(bare_forward(res.tiles_run), bare_forward(res.tiles_run))
+        result["bare_seconds"] = bare_s
+        result["bare_tiles_per_s"] = res.tiles_run / bare_s
+        result["bare_mpx_per_s"] = res.tiles_run * TILE * TILE / 1e6 / bare_s
+    print(json.dumps(result))
+
+
+def run_child(scene: Path, out: Path, threads: int, bare: bool) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(scene), str(out), "--threads", str(threads)]
+    if bare:
+        cmd.append("--bare")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--big", type=int, default=16384)
+    parser.add_argument("--small", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child, threads=args.threads, bare=args.bare)
+        return
+    with tempfile.TemporaryDirectory(prefix="geolesf_bench_") as tmp:
+        tmp = Path(tmp)
+        runs = {}
+        for size, bare in ((args.small, True), (args.big, False)):
+            scene = tmp / f"scene_{size}.tif"
+            t = time.perf_counter()
+            build_mosaic(size, scene)
+            print(f"built {size}² mosaic in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+            runs[size] = run_child(scene, tmp / f"out_{size}.tif", args.threads, bare)
+            print(f"{size}²: {json.dumps(runs[size])}", file=sys.stderr)
+            scene.unlink()
+    small, big = runs[args.small], runs[args.big]
+    tiles_ratio = (small["tiles_run"] / small["seconds"]) / small["bare_tiles_per_s"]
+    scene_ratio = small["mpx_per_s"] / small["bare_mpx_per_s"]
+    mem_ratio = big["peak_rss"] / small["peak_rss"]
+    forward_share = small["forward_seconds"] / small["seconds"]
+    report = {
+        "benchmark": "predict", "machine": machine_info(), "threads": args.threads,
+        "model": {"name": "unet", **MODEL_ARGS}, "tile": TILE, "overlap": OVERLAP, "batch": BATCH,
+        "runs": {str(k): v for k, v in runs.items()},
+        "overhead_ratio_same_tiles": tiles_ratio, "scene_ratio_vs_bare": scene_ratio,
+        "overlap_cap": ((TILE - OVERLAP) / TILE) ** 2, "forward_share_of_predict_time": forward_share,
+        "memory_ratio": mem_ratio, "targets": {"overhead_ratio_same_tiles": ">= 0.8", "memory_ratio": "<= 1.15"},
+        "geoai": "not run: geoai-py pulls ~150 packages (jupyter, leafmap, transformers) into the shared venv; "
+                 "see shared/reference/peers.md §0 for its figures on this kind of machine",
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    mb = 1 / 2**20
+    print("| scene | tiles run | seconds | Mpx/s | bare forward Mpx/s | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|")
+    for size, r in runs.items():
+        bare = f"{r['bare_mpx_per_s']:.2f}" if "bare_mpx_per_s" in r else "—"
+        print(f"| {size}² | {r['tiles_run']} | {r['seconds']:.1f} | {r['mpx_per_s']:.2f} | {bare} | "
+              f"{r['peak_rss'] * mb:.0f} |")
+    print()
+    print(f"- overhead (same tiles, predict / bare forward): **{tiles_ratio:.2f}** (target ≥ 0.8)")
+    print(f"- share of predict wall time spent in the model's forward: {forward_share:.2f}")
+    print(f"- scene Mpx/s / bare-forward Mpx/s: {scene_ratio:.2f} (overlap cap {report['overlap_cap']:.2f}; "
+          "geoai-py 0.60–0.67 per peers.md)")
+    print(f"- peak RSS {args.big}² / {args.small}²: **{mem_ratio:.2f}** (target ≤ 1.15)")
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

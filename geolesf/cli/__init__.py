@@ -1,0 +1,1 @@
+"""Command-line interface. Subcommand modules import only argparse at module level."""

@@ -1,0 +1,35 @@
+"""``geolesf export``: turn a class map into GIS deliverables (GeoPackage polygons + QML styles)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a class map to a styled GeoPackage and QGIS .qml styles",
+        description="Polygonise a geolesf class map into a GeoPackage in the scene's CRS with fields "
+        "class_id, class_name and area_m2. The layer's QGIS style is stored in the GeoPackage "
+        "(layer_styles), so QGIS opens it styled; .qml files are written beside the class map "
+        "(paletted legend with the real class names) and beside the GeoPackage.",
+    )
+    p.add_argument("classmap", help="class-map GeoTIFF written by geolesf predict")
+    p.add_argument("--gpkg", required=True, help="output GeoPackage path (.gpkg)")
+    p.add_argument("--layer", default=None, help="layer name (default: the GeoPackage file name)")
+    p.add_argument("--connectivity", type=int, choices=(4, 8), default=4,
+                   help="pixel connectivity of polygons (default 4)")
+    p.add_argument("--no-qml", action="store_true", help="do not write .qml sidecar files")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from geolesf.export.vector import polygonize
+
+    result = polygonize(args.classmap, args.gpkg, layer=args.layer, connectivity=args.connectivity,
+                        qml=not args.no_qml)
+    print(f"wrote {result.gpkg} (layer '{result.layer}', {result.features:,} polygons, styled)")
+    for path in (result.raster_qml, result.qml):
+        if path is not None:
+            print(f"wrote {path}")
+    return 0

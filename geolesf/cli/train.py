@@ -1,0 +1,110 @@
+"""``geolesf train``: train and evaluate a hyperspectral classifier into a run folder.
+
+Only argparse is imported at module level; the library (numpy, scikit-learn, torch) loads inside
+:func:`run`, so ``geolesf --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Train a per-pixel hyperspectral classifier and evaluate it on the test pixels of a split.
+
+The run folder (--out) receives metrics.json (OA, AA, kappa, per-class accuracy / precision /
+recall / F1 / IoU, confusion matrix, macro IoU, the split with per-class counts and its
+leakage report, the cube used), config.yaml (re-run with --config), classmap.tif (whole scene,
+original class ids, colour table) and preview.png. With --seeds, one sub-folder per seed and
+summary.json (mean ± std).
+
+Settings come from --config YAML, then the shortcut flags, then --set KEY=VALUE overrides.
+"""
+
+EPILOG = """\
+examples:
+  geolesf train --model rf --cube IP_200_M.mat --labels Indian_pines_gt.mat \\
+      --split random --train-fraction 0.1 --seed 0 --out runs/ip_rf
+  geolesf train --model svm --cube cube.tif --labels gt.tif --split disjoint --out runs/x
+  geolesf train --config configs/baselines/indian_pines_rf.yaml --set data.split=dase
+  geolesf train --config configs/baselines/indian_pines_rf.yaml --seeds 0,1,2,3,4
+
+splits: random (fraction per class), count (--per-class N, at most 50%% of a class),
+fixed (--train-map [--test-map]), dase (IEEE GRSS DASE Indian Pines mask), disjoint
+(whole blocks, buffer of patch_size//2 px so no test patch sees a training pixel).
+A .mat source may name its array as PATH:KEY.
+"""
+
+# flag destination → dotted config key
+FLAG_KEYS = {
+    "model": "model.name",
+    "cube": "data.cube",
+    "labels": "data.labels",
+    "split": "data.split",
+    "train_fraction": "data.train_fraction",
+    "per_class": "data.per_class",
+    "train_map": "data.train_map",
+    "test_map": "data.test_map",
+    "patch_size": "data.patch_size",
+    "seed": "trainer.seed",
+    "seeds": "trainer.seeds",
+    "epochs": "trainer.epochs",
+    "lr": "trainer.lr",
+    "batch_size": "trainer.batch_size",
+    "out": "out",
+}
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, found {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("expected at least one seed")
+    return seeds
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train",
+        help="train and evaluate a hyperspectral classifier (rf, svm, s2mamba, ...)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="YAML", help="run configuration (e.g. configs/baselines/indian_pines_rf.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set data.split=dase (repeatable; VALUE is YAML)")
+    g = p.add_argument_group("shortcuts (each sets one config key)")
+    g.add_argument("--model", help="registered model name: rf, svm, s2mamba, ... [model.name]")
+    g.add_argument("--cube", metavar="PATH[:KEY]", help="cube: .mat, ENVI .hdr, GeoTIFF [data.cube]")
+    g.add_argument("--labels", metavar="PATH[:KEY]", help="ground truth, 0 = unlabelled [data.labels]")
+    g.add_argument("--split", choices=("random", "count", "fixed", "dase", "disjoint"), help="split protocol [data.split]")
+    g.add_argument("--train-fraction", type=float, metavar="F", help="fraction of each class for training [data.train_fraction]")
+    g.add_argument("--per-class", type=int, metavar="N", help="training pixels per class, count split [data.per_class]")
+    g.add_argument("--train-map", metavar="PATH", help="fixed split training map, or DASE mask [data.train_map]")
+    g.add_argument("--test-map", metavar="PATH", help="fixed split test map [data.test_map]")
+    g.add_argument("--patch-size", type=int, metavar="P", help="odd patch side; also sets the leakage report and disjoint buffer [data.patch_size]")
+    g.add_argument("--seed", type=int, help="split and model seed [trainer.seed]")
+    g.add_argument("--seeds", type=_seed_list, metavar="S,S,...", help="several seeds, one run each, mean ± std [trainer.seeds]")
+    g.add_argument("--epochs", type=int, help="deep models: epochs [trainer.epochs]")
+    g.add_argument("--lr", type=float, help="deep models: learning rate [trainer.lr]")
+    g.add_argument("--batch-size", type=int, help="deep models: batch size [trainer.batch_size]")
+    g.add_argument("--out", metavar="DIR", help="run folder [out]")
+    p.set_defaults(func=run)
+    return p
+
+
+def build_config(args: argparse.Namespace):  # -> TrainConfig
+    from geolesf.config import TrainConfig, load_config
+
+    base = {key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if getattr(args, dest, None) is not None}
+    return load_config(TrainConfig, args.config, args.overrides, base=base)
+
+
+def run(args: argparse.Namespace) -> int:
+    from geolesf.tasks.hsi_run import run_hsi
+
+    cfg = build_config(args)
+    run_hsi(cfg)
+    return 0

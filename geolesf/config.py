@@ -1,0 +1,243 @@
+"""Typed run configurations loaded from YAML and overridable from the command line.
+
+A run is described by a tree of dataclasses (:class:`TrainConfig`). YAML files in
+``configs/`` fill it; ``--set section.key=value`` overrides single values (the value is
+parsed as YAML, so ``--set trainer.seeds=[0,1,2]`` works). An unknown key is an error
+that names the key and suggests the closest valid one. The resolved config is saved in
+every run folder so a run can be reproduced from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geolesf.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the cube and labels come from and how pixels are split."""
+
+    cube: str | None = None
+    """Cube file: ``.mat`` (``PATH:KEY`` to choose a key), ENVI ``.hdr`` or any rasterio raster."""
+    labels: str | None = None
+    """Ground-truth map (same formats); 0 = unlabelled."""
+    split: str = "random"
+    """random | count | fixed | dase | disjoint (see :mod:`geolesf.data.splits`)."""
+    train_fraction: float = 0.1
+    per_class: int | None = None
+    min_per_class: int = 1
+    train_map: str | None = None
+    """fixed split: training map (``.mat``/TIFF), or a ``.mat`` holding ``TR`` and ``TE``."""
+    test_map: str | None = None
+    remap: dict[int, int] | None = None
+    """fixed/dase split: map the split file's class ids to the label ids."""
+    block_size: int = 10
+    """disjoint split: side of the square blocks assigned whole to train or test."""
+    buffer: int | None = None
+    """disjoint split: pixels dropped around training blocks (default: patch radius)."""
+    normalize: str = "train"
+    """z-score statistics from 'train' pixels only, the whole 'scene' (official S²Mamba), or 'none'."""
+    pca: int | None = None
+    """Keep this many principal components (fitted on training pixels); None = all bands."""
+    patch_size: int = 7
+    padding: str = "symmetric"
+    """symmetric (edge-repeating mirror, as S²Mamba) | reflect | zero."""
+    class_names: dict[int, str] | None = None
+    """Names of the label ids (``{1: Alfalfa, ...}``); default ``class_<id>``."""
+    mask_unlabelled: bool = False
+    """Class map: write 0 on pixels unlabelled in the ground truth (default: predict every pixel)."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "s2mamba"
+    args: dict[str, Any] = field(default_factory=dict)
+    """Constructor arguments passed to ``create_model`` (bands and classes are filled in)."""
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 5e-3
+    gamma: float = 0.99
+    """ExponentialLR decay per epoch."""
+    seed: int = 0
+    seeds: list[int] | None = None
+    """Several seeds: one run each, mean ± std reported."""
+    deterministic: bool = True
+    accelerator: str = "auto"
+    devices: Any = 1
+    eval_every: int = 0
+    """Evaluate on the test pixels every N epochs (0 = only at the end)."""
+    num_threads: int | None = None
+    scan_backend: str = "auto"
+    resume: str | None = None
+    """Checkpoint to resume training from."""
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _unknown_key(key: str, where: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+    return ConfigError(f"{where}: unknown key '{key}'{hint}")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a YAML value against a dataclass field type."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, found {type(value).__name__}")
+        return from_dict(tp, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, found {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, found {value!r}")
+        kt, vt = args
+        return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, found {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and value.lstrip("-").isdigit():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, found {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}: expected a number, found {value!r}") from None
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, found {value!r}")
+        text = str(value)
+        # Paths in shipped configs may name $GEOLESF_DATA or ~; expand them here, once.
+        return os.path.expanduser(os.path.expandvars(text)) if ("$" in text or text.startswith("~")) else text
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys with a suggestion."""
+    hints = typing.get_type_hints(cls)
+    names = _field_names(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key(str(key), where, names)
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def apply_override(data: dict[str, Any], cls: type, assignment: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a nested mapping, validating keys."""
+    import yaml
+
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE")
+    dotted, raw = assignment.split("=", 1)
+    parts = dotted.strip().split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node, node_cls, where = data, cls, "--set"
+    for i, part in enumerate(parts):
+        if node_cls is not None:
+            names = _field_names(node_cls)
+            if part not in names:
+                raise _unknown_key(part, f"--set {dotted}", names)
+            tp = typing.get_type_hints(node_cls)[part]
+            node_cls = tp if dataclasses.is_dataclass(tp) else None
+        if i == len(parts) - 1:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{where} {dotted}: '{part}' is not a section")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+def load_config(
+    cls: type = TrainConfig,
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> Any:
+    """Load ``cls`` from an optional YAML file, then a base mapping, then ``--set`` overrides."""
+    data: dict[str, Any] = load_yaml(path) if path else {}
+    where = str(path) if path else "config"
+    for key, value in (base or {}).items():
+        _merge(data, key, value)
+    for assignment in overrides or []:
+        apply_override(data, cls, assignment)
+    return from_dict(cls, data, where)
+
+
+def _merge(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,146 @@
+"""Polygonise a geolesf class map into a styled GeoPackage in the scene's own CRS.
+
+One polygon per connected region of a class (``rasterio.features.shapes``, 4- or 8-connected),
+nodata excluded, with fields ``class_id``, ``class_name`` and ``area_m2`` (square metres: CRS
+units when projected in metres, an equal-area projection otherwise; ``area_px`` when the raster
+has no CRS). The layer is written by GDAL through pyogrio, in the raster's CRS (never
+reprojected), to a temporary file renamed at the end; its QGIS style goes into ``layer_styles``.
+
+The class map is read whole (one byte per pixel for uint8 maps), fine up to a few hundred
+megapixels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geolesf.errors import DataError
+
+
+@dataclass
+class ClassMapInfo:
+    class_ids: list[int]
+    class_names: list[str]
+    colors: list[tuple[int, int, int]]
+    nodata: int | None
+    crs: Any
+    transform: Any
+
+
+def read_class_info(path: str | Path) -> ClassMapInfo:
+    """Class ids, names and colours of a class-map GeoTIFF (``CLASS_NAMES`` + colour table)."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: class map not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                tags = src.tags()
+                nodata = None if src.nodata is None else int(src.nodata)
+                try:
+                    cmap = src.colormap(1)
+                except ValueError:
+                    cmap = {}
+                crs, transform = src.crs, src.transform
+                if src.count != 1 or np.dtype(src.dtypes[0]).kind not in "iu":
+                    raise DataError(f"{path}: expected a single-band integer class map, found "
+                                    f"{src.count} band(s) of {src.dtypes[0]}")
+    except rasterio.errors.RasterioIOError as exc:
+        raise DataError(f"{path}: cannot be opened as a raster ({exc})") from None
+    raw = tags.get("CLASS_NAMES")
+    names = {int(k): v for k, v in json.loads(raw).items()} if raw else {}
+    if not names:
+        raise DataError(f"{path}: no CLASS_NAMES metadata; is this a geolesf class map?")
+    ids = sorted(names)
+    from geolesf.io.writers import default_palette
+
+    palette = default_palette(len(ids))
+    colors = [tuple(cmap[i][:3]) if i in cmap else palette[k] for k, i in enumerate(ids)]
+    return ClassMapInfo(ids, [names[i] for i in ids], colors, nodata, crs, transform)  # type: ignore[arg-type]
+
+
+@dataclass
+class ExportResult:
+    gpkg: Path
+    layer: str
+    features: int
+    qml: Path | None
+    raster_qml: Path | None
+
+
+def polygonize(
+    classmap: str | Path,
+    gpkg: str | Path,
+    *,
+    layer: str | None = None,
+    connectivity: int = 4,
+    qml: bool = True,
+) -> ExportResult:
+    """Write the class map's polygons to ``gpkg`` (styled) and ``.qml`` sidecars beside both files."""
+    import geopandas as gpd
+    import rasterio
+    import shapely.geometry
+    from rasterio.features import shapes
+
+    from geolesf.export.qgis import raster_qml, vector_qml, write_layer_style, write_qml
+
+    classmap, gpkg = Path(classmap), Path(gpkg)
+    if gpkg.suffix.lower() != ".gpkg":
+        raise DataError(f"--gpkg {gpkg}: expected a .gpkg path")
+    if not gpkg.parent.is_dir():
+        raise DataError(f"--gpkg {gpkg}: folder {gpkg.parent} does not exist")
+    if connectivity not in (4, 8):
+        raise DataError(f"connectivity must be 4 or 8, found {connectivity}")
+    info = read_class_info(classmap)
+    layer = layer or gpkg.stem
+    with rasterio.open(classmap) as src:
+        arr = src.read(1)
+    mask = arr != info.nodata if info.nodata is not None else None
+    if arr.dtype.kind == "u" and arr.dtype.itemsize > 2:
+        arr = arr.astype(np.int32)
+    names = dict(zip(info.class_ids, info.class_names))
+    geoms, ids = [], []
+    for geom, value in shapes(arr, mask=mask, connectivity=connectivity, transform=info.transform):
+        geoms.append(shapely.geometry.shape(geom))
+        ids.append(int(value))
+    gdf = gpd.GeoDataFrame(
+        {"class_id": np.asarray(ids, dtype=np.int32), "class_name": [names.get(i, str(i)) for i in ids]},
+        geometry=geoms, crs=info.crs,
+    )
+    if info.crs is None:
+        warnings.warn(f"{classmap} has no CRS: polygons are in pixel coordinates", UserWarning, stacklevel=2)
+        gdf["area_px"] = gdf.geometry.area
+    elif info.crs.is_projected and (info.crs.linear_units or "").lower() in ("metre", "meter", "m"):
+        gdf["area_m2"] = gdf.geometry.area
+    else:
+        gdf["area_m2"] = gdf.geometry.to_crs("EPSG:6933").area
+    tmp = gpkg.with_name(f".{gpkg.stem}.tmp.gpkg")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        gdf.to_file(tmp, layer=layer, driver="GPKG", engine="pyogrio")
+        vqml = vector_qml(info.class_ids, info.class_names, info.colors)
+        write_layer_style(tmp, layer, vqml)
+        os.replace(tmp, gpkg)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    vq = rq = None
+    if qml:
+        rq = write_qml(classmap.with_suffix(".qml"), raster_qml(info.class_ids, info.class_names, info.colors))
+        vq_path = gpkg.with_suffix(".qml")
+        if vq_path.resolve() == rq.resolve():
+            vq_path = gpkg.with_name(f"{gpkg.stem}.vector.qml")
+        vq = write_qml(vq_path, vqml)
+    return ExportResult(gpkg=gpkg, layer=layer, features=len(gdf), qml=vq, raster_qml=rq)

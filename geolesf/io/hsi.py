@@ -1,0 +1,474 @@
+"""Hyperspectral cube and label-map readers.
+
+Every reader returns the same types: :class:`HSICube` (``data`` is ``(H, W, Bands)`` in the file's
+native dtype) and :class:`LabelMap` (``data`` is ``(H, W)`` integer). Georeferencing (CRS,
+affine transform, nodata) is kept when the source has it; MATLAB files never do.
+
+Supported sources (``spec`` is a path, optionally ``PATH:KEY`` for ``.mat`` files):
+
+- MATLAB v5 ``.mat`` (scipy) and v7.3 ``.mat`` (HDF5 via h5py; MATLAB stores arrays column-major,
+  so h5py sees every array with its axes reversed and we transpose it back). Without a key the
+  cube is the only array with ≥ 3 dimensions and the labels the only 2-D integer(-valued) array.
+- ENVI: a ``.hdr`` header (parsed here) beside a raw binary file, interleave bsq / bil / bip.
+- Anything rasterio opens (GeoTIFF, PNG, ...): bands are moved last.
+
+Relative paths that do not exist from the working directory are also looked up relative to the
+folder that holds the ``geolesf`` package, so configs can name ``geolesf/embedded/...``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geolesf.errors import DataError
+
+MAT_SUFFIXES = (".mat",)
+ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bin", ".bsq", ".bil", ".bip")
+
+# ENVI "data type" codes → numpy dtypes (byte order applied later).
+ENVI_DTYPES = {
+    1: "u1", 2: "i2", 3: "i4", 4: "f4", 5: "f8", 6: "c8", 9: "c16",
+    12: "u2", 13: "u4", 14: "i8", 15: "u8",
+}
+
+
+@dataclass
+class HSICube:
+    """A hyperspectral cube with optional georeferencing."""
+
+    data: np.ndarray
+    """``(H, W, Bands)`` array in the file's native dtype."""
+    band_names: list[str] = field(default_factory=list)
+    wavelengths: list[float] | None = None
+    nodata: float | None = None
+    crs: Any = None
+    """A ``rasterio.crs.CRS`` or None."""
+    transform: Any = None
+    """An ``affine.Affine`` or None."""
+    path: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def height(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def bands(self) -> int:
+        return int(self.data.shape[2])
+
+    @property
+    def georeferenced(self) -> bool:
+        """True when the cube has a CRS (and hence maps to places on the Earth)."""
+        return self.crs is not None
+
+    def georef_note(self) -> str:
+        """One line saying where this cube sits, or clearly that it has no CRS."""
+        if self.crs is None:
+            return (
+                f"{self.path or 'cube'} has no CRS: outputs will be in pixel coordinates only "
+                "(not georeferenced)"
+            )
+        return f"{self.path or 'cube'}: CRS {self.crs}, transform {tuple(self.transform)[:6]}"
+
+
+@dataclass
+class LabelMap:
+    """A 2-D integer label map (0 = unlabelled by convention) with optional georeferencing."""
+
+    data: np.ndarray
+    nodata: float | None = None
+    crs: Any = None
+    transform: Any = None
+    path: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None
+
+
+# --------------------------------------------------------------------------------------------
+# path handling
+
+
+def split_spec(spec: str | Path) -> tuple[Path, str | None]:
+    """Split ``PATH:KEY`` into a path and a key (the key only when PATH names a file)."""
+    text = str(spec)
+    if ":" in text:
+        head, _, key = text.rpartition(":")
+        # "C:\\x" style drive letters and plain paths that exist are not split.
+        if key and "/" not in key and "\\" not in key and len(head) > 1:
+            return resolve_path(head), key
+    return resolve_path(text), None
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Return ``path``; a missing relative path is retried beside the ``geolesf`` package."""
+    p = Path(path).expanduser()
+    if p.exists() or p.is_absolute():
+        return p
+    alt = Path(__file__).resolve().parents[2] / p
+    return alt if alt.exists() else p
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise DataError(f"{path}: {what} file not found")
+
+
+# --------------------------------------------------------------------------------------------
+# MATLAB
+
+
+def _load_mat(path: Path) -> dict[str, np.ndarray]:
+    """All numeric arrays of a .mat file, v5 or v7.3, in MATLAB's axis order."""
+    import h5py
+
+    if h5py.is_hdf5(str(path)):
+        out: dict[str, np.ndarray] = {}
+        with h5py.File(path, "r") as fh:
+            for key, obj in fh.items():
+                if key.startswith("#") or not isinstance(obj, h5py.Dataset):
+                    continue
+                arr = obj[()]
+                if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+                    continue
+                # h5py sees MATLAB's column-major arrays with the axes reversed.
+                out[key] = np.ascontiguousarray(arr.T)
+        return out
+    import scipy.io
+
+    try:
+        raw = scipy.io.loadmat(str(path))
+    except Exception as exc:  # scipy raises several types for broken files
+        raise DataError(f"{path}: not a readable MATLAB file ({exc})") from None
+    return {
+        k: v for k, v in raw.items()
+        if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
+    }
+
+
+def _is_integer_valued(arr: np.ndarray) -> bool:
+    if arr.dtype.kind in "biu":
+        return True
+    if arr.dtype.kind == "f" and arr.size:
+        return bool(np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))
+    return False
+
+
+def _describe(arrays: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in arrays.items()) or "none"
+
+
+def _pick_mat_key(path: Path, arrays: dict[str, np.ndarray], key: str | None, kind: str) -> str:
+    if key is not None:
+        if key not in arrays:
+            raise DataError(
+                f"{path}: no numeric array named '{key}'; available keys: {_describe(arrays)}"
+            )
+        return key
+    if kind == "cube":
+        candidates = [k for k, v in arrays.items() if v.ndim >= 3]
+        what = "array with 3 or more dimensions"
+    else:
+        candidates = [k for k, v in arrays.items() if v.ndim == 2 and v.dtype.kind in "biu"]
+        if not candidates:
+            candidates = [k for k, v in arrays.items() if v.ndim == 2 and _is_integer_valued(v)]
+        what = "2-D integer array"
+    if len(candidates) != 1:
+        found = "none" if not candidates else f"{len(candidates)} ({', '.join(candidates)})"
+        raise DataError(
+            f"{path}: cannot choose the {kind} key, expected exactly one {what}, found {found}; "
+            f"name it as {path}:KEY (available keys: {_describe(arrays)})"
+        )
+    return candidates[0]
+
+
+def _read_mat_cube(path: Path, key: str | None) -> HSICube:
+    arrays = _load_mat(path)
+    key = _pick_mat_key(path, arrays, key, "cube")
+    data = arrays[key]
+    if data.ndim != 3:
+        raise DataError(f"{path}:{key} has shape {data.shape}; expected a 3-D (H, W, Bands) cube")
+    names = [f"band_{i + 1}" for i in range(data.shape[2])]
+    return HSICube(data=data, band_names=names, path=f"{path}:{key}")
+
+
+def _read_mat_labels(path: Path, key: str | None) -> LabelMap:
+    arrays = _load_mat(path)
+    key = _pick_mat_key(path, arrays, key, "labels")
+    return LabelMap(data=_as_label_array(arrays[key], f"{path}:{key}"), path=f"{path}:{key}")
+
+
+# --------------------------------------------------------------------------------------------
+# ENVI
+
+
+def parse_envi_header(path: str | Path) -> dict[str, Any]:
+    """Parse an ENVI ``.hdr`` file into a dict (lower-case keys, ``{...}`` values as lists)."""
+    path = Path(path)
+    _require_file(path, "ENVI header")
+    text = path.read_text(errors="replace")
+    lines = text.splitlines()
+    if not lines or lines[0].strip().upper() != "ENVI":
+        raise DataError(f"{path}: not an ENVI header (first line must be 'ENVI')")
+    body = "\n".join(lines[1:])
+    header: dict[str, Any] = {}
+    pos = 0
+    pattern = re.compile(r"^\s*([^=\n]+?)\s*=\s*", re.MULTILINE)
+    while True:
+        m = pattern.search(body, pos)
+        if m is None:
+            break
+        key = m.group(1).strip().lower()
+        start = m.end()
+        if body.startswith("{", start):
+            end = body.find("}", start)
+            if end < 0:
+                raise DataError(f"{path}: unterminated '{{' in value of '{key}'")
+            inner = body[start + 1:end]
+            header[key] = [item.strip() for item in inner.replace("\n", " ").split(",")]
+            if header[key] == [""]:
+                header[key] = []
+            pos = end + 1
+        else:
+            end = body.find("\n", start)
+            end = len(body) if end < 0 else end
+            header[key] = body[start:end].strip()
+            pos = end
+    return header
+
+
+def _envi_paths(spec: Path) -> tuple[Path, Path]:
+    """(header, data file) from either of them."""
+    if spec.suffix.lower() == ".hdr":
+        hdr = spec
+        stem = spec.with_suffix("")
+        for suffix in ENVI_DATA_SUFFIXES:
+            cand = Path(str(stem) + suffix)
+            if cand.is_file():
+                return hdr, cand
+        raise DataError(
+            f"{hdr}: ENVI data file not found beside the header (tried {stem.name} with suffixes "
+            f"{', '.join(s or '(none)' for s in ENVI_DATA_SUFFIXES)})"
+        )
+    for cand in (Path(str(spec) + ".hdr"), spec.with_suffix(".hdr")):
+        if cand.is_file():
+            return cand, spec
+    raise DataError(f"{spec}: no ENVI header (.hdr) found beside it")
+
+
+def _header_int(header: dict[str, Any], key: str, hdr: Path, default: int | None = None) -> int:
+    if key not in header:
+        if default is not None:
+            return default
+        raise DataError(f"{hdr}: ENVI header lacks required field '{key}'")
+    try:
+        return int(str(header[key]).strip())
+    except ValueError:
+        raise DataError(f"{hdr}: ENVI field '{key}' = {header[key]!r} is not an integer") from None
+
+
+def read_envi(spec: str | Path) -> HSICube:
+    """Read an ENVI cube (``.hdr`` + raw binary) into an ``(H, W, Bands)`` :class:`HSICube`."""
+    hdr, data_path = _envi_paths(resolve_path(spec))
+    header = parse_envi_header(hdr)
+    samples = _header_int(header, "samples", hdr)
+    lines = _header_int(header, "lines", hdr)
+    bands = _header_int(header, "bands", hdr)
+    dtype_code = _header_int(header, "data type", hdr)
+    offset = _header_int(header, "header offset", hdr, default=0)
+    byte_order = _header_int(header, "byte order", hdr, default=0)
+    interleave = str(header.get("interleave", "bsq")).strip().lower()
+    if dtype_code not in ENVI_DTYPES:
+        raise DataError(
+            f"{hdr}: unsupported ENVI data type {dtype_code} (supported: {sorted(ENVI_DTYPES)})"
+        )
+    if interleave not in ("bsq", "bil", "bip"):
+        raise DataError(f"{hdr}: ENVI interleave must be bsq, bil or bip; found '{interleave}'")
+    if byte_order not in (0, 1):
+        raise DataError(f"{hdr}: ENVI byte order must be 0 or 1; found {byte_order}")
+    dtype = np.dtype(("<" if byte_order == 0 else ">") + ENVI_DTYPES[dtype_code])
+    expected = offset + samples * lines * bands * dtype.itemsize
+    actual = data_path.stat().st_size
+    if actual != expected:
+        raise DataError(
+            f"{data_path}: file has {actual} bytes; header {hdr.name} ({samples} samples × {lines} "
+            f"lines × {bands} bands × {dtype.itemsize} bytes + offset {offset}) expects {expected}"
+        )
+    flat = np.fromfile(data_path, dtype=dtype, offset=offset, count=samples * lines * bands)
+    if interleave == "bsq":
+        data = flat.reshape(bands, lines, samples).transpose(1, 2, 0)
+    elif interleave == "bil":
+        data = flat.reshape(lines, bands, samples).transpose(0, 2, 1)
+    else:
+        data = flat.reshape(lines, samples, bands)
+    data = np.ascontiguousarray(data).astype(dtype.newbyteorder("="), copy=False)
+    names = header.get("band names")
+    if not isinstance(names, list) or len(names) != bands:
+        names = [f"band_{i + 1}" for i in range(bands)]
+    wavelengths = None
+    wl = header.get("wavelength")
+    if isinstance(wl, list) and len(wl) == bands:
+        try:
+            wavelengths = [float(w) for w in wl]
+        except ValueError:
+            raise DataError(f"{hdr}: ENVI 'wavelength' holds non-numeric values") from None
+    nodata = None
+    if "data ignore value" in header:
+        try:
+            nodata = float(header["data ignore value"])
+        except ValueError:
+            pass
+    return HSICube(
+        data=data, band_names=list(names), wavelengths=wavelengths, nodata=nodata,
+        path=str(data_path),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# rasterio
+
+
+def _read_rasterio(path: Path) -> tuple[np.ndarray, Any, list[str], list[float] | None]:
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    _require_file(path, "raster")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                arr = src.read()
+                names = [d or f"band_{i + 1}" for i, d in enumerate(src.descriptions)]
+                wavelengths: list[float] | None = []
+                for b in range(1, src.count + 1):
+                    tag = src.tags(b).get("wavelength")
+                    try:
+                        wavelengths.append(float(tag))  # type: ignore[union-attr]
+                    except (TypeError, ValueError):
+                        wavelengths = None
+                        break
+                meta = {
+                    "nodata": src.nodata,
+                    "crs": src.crs,
+                    "transform": None if src.transform.is_identity else src.transform,
+                }
+    except RasterioIOError as exc:
+        raise DataError(f"{path}: cannot be opened as a raster ({exc})") from None
+    return arr, meta, names, wavelengths
+
+
+def read_raster_cube(path: str | Path) -> HSICube:
+    path = resolve_path(path)
+    arr, meta, names, wavelengths = _read_rasterio(path)
+    data = np.ascontiguousarray(arr.transpose(1, 2, 0))
+    return HSICube(data=data, band_names=names, wavelengths=wavelengths, path=str(path), **meta)
+
+
+# --------------------------------------------------------------------------------------------
+# public entry points
+
+
+def is_envi(path: Path) -> bool:
+    if path.suffix.lower() == ".hdr":
+        return True
+    return Path(str(path) + ".hdr").is_file() or (
+        path.suffix.lower() in ENVI_DATA_SUFFIXES[1:] and path.with_suffix(".hdr").is_file()
+    )
+
+
+def check_finite(cube: HSICube) -> None:
+    """Raise :class:`DataError` naming the band(s) that hold NaN or Inf values."""
+    data = cube.data
+    if data.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(data).reshape(-1, data.shape[2]).all(axis=0)
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        shown = ", ".join(
+            f"{i + 1} ({cube.band_names[i]})" if i < len(cube.band_names) else str(i + 1)
+            for i in idx[:10]
+        )
+        more = f" and {len(idx) - 10} more" if len(idx) > 10 else ""
+        raise DataError(
+            f"{cube.path}: NaN or Inf values in {len(idx)} band(s): {shown}{more}; "
+            "fill or drop these bands first"
+        )
+
+
+def read_cube(spec: str | Path, check: bool = True) -> HSICube:
+    """Read a hyperspectral cube from ``.mat`` (``PATH:KEY``), ENVI or a rasterio raster.
+
+    ``check`` rejects NaN/Inf values (naming the bands) with :class:`DataError`.
+    """
+    path, key = split_spec(spec)
+    if path.suffix.lower() in MAT_SUFFIXES:
+        _require_file(path, "MATLAB cube")
+        cube = _read_mat_cube(path, key)
+    elif key is not None:
+        raise DataError(f"{spec}: ':KEY' is only meaningful for .mat files")
+    elif is_envi(path):
+        cube = read_envi(path)
+    else:
+        cube = read_raster_cube(path)
+    if cube.data.ndim != 3 or min(cube.data.shape) < 1:
+        raise DataError(f"{cube.path}: expected an (H, W, Bands) cube, found shape {cube.data.shape}")
+    if cube.data.dtype.kind not in "biuf":
+        raise DataError(f"{cube.path}: unsupported cube dtype {cube.data.dtype}")
+    if check:
+        check_finite(cube)
+    return cube
+
+
+def _as_label_array(arr: np.ndarray, where: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim != 2:
+        raise DataError(f"{where}: labels must be a 2-D map, found shape {arr.shape}")
+    if arr.dtype.kind == "b":
+        return arr.astype(np.int32)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int32)
+    if arr.dtype.kind == "f":
+        if not _is_integer_valued(arr):
+            raise DataError(f"{where}: labels must be integers, found non-integer float values")
+        return arr.astype(np.int32)
+    raise DataError(f"{where}: labels must be integers, found dtype {arr.dtype}")
+
+
+def read_labels(spec: str | Path) -> LabelMap:
+    """Read a 2-D integer label map from ``.mat`` (``PATH:KEY``), ENVI, GeoTIFF or PNG."""
+    path, key = split_spec(spec)
+    if path.suffix.lower() in MAT_SUFFIXES:
+        _require_file(path, "MATLAB label")
+        return _read_mat_labels(path, key)
+    if key is not None:
+        raise DataError(f"{spec}: ':KEY' is only meaningful for .mat files")
+    if is_envi(path):
+        cube = read_envi(path)
+        if cube.bands != 1:
+            raise DataError(f"{cube.path}: a label map must have 1 band, found {cube.bands}")
+        return LabelMap(data=_as_label_array(cube.data[:, :, 0], cube.path), nodata=cube.nodata,
+                        path=cube.path)
+    arr, meta, _, _ = _read_rasterio(path)
+    if arr.shape[0] != 1:
+        raise DataError(f"{path}: a label map must have 1 band, found {arr.shape[0]}")
+    return LabelMap(data=_as_label_array(arr[0], str(path)), path=str(path), **meta)

@@ -1,0 +1,226 @@
+"""Class-map writers: a tiled GeoTIFF with colour table and class names, and a PNG preview.
+
+Both write to a temporary file beside the destination and rename it when complete, so a
+crash never leaves a half-written output at the destination.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from geolesf.errors import DataError
+
+RGB = tuple[int, int, int]
+
+
+# Kelly's colours of maximum contrast (without white and black), for the first 20 classes.
+_KELLY = (
+    0xF3C300, 0x875692, 0xF38400, 0xA1CAF1, 0xBE0032, 0xC2B280, 0x848482, 0x008856, 0xE68FAC,
+    0x0067A5, 0xF99379, 0x604E97, 0xF6A600, 0xB3446C, 0xDCD300, 0x882D17, 0x8DB600, 0x654522,
+    0xE25822, 0x2B3D26,
+)
+
+
+def default_palette(n: int) -> list[RGB]:
+    """``n`` distinct RGB colours: Kelly's 20 contrast colours, then golden-ratio hue steps."""
+    colours: list[RGB] = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in _KELLY[:n]]
+    for i in range(len(colours), n):
+        hue = (i * 0.618033988749895) % 1.0
+        light = 0.45 if i % 2 == 0 else 0.6
+        r, g, b = colorsys.hls_to_rgb(hue, light, 0.75)
+        colours.append((int(round(r * 255)), int(round(g * 255)), int(round(b * 255))))
+    return colours
+
+
+def _as_mapping(values: Mapping[int, Any] | Sequence[Any] | None) -> dict[int, Any]:
+    """A ``{pixel value: item}`` dict from a mapping or a sequence indexed by pixel value."""
+    if values is None:
+        return {}
+    if isinstance(values, Mapping):
+        return {int(k): v for k, v in values.items()}
+    return dict(enumerate(values))
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_class_map(
+    path: str | Path,
+    class_map: np.ndarray,
+    class_names: Mapping[int, str] | Sequence[str],
+    colors: Mapping[int, RGB] | Sequence[RGB] | None = None,
+    crs: Any = None,
+    transform: Any = None,
+    nodata: int | None = 0,
+    tags: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a ``(H, W)`` uint8 class map as a tiled, deflate-compressed GeoTIFF.
+
+    ``class_names`` / ``colors`` map pixel values to names / RGB (a sequence is indexed by
+    value). The colour table is embedded, the names are stored in the ``CLASS_NAMES`` GDAL
+    metadata item (JSON ``{value: name}``) and summarised in the band description. Without a
+    CRS the file is written in pixel coordinates and a warning says so.
+    """
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    arr = np.asarray(class_map)
+    if arr.ndim != 2:
+        raise DataError(f"{path}: class map must be 2-D, found shape {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise DataError(f"{path}: class values {arr.min()}..{arr.max()} do not fit in uint8")
+    arr = arr.astype(np.uint8)
+    names = {k: str(v) for k, v in _as_mapping(class_names).items()}
+    cols = _as_mapping(colors)
+    values = sorted(set(names) | {int(v) for v in np.unique(arr)})
+    if not cols:
+        palette = default_palette(len(values))
+        cols = {v: palette[i] for i, v in enumerate(values)}
+    if nodata is not None and int(nodata) not in cols:
+        cols[int(nodata)] = (0, 0, 0)
+    if crs is None:
+        warnings.warn(
+            f"{path}: no CRS given; the class map is written in pixel coordinates (not georeferenced)",
+            UserWarning,
+            stacklevel=2,
+        )
+    h, w = arr.shape
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "uint8",
+        "compress": "deflate", "photometric": "palette",
+    }
+    if h >= 16 and w >= 16:
+        block = 256 if min(h, w) >= 256 else 16 * max(1, min(h, w) // 16)
+        profile.update(tiled=True, blockxsize=block, blockysize=block)
+    if nodata is not None:
+        profile["nodata"] = int(nodata)
+    if crs is not None:
+        profile["crs"] = crs
+    if transform is not None:
+        profile["transform"] = transform
+    all_tags = {"CLASS_NAMES": json.dumps({str(k): v for k, v in sorted(names.items())})}
+    for key, value in (tags or {}).items():
+        all_tags[str(key)] = value if isinstance(value, str) else json.dumps(value)
+    description = "; ".join(f"{k}={v}" for k, v in sorted(names.items()))
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.write(arr, 1)
+                dst.write_colormap(1, {k: (*tuple(int(c) for c in v[:3]), 255) for k, v in cols.items()})
+                dst.update_tags(**all_tags)
+                dst.set_band_description(1, description[:1000])
+    return Path(path)
+
+
+def read_class_names(path: str | Path) -> dict[int, str]:
+    """The ``{value: name}`` table stored by :func:`write_class_map`."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        raw = src.tags().get("CLASS_NAMES")
+    return {int(k): v for k, v in json.loads(raw).items()} if raw else {}
+
+
+def write_preview_png(
+    path: str | Path,
+    class_map: np.ndarray,
+    class_names: Mapping[int, str] | Sequence[str],
+    colors: Mapping[int, RGB] | Sequence[RGB] | None = None,
+    title: str = "",
+    dpi: int = 120,
+) -> Path:
+    """Render the class map with a legend (one entry per class value present or named)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    arr = np.asarray(class_map)
+    names = {k: str(v) for k, v in _as_mapping(class_names).items()}
+    cols = _as_mapping(colors)
+    values = sorted(set(names) | {int(v) for v in np.unique(arr)})
+    if not cols:
+        palette = default_palette(len(values))
+        cols = {v: palette[i] for i, v in enumerate(values)}
+    rgb = np.zeros((*arr.shape, 3), dtype=np.uint8)
+    for v in values:
+        rgb[arr == v] = cols.get(v, (0, 0, 0))[:3]
+    h, w = arr.shape
+    side = max(h, w)
+    fig, ax = plt.subplots(figsize=(6 * w / side + 3.2, 6 * h / side + 0.6))
+    try:
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_axis_off()
+        if title:
+            ax.set_title(title, fontsize=10)
+        handles = [
+            Patch(facecolor=np.array(cols.get(v, (0, 0, 0))[:3]) / 255, edgecolor="k",
+                  label=f"{v}: {names.get(v, str(v))}")
+            for v in values
+        ]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7,
+                  frameon=False)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def write_cube_geotiff(path: str | Path, cube: Any, crs: Any = None, transform: Any = None) -> Path:
+    """Write an :class:`~geolesf.io.hsi.HSICube` (bands last) as a multi-band GeoTIFF.
+
+    ``crs`` / ``transform`` override the cube's own; band names become band descriptions and
+    wavelengths the per-band ``wavelength`` tag.
+    """
+    import rasterio
+
+    data = np.asarray(cube.data)
+    h, w, b = data.shape
+    crs = crs if crs is not None else cube.crs
+    transform = transform if transform is not None else cube.transform
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "height": h, "width": w, "count": b, "dtype": data.dtype.name,
+        "compress": "deflate", "interleave": "pixel",
+    }
+    if crs is not None:
+        profile["crs"] = crs
+    if transform is not None:
+        profile["transform"] = transform
+    if cube.nodata is not None:
+        profile["nodata"] = cube.nodata
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data.transpose(2, 0, 1))
+            for i in range(b):
+                if i < len(cube.band_names):
+                    dst.set_band_description(i + 1, str(cube.band_names[i]))
+                if cube.wavelengths is not None:
+                    dst.update_tags(i + 1, wavelength=str(cube.wavelengths[i]))
+    return Path(path)

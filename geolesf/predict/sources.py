@@ -1,0 +1,138 @@
+"""Windowed scene readers for the tiled predictor: a rasterio file or an in-memory/dask array.
+
+Both expose the same small interface — size, band count, dtype, CRS, transform and
+``read(row0, row1, col0, col1) -> (data (bands, h, w), valid (h, w) bool)`` — so the predictor
+never knows where pixels come from. Validity follows, in order: a ``nodata`` override given by
+the user (a pixel is invalid when *all* its bands equal it, or any is NaN), else the dataset's
+own mask (GDAL: per-dataset mask, alpha band, or the nodata value; a pixel is valid when any
+band is valid). An alpha band is used as mask and never fed to the model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geolesf.errors import DataError
+
+
+def _override_valid(data: np.ndarray, nodata: float) -> np.ndarray:
+    invalid = np.all(data == nodata, axis=0)
+    if data.dtype.kind == "f":
+        invalid |= np.isnan(data).any(axis=0)
+    return ~invalid
+
+
+class RasterioSource:
+    """A raster file opened once; windows read on demand (memory ∝ window, not scene)."""
+
+    def __init__(self, path: str | Path, nodata: float | None = None) -> None:
+        import rasterio
+        from rasterio.enums import ColorInterp, MaskFlags
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: scene not found")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._ds = rasterio.open(self.path)
+        except RasterioIOError as exc:
+            raise DataError(f"{self.path}: cannot be opened as a raster ({exc})") from None
+        ds = self._ds
+        self.alpha = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha]
+        self.indexes = [i for i in range(1, ds.count + 1) if i not in self.alpha]
+        self.height, self.width = ds.height, ds.width
+        self.dtype = np.dtype(ds.dtypes[self.indexes[0] - 1]) if self.indexes else np.dtype("uint8")
+        self.crs = ds.crs
+        self.transform = ds.transform
+        self.source_nodata = ds.nodata
+        self.nodata = nodata
+        self.name = self.path.name
+        self.has_mask = any(MaskFlags.all_valid not in flags for flags in ds.mask_flag_enums)
+
+    @property
+    def count(self) -> int:
+        return len(self.indexes)
+
+    def identity(self) -> dict[str, Any]:
+        st = self.path.stat()
+        return {"path": str(self.path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        from rasterio.windows import Window
+
+        win = Window(c0, r0, c1 - c0, r1 - r0)
+        data = self._ds.read(self.indexes, window=win)
+        if self.nodata is not None:
+            valid = _override_valid(data, self.nodata)
+        elif self.has_mask:
+            valid = self._ds.dataset_mask(window=win) > 0
+        else:
+            valid = np.ones(data.shape[1:], dtype=bool)
+        return data, valid
+
+    def close(self) -> None:
+        self._ds.close()
+
+
+class ArraySource:
+    """An ``xarray.DataArray`` (``(band, y, x)``, possibly dask-backed) or a numpy array.
+
+    CRS/transform come from rioxarray's ``.rio`` accessor when present; nodata from
+    ``.rio.nodata`` / ``_FillValue`` unless overridden.
+    """
+
+    def __init__(self, array: Any, nodata: float | None = None, crs: Any = None, transform: Any = None) -> None:
+        self.array = array
+        if array.ndim == 2:
+            array = array[None]
+            self.array = array
+        if array.ndim != 3:
+            raise DataError(f"array source must be (bands, y, x), found shape {tuple(array.shape)}")
+        self.height, self.width = int(array.shape[1]), int(array.shape[2])
+        self.dtype = np.dtype(array.dtype)
+        self.crs, self.transform, self.source_nodata = crs, transform, None
+        rio = getattr(array, "rio", None)
+        if rio is not None:
+            try:
+                self.crs = self.crs if self.crs is not None else rio.crs
+                self.transform = self.transform if self.transform is not None else rio.transform()
+                self.source_nodata = rio.nodata
+            except Exception:  # noqa: BLE001 - rioxarray raises several types for arrays without georeferencing
+                pass
+        if self.source_nodata is None and hasattr(array, "attrs"):
+            self.source_nodata = array.attrs.get("_FillValue", array.attrs.get("nodata"))
+        self.nodata = nodata if nodata is not None else self.source_nodata
+        self.name = str(getattr(array, "name", None) or "array")
+        self.alpha: list[int] = []
+
+    @property
+    def count(self) -> int:
+        return int(self.array.shape[0])
+
+    def identity(self) -> dict[str, Any]:
+        return {"array": self.name, "shape": [self.count, self.height, self.width]}
+
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        data = np.asarray(self.array[:, r0:r1, c0:c1])
+        if self.nodata is not None:
+            return data, _override_valid(data, self.nodata)
+        valid = ~np.isnan(data).any(axis=0) if data.dtype.kind == "f" else np.ones(data.shape[1:], bool)
+        return data, valid
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(source: Any, nodata: float | None = None) -> RasterioSource | ArraySource:
+    if isinstance(source, (str, Path)):
+        return RasterioSource(source, nodata)
+    if hasattr(source, "ndim") and hasattr(source, "shape"):
+        return ArraySource(source, nodata)
+    raise DataError(f"cannot read a scene from {type(source).__name__}: give a raster path or an "
+                    "xarray.DataArray / numpy array shaped (bands, y, x)")

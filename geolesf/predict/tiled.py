@@ -1,0 +1,653 @@
+"""Tiled, streaming, georeferenced prediction of a whole scene: ``predict_raster``.
+
+The scene is cut into ``tile × tile`` windows overlapping by ``overlap`` pixels (the last tile
+of each axis is clamped to the scene edge, never run twice). Dense models (registry task
+``segmentation``: ``(B, bands, H, W) → (B, C, H, W)``) run on batches of tiles; per-pixel patch
+models (task ``hsi-patch``, S²Mamba) classify every pixel of a tile from its ``P×P``
+neighbourhood, read with a halo of the patch radius, so the result equals whole-scene
+classification exactly.
+
+Memory does not grow with the scene height, and only a few bytes per pixel of width: tiles are
+processed row by row, left to right; float accumulators are kept only for the columns of the
+current tile and for the ``overlap`` rows that the next tile row will still add to. Finished
+rows are written to a temporary tiled GeoTIFF in full-width, block-aligned bands; at the end it
+becomes a Cloud-Optimized GeoTIFF (overviews, deflate) renamed onto the destination, with the
+input's CRS and transform (bit-exact), nodata, colour table, class names and provenance tags.
+
+Nodata: the dataset mask (nodata value, alpha band or internal mask), or the user's ``nodata``
+override. Invalid pixels get zero weight, tiles without a valid pixel never reach the model,
+and pixels without any valid contribution are written as the output nodata.
+
+Interrupted runs (Ctrl-C, crash, an exception from ``on_flush``) keep their partial files and a
+resume state beside the destination (hidden names); ``resume=True`` continues and writes the
+same bytes an uninterrupted run would. The destination itself is only ever a complete file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from geolesf import __version__
+from geolesf.errors import ConfigError, DataError, ModelError
+from geolesf.predict import blend as _blend
+from geolesf.predict import cog as _cog
+from geolesf.predict import resume as _resume
+from geolesf.predict.sources import open_source
+
+PAD_MODES = {"symmetric": "symmetric", "reflect": "reflect", "zero": "constant"}
+
+
+@dataclass
+class PredictModel:
+    """A model plus what the predictor needs to know about it."""
+
+    module: nn.Module
+    name: str
+    kind: str
+    """``dense`` (B, bands, H, W) → (B, C, H, W), or ``pixel`` (B, bands, P, P) → (B, C)."""
+    class_ids: list[int]
+    class_names: list[str]
+    colors: list[Any]
+    sha256: str
+    in_bands: int | None = None
+    normalise: Callable[[np.ndarray], np.ndarray] | None = None
+    """``(bands, h, w)`` raw → ``(bands', h, w)`` float32 model input."""
+    patch_size: int = 1
+    padding: str = "symmetric"
+    size_divisor: int = 1
+
+
+@dataclass
+class TiledResult:
+    out: Path
+    probabilities: Path | None
+    height: int
+    width: int
+    tiles: int
+    tiles_run: int
+    tiles_skipped: int
+    seconds: float
+    forward_seconds: float
+    resumed_at_row: int
+    class_ids: list[int]
+    class_names: list[str]
+
+    @property
+    def megapixels_per_second(self) -> float:
+        return self.height * self.width / 1e6 / max(self.seconds, 1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# models
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_predict_model(checkpoint: str | Path, model_name: str | None = None) -> PredictModel:
+    """Load a geolesf checkpoint (segmentation or hsi-patch format) for prediction."""
+    from geolesf.models.unet import SEGMENTATION_FORMAT, load_segmentation_checkpoint, read_checkpoint_payload
+
+    payload, _ = read_checkpoint_payload(checkpoint)
+    fmt = payload.get("format")
+    found = payload.get("model_name")
+    if model_name is not None and found is not None and model_name != found:
+        raise ModelError(f"{checkpoint} holds a '{found}' model, not '{model_name}'")
+    del payload
+    if fmt == SEGMENTATION_FORMAT:
+        ck = load_segmentation_checkpoint(checkpoint)
+        return PredictModel(
+            module=ck.model, name=ck.model_name, kind="dense", class_ids=ck.class_ids,
+            class_names=ck.class_names, colors=ck.colors, sha256=ck.sha256 or "", in_bands=ck.in_bands,
+            normalise=ck.normalise, size_divisor=int(getattr(ck.model, "size_divisor", 1)),
+        )
+    from geolesf.tasks.hsi_classification import CHECKPOINT_FORMAT, load_patch_checkpoint
+
+    if fmt == CHECKPOINT_FORMAT:
+        pk = load_patch_checkpoint(checkpoint)
+
+        def normalise(x: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(pk.normalise(x.transpose(1, 2, 0)).transpose(2, 0, 1))
+
+        return PredictModel(
+            module=pk.model, name=pk.model_name, kind="pixel", class_ids=list(pk.class_ids),
+            class_names=list(pk.class_names), colors=list(pk.colors), sha256=pk.sha256 or "",
+            in_bands=pk.in_bands, normalise=normalise, patch_size=pk.patch_size, padding=pk.padding,
+        )
+    raise ModelError(f"{checkpoint}: not a geolesf segmentation or hsi-patch checkpoint (format '{fmt}')")
+
+
+def as_predict_model(
+    model: Any,
+    *,
+    class_names: Sequence[str] | None = None,
+    colors: Sequence[Any] | None = None,
+    kind: str = "dense",
+    name: str | None = None,
+) -> PredictModel:
+    """Accept a :class:`PredictModel`, a checkpoint path or a bare ``nn.Module`` (dense by default)."""
+    from geolesf.io.writers import default_palette
+
+    if isinstance(model, PredictModel):
+        pm = model
+    elif isinstance(model, (str, Path)):
+        pm = load_predict_model(model)
+    elif isinstance(model, nn.Module):
+        if kind not in ("dense", "pixel"):
+            raise ConfigError(f"kind must be 'dense' or 'pixel', found '{kind}'")
+        model.eval()
+        pm = PredictModel(
+            module=model, name=name or type(model).__name__, kind=kind, class_ids=[], class_names=[],
+            colors=[], sha256=state_dict_sha256(model), in_bands=getattr(model, "in_chans", None),
+            patch_size=int(getattr(model, "patch_size", 1)),
+            size_divisor=int(getattr(model, "size_divisor", 1)),
+        )
+    else:
+        raise ModelError(f"cannot predict with a {type(model).__name__}: give an nn.Module or a checkpoint path")
+    if class_names is not None:
+        pm.class_names = [str(n) for n in class_names]
+        if not pm.class_ids or len(pm.class_ids) != len(pm.class_names):
+            pm.class_ids = list(range(len(pm.class_names)))
+    if colors is not None:
+        pm.colors = list(colors)
+    if not pm.class_ids:
+        pm.class_ids = list(range(_infer_classes(pm)))
+    if not pm.class_names:
+        pm.class_names = [f"class {i}" for i in pm.class_ids]
+    if len(pm.colors) != len(pm.class_ids):
+        pm.colors = list(default_palette(len(pm.class_ids)))
+    return pm
+
+
+def _infer_classes(pm: PredictModel) -> int:
+    bands = pm.in_bands or 3
+    size = pm.patch_size if pm.kind == "pixel" else max(16, pm.size_divisor)
+    param = next(pm.module.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    with torch.inference_mode():
+        y = pm.module(torch.zeros(1, bands, size, size, device=device))
+    return int(y.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# tile runners
+
+
+def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    if x.shape[1] == h and x.shape[2] == w:
+        return x
+    return np.pad(x, ((0, 0), (0, h - x.shape[1]), (0, w - x.shape[2])), mode="symmetric")
+
+
+class _Runner:
+    """Reads one tile's input and runs the model on a batch of tiles."""
+
+    def __init__(self, pm: PredictModel, src: Any, th: int, tw: int, device: str, softmax: bool,
+                 pixel_batch: int) -> None:
+        self.pm, self.src, self.th, self.tw = pm, src, th, tw
+        self.device, self.softmax, self.pixel_batch = torch.device(device), softmax, pixel_batch
+        self.halo = pm.patch_size // 2 if pm.kind == "pixel" else 0
+        d = max(1, pm.size_divisor)
+        self.ph, self.pw = -(-th // d) * d, -(-tw // d) * d
+        self.forward_seconds = 0.0
+
+    def read(self, y: int, x: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+        """Model input for tile ``(y, x)``, its validity ``(th, tw)`` and the halo sides added."""
+        r, src = self.halo, self.src
+        r0, r1 = max(0, y - r), min(src.height, y + self.th + r)
+        c0, c1 = max(0, x - r), min(src.width, x + self.tw + r)
+        data, valid = src.read(r0, r1, c0, c1)
+        pads = (r - (y - r0), r - (r1 - y - self.th), r - (x - c0), r - (c1 - x - self.tw))
+        core = valid[y - r0:y - r0 + self.th, x - c0:x - c0 + self.tw]
+        return data, core, pads
+
+    def prepare(self, data: np.ndarray, valid_full: np.ndarray | None) -> np.ndarray:
+        x = self.pm.normalise(data) if self.pm.normalise is not None else data.astype(np.float32)
+        if valid_full is not None:
+            x[:, ~valid_full] = 0.0
+        return x
+
+    def run_dense(self, inputs: list[np.ndarray]) -> np.ndarray:
+        x = torch.from_numpy(np.stack([_pad_to(a, self.ph, self.pw) for a in inputs])).to(self.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            y = self.pm.module(x)
+            if self.softmax:
+                y = y.softmax(1)
+            out = y[:, :, : self.th, : self.tw].float().cpu().numpy()
+        self.forward_seconds += time.perf_counter() - start
+        return out
+
+    def run_pixel(self, x: np.ndarray, pads: tuple[int, int, int, int], valid: np.ndarray, classes: int) -> np.ndarray:
+        from geolesf.tasks.hsi_classification import PatchGatherer
+
+        t, b, left, right = pads
+        mode = PAD_MODES.get(self.pm.padding, "symmetric")
+        if any(pads):
+            x = np.pad(x, ((0, 0), (t, b), (left, right)), mode=mode)
+        gather = PatchGatherer(x.transpose(1, 2, 0), self.pm.patch_size, self.pm.padding)
+        rows, cols = np.nonzero(valid)
+        rows_t = torch.from_numpy(rows + self.halo)
+        cols_t = torch.from_numpy(cols + self.halo)
+        out = np.zeros((classes, self.th, self.tw), dtype=np.float32)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for i in range(0, len(rows), self.pixel_batch):
+                patches = gather(rows_t[i:i + self.pixel_batch], cols_t[i:i + self.pixel_batch]).to(self.device)
+                y = self.pm.module(patches)
+                if self.softmax:
+                    y = y.softmax(1)
+                out[:, rows[i:i + self.pixel_batch], cols[i:i + self.pixel_batch]] = y.float().cpu().numpy().T
+        self.forward_seconds += time.perf_counter() - start
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+
+
+def _output_dtype(class_ids: Sequence[int], out_nodata: int | None) -> tuple[str, int]:
+    ids = set(int(i) for i in class_ids)
+    if out_nodata is None:
+        out_nodata = next(v for v in (0, 255, 65535) if v not in ids)
+    if int(out_nodata) in ids:
+        raise ConfigError(f"output nodata {out_nodata} is also a class id; choose another")
+    dtype = "uint8" if max(ids | {int(out_nodata)}) < 256 else "uint16"
+    return dtype, int(out_nodata)
+
+
+def _check_out(out: Path, what: str) -> None:
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise DataError(f"{what} {out}: expected a .tif path for the GeoTIFF output")
+    if not out.parent.is_dir():
+        raise DataError(f"{what} {out}: folder {out.parent} does not exist")
+
+
+def _check_inputs(src: Any, pm: PredictModel, tile: int) -> None:
+    if src.count < 1:
+        raise DataError(f"{src.name} has no data bands")
+    if pm.in_bands is not None and src.count != pm.in_bands:
+        raise DataError(f"{src.name} has {src.count} bands; model {pm.name} expects {pm.in_bands}")
+    if src.dtype.kind not in "biuf":
+        raise DataError(f"{src.name}: unsupported pixel type {src.dtype}; expected integers or floats")
+    if src.crs is None:
+        warnings.warn(f"{src.name} has no CRS: the prediction is written in pixel coordinates "
+                      "(not georeferenced)", UserWarning, stacklevel=3)
+    if pm.kind == "dense" and tile % max(1, pm.size_divisor):
+        d = pm.size_divisor
+        raise ConfigError(f"--tile {tile}: model {pm.name} needs a multiple of {d} (try {max(d, tile - tile % d)})")
+
+
+# --------------------------------------------------------------------------------------------
+# main entry point
+
+
+def predict_raster(
+    source: Any,
+    model: Any,
+    out: str | Path,
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    blend: str = "cosine",
+    batch_size: int = 16,
+    margin: int | None = None,
+    blend_on: str = "probabilities",
+    probabilities: str | Path | None = None,
+    probabilities_dtype: str = "float32",
+    nodata: float | None = None,
+    out_nodata: int | None = None,
+    block: int = 512,
+    device: str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+    class_names: Sequence[str] | None = None,
+    colors: Sequence[Any] | None = None,
+    pixel_batch: int = 4096,
+    checkpoint_every: float = 30.0,
+    overview_resampling: str = "nearest",
+    gdal_cache_mb: int = 64,
+    on_flush: Callable[[int], None] | None = None,
+    qml: bool = True,
+) -> TiledResult:
+    """Predict every pixel of ``source`` with ``model`` and write a class-map COG at ``out``.
+
+    ``source``: a raster path (anything rasterio opens) or an ``xarray.DataArray`` / numpy array
+    ``(bands, y, x)``. ``model``: a checkpoint path, a :class:`PredictModel` or an ``nn.Module``
+    (dense; pass ``class_names``). ``blend``: ``cosine`` | ``linear`` | ``none`` (see
+    :mod:`geolesf.predict.blend`), applied to softmax ``probabilities`` or raw ``logits``
+    (``blend_on``). ``probabilities``: optional path of a per-class COG (``float32``, nodata NaN,
+    or ``uint8`` scaled by 1/254, nodata 255). ``nodata`` overrides the input's nodata;
+    ``out_nodata`` defaults to 0, or 255 when 0 is a class id. ``on_flush(rows_written)`` is
+    called after each block-aligned band of rows is written (after the resume state is saved).
+    ``qml`` writes the QGIS style (paletted legend with class names) beside ``out``.
+    """
+    if blend_on not in ("probabilities", "logits"):
+        raise ConfigError(f"blend_on must be 'probabilities' or 'logits', found '{blend_on}'")
+    if probabilities_dtype not in ("float32", "uint8"):
+        raise ConfigError(f"probabilities dtype must be float32 or uint8, found '{probabilities_dtype}'")
+    if block < 16 or block % 16:
+        raise ConfigError(f"block must be a positive multiple of 16, found {block}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, found {batch_size}")
+    margin = _blend.check_geometry(tile, overlap, blend, margin)
+    out = Path(out)
+    probs_path = Path(probabilities) if probabilities is not None else None
+    _check_out(out, "--out")
+    if probs_path is not None:
+        _check_out(probs_path, "--probabilities")
+        if probs_path.resolve() == out.resolve():
+            raise ConfigError("--probabilities must differ from --out")
+    if isinstance(source, (str, Path)) and Path(source).resolve() == out.resolve():
+        raise DataError(f"--out {out} is the input scene; choose another path")
+    pm = as_predict_model(model, class_names=class_names, colors=colors)
+    src = open_source(source, nodata)
+    try:
+        _check_inputs(src, pm, tile)
+        if pm.kind == "pixel":
+            overlap, blend, margin = 0, "none", 0
+        out_dtype, nodata_out = _output_dtype(pm.class_ids, out_nodata)
+        n_classes = len(pm.class_ids)
+        prob_item = 4 if probabilities_dtype == "float32" else 1
+        need = _cog.estimate_bytes(src.height, src.width, np.dtype(out_dtype).itemsize,
+                                   n_classes if probs_path else 0, prob_item)
+        free = _cog.free_bytes(out.parent)
+        if need > free:
+            raise DataError(f"{out.parent}: about {need / 1e9:.1f} GB are needed for the output, "
+                            f"only {free / 1e9:.1f} GB are free")
+        return _run(src, pm, out, probs_path, locals_=dict(
+            tile=tile, overlap=overlap, blend=blend, margin=margin, batch_size=batch_size,
+            blend_on=blend_on, probabilities_dtype=probabilities_dtype, nodata=nodata,
+            out_dtype=out_dtype, nodata_out=nodata_out, block=block, device=device, resume=resume,
+            progress=progress, pixel_batch=pixel_batch, checkpoint_every=checkpoint_every,
+            overview_resampling=overview_resampling, gdal_cache_mb=gdal_cache_mb, on_flush=on_flush,
+            qml=qml,
+        ))
+    finally:
+        src.close()
+
+
+def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_: dict[str, Any]) -> TiledResult:
+    import rasterio
+    from rasterio.windows import Window
+    from tqdm.auto import tqdm
+
+    o = locals_
+    tile, overlap, block = o["tile"], o["overlap"], o["block"]
+    H, W = src.height, src.width
+    th, tw = min(tile, H), min(tile, W)
+    rows = _blend.tile_starts(H, tile, overlap)
+    cols = _blend.tile_starts(W, tile, overlap)
+    windows = _blend.WindowCache(overlap, o["blend"], o["margin"])
+    C = len(pm.class_ids)
+    lut = np.asarray(pm.class_ids, dtype=o["out_dtype"])
+    nodata_out = o["nodata_out"]
+    want_probs = probs_path is not None
+    prob_u8 = o["probabilities_dtype"] == "uint8"
+    softmax = o["blend_on"] == "probabilities"
+    runner = _Runner(pm, src, th, tw, o["device"], softmax, o["pixel_batch"])
+    tags = {
+        "geolesf_version": __version__, "model": pm.name, "weights_sha256": pm.sha256,
+        "tile": str(tile), "overlap": str(overlap), "blend": o["blend"], "blend_margin": str(o["margin"]),
+        "blend_on": o["blend_on"], "source": src.name,
+    }
+    if pm.kind == "pixel":
+        tags["patch_size"] = str(pm.patch_size)
+    paths = _cog.PartialPaths(out, probs_path)
+    fp = _resume.fingerprint({
+        "source": src.identity(), "tags": tags, "batch_size": o["batch_size"], "block": block,
+        "nodata": o["nodata"], "out_nodata": nodata_out, "probs": probs_path.name if probs_path else None,
+        "probs_dtype": o["probabilities_dtype"], "device": o["device"], "pixel_batch": o["pixel_batch"],
+        "class_ids": pm.class_ids, "class_names": pm.class_names, "colors": [str(c) for c in pm.colors],
+    })
+    state = None
+    if o["resume"] and paths.state.is_file():
+        state = _resume.load_state(paths.state, fp)
+        for p in (paths.tmp, paths.tmp_probs):
+            if p is not None and not p.is_file():
+                raise DataError(f"{p}: partial output of the interrupted run is missing; run without --resume")
+    elif o["resume"]:
+        warnings.warn(f"--resume: no interrupted run of {out} found; starting from the beginning",
+                      UserWarning, stacklevel=3)
+
+    env = rasterio.Env(GDAL_CACHEMAX=int(o["gdal_cache_mb"]))
+    env.__enter__()
+    dst = dstp = None
+    total_tiles = len(rows) * len(cols)
+    started = time.perf_counter()
+    try:
+        if state is None:
+            paths.remove()
+            dst = _cog.open_temp(paths.tmp, height=H, width=W, count=1, dtype=o["out_dtype"], nodata=nodata_out,
+                                 crs=src.crs, transform=src.transform, block=block)
+            _cog.write_class_metadata(dst, pm.class_ids, pm.class_names, pm.colors, nodata_out, tags)
+            if want_probs:
+                dstp = _cog.open_temp(paths.tmp_probs, height=H, width=W, count=C,
+                                      dtype="uint8" if prob_u8 else "float32",
+                                      nodata=255 if prob_u8 else float("nan"), crs=src.crs,
+                                      transform=src.transform, block=block, compress="deflate")
+                _cog.write_prob_metadata(dstp, pm.class_names, 1 / 254 if prob_u8 else None, tags)
+            first_row, flushed, carry_start = 0, 0, 0
+            carry = np.zeros((C + 1, 0, W), dtype=np.float32)
+            pending_ids = np.zeros((0, W), dtype=o["out_dtype"])
+            pending_probs = np.zeros((C, 0, W), dtype=np.float32) if want_probs else None
+            tiles_done = tiles_skipped = 0
+        else:
+            dst = _cog.reopen(paths.tmp)
+            dstp = _cog.reopen(paths.tmp_probs) if want_probs else None
+            first_row, flushed, carry_start = state.next_row, state.flushed, state.carry_start
+            carry, pending_ids, pending_probs = state.carry, state.pending_ids, state.pending_probs
+            tiles_done, tiles_skipped = state.tiles_done, state.tiles_skipped
+        resumed_at = flushed
+        last_ckpt = time.perf_counter()
+        bar = tqdm(total=total_tiles, initial=tiles_done, unit="tile", desc=f"predict {src.name}",
+                   disable=not o["progress"], dynamic_ncols=True)
+
+        def finish_rows(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            """Finished accumulators ``(C+1, h, k)`` → class ids ``(h, k)`` and probabilities."""
+            wsum = acc[C]
+            valid = wsum > 0
+            ids = lut[acc[:C].argmax(0)]
+            ids[~valid] = nodata_out
+            probs = None
+            if want_probs:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    p = acc[:C] / wsum
+                if not softmax:
+                    p = torch.from_numpy(p).softmax(0).numpy()
+                if prob_u8:
+                    probs = np.where(valid, np.rint(np.nan_to_num(p) * 254), 255).astype(np.uint8)
+                else:
+                    probs = np.where(valid, p, np.nan).astype(np.float32)
+            return ids, probs
+
+        def flush(final: bool) -> None:
+            nonlocal pending_ids, pending_probs, flushed
+            n = pending_ids.shape[0] if final else (pending_ids.shape[0] // block) * block
+            if n == 0:
+                return
+            win = Window(0, flushed, W, n)
+            dst.write(pending_ids[:n][None], window=win)
+            if dstp is not None:
+                dstp.write(pending_probs[:, :n].astype(dstp.dtypes[0]), window=win)
+            pending_ids = pending_ids[n:].copy()
+            if pending_probs is not None:
+                pending_probs = pending_probs[:, n:].copy()
+            flushed += n
+
+        for i in range(first_row, len(rows)):
+            y = rows[i]
+            y_next = rows[i + 1] if i + 1 < len(rows) else H
+            g = y_next - y
+            hc = carry.shape[1]
+            assert carry_start == y or hc == 0
+            new_carry = np.zeros((C + 1, th - g, W), dtype=np.float32)
+            band_ids = np.empty((g, W), dtype=o["out_dtype"])
+            band_probs = np.empty((C, g, W), dtype=prob_dtype(prob_u8)) if want_probs else None
+            local = np.zeros((C + 1, th, tw), dtype=np.float32)
+            top, bottom = i > 0, i + 1 < len(rows)
+            for chunk in _chunks(len(cols), o["batch_size"] if pm.kind == "dense" else 1):
+                outputs: dict[int, np.ndarray] = {}
+                valids: dict[int, np.ndarray] = {}
+                inputs: list[np.ndarray] = []
+                run_j: list[int] = []
+                for j in chunk:
+                    data, valid, pads = runner.read(y, cols[j])
+                    valids[j] = valid
+                    if not valid.any():
+                        continue
+                    if pm.kind == "dense":
+                        inputs.append(runner.prepare(data, valid))
+                        run_j.append(j)
+                    else:
+                        x_in = runner.prepare(data, None)
+                        outputs[j] = runner.run_pixel(x_in, pads, valid, C)
+                if inputs:
+                    for j, y_out in zip(run_j, runner.run_dense(inputs)):
+                        outputs[j] = y_out
+                for j in chunk:
+                    x = cols[j]
+                    x_next = cols[j + 1] if j + 1 < len(cols) else W
+                    if j in outputs:
+                        wt = windows(th, tw, top, bottom, j > 0, j + 1 < len(cols)) * valids[j]
+                        y_out = outputs[j]
+                        y_out *= wt
+                        local[:C] += y_out
+                        local[C] += wt
+                    else:
+                        tiles_skipped += 1
+                    k = x_next - x
+                    acc = local[:, :, :k]
+                    if hc:
+                        acc[:, :hc] += carry[:, :, x:x_next]
+                    ids, probs = finish_rows(acc[:, :g])
+                    band_ids[:, x:x_next] = ids
+                    if band_probs is not None:
+                        band_probs[:, :, x:x_next] = probs
+                    if th > g:
+                        new_carry[:, :, x:x_next] = acc[:, g:]
+                    local[:, :, : tw - k] = local[:, :, k:]
+                    local[:, :, tw - k:] = 0.0
+                    tiles_done += 1
+                    bar.update(1)
+            carry, carry_start = new_carry, y_next
+            pending_ids = np.concatenate([pending_ids, band_ids])
+            if want_probs:
+                pending_probs = np.concatenate([pending_probs, band_probs], axis=1)
+            before = flushed
+            flush(final=i + 1 == len(rows))
+            if flushed > before and i + 1 < len(rows):
+                if time.perf_counter() - last_ckpt >= o["checkpoint_every"]:
+                    dst.close()
+                    if dstp is not None:
+                        dstp.close()
+                    _resume.save_state(paths.state, _resume.ResumeState(
+                        fingerprint=fp, next_row=i + 1, flushed=flushed, carry_start=carry_start, carry=carry,
+                        pending_ids=pending_ids, pending_probs=pending_probs, tiles_done=tiles_done,
+                        tiles_skipped=tiles_skipped))
+                    dst = _cog.reopen(paths.tmp)
+                    dstp = _cog.reopen(paths.tmp_probs) if want_probs else None
+                    last_ckpt = time.perf_counter()
+                if o["on_flush"] is not None:
+                    o["on_flush"](flushed)
+        bar.close()
+        dst.close()
+        dst = None
+        if dstp is not None:
+            dstp.close()
+            dstp = None
+        res = o["overview_resampling"]
+        _cog.finalize_cog(paths.tmp, out, paths.cog_tmp(out), block=block, resampling=res, predictor=False)
+        if probs_path is not None:
+            _cog.finalize_cog(paths.tmp_probs, probs_path, paths.cog_tmp(probs_path), block=block,
+                              resampling="average", predictor=not prob_u8)
+        if paths.state.exists():
+            paths.state.unlink()
+        if o["qml"]:
+            from geolesf.export.qgis import raster_qml, write_qml
+
+            write_qml(out.with_suffix(".qml"), raster_qml(pm.class_ids, pm.class_names, pm.colors))
+    except BaseException:
+        for ds in (dst, dstp):
+            if ds is not None and not ds.closed:
+                ds.close()
+        if paths.state.exists():
+            if o["progress"]:
+                print(f"\nprediction interrupted; partial work kept beside {out} — rerun with --resume "
+                      "to continue", file=sys.stderr)
+        else:
+            paths.remove()
+        raise
+    finally:
+        env.__exit__(None, None, None)
+    seconds = time.perf_counter() - started
+    return TiledResult(
+        out=out, probabilities=probs_path, height=H, width=W, tiles=total_tiles,
+        tiles_run=total_tiles - tiles_skipped, tiles_skipped=tiles_skipped, seconds=seconds,
+        forward_seconds=runner.forward_seconds, resumed_at_row=resumed_at, class_ids=list(pm.class_ids),
+        class_names=list(pm.class_names),
+    )
+
+
+def _chunks(n: int, batch: int) -> list[list[int]]:
+    """``range(n)`` in ``ceil(n / batch)`` nearly equal consecutive chunks (9 tiles, batch 8 → 5 + 4)."""
+    k = -(-n // batch)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [list(range(a, b)) for a, b in zip(bounds, bounds[1:])]
+
+
+def prob_dtype(u8: bool) -> Any:
+    return np.uint8 if u8 else np.float32
+
+
+def predict_file(
+    scene: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    model_name: str | None = None,
+    batch_size: int | None = None,
+    preview: bool = False,
+    **kwargs: Any,
+) -> TiledResult:
+    """CLI entry: load ``checkpoint`` (checking it holds ``model_name``) and run :func:`predict_raster`.
+
+    ``batch_size`` counts tiles for dense models (default 16) and pixels for patch models (default
+    4096). ``preview`` also writes a PNG beside ``out`` when the scene has at most 25 Mpx.
+    """
+    pm = load_predict_model(checkpoint, model_name)
+    if pm.kind == "pixel":
+        kwargs["pixel_batch"] = batch_size or 4096
+    else:
+        kwargs["batch_size"] = batch_size or 16
+    result = predict_raster(scene, pm, out, **kwargs)
+    if preview and result.height * result.width <= 25_000_000:
+        import rasterio
+
+        from geolesf.io.writers import write_preview_png
+
+        with rasterio.open(result.out) as src:
+            arr, nd = src.read(1), src.nodata
+        names = dict(zip(pm.class_ids, pm.class_names))
+        cols = {i: _cog.hex_to_rgb(c) for i, c in zip(pm.class_ids, pm.colors)}
+        if nd is not None and (arr == nd).any():
+            names[int(nd)], cols[int(nd)] = "nodata", (0, 0, 0)
+        write_preview_png(Path(result.out).with_suffix(".png"), arr, names, cols,
+                          title=f"{pm.name}: {Path(str(scene)).name}")
+    return result

@@ -1,0 +1,169 @@
+"""Model registry: ``register_model`` / ``create_model`` / ``list_models``.
+
+Model constructors register themselves with a decorator (the timm pattern)::
+
+    @register_model("s2mamba", task="hsi-classification", pretrained=[PretrainedCfg(...)])
+    def s2mamba(in_chans: int, num_classes: int, **kwargs) -> nn.Module: ...
+
+A :class:`PretrainedCfg` records where weights come from (file name, optional URL),
+their sha256, the input bands, class names and licence. :func:`load_pretrained`
+verifies the sha256 *before* ``torch.load(..., weights_only=True)`` and refuses a
+mismatch with :class:`~geolesf.errors.ChecksumError`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geolesf.errors import ChecksumError, ModelError
+from geolesf.paths import embedded_data_root, weights_home
+
+# Modules whose import registers the built-in models; imported on first registry use.
+BUILTIN_MODEL_MODULES = (
+    "geolesf.models.baselines",
+    "geolesf.models.s2mamba",
+    "geolesf.models.unet",
+)
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """Provenance and contract of one set of weights."""
+
+    tag: str
+    file: str
+    sha256: str
+    bands: int | None = None
+    class_names: tuple[str, ...] = ()
+    licence: str = "unknown"
+    url: str | None = None
+    description: str = ""
+    trained_with: str = ""
+    """The geolesf command that produced the weights, for self-trained checkpoints."""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    fn: Callable[..., Any]
+    task: str
+    description: str
+    pretrained: dict[str, PretrainedCfg] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_BUILTINS_LOADED = False
+
+
+def register_model(
+    name: str,
+    *,
+    task: str = "",
+    pretrained: list[PretrainedCfg] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering a model constructor under ``name``."""
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ModelError(f"model '{name}' is already registered by {_REGISTRY[name].fn.__module__}")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelEntry(
+            name=name,
+            fn=fn,
+            task=task,
+            description=doc[0] if doc else "",
+            pretrained={p.tag: p for p in pretrained or []},
+        )
+        return fn
+
+    return decorator
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        for module in BUILTIN_MODEL_MODULES:
+            importlib.import_module(module)
+
+
+def get_entry(name: str) -> ModelEntry:
+    _load_builtins()
+    if name not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ModelError(
+            f"unknown model '{name}'{hint} (available: {', '.join(sorted(_REGISTRY))})"
+        )
+    return _REGISTRY[name]
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``."""
+    _load_builtins()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def create_model(name: str, **kwargs: Any) -> Any:
+    """Build model ``name`` with constructor arguments ``kwargs``."""
+    entry = get_entry(name)
+    try:
+        return entry.fn(**kwargs)
+    except TypeError as exc:
+        raise ModelError(f"model '{name}': bad arguments ({exc})") from None
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_weights(cfg: PretrainedCfg, path: str | Path | None = None) -> Path:
+    """Find the weights file: an explicit path, then GEOLESF_HOME/weights, then the package."""
+    candidates = [Path(path)] if path else [weights_home() / cfg.file, embedded_data_root() / "weights" / cfg.file]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    where = ", ".join(str(c) for c in candidates)
+    raise ModelError(f"weights '{cfg.file}' for tag '{cfg.tag}' not found (looked in {where})")
+
+
+def verify_sha256(path: str | Path, expected: str) -> None:
+    found = sha256_file(path)
+    if found != expected:
+        raise ChecksumError(
+            f"{path}: sha256 mismatch, expected {expected[:16]}…, found {found[:16]}…; "
+            "the file is corrupt or not the published weights"
+        )
+
+
+def load_pretrained(name: str, tag: str | None = None, path: str | Path | None = None) -> dict[str, Any]:
+    """Verify and load the weights of a registered pretrained config.
+
+    Returns the object stored in the checkpoint (loaded with ``weights_only=True``).
+    """
+    import torch
+
+    entry = get_entry(name)
+    if not entry.pretrained:
+        raise ModelError(f"model '{name}' has no pretrained weights registered")
+    if tag is None:
+        tag = next(iter(entry.pretrained))
+    if tag not in entry.pretrained:
+        raise ModelError(f"model '{name}' has no pretrained tag '{tag}' (have: {', '.join(entry.pretrained)})")
+    cfg = entry.pretrained[tag]
+    file = resolve_weights(cfg, path)
+    verify_sha256(file, cfg.sha256)
+    return torch.load(file, map_location="cpu", weights_only=True)

@@ -1,0 +1,461 @@
+"""Patch-based hyperspectral classification with Lightning (S²Mamba and other ``hsi-patch`` models).
+
+The official S²Mamba protocol (methods.md §2.7) is reproduced here:
+
+* cross-entropy loss, AdamW (weight decay on *all* parameters, as the official optimizer
+  is built from ``model.parameters()`` without groups);
+* ExponentialLR with γ = 0.99 whose ``step()`` the official loop calls at the *start* of
+  every epoch, so epoch ``e`` trains with ``lr·γ^(e+1)``; we express that exactly with a
+  ``LambdaLR`` stepped at epoch ends;
+* batch 64, no augmentation, the **last-epoch** model is the reported one (no model
+  selection on test pixels, which would leak).
+
+Checkpoints (``model.pt``) are plain dictionaries of tensors and primitives, loadable with
+``torch.load(..., weights_only=True)``: state dict, model name and constructor arguments,
+band statistics (and PCA) used to normalise the input, class ids / names / colours and
+the patch geometry. Lightning's own ``last.ckpt`` is kept beside it for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from geolesf import __version__
+from geolesf.errors import ModelError, TrainingError
+from geolesf.registry import create_model, sha256_file
+from geolesf.tasks.hsi_run import register_trainer
+
+CHECKPOINT_FORMAT = "geolesf-hsi-patch/1"
+
+
+class PatchGatherer:
+    """Pixel-centred ``P×P`` patches gathered in batches from a padded cube.
+
+    The cube is padded once (``symmetric`` = numpy's edge-repeating mirror used by the
+    official S²Mamba code, ``reflect`` or ``zero``) and kept as one ``(bands, H+2p, W+2p)``
+    float32 tensor; a batch of patches is one advanced-indexing gather, with no per-pixel
+    Python work.
+    """
+
+    def __init__(self, cube: np.ndarray, patch_size: int, padding: str = "symmetric") -> None:
+        if patch_size % 2 != 1 or patch_size < 1:
+            raise ModelError(f"patch size must be odd and positive, found {patch_size}")
+        modes = {"symmetric": "symmetric", "reflect": "reflect", "zero": "constant"}
+        if padding not in modes:
+            raise ModelError(f"padding must be one of {', '.join(modes)}, found '{padding}'")
+        self.patch_size = patch_size
+        self.radius = patch_size // 2
+        r = self.radius
+        padded = np.pad(np.asarray(cube, dtype=np.float32), ((r, r), (r, r), (0, 0)), mode=modes[padding])
+        self.padded = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))
+        self.offsets = torch.arange(patch_size)
+
+    def __call__(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Patches centred on ``(rows, cols)`` (original image coordinates): ``(n, bands, P, P)``."""
+        rr = (rows[:, None] + self.offsets)[:, :, None]  # (n, P, 1)
+        cc = (cols[:, None] + self.offsets)[:, None, :]  # (n, 1, P)
+        return self.padded[:, rr, cc].permute(1, 0, 2, 3).contiguous()
+
+
+class _PixelDataset(Dataset):
+    """Indices into a list of labelled pixels; patches are gathered per batch in ``collate``."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray, gather: PatchGatherer) -> None:
+        self.rows = torch.as_tensor(rows, dtype=torch.long)
+        self.cols = torch.as_tensor(cols, dtype=torch.long)
+        self.targets = torch.as_tensor(targets, dtype=torch.long)
+        self.gather = gather
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def collate(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.gather(self.rows[idx], self.cols[idx]), self.targets[idx]
+
+
+def pixel_loader(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    targets: np.ndarray,
+    gather: PatchGatherer,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+) -> DataLoader:
+    dataset = _PixelDataset(rows, cols, targets, gather)
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate, generator=generator
+    )
+
+
+class HSIClassificationModule(L.LightningModule):
+    """Thin Lightning wrapper: a registry model, cross-entropy, AdamW + the official LR schedule."""
+
+    def __init__(
+        self,
+        model_name: str,
+        model_args: dict[str, Any],
+        lr: float = 5e-4,
+        weight_decay: float = 5e-3,
+        gamma: float = 0.99,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = create_model(model_name, **model_args)
+        self.loss = nn.CrossEntropyLoss()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
+                "lower the learning rate or check the cube for extreme values"
+            )
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train_acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log("test_loss", self.loss(logits, y), on_epoch=True, batch_size=len(y))
+        self.log("test_OA", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True, batch_size=len(y))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        gamma = hp.gamma
+        # The official loop steps ExponentialLR at the start of each epoch: epoch e uses lr·γ^(e+1).
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: gamma ** (epoch + 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class HistoryCallback(L.Callback):
+    """Per-epoch loss/accuracy (and test OA when evaluated) collected for history.json."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+        self._lr = float("nan")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # The learning rate this epoch trains with (the scheduler steps before epoch-end hooks).
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch + 1}
+        for key in ("train_loss", "train_acc", "test_loss", "test_OA"):
+            if key in metrics:
+                row[key] = float(metrics[key])
+        row["lr"] = self._lr
+        self.history.append(row)
+
+
+@dataclass
+class PatchCheckpoint:
+    """Everything needed to apply a trained patch model to a new cube."""
+
+    model: nn.Module
+    model_name: str
+    model_args: dict[str, Any]
+    patch_size: int
+    padding: str
+    band_mean: np.ndarray | None
+    band_std: np.ndarray | None
+    pca_components: np.ndarray | None
+    pca_mean: np.ndarray | None
+    class_ids: list[int]
+    class_names: list[str]
+    colors: list[list[int]]
+    """RGB triple per class index."""
+    extra: dict[str, Any]
+    path: Path | None = None
+    sha256: str | None = None
+
+    @property
+    def in_bands(self) -> int:
+        return int(self.band_mean.shape[0]) if self.band_mean is not None else int(self.model_args["in_chans"])
+
+    def normalise(self, cube: np.ndarray) -> np.ndarray:
+        """Apply the training-time band statistics (and PCA) to a raw cube ``(H, W, bands)``."""
+        x = np.asarray(cube, dtype=np.float32)
+        if self.band_mean is not None:
+            x = (x - self.band_mean) / self.band_std
+        if self.pca_components is not None:
+            h, w, b = x.shape
+            x = ((x.reshape(-1, b) - self.pca_mean) @ self.pca_components.T).reshape(h, w, -1).astype(np.float32)
+        return x
+
+
+def save_patch_checkpoint(path: str | Path, ckpt: PatchCheckpoint) -> str:
+    """Write a ``weights_only``-loadable checkpoint atomically; returns its sha256."""
+
+    def arr(a: np.ndarray | None) -> torch.Tensor | None:
+        return None if a is None else torch.from_numpy(np.asarray(a, dtype=np.float32))
+
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "geolesf_version": __version__,
+        "model_name": ckpt.model_name,
+        "model_args": dict(ckpt.model_args),
+        "state_dict": {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()},
+        "patch_size": int(ckpt.patch_size),
+        "padding": ckpt.padding,
+        "band_mean": arr(ckpt.band_mean),
+        "band_std": arr(ckpt.band_std),
+        "pca_components": arr(ckpt.pca_components),
+        "pca_mean": arr(ckpt.pca_mean),
+        "class_ids": [int(c) for c in ckpt.class_ids],
+        "class_names": list(ckpt.class_names),
+        "colors": list(ckpt.colors),
+        "extra": dict(ckpt.extra),
+    }
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return sha256_file(path)
+
+
+def load_patch_checkpoint(path: str | Path, expected_sha256: str | None = None) -> PatchCheckpoint:
+    """Load a geolesf patch checkpoint (``weights_only=True``) and rebuild its model."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint not found")
+    digest = sha256_file(path)
+    if expected_sha256 is not None and digest != expected_sha256:
+        from geolesf.errors import ChecksumError
+
+        raise ChecksumError(f"{path}: sha256 mismatch, expected {expected_sha256[:16]}…, found {digest[:16]}…")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise ModelError(f"{path}: not a readable geolesf checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        if isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
+            raise ModelError(f"{path}: this is a Lightning training checkpoint; use model.pt from the run folder")
+        raise ModelError(f"{path}: expected a geolesf '{CHECKPOINT_FORMAT}' checkpoint")
+    model = create_model(payload["model_name"], **payload["model_args"])
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ModelError(f"{path}: state dict does not match model '{payload['model_name']}' "
+                         f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+    model.eval()
+
+    def arr(t: torch.Tensor | None) -> np.ndarray | None:
+        return None if t is None else t.numpy()
+
+    return PatchCheckpoint(
+        model=model,
+        model_name=payload["model_name"],
+        model_args=payload["model_args"],
+        patch_size=payload["patch_size"],
+        padding=payload["padding"],
+        band_mean=arr(payload["band_mean"]),
+        band_std=arr(payload["band_std"]),
+        pca_components=arr(payload["pca_components"]),
+        pca_mean=arr(payload["pca_mean"]),
+        class_ids=payload["class_ids"],
+        class_names=payload["class_names"],
+        colors=payload["colors"],
+        extra=payload["extra"],
+        path=path,
+        sha256=digest,
+    )
+
+
+@torch.no_grad()
+def predict_pixels(
+    model: nn.Module,
+    gather: PatchGatherer,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    batch_size: int = 1024,
+    progress: bool = True,
+    desc: str = "predict",
+) -> np.ndarray:
+    """Class index (0-based) for each pixel, batched, with a tqdm progress bar in pixels."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    rows_t = torch.as_tensor(rows, dtype=torch.long)
+    cols_t = torch.as_tensor(cols, dtype=torch.long)
+    device = next(model.parameters()).device
+    out = np.empty(len(rows_t), dtype=np.int64)
+    with tqdm(total=len(rows_t), unit="px", desc=desc, disable=not progress, leave=False) as bar:
+        for start in range(0, len(rows_t), batch_size):
+            stop = min(start + batch_size, len(rows_t))
+            patches = gather(rows_t[start:stop], cols_t[start:stop]).to(device)
+            out[start:stop] = model(patches).argmax(1).cpu().numpy()
+            bar.update(stop - start)
+    return out
+
+
+def predict_scene(model: nn.Module, cube: np.ndarray, patch_size: int, padding: str, **kwargs: Any) -> np.ndarray:
+    """Classify every pixel of a normalised ``(H, W, bands)`` cube: ``(H, W)`` 0-based class indices."""
+    h, w = cube.shape[:2]
+    gather = PatchGatherer(cube, patch_size, padding)
+    rows, cols = np.divmod(np.arange(h * w), w)
+    return predict_pixels(model, gather, rows, cols, **kwargs).reshape(h, w)
+
+
+
+# --------------------------------------------------------------------------------------------
+# trainer for registry task "hsi-patch" (plugged into geolesf.tasks.hsi_run)
+
+
+@dataclass
+class PatchPredictor:
+    """Applies a trained patch model to every pixel of a prepared scene."""
+
+    model: nn.Module
+    gather: PatchGatherer
+    batch_size: int = 1024
+
+    def predict_scene(self, scene: Any) -> np.ndarray:
+        h, w = scene.shape
+        rows, cols = np.divmod(np.arange(h * w), w)
+        with torch.inference_mode():
+            return predict_pixels(self.model, self.gather, rows, cols, self.batch_size).reshape(h, w)
+
+
+def _model_args(cfg: Any, scene: Any) -> dict[str, Any]:
+    """Constructor arguments: the config's, plus bands/classes/patch filled in from the data."""
+    import inspect
+
+    from geolesf.registry import get_entry
+
+    args = dict(cfg.model.args or {})
+    args.update(in_chans=scene.num_features, num_classes=scene.num_classes)
+    params = inspect.signature(get_entry(cfg.model.name).fn).parameters
+    if "patch_size" in params:
+        args["patch_size"] = cfg.data.patch_size
+    if "scan_backend" in params and "scan_backend" not in args:
+        args["scan_backend"] = cfg.trainer.scan_backend
+    return args
+
+
+def _plot_history(path: Path, history: list[dict[str, float]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from geolesf.io.writers import atomic_path
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(epochs, [h.get("train_loss", np.nan) for h in history], label="train loss")
+    ax1.set_xlabel("epoch"), ax1.set_ylabel("cross-entropy"), ax1.set_yscale("log"), ax1.legend()
+    ax2.plot(epochs, [h.get("train_acc", np.nan) for h in history], label="train accuracy")
+    test = [(h["epoch"], h["test_OA"]) for h in history if "test_OA" in h]
+    if test:
+        ax2.plot(*zip(*test), "o-", label="test OA")
+    ax2.set_xlabel("epoch"), ax2.set_ylabel("accuracy"), ax2.set_ylim(0, 1), ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+@register_trainer("hsi-patch")
+def train_patch_model(scene: Any, cfg: Any, out_dir: Path) -> PatchPredictor:
+    """Train a registry ``hsi-patch`` model (S²Mamba) on the scene's training pixels.
+
+    Writes ``model.pt`` (weights-only checkpoint), ``last.ckpt`` (Lightning, for ``--resume``),
+    ``history.json`` and ``curves.png`` into ``out_dir``.
+    """
+    import json
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+    tr = cfg.trainer
+    L.seed_everything(tr.seed, workers=True, verbose=False)
+    if tr.num_threads:
+        torch.set_num_threads(int(tr.num_threads))
+    gather = PatchGatherer(scene.features, cfg.data.patch_size, cfg.data.padding)
+    train_px = scene.pixels("train")
+    if len(train_px) == 0:
+        from geolesf.errors import DataError
+
+        raise DataError(f"split '{scene.split.name}' has no training pixels")
+    train_y = scene.y[train_px[:, 0], train_px[:, 1]]
+    train_loader = pixel_loader(train_px[:, 0], train_px[:, 1], train_y, gather, tr.batch_size, True, tr.seed)
+    val_loader = None
+    if tr.eval_every and tr.eval_every > 0:
+        test_px = scene.pixels("test")
+        test_y = scene.y[test_px[:, 0], test_px[:, 1]]
+        val_loader = pixel_loader(test_px[:, 0], test_px[:, 1], test_y, gather, 1024, False)
+
+    args = _model_args(cfg, scene)
+    module = HSIClassificationModule(cfg.model.name, args, lr=tr.lr, weight_decay=tr.weight_decay, gamma=tr.gamma)
+    history = HistoryCallback()
+    checkpointing = ModelCheckpoint(
+        dirpath=out_dir, filename="last", save_top_k=1, every_n_epochs=1,
+        save_on_train_epoch_end=True, enable_version_counter=False,
+    )
+    # Lightning's start-up banners (GPU/TPU availability, logger tips) are noise in a CLI run.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    trainer = L.Trainer(
+        max_epochs=tr.epochs,
+        accelerator=tr.accelerator,
+        devices=tr.devices,
+        deterministic=tr.deterministic,
+        callbacks=[history, checkpointing],
+        logger=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if val_loader is not None else 0,
+        check_val_every_n_epoch=tr.eval_every if val_loader is not None else 1,
+        default_root_dir=str(out_dir),
+    )
+    if tr.deterministic:
+        # Deterministic kernels, but no NaN-filling of every torch.empty (a debugging aid that
+        # Lightning's deterministic mode switches on and that nearly doubles a CPU training step).
+        torch.utils.deterministic.fill_uninitialized_memory = False
+    trainer.fit(module, train_loader, val_loader, ckpt_path=tr.resume)
+
+    model = module.model.cpu().eval()
+    ckpt = PatchCheckpoint(
+        model=model,
+        model_name=cfg.model.name,
+        model_args=args,
+        patch_size=cfg.data.patch_size,
+        padding=cfg.data.padding,
+        band_mean=None if scene.normalizer is None else scene.normalizer.mean,
+        band_std=None if scene.normalizer is None else scene.normalizer.std,
+        pca_components=None if scene.pca is None else scene.pca._pca.components_,
+        pca_mean=None if scene.pca is None else scene.pca._pca.mean_,
+        class_ids=scene.class_ids,
+        class_names=scene.class_names,
+        colors=[list(map(int, c)) for c in scene.class_colors],
+        extra={"split": scene.split.name, "seed": int(tr.seed), "epochs": int(tr.epochs),
+               "bands_in": int(scene.cube.bands)},
+    )
+    digest = save_patch_checkpoint(out_dir / "model.pt", ckpt)
+    (out_dir / "history.json").write_text(json.dumps(history.history, indent=1) + "\n")
+    _plot_history(out_dir / "curves.png", history.history, f"{cfg.model.name} · split {scene.split.name}")
+    print(f"[{cfg.model.name}] wrote {out_dir / 'model.pt'} (sha256 {digest[:12]}…)")
+    return PatchPredictor(model, gather)

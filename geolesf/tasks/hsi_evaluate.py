@@ -1,0 +1,90 @@
+"""Evaluate a trained patch-model checkpoint on the test pixels of a split.
+
+The split is rebuilt from the run's saved ``config.yaml`` (beside the checkpoint) or from
+options, with the same seed, so ``geolesf evaluate`` reproduces the numbers written by
+``geolesf train``. The cube is normalised with the statistics stored in the checkpoint, not
+re-fitted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from geolesf.errors import ConfigError, DataError
+
+
+def find_run_config(checkpoint: Path) -> Path | None:
+    for candidate in (checkpoint.parent / "config.yaml", checkpoint.parent.parent / "config.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    config: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    batch_size: int = 1024,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Metrics (as in ``metrics.json``) of ``checkpoint`` on the test pixels; also written to ``out``."""
+    import torch
+
+    from geolesf.config import TrainConfig, load_config
+    from geolesf.metrics.classification import classification_metrics
+    from geolesf.tasks.hsi_classification import PatchGatherer, load_patch_checkpoint, predict_pixels
+    from geolesf.tasks.hsi_run import prepare_scene
+
+    checkpoint = Path(checkpoint)
+    ckpt = load_patch_checkpoint(checkpoint)
+    config = Path(config) if config else find_run_config(checkpoint)
+    if config is None and not base:
+        raise ConfigError(
+            f"{checkpoint}: no config.yaml beside it; pass --config or --cube/--labels/--split to say "
+            "which pixels to evaluate on"
+        )
+    cfg = load_config(TrainConfig, config, overrides, base=base)
+    if cfg.data.patch_size != ckpt.patch_size:
+        cfg.data.patch_size = ckpt.patch_size
+    scene = prepare_scene(cfg)
+    if scene.class_ids != list(ckpt.class_ids):
+        raise DataError(
+            f"{checkpoint} was trained on class ids {ckpt.class_ids}; the evaluation labels hold {scene.class_ids}"
+        )
+    if scene.cube.bands != ckpt.in_bands:
+        raise DataError(f"{scene.cube.path} has {scene.cube.bands} bands; model {ckpt.model_name} expects {ckpt.in_bands}")
+    features = ckpt.normalise(scene.cube.data)
+    gather = PatchGatherer(features, ckpt.patch_size, ckpt.padding)
+    test = scene.pixels("test")
+    if len(test) == 0:
+        raise DataError(f"split '{scene.split.name}' has no test pixels")
+    model = ckpt.model.to(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        pred = predict_pixels(model, gather, test[:, 0], test[:, 1], batch_size, desc="evaluate")
+    seconds = time.perf_counter() - start
+    truth = scene.y[test[:, 0], test[:, 1]]
+    metrics = classification_metrics(truth, pred, scene.num_classes, list(ckpt.class_names))
+    for entry, cid in zip(metrics["per_class"], scene.class_ids):
+        entry["id"] = cid
+    split_info = scene.split.to_dict(scene.ground_truth.data)
+    split_info["leakage"] = scene.leakage
+    metrics.update(
+        checkpoint={"path": str(checkpoint), "sha256": ckpt.sha256, "model": ckpt.model_name},
+        split=split_info,
+        data=scene.info,
+        seconds=seconds,
+        pixels_per_second=len(test) / max(seconds, 1e-9),
+    )
+    out = Path(out) if out else checkpoint.parent / "evaluation.json"
+    from geolesf.io.writers import atomic_path
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    metrics["written_to"] = str(out)
+    return metrics

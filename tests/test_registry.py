@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from geolesf.errors import ChecksumError, ModelError
+from geolesf.registry import PretrainedCfg, create_model, list_models, load_pretrained, register_model
+
+
+@register_model(
+    "test-linear",
+    task="test",
+    pretrained=[PretrainedCfg(tag="t", file="test-linear.pt", sha256="0" * 64, bands=3, licence="CC0")],
+)
+def _test_linear(in_features: int = 3, out_features: int = 2) -> torch.nn.Module:
+    """A linear layer used by the registry tests."""
+    return torch.nn.Linear(in_features, out_features)
+
+
+def test_create_and_list():
+    model = create_model("test-linear", in_features=4)
+    assert isinstance(model, torch.nn.Linear) and model.in_features == 4
+    assert "test-linear" in list_models("test-*")
+    assert list_models("no-such-*") == []
+    assert {"s2mamba", "rf", "svm"} <= set(list_models())
+
+
+def test_unknown_model_suggests():
+    with pytest.raises(ModelError, match=r"unknown model 's2mamb'; did you mean 's2mamba'\?"):
+        create_model("s2mamb")
+
+
+def test_bad_arguments():
+    with pytest.raises(ModelError, match="bad arguments"):
+        create_model("test-linear", nonsense=1)
+
+
+def test_pretrained_checksum_refusal(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save(create_model("test-linear").state_dict(), path)
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        load_pretrained("test-linear", "t", path=path)
+
+
+def test_pretrained_loads_when_checksum_matches(tmp_path, monkeypatch):
+    from geolesf import registry
+
+    path = tmp_path / "w.pt"
+    state = create_model("test-linear").state_dict()
+    torch.save(state, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    entry = registry.get_entry("test-linear")
+    monkeypatch.setitem(entry.pretrained, "t", PretrainedCfg(tag="t", file="w.pt", sha256=digest))
+    loaded = load_pretrained("test-linear", "t", path=path)
+    assert torch.equal(loaded["weight"], state["weight"])
+
+
+def test_missing_weights_file():
+    with pytest.raises(ModelError, match="not found"):
+        load_pretrained("test-linear", "t")
