@@ -20,8 +20,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
+DEMO_CUBE := geolesf/embedded/indian_pines/IP_200_M.mat
+DEMO_CKPT := s2mamba:indian_pines_dase
+
 demo: $(VENV)/.installed
-	$(BIN)/geolesf demo --out demo_out
+	mkdir -p demo_out
+	$(BIN)/geolesf predict $(DEMO_CUBE) --model s2mamba --checkpoint $(DEMO_CKPT) --out demo_out/indian_pines_s2mamba.tif
+	$(BIN)/geolesf evaluate --checkpoint $(DEMO_CKPT) --out demo_out/evaluation.json
+	$(BIN)/geolesf export demo_out/indian_pines_s2mamba.tif --gpkg demo_out/indian_pines_s2mamba.gpkg
+	@echo "demo outputs in demo_out/: class map (.tif + .qml), preview (.png), GeoPackage, evaluation.json"
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -1,33 +1,15 @@
-"""Machine description recorded beside every benchmark result."""
+"""Machine description recorded beside every benchmark result (see geolesf.provenance)."""
 
 from __future__ import annotations
 
-import os
-import platform
+from typing import Any
 
 
-def machine_info() -> dict[str, object]:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info: dict[str, object] = {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    try:
-        import torch
+def machine_info() -> dict[str, Any]:
+    import torch  # loaded first so that the record includes torch, its threads and CPU capability
 
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        pass
+    from geolesf.provenance import machine_info as _info
+
+    info = _info()
+    info.setdefault("torch", torch.__version__)
     return info

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from geolesf.ops.selective_scan import selective_scan
+from geolesf.provenance import machine_info
 
 SHAPES = {
     # name: (K, D per direction, L, N)
@@ -115,25 +115,6 @@ def time_fwd_bwd(fn, inputs, repeats, warmup):
         if i >= warmup:
             times.append(dt)
     return statistics.median(times), times
-
-
-def machine_info():
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "machine": platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-    }
 
 
 def main(argv=None):

@@ -220,9 +220,12 @@ def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     base: dict[str, Any] | None = None,
+    initial: dict[str, Any] | None = None,
 ) -> Any:
-    """Load ``cls`` from an optional YAML file, then a base mapping, then ``--set`` overrides."""
-    data: dict[str, Any] = load_yaml(path) if path else {}
+    """Load ``cls`` from a YAML file (or an ``initial`` mapping), then dotted ``base`` values, then ``--set``."""
+    import copy
+
+    data: dict[str, Any] = load_yaml(path) if path else copy.deepcopy(initial or {})
     where = str(path) if path else "config"
     for key, value in (base or {}).items():
         _merge(data, key, value)

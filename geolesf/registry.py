@@ -167,3 +167,57 @@ def load_pretrained(name: str, tag: str | None = None, path: str | Path | None =
     file = resolve_weights(cfg, path)
     verify_sha256(file, cfg.sha256)
     return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """A checkpoint file path, or ``MODEL:TAG`` naming a registered pretrained checkpoint.
+
+    ``MODEL:TAG`` is looked up in the registry, found in ``GEOLESF_HOME/weights`` or the
+    package, and its sha256 verified before the path is returned.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    text = str(spec)
+    if ":" in text and not path.exists():
+        name, tag = text.split(":", 1)
+        _load_builtins()
+        if name in _REGISTRY:
+            entry = _REGISTRY[name]
+            if tag not in entry.pretrained:
+                have = ", ".join(f"{name}:{t}" for t in entry.pretrained) or "none"
+                raise ModelError(f"{text}: model '{name}' has no pretrained checkpoint '{tag}' (registered: {have})")
+            cfg = entry.pretrained[tag]
+            file = resolve_weights(cfg)
+            verify_sha256(file, cfg.sha256)
+            return file
+    raise ModelError(f"{text}: checkpoint not found (give a file, or MODEL:TAG of a registered pretrained "
+                     "checkpoint, e.g. s2mamba:indian_pines_dase)")
+
+
+def read_checkpoint(spec: str | Path) -> tuple[dict[str, Any], str, Path]:
+    """``torch.load(weights_only=True)`` of a geolesf checkpoint: ``(payload, sha256, path)``."""
+    import torch
+
+    path = resolve_checkpoint(spec)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise ModelError(f"{path}: not a readable geolesf checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(payload, dict):
+        raise ModelError(f"{path}: expected a geolesf checkpoint dictionary")
+    return payload, sha256_file(path), path
+
+
+def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> str:
+    """``torch.save`` a checkpoint dictionary atomically (temp file beside, then rename); returns its sha256."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return sha256_file(path)

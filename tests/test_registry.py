@@ -60,3 +60,39 @@ def test_pretrained_loads_when_checksum_matches(tmp_path, monkeypatch):
 def test_missing_weights_file():
     with pytest.raises(ModelError, match="not found"):
         load_pretrained("test-linear", "t")
+
+
+def test_resolve_checkpoint_by_registered_tag(monkeypatch, _isolated_home):
+    from geolesf import registry
+
+    weights = _isolated_home / "weights"
+    weights.mkdir()
+    path = weights / "ok.pt"
+    torch.save({"format": "x"}, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    entry = registry.get_entry("test-linear")
+    monkeypatch.setitem(entry.pretrained, "ok", PretrainedCfg(tag="ok", file="ok.pt", sha256=digest))
+    assert registry.resolve_checkpoint("test-linear:ok") == path
+    payload, sha, where = registry.read_checkpoint("test-linear:ok")
+    assert payload == {"format": "x"} and sha == digest and where == path
+    path.write_bytes(path.read_bytes() + b"tampered")
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        registry.resolve_checkpoint("test-linear:ok")
+    with pytest.raises(ModelError, match="has no pretrained checkpoint 'nope'"):
+        registry.resolve_checkpoint("test-linear:nope")
+    with pytest.raises(ModelError, match="checkpoint not found"):
+        registry.resolve_checkpoint("missing.pt")
+
+
+def test_shipped_s2mamba_checkpoint_verifies_and_loads():
+    from geolesf.registry import get_entry
+    from geolesf.tasks.hsi_classification import load_patch_checkpoint
+
+    entry = get_entry("s2mamba")
+    assert entry.pretrained, "s2mamba has no shipped checkpoint registered"
+    for tag, cfg in entry.pretrained.items():
+        ckpt = load_patch_checkpoint(f"s2mamba:{tag}")
+        assert ckpt.sha256 == cfg.sha256
+        assert ckpt.in_bands == cfg.bands
+        assert tuple(ckpt.class_names) == cfg.class_names
+        assert "config" in ckpt.extra

@@ -76,8 +76,12 @@ def write_class_map(
     transform: Any = None,
     nodata: int | None = 0,
     tags: Mapping[str, Any] | None = None,
+    qml: bool = True,
 ) -> Path:
     """Write a ``(H, W)`` uint8 class map as a tiled, deflate-compressed GeoTIFF.
+
+    With ``qml`` a QGIS style (paletted renderer with the class names as legend) is written
+    beside it as ``<name>.qml``, so QGIS opens the map styled.
 
     ``class_names`` / ``colors`` map pixel values to names / RGB (a sequence is indexed by
     value). The colour table is embedded, the names are stored in the ``CLASS_NAMES`` GDAL
@@ -133,6 +137,12 @@ def write_class_map(
                 dst.write_colormap(1, {k: (*tuple(int(c) for c in v[:3]), 255) for k, v in cols.items()})
                 dst.update_tags(**all_tags)
                 dst.set_band_description(1, description[:1000])
+    if qml:
+        from geolesf.export.qgis import raster_qml, write_qml
+
+        styled = [v for v in sorted(names) if v != nodata]
+        write_qml(Path(path).with_suffix(".qml"),
+                  raster_qml(styled, [names[v] for v in styled], [cols.get(v, (0, 0, 0)) for v in styled]))
     return Path(path)
 
 

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from geolesf import __version__
 from geolesf.errors import DataError, ModelError
-from geolesf.registry import register_model, sha256_file
+from geolesf.registry import register_model, write_checkpoint
 
 SEGMENTATION_FORMAT = "geolesf-segmentation/1"
 
@@ -135,11 +135,7 @@ def save_segmentation_checkpoint(path: str | Path, ckpt: SegmentationCheckpoint)
         "colors": [_colour_hex(c) for c in ckpt.colors],
         "extra": dict(ckpt.extra),
     }
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return sha256_file(path)
+    return write_checkpoint(path, payload)
 
 
 def _colour_hex(c: Any) -> str:
@@ -151,16 +147,10 @@ def _colour_hex(c: Any) -> str:
 
 def read_checkpoint_payload(path: str | Path) -> tuple[dict[str, Any], str]:
     """``torch.load(weights_only=True)`` with geolesf errors; returns ``(payload, sha256)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise ModelError(f"{path}: not a readable geolesf checkpoint ({exc.__class__.__name__})") from None
-    if not isinstance(payload, dict):
-        raise ModelError(f"{path}: expected a geolesf checkpoint dictionary")
-    return payload, sha256_file(path)
+    from geolesf.registry import read_checkpoint
+
+    payload, digest, _ = read_checkpoint(path)
+    return payload, digest
 
 
 def load_segmentation_checkpoint(path: str | Path) -> SegmentationCheckpoint:

@@ -186,7 +186,7 @@ def selective_scan_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_s
     B, C = _check(u, delta, A, B, C, D, delta_bias)
     dtype = _compute_dtype(u, delta, A, B, C, D, delta_bias)
     u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
-    channels, length = u.shape[1], u.shape[2]
+    channels = u.shape[1]
     per_group = channels // B.shape[1]
     if delta_bias is not None:
         delta = delta + delta_bias.to(dtype)[:, None]

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from geolesf import __version__
 from geolesf.errors import ModelError, TrainingError
-from geolesf.registry import create_model, sha256_file
+from geolesf.registry import create_model, write_checkpoint
 from geolesf.tasks.hsi_run import register_trainer
 
 CHECKPOINT_FORMAT = "geolesf-hsi-patch/1"
@@ -230,27 +230,21 @@ def save_patch_checkpoint(path: str | Path, ckpt: PatchCheckpoint) -> str:
         "colors": list(ckpt.colors),
         "extra": dict(ckpt.extra),
     }
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return sha256_file(path)
+    return write_checkpoint(path, payload)
 
 
 def load_patch_checkpoint(path: str | Path, expected_sha256: str | None = None) -> PatchCheckpoint:
-    """Load a geolesf patch checkpoint (``weights_only=True``) and rebuild its model."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: checkpoint not found")
-    digest = sha256_file(path)
+    """Load a geolesf patch checkpoint (``weights_only=True``) and rebuild its model.
+
+    ``path`` may also be ``MODEL:TAG`` of a registered pretrained checkpoint (sha256 verified).
+    """
+    from geolesf.registry import read_checkpoint
+
+    payload, digest, path = read_checkpoint(path)
     if expected_sha256 is not None and digest != expected_sha256:
         from geolesf.errors import ChecksumError
 
         raise ChecksumError(f"{path}: sha256 mismatch, expected {expected_sha256[:16]}…, found {digest[:16]}…")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise ModelError(f"{path}: not a readable geolesf checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         if isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
             raise ModelError(f"{path}: this is a Lightning training checkpoint; use model.pt from the run folder")
@@ -390,6 +384,8 @@ def train_patch_model(scene: Any, cfg: Any, out_dir: Path) -> PatchPredictor:
 
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from geolesf.config import to_dict
+
 
     tr = cfg.trainer
     L.seed_everything(tr.seed, workers=True, verbose=False)
@@ -452,7 +448,7 @@ def train_patch_model(scene: Any, cfg: Any, out_dir: Path) -> PatchPredictor:
         class_names=scene.class_names,
         colors=[list(map(int, c)) for c in scene.class_colors],
         extra={"split": scene.split.name, "seed": int(tr.seed), "epochs": int(tr.epochs),
-               "bands_in": int(scene.cube.bands)},
+               "bands_in": int(scene.cube.bands), "config": to_dict(cfg)},
     )
     digest = save_patch_checkpoint(out_dir / "model.pt", ckpt)
     (out_dir / "history.json").write_text(json.dumps(history.history, indent=1) + "\n")

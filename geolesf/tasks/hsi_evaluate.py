@@ -40,15 +40,19 @@ def evaluate_checkpoint(
     from geolesf.tasks.hsi_classification import PatchGatherer, load_patch_checkpoint, predict_pixels
     from geolesf.tasks.hsi_run import prepare_scene
 
-    checkpoint = Path(checkpoint)
+    from geolesf.registry import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(checkpoint)
     ckpt = load_patch_checkpoint(checkpoint)
     config = Path(config) if config else find_run_config(checkpoint)
-    if config is None and not base:
+    stored = ckpt.extra.get("config")
+    if config is None and not stored and not base:
         raise ConfigError(
-            f"{checkpoint}: no config.yaml beside it; pass --config or --cube/--labels/--split to say "
-            "which pixels to evaluate on"
+            f"{checkpoint}: no config.yaml beside it and none stored in it; pass --config or "
+            "--cube/--labels/--split to say which pixels to evaluate on"
         )
-    cfg = load_config(TrainConfig, config, overrides, base=base)
+    # Precedence: --config, then the run's config.yaml, then the config stored in the checkpoint.
+    cfg = load_config(TrainConfig, config, overrides, base=base, initial=None if config else stored)
     if cfg.data.patch_size != ckpt.patch_size:
         cfg.data.patch_size = ckpt.patch_size
     scene = prepare_scene(cfg)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import importlib
 import json
-import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from geolesf.data.splits import Split, leakage_report, make_split
 from geolesf.data.transforms import PCA, BandNormalizer
 from geolesf.errors import ConfigError, DataError, ModelError
 from geolesf.io.hsi import HSICube, LabelMap, read_cube, read_labels, split_spec
+from geolesf.provenance import machine_info
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,25 +269,6 @@ def _write_config(path: Path, cfg: Any) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
-
-
-def machine_info() -> dict[str, Any]:
-    import os
-
-    import sklearn
-
-    from geolesf import __version__
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"geolesf": __version__, "python": platform.python_version(), "cpu": cpu,
-            "threads": os.cpu_count(), "numpy": np.__version__, "sklearn": sklearn.__version__}
 
 
 def class_map_ids(scene: PreparedScene, pred: np.ndarray, mask_unlabelled: bool) -> np.ndarray:

@@ -80,3 +80,17 @@ def test_cube_geotiff_round_trip(tmp_path):
     assert np.array_equal(back.data, data)
     assert back.crs.to_epsg() == 32616 and back.transform.a == 20
     assert back.band_names == ["a", "b", "c", "d"] and back.wavelengths == [1.0, 2.0, 3.0, 4.5]
+
+
+def test_class_map_writes_qgis_style_sidecar(tmp_path, class_map):
+    import xml.etree.ElementTree as ET
+
+    names = {0: "unlabelled", 1: "water", 2: "forest", 3: "crop", 4: "urban"}
+    colors = {0: (0, 0, 0), 1: (0, 0, 255), 2: (0, 128, 0), 3: (255, 255, 0), 4: (255, 0, 0)}
+    with pytest.warns(UserWarning, match="no CRS"):
+        out = write_class_map(tmp_path / "map.tif", class_map, names, colors, nodata=0)
+    entries = ET.parse(out.with_suffix(".qml")).getroot().findall(".//paletteEntry")
+    # one legend entry per class, the nodata value left out, names and colours as given
+    assert [(e.get("value"), e.get("label"), e.get("color")) for e in entries] == [
+        ("1", "water", "#0000ff"), ("2", "forest", "#008000"), ("3", "crop", "#ffff00"), ("4", "urban", "#ff0000"),
+    ]

@@ -244,3 +244,14 @@ def test_train_unet_then_cli_predict(rgb_crop, tmp_path):
     assert main(["predict", str(rgb_crop), "--checkpoint", str(ckpt), "--out", str(tmp_path / "x.tif"),
                  "--model", "s2mamba"]) == 2
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_package_level_predict_is_the_tiled_predictor(rgb_crop, tiny_conv, tmp_path):
+    import geolesf
+
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    geolesf.predict(rgb_crop, tiny_conv, a, tile=128, overlap=32, block=128, progress=False)
+    _run(rgb_crop, tiny_conv, b, tile=128, overlap=32, block=128)
+    with rasterio.open(a) as ra, rasterio.open(b) as rb:
+        np.testing.assert_array_equal(ra.read(1), rb.read(1))
+        assert ra.crs == rb.crs and ra.transform == rb.transform

@@ -1,0 +1,136 @@
+"""Regenerate the tables of ``benchmarks/README.md`` from ``benchmarks/results/*.json``.
+
+Every benchmark script writes its JSON (both sides of each ratio measured in the same run, plus
+the machine); this script only formats them, between the ``<!-- tables -->`` markers.
+
+    python benchmarks/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+README = HERE / "README.md"
+BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _machine(m: dict) -> str:
+    return f"{m.get('cpu', '?')}, {m.get('threads', m.get('torch_threads', m.get('logical_cpus', '?')))} threads, torch {m.get('torch', '?')}"
+
+
+def cli_table() -> list[str]:
+    r = _load("cli_startup")
+    if not r:
+        return []
+    return [
+        "### CLI start-up (`python benchmarks/bench_cli_startup.py`)", "",
+        "| command | median s |", "|---|---|",
+        f"| `geolesf --help` | {r['geolesf_help_s']:.3f} |",
+        f"| `python -c 'import torch'` | {r['import_torch_s']:.3f} |",
+        "", f"Ratio **{r['ratio']:.3f}** (target ≤ {r['target_ratio_max']}). Machine: {_machine(r['machine'])}.", "",
+    ]
+
+
+def scan_table() -> list[str]:
+    r = _load("scan")
+    if not r:
+        return []
+    lines = [
+        "### Selective scan, forward + backward (`python benchmarks/bench_scan.py`)", "",
+        f"Batch {r['batch']}, {r['dtype']}, median of {r['repeats']}. Machine: {_machine(r['machine'])}.", "",
+        "| shape | per-step loop s | mambapy s | reference s | geolesf cpu s | cpu vs loop | cpu vs mambapy | max abs err |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in r["shapes"].items():
+        sec = s["seconds"]
+        lines.append(
+            f"| {name} (C={s['channels']}, L={s['L']}, K={s['K']}, N={s['N']}) | {sec['loop']:.3f} | {sec['mambapy']:.3f} "
+            f"| {sec.get('reference', float('nan')):.3f} | {sec['cpu']:.3f} | {sec['loop'] / sec['cpu']:.1f}× "
+            f"| {sec['mambapy'] / sec['cpu']:.1f}× | {s.get('max_abs_err_cpu_vs_reference', float('nan')):.2e} |"
+        )
+    lines += ["", "Targets: cpu ≥ 5× the loop and ≥ 2× mambapy, max abs error ≤ 1e-5 (float32).", ""]
+    return lines
+
+
+def accuracy_table() -> list[str]:
+    rows = []
+    base = _load("baselines")
+    if base:
+        for r in base["results"]:
+            rows.append((r["model"], r["split"], r["train_pixels"], r["test_pixels"], r["OA"], r["AA"], r["kappa"],
+                         r["leakage_fraction_7x7"], "seed 0"))
+    s2m = _load("s2mamba_accuracy")
+    if s2m:
+        for r in s2m["runs"]:
+            rows.append(("s2mamba", r["split"], r["train_pixels"], r["test_pixels"], r["OA"], r["AA"], r["kappa"],
+                         r["leakage_fraction"], r.get("note", "")))
+    if not rows:
+        return []
+    lines = [
+        "### Indian Pines accuracy (embedded 8-bit cube; test pixels of each split)", "",
+        "Baselines: `python benchmarks/bench_baselines.py`; S²Mamba: `python benchmarks/bench_s2mamba_accuracy.py` "
+        "(collects the run folders listed in its JSON).", "",
+        "| model | split | train px | test px | OA | AA | κ | test patches (7×7) seeing a training px | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {"random": 0, "fixed": 1, "dase": 2, "disjoint": 3}
+    for row in sorted(rows, key=lambda r: (order.get(r[1], 9), r[0])):
+        m, split, ntr, nte, oa, aa, k, leak, note = row
+        lines.append(f"| {m} | {split} | {ntr:,} | {nte:,} | {oa:.4f} | {aa:.4f} | {k:.4f} | {leak:.1%} | {note} |")
+    lines.append("")
+    return lines
+
+
+def s2mamba_speed_table() -> list[str]:
+    r = _load("s2mamba")
+    if not r:
+        return []
+    lines = ["### S²Mamba speed (`python benchmarks/bench_s2mamba.py`)", "",
+             f"Machine: {_machine(r['machine'])}.", "",
+             "| what | backend | figure |", "|---|---|---|"]
+    for backend, s in r["scene"].items():
+        lines.append(f"| whole-scene map, Indian Pines ({s['pixels']:,} px timed) | {backend} | {s['pixels_per_second']:,.0f} px/s |")
+    t = r.get("training")
+    if t:
+        lines.append(f"| training, official Indian Pines config ({t['split']}, {t['train_pixels']} px, batch 64) | cpu "
+                     f"| {t['seconds_per_epoch']:.2f} s/epoch (400 epochs ≈ {t['estimated_400_epochs_min']:.0f} min) |")
+    lines.append("")
+    return lines
+
+
+def predict_table() -> list[str]:
+    r = _load("predict")
+    if not r:
+        return []
+    lines = ["### Tiled prediction (`python benchmarks/bench_predict.py`)", "",
+             f"Model {r['model']['name']} (random init), tile {r['tile']}, overlap {r['overlap']}, batch {r['batch']}. "
+             f"Machine: {_machine(r['machine'])}.", "",
+             "| scene | tiles | seconds | Mpx/s | peak RSS MB |", "|---|---|---|---|---|"]
+    for size, run in r["runs"].items():
+        lines.append(f"| {size}² | {run['tiles']} | {run['seconds']:.1f} | {run['mpx_per_s']:.2f} | {run['peak_rss'] / 2**20:,.0f} |")
+    lines += ["", f"- memory ratio 16384² / 4096²: **{r['memory_ratio']:.4f}** (target ≤ 1.15)",
+              f"- predict vs bare forward on the same tiles: {r['overhead_ratio_same_tiles']:.2f}× "
+              f"(target ≥ 0.8×); share of predict time inside the model's forward: {r['forward_share_of_predict_time']:.2f}",
+              f"- peer (geoai-py): {r['geoai'] if isinstance(r['geoai'], str) else 'see JSON'}", ""]
+    return lines
+
+
+def main() -> None:
+    body = [*cli_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(), *predict_table()]
+    text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    README.write_text(head + BEGIN + "\n" + "\n".join(body) + END + tail)
+    print(f"updated {README}")
+
+
+if __name__ == "__main__":
+    main()
