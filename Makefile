@@ -35,7 +35,12 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[bench]"
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_cli_startup.py
+	$(BIN)/python benchmarks/bench_scan.py
+	$(BIN)/python benchmarks/bench_baselines.py
+	$(BIN)/python benchmarks/bench_s2mamba.py
+	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf demo_out runs .pytest_cache

@@ -15,7 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "given; the cube is normalised with the statistics stored in the checkpoint. Writes "
         "evaluation.json beside the checkpoint (or --out).",
     )
-    p.add_argument("--checkpoint", required=True, help="model.pt written by 'geolesf train'")
+    p.add_argument("--checkpoint", required=True,
+                   help="model.pt written by 'geolesf train', or MODEL:TAG of a shipped checkpoint "
+                   "(sha256-verified), e.g. s2mamba:indian_pines_dase")
     p.add_argument("--config", help="run config (default: config.yaml beside the checkpoint)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set data.split=dase (repeatable)")

@@ -21,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scene", help="input scene: GeoTIFF, or a cube PATH / PATH.mat:KEY / ENVI .hdr")
     p.add_argument("--model", default=None, help="model name; must match the checkpoint (default: the "
                    "checkpoint's own)")
-    p.add_argument("--checkpoint", required=True, help="model.pt written by 'geolesf train'")
+    p.add_argument("--checkpoint", required=True,
+                   help="model.pt written by 'geolesf train', or MODEL:TAG of a shipped checkpoint "
+                   "(sha256-verified), e.g. s2mamba:indian_pines_dase")
     p.add_argument("--out", required=True, help="output class-map GeoTIFF (.tif)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="tiles per forward pass for dense models (default 16); pixels for patch models "

@@ -531,12 +531,21 @@ static inline __attribute__((always_inline)) int bwd_rows_@SUF@(
                 const @REAL@* Bn = Bb + t * N;
                 @REAL@* at = a + t * N;
                 @REAL@* ht = h + t * N;
-                const @REAL@* hp = t ? h + (t - 1) * N : h;
-                const @REAL@ keep = t ? (@REAL@)1 : (@REAL@)0;
+                if (t) {
+                    /* h[t-1] is only read for t > 0: at t = 0 the scratch holds whatever malloc
+                       returned, and 0 * (NaN or Inf left there) would poison the gradients. */
+                    const @REAL@* hp = h + (t - 1) * N;
 #pragma omp simd
-                for (int64_t n = 0; n < N; ++n) {
-                    at[n] = gl_exp2@S@(dtt * Ad[n]);
-                    ht[n] = keep * at[n] * hp[n] + xt * Bn[n];
+                    for (int64_t n = 0; n < N; ++n) {
+                        at[n] = gl_exp2@S@(dtt * Ad[n]);
+                        ht[n] = at[n] * hp[n] + xt * Bn[n];
+                    }
+                } else {
+#pragma omp simd
+                    for (int64_t n = 0; n < N; ++n) {
+                        at[n] = gl_exp2@S@(dtt * Ad[n]);
+                        ht[n] = xt * Bn[n];
+                    }
                 }
             }
             for (int64_t n = 0; n < N; ++n) lam[n] = 0;

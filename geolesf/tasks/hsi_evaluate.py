@@ -36,9 +36,8 @@ def evaluate_checkpoint(
     import torch
 
     from geolesf.config import TrainConfig, load_config
-    from geolesf.metrics.classification import classification_metrics
     from geolesf.tasks.hsi_classification import PatchGatherer, load_patch_checkpoint, predict_pixels
-    from geolesf.tasks.hsi_run import prepare_scene
+    from geolesf.tasks.hsi_run import prepare_scene, score_test_pixels
 
     from geolesf.registry import resolve_checkpoint
 
@@ -73,15 +72,10 @@ def evaluate_checkpoint(
         pred = predict_pixels(model, gather, test[:, 0], test[:, 1], batch_size, desc="evaluate")
     seconds = time.perf_counter() - start
     truth = scene.y[test[:, 0], test[:, 1]]
-    metrics = classification_metrics(truth, pred, scene.num_classes, list(ckpt.class_names))
-    for entry, cid in zip(metrics["per_class"], scene.class_ids):
-        entry["id"] = cid
-    split_info = scene.split.to_dict(scene.ground_truth.data)
-    split_info["leakage"] = scene.leakage
+    scene.class_names = list(ckpt.class_names)
+    metrics = score_test_pixels(scene, truth, pred)
     metrics.update(
         checkpoint={"path": str(checkpoint), "sha256": ckpt.sha256, "model": ckpt.model_name},
-        split=split_info,
-        data=scene.info,
         seconds=seconds,
         pixels_per_second=len(test) / max(seconds, 1e-9),
     )

@@ -282,10 +282,23 @@ def class_map_ids(scene: PreparedScene, pred: np.ndarray, mask_unlabelled: bool)
     return out
 
 
+def score_test_pixels(scene: PreparedScene, truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """metrics.json content for test-pixel predictions: metrics per class (with original ids),
+    the split with its per-class counts and leakage report, and the data provenance."""
+    from geolesf.metrics.classification import classification_metrics
+
+    metrics = classification_metrics(truth, pred, scene.num_classes, scene.class_names)
+    for entry, cid in zip(metrics["per_class"], scene.class_ids):
+        entry["id"] = cid
+    split_info = scene.split.to_dict(scene.ground_truth.data)
+    split_info["leakage"] = scene.leakage
+    metrics.update(split=split_info, data=scene.info)
+    return metrics
+
+
 def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
     """One run (one seed) into ``out_dir``; returns the metrics dict."""
     from geolesf.io.writers import write_class_map, write_preview_png
-    from geolesf.metrics.classification import classification_metrics
 
     out_dir.mkdir(parents=True, exist_ok=True)
     np.random.seed(cfg.trainer.seed)
@@ -307,15 +320,9 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
     if pred.shape != scene.shape:
         raise ModelError(f"predictor returned shape {pred.shape}; expected {scene.shape}")
     test = scene.split.test
-    metrics = classification_metrics(scene.y[test], pred[test], scene.num_classes, scene.class_names)
-    for entry, cid in zip(metrics["per_class"], scene.class_ids):
-        entry["id"] = cid
-    split_info = scene.split.to_dict(scene.ground_truth.data)
-    split_info["leakage"] = leak
+    metrics = score_test_pixels(scene, scene.y[test], pred[test])
     metrics.update(
         model={"name": cfg.model.name, "task": task, "args": cfg.model.args},
-        split=split_info,
-        data=scene.info,
         class_ids=scene.class_ids,
         class_names=scene.class_names,
         seed=cfg.trainer.seed,

@@ -202,3 +202,32 @@ def test_matches_mamba_ssm_kernel():  # pragma: no cover - GPU only
     want = selective_scan(*x, delta_softplus=True, backend="reference")
     got = selective_scan(*x, delta_softplus=True, backend="mamba_ssm")
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_native_backward_ignores_stale_scratch_memory():
+    """Regression: the native backward once read h[t-1] at t = 0 from uninitialised scratch and
+    multiplied it by 0, so NaN/Inf left in reused heap memory poisoned the gradients (seen as
+    a sporadic NaN loss while training S²Mamba). A NaN run first leaves NaNs in freed scratch."""
+    from geolesf.ops.selective_scan import native_kernel_available, selective_scan_cpu
+
+    if not native_kernel_available():
+        pytest.fail("the native CPU kernel did not compile on this machine")
+    torch.manual_seed(0)
+    batch, K, D, L, N = 2, 2, 3, 16, 16
+
+    def inputs(poison):
+        u = torch.randn(batch, K * D, L)
+        if poison:
+            u[:, :, :] = float("nan")
+        leaves = [u, torch.randn(batch, K * D, L), -torch.rand(K * D, N) - 0.1,
+                  torch.randn(batch, K, N, L), torch.randn(batch, K, N, L), torch.randn(K * D), torch.randn(K * D)]
+        return [t.requires_grad_() for t in leaves]
+
+    for _ in range(20):
+        bad = inputs(poison=True)
+        y = selective_scan_cpu(*bad, delta_softplus=True, impl="native")
+        torch.autograd.grad(y.sum(), bad)
+        good = inputs(poison=False)
+        y = selective_scan_cpu(*good, delta_softplus=True, impl="native")
+        grads = torch.autograd.grad(y.sum(), good)
+        assert all(torch.isfinite(g).all() for g in grads)
