@@ -24,10 +24,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import warnings
+
     from geolesf.export.vector import polygonize
 
-    result = polygonize(args.classmap, args.gpkg, layer=args.layer, connectivity=args.connectivity,
-                        qml=not args.no_qml)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = polygonize(args.classmap, args.gpkg, layer=args.layer, connectivity=args.connectivity,
+                            qml=not args.no_qml)
+    # geolesf's own warnings become one "note:" line each; the libraries' echoes of the same
+    # missing-CRS fact (rasterio, pyogrio) are dropped.
+    for w in caught:
+        if w.filename.startswith(__file__.rsplit("/cli/", 1)[0]):
+            print(f"note: {w.message}")
     print(f"wrote {result.gpkg} (layer '{result.layer}', {result.features:,} polygons, styled)")
     for path in (result.raster_qml, result.qml):
         if path is not None:

@@ -94,3 +94,15 @@ def test_class_map_writes_qgis_style_sidecar(tmp_path, class_map):
     assert [(e.get("value"), e.get("label"), e.get("color")) for e in entries] == [
         ("1", "water", "#0000ff"), ("2", "forest", "#008000"), ("3", "crop", "#ffff00"), ("4", "urban", "#ff0000"),
     ]
+
+
+def test_outputs_get_umask_permissions_not_private(tmp_path, class_map):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        with pytest.warns(UserWarning, match="no CRS"):
+            out = write_class_map(tmp_path / "m.tif", class_map, {1: "a"})
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644
