@@ -51,6 +51,19 @@ def _as_mapping(values: Mapping[int, Any] | Sequence[Any] | None) -> dict[int, A
     return dict(enumerate(values))
 
 
+def _legend(
+    arr: np.ndarray, class_names: Mapping[int, str] | Sequence[str], colors: Mapping[int, RGB] | Sequence[RGB] | None
+) -> tuple[dict[int, str], dict[int, Any], list[int]]:
+    """Names and colours by pixel value, and every value to show (named or present in the map)."""
+    names = {k: str(v) for k, v in _as_mapping(class_names).items()}
+    cols = _as_mapping(colors)
+    values = sorted(set(names) | {int(v) for v in np.unique(arr)})
+    if not cols:
+        palette = default_palette(len(values))
+        cols = {v: palette[i] for i, v in enumerate(values)}
+    return names, cols, values
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
@@ -101,12 +114,7 @@ def write_class_map(
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise DataError(f"{path}: class values {arr.min()}..{arr.max()} do not fit in uint8")
     arr = arr.astype(np.uint8)
-    names = {k: str(v) for k, v in _as_mapping(class_names).items()}
-    cols = _as_mapping(colors)
-    values = sorted(set(names) | {int(v) for v in np.unique(arr)})
-    if not cols:
-        palette = default_palette(len(values))
-        cols = {v: palette[i] for i, v in enumerate(values)}
+    names, cols, values = _legend(arr, class_names, colors)
     if nodata is not None and int(nodata) not in cols:
         cols[int(nodata)] = (0, 0, 0)
     if crs is None:
@@ -175,12 +183,7 @@ def write_preview_png(
     from matplotlib.patches import Patch
 
     arr = np.asarray(class_map)
-    names = {k: str(v) for k, v in _as_mapping(class_names).items()}
-    cols = _as_mapping(colors)
-    values = sorted(set(names) | {int(v) for v in np.unique(arr)})
-    if not cols:
-        palette = default_palette(len(values))
-        cols = {v: palette[i] for i, v in enumerate(values)}
+    names, cols, values = _legend(arr, class_names, colors)
     rgb = np.zeros((*arr.shape, 3), dtype=np.uint8)
     for v in values:
         rgb[arr == v] = cols.get(v, (0, 0, 0))[:3]
