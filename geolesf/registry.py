@@ -169,15 +169,11 @@ def load_pretrained(name: str, tag: str | None = None, path: str | Path | None =
     return torch.load(file, map_location="cpu", weights_only=True)
 
 
-def resolve_checkpoint(spec: str | Path) -> Path:
-    """A checkpoint file path, or ``MODEL:TAG`` naming a registered pretrained checkpoint.
-
-    ``MODEL:TAG`` is looked up in the registry, found in ``GEOLESF_HOME/weights`` or the
-    package, and its sha256 verified before the path is returned.
-    """
+def _resolve_checkpoint(spec: str | Path) -> tuple[Path, str | None]:
+    """``(path, sha256 if it was verified on the way)`` for a file or ``MODEL:TAG``."""
     path = Path(spec)
     if path.is_file():
-        return path
+        return path, None
     text = str(spec)
     if ":" in text and not path.exists():
         name, tag = text.split(":", 1)
@@ -190,23 +186,35 @@ def resolve_checkpoint(spec: str | Path) -> Path:
             cfg = entry.pretrained[tag]
             file = resolve_weights(cfg)
             verify_sha256(file, cfg.sha256)
-            return file
+            return file, cfg.sha256
     raise ModelError(f"{text}: checkpoint not found (give a file, or MODEL:TAG of a registered pretrained "
                      "checkpoint, e.g. s2mamba:indian_pines_dase)")
 
 
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """A checkpoint file path, or ``MODEL:TAG`` naming a registered pretrained checkpoint.
+
+    ``MODEL:TAG`` is looked up in the registry, found in ``GEOLESF_HOME/weights`` or the
+    package, and its sha256 verified before the path is returned.
+    """
+    return _resolve_checkpoint(spec)[0]
+
+
 def read_checkpoint(spec: str | Path) -> tuple[dict[str, Any], str, Path]:
-    """``torch.load(weights_only=True)`` of a geolesf checkpoint: ``(payload, sha256, path)``."""
+    """``torch.load(weights_only=True)`` of a geolesf checkpoint: ``(payload, sha256, path)``.
+
+    The file is hashed once: a ``MODEL:TAG`` checkpoint reuses the digest it was verified with.
+    """
     import torch
 
-    path = resolve_checkpoint(spec)
+    path, digest = _resolve_checkpoint(spec)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
         raise ModelError(f"{path}: not a readable geolesf checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(payload, dict):
         raise ModelError(f"{path}: expected a geolesf checkpoint dictionary")
-    return payload, sha256_file(path), path
+    return payload, digest or sha256_file(path), path
 
 
 def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> str:

@@ -386,7 +386,6 @@ def train_patch_model(scene: Any, cfg: Any, out_dir: Path) -> PatchPredictor:
 
     from geolesf.config import to_dict
 
-
     tr = cfg.trainer
     L.seed_everything(tr.seed, workers=True, verbose=False)
     if tr.num_threads:

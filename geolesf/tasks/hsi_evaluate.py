@@ -39,10 +39,8 @@ def evaluate_checkpoint(
     from geolesf.tasks.hsi_classification import PatchGatherer, load_patch_checkpoint, predict_pixels
     from geolesf.tasks.hsi_run import prepare_scene, score_test_pixels
 
-    from geolesf.registry import resolve_checkpoint
-
-    checkpoint = resolve_checkpoint(checkpoint)
     ckpt = load_patch_checkpoint(checkpoint)
+    checkpoint = ckpt.path  # a MODEL:TAG spec resolved to its (verified) file
     config = Path(config) if config else find_run_config(checkpoint)
     stored = ckpt.extra.get("config")
     if config is None and not stored and not base:
