@@ -87,6 +87,8 @@ class TrainerConfig:
 
 @dataclass
 class TrainConfig:
+    task: str = "hsi"
+    """Which task module runs this config (see :mod:`geolesf.tasks.registry`)."""
     out: str = "runs/run"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -232,6 +234,34 @@ def load_config(
     for assignment in overrides or []:
         apply_override(data, cls, assignment)
     return from_dict(cls, data, where)
+
+
+def parse_options(items: list[str], flag: str = "--option") -> dict[str, Any]:
+    """``["k=v", ...]`` (values parsed as YAML) → dict; a malformed item is a :class:`ConfigError`."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{flag} {item!r}: value is not valid YAML") from None
+    return out
+
+
+def peek_task(path: str | Path | None, overrides: list[str] | None = None, default: str = "hsi") -> str:
+    """The ``task`` a config file and its ``--set`` overrides select (``default`` when absent)."""
+    task = default
+    if path:
+        task = str(load_yaml(path).get("task", default))
+    for assignment in overrides or []:
+        key, sep, value = assignment.partition("=")
+        if sep and key.strip() == "task":
+            task = value.strip()
+    return task
 
 
 def _merge(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,4 +1,9 @@
-"""``geolesf evaluate``: metrics of a trained checkpoint on the test pixels of a split."""
+"""``geolesf evaluate``: metrics of a trained checkpoint.
+
+Hyperspectral patch checkpoints are scored on the test pixels of their split; other checkpoint
+formats (segmentation, open-vocabulary, weakly-supervised, detection) are handed to the evaluator
+registered for their format in :mod:`geolesf.tasks.registry`, usually with ``--dataset``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,13 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="evaluate a trained checkpoint on the test pixels of a split",
+        help="evaluate a trained checkpoint (HSI split test pixels, or a benchmark --dataset)",
         description="Recompute OA, AA, kappa, per-class metrics and the confusion matrix of a trained "
         "patch-model checkpoint (model.pt from 'geolesf train'). The split is rebuilt from the run's "
         "config.yaml beside the checkpoint (same seed, same pixels) unless --config or data options are "
         "given; the cube is normalised with the statistics stored in the checkpoint. Writes "
-        "evaluation.json beside the checkpoint (or --out).",
+        "evaluation.json beside the checkpoint (or --out). Segmentation, CLIP, weak-supervision and detection "
+        "checkpoints are evaluated on a benchmark given by --dataset (and --data-root).",
     )
     p.add_argument("--checkpoint", required=True,
                    help="model.pt written by 'geolesf train', or MODEL:TAG of a shipped checkpoint "
@@ -25,18 +31,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="ground truth for --cube")
     p.add_argument("--split", help="random | count | fixed | dase | disjoint")
     p.add_argument("--out", help="where to write the metrics JSON (default evaluation.json beside the checkpoint)")
-    p.add_argument("--batch-size", type=int, default=1024, help="pixels per forward pass (default 1024)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="pixels (HSI, default 1024) or images per forward pass")
+    b = p.add_argument_group("benchmark evaluation (non-HSI checkpoints)")
+    b.add_argument("--dataset", help="benchmark name, e.g. ade20k, voc2012, voc2007, coco2017, pascal_context59")
+    b.add_argument("--data-root", help="folder holding the dataset (default: $GEOLESF_DATA or the catalog path)")
+    b.add_argument("--what", help="what to score, for methods with stages (e.g. seeds | pseudo | final)")
+    b.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="evaluator-specific option (repeatable; VALUE is YAML)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.set_defaults(func=run)
 
 
+HSI_FORMATS = ("geolesf-hsi-patch/1",)
+
+
 def run(args: argparse.Namespace) -> int:
+    from geolesf.config import parse_options
+    from geolesf.tasks.registry import EVALUATORS, checkpoint_format, lookup
+
+    fmt = checkpoint_format(args.checkpoint)
+    if fmt not in HSI_FORMATS:
+        evaluate = lookup(EVALUATORS, fmt, "evaluator", args.checkpoint)
+        m = evaluate(args.checkpoint, dataset=args.dataset, data_root=args.data_root, what=args.what,
+                     out=args.out, device=args.device, batch_size=args.batch_size,
+                     options=parse_options(args.options))
+        print(m.get("summary", ""))
+        if m.get("written_to"):
+            print(f"wrote {m['written_to']}")
+        return 0
     from geolesf.tasks.hsi_evaluate import evaluate_checkpoint
 
     base = {k: v for k, v in (("data.cube", args.cube), ("data.labels", args.labels),
                                ("data.split", args.split)) if v}
     m = evaluate_checkpoint(args.checkpoint, args.config, args.overrides, base=base, out=args.out,
-                            batch_size=args.batch_size, device=args.device)
+                            batch_size=args.batch_size or 1024, device=args.device)
     print(f"OA {m['OA']:.4f}  AA {m['AA']:.4f}  kappa {m['kappa']:.4f}  macro IoU {m['macro_IoU']:.4f}  "
           f"({m['split']['name']} split, {m['split']['test_pixels']} test px)")
     print(f"wrote {m['written_to']}")

@@ -42,6 +42,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--nodata", type=float, default=None,
                    help="input nodata value, overriding the scene's own nodata/mask")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
+    m = p.add_argument_group("model-specific inputs")
+    m.add_argument("--classes", default=None, metavar="NAME,NAME,...",
+                   help="class names for open-vocabulary models (e.g. hclip): \"building,road,tree,water\"")
+    m.add_argument("--prompts", default=None, metavar="VECTOR",
+                   help="box/point prompts (GeoPackage, GeoJSON, shapefile) for promptable models (sam-*)")
+    m.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="model-specific option passed to the checkpoint's loader (repeatable; VALUE is YAML)")
     p.set_defaults(func=run)
 
 
@@ -53,8 +60,32 @@ def _whole_cube(scene: str) -> bool:
     return key is not None or path.suffix.lower() == ".mat" or is_envi(path)
 
 
+def model_options(args: argparse.Namespace) -> dict:
+    """``--classes``, ``--prompts`` and ``--option KEY=VALUE`` as one dict for the checkpoint's loader."""
+    from geolesf.config import parse_options
+
+    opts = parse_options(args.options)
+    if args.classes is not None:
+        names = [n.strip() for n in args.classes.split(",") if n.strip()]
+        if not names:
+            from geolesf.errors import ConfigError
+
+            raise ConfigError("--classes: expected comma-separated class names")
+        opts["classes"] = names
+    if args.prompts is not None:
+        opts["prompts"] = args.prompts
+    return opts
+
+
 def run(args: argparse.Namespace) -> int:
     from geolesf.errors import ConfigError
+    from geolesf.tasks.registry import PREDICT_RUNNERS, checkpoint_format, resolve
+
+    if PREDICT_RUNNERS:
+        fmt = checkpoint_format(args.checkpoint)
+        if fmt in PREDICT_RUNNERS:
+            return int(resolve(PREDICT_RUNNERS[fmt])(args) or 0)
+    options = model_options(args)
 
     if _whole_cube(args.scene):
         used = [f"--{n}" for n in TILED_ONLY if getattr(args, n) not in (None, False)]
@@ -74,12 +105,12 @@ def run(args: argparse.Namespace) -> int:
 
     from geolesf.predict.tiled import predict_file
 
-    options = {k: getattr(args, k) for k in ("tile", "overlap", "blend") if getattr(args, k) is not None}
+    tiling = {k: getattr(args, k) for k in ("tile", "overlap", "blend") if getattr(args, k) is not None}
     tiled = predict_file(
         args.scene, args.checkpoint, args.out, model_name=args.model, batch_size=args.batch_size,
         device=args.device, probabilities=args.probabilities, nodata=args.nodata, resume=args.resume,
         probabilities_dtype="uint8" if args.probabilities_uint8 else "float32",
-        preview=not args.no_preview, **options,
+        preview=not args.no_preview, options=options, **tiling,
     )
     print(f"wrote {tiled.out} ({tiled.width}×{tiled.height} px, {tiled.tiles_run}/{tiled.tiles} tiles run, "
           f"{tiled.megapixels_per_second:.2f} Mpx/s)")

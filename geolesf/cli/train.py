@@ -1,4 +1,8 @@
-"""``geolesf train``: train and evaluate a hyperspectral classifier into a run folder.
+"""``geolesf train``: train a model into a run folder.
+
+The config's top-level ``task:`` picks the task module (``hsi`` by default; see
+:mod:`geolesf.tasks.registry`): hyperspectral classifiers, dense segmenters, SAM/CLIP
+fine-tuning, weak supervision.
 
 Only argparse is imported at module level; the library (numpy, scikit-learn, torch) loads inside
 :func:`run`, so ``geolesf --help`` stays instant.
@@ -9,8 +13,12 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = """\
-Train a per-pixel hyperspectral classifier and evaluate it on the test pixels of a split.
+Train a model into a run folder. The config's top-level 'task:' key chooses what is trained:
+hsi (default: per-pixel hyperspectral classifiers rf, svm, s2mamba), segmentation (a dense
+segmenter such as unet on a GeoTIFF + label raster), sam-peft, hclip, wsss, wsod.
 
+For the hsi task: train a per-pixel hyperspectral classifier and evaluate it on the test pixels
+of a split.
 The run folder (--out) receives metrics.json (OA, AA, kappa, per-class accuracy / precision /
 recall / F1 / IoU, confusion matrix, macro IoU, the split with per-class counts and its
 leakage report, the cube used), config.yaml (re-run with --config), classmap.tif (whole scene,
@@ -27,6 +35,7 @@ examples:
   geolesf train --model svm --cube cube.tif --labels gt.tif --split disjoint --out runs/x
   geolesf train --config configs/baselines/indian_pines_rf.yaml --set data.split=dase
   geolesf train --config configs/baselines/indian_pines_rf.yaml --seeds 0,1,2,3,4
+  geolesf train --config configs/segmentation/unet_landsat7.yaml --set trainer.epochs=5
 
 splits: random (fraction per class), count (--per-class N, at most 50%% of a class),
 fixed (--train-map [--test-map]), dase (IEEE GRSS DASE Indian Pines mask), disjoint
@@ -67,7 +76,7 @@ def _seed_list(text: str) -> list[int]:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
-        help="train and evaluate a hyperspectral classifier (rf, svm, s2mamba, ...)",
+        help="train a model (hsi classifiers, segmenters, SAM/CLIP PEFT, weak supervision) into a run folder",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -95,16 +104,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def build_config(args: argparse.Namespace):  # -> TrainConfig
-    from geolesf.config import TrainConfig, load_config
+def build_config(args: argparse.Namespace) -> tuple[object, object]:
+    """``(task module, config)`` for the parsed arguments."""
+    from geolesf.config import load_config, peek_task
+    from geolesf.errors import ConfigError
+    from geolesf.tasks.registry import task_module
 
+    task = peek_task(args.config, args.overrides)
     base = {key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if getattr(args, dest, None) is not None}
-    return load_config(TrainConfig, args.config, args.overrides, base=base)
+    if task != "hsi":
+        hsi_only = [f"--{d.replace('_', '-')}" for d, k in FLAG_KEYS.items()
+                    if (k.startswith("data.") or d == "seeds") and getattr(args, d, None) is not None]
+        if hsi_only:
+            raise ConfigError(f"{', '.join(hsi_only)}: only for the hsi task; this config's task is '{task}' "
+                              "(use --set KEY=VALUE)")
+    module = task_module(task)
+    return module, load_config(module.CONFIG, args.config, args.overrides, base=base)
 
 
 def run(args: argparse.Namespace) -> int:
-    from geolesf.tasks.hsi_run import run_hsi
-
-    cfg = build_config(args)
-    run_hsi(cfg)
+    module, cfg = build_config(args)
+    module.run_config(cfg)
     return 0

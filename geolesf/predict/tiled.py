@@ -100,8 +100,15 @@ def state_dict_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def load_predict_model(checkpoint: str | Path, model_name: str | None = None) -> PredictModel:
-    """Load a geolesf checkpoint (segmentation or hsi-patch format) for prediction."""
+def load_predict_model(
+    checkpoint: str | Path, model_name: str | None = None, options: dict[str, Any] | None = None
+) -> PredictModel:
+    """Load a geolesf checkpoint for prediction.
+
+    Segmentation and hsi-patch checkpoints are built in; other formats go to the loader registered
+    in :data:`geolesf.tasks.registry.PREDICT_LOADERS`, which receives ``options`` (e.g. the class
+    names of an open-vocabulary model).
+    """
     from geolesf.models.unet import SEGMENTATION_FORMAT, load_segmentation_checkpoint, read_checkpoint_payload
 
     payload, _ = read_checkpoint_payload(checkpoint)
@@ -130,7 +137,12 @@ def load_predict_model(checkpoint: str | Path, model_name: str | None = None) ->
             class_names=list(pk.class_names), colors=list(pk.colors), sha256=pk.sha256 or "",
             in_bands=pk.in_bands, normalise=normalise, patch_size=pk.patch_size, padding=pk.padding,
         )
-    raise ModelError(f"{checkpoint}: not a geolesf segmentation or hsi-patch checkpoint (format '{fmt}')")
+    from geolesf.tasks.registry import PREDICT_LOADERS, resolve
+
+    if fmt in PREDICT_LOADERS:
+        return resolve(PREDICT_LOADERS[fmt])(checkpoint, model_name, dict(options or {}))
+    raise ModelError(f"{checkpoint}: no predictor for checkpoint format '{fmt}' (known: {SEGMENTATION_FORMAT}, "
+                     f"{CHECKPOINT_FORMAT}, {', '.join(sorted(PREDICT_LOADERS)) or 'no others'})")
 
 
 def as_predict_model(
@@ -624,14 +636,16 @@ def predict_file(
     model_name: str | None = None,
     batch_size: int | None = None,
     preview: bool = False,
+    options: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> TiledResult:
     """CLI entry: load ``checkpoint`` (checking it holds ``model_name``) and run :func:`predict_raster`.
 
     ``batch_size`` counts tiles for dense models (default 16) and pixels for patch models (default
     4096). ``preview`` also writes a PNG beside ``out`` when the scene has at most 25 Mpx.
+    ``options`` go to the checkpoint format's loader (e.g. ``classes`` for open-vocabulary models).
     """
-    pm = load_predict_model(checkpoint, model_name)
+    pm = load_predict_model(checkpoint, model_name, options)
     if pm.kind == "pixel":
         kwargs["pixel_batch"] = batch_size or 4096
     else:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from geolesf.config import TrainConfig
 from geolesf.data.splits import Split, leakage_report, make_split
 from geolesf.data.transforms import PCA, BandNormalizer
 from geolesf.errors import ConfigError, DataError, ModelError
@@ -383,3 +384,8 @@ def run_hsi(cfg: Any) -> Path:
         f"kappa {summary['kappa']['mean']:.4f} ± {summary['kappa']['std']:.4f} → {out}"
     )
     return out
+
+
+#: The config class and entry point of the ``hsi`` task (see :mod:`geolesf.tasks.registry`).
+CONFIG = TrainConfig
+run_config = run_hsi

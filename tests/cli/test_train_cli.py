@@ -46,7 +46,8 @@ def test_flags_map_onto_config(tmp_path):
         "--train-fraction", "0.2", "--patch-size", "9", "--seeds", "0,1,2", "--epochs", "3",
         "--lr", "0.01", "--batch-size", "8", "--out", str(tmp_path / "o"), "--set", "data.block_size=12",
     ])
-    cfg = train_cli.build_config(args)
+    module, cfg = train_cli.build_config(args)
+    assert module.__name__ == "geolesf.tasks.hsi_run" and cfg.task == "hsi"
     assert cfg.model.name == "rf" and cfg.data.split == "disjoint" and cfg.data.train_fraction == 0.2
     assert cfg.data.patch_size == 9 and cfg.trainer.seeds == [0, 1, 2] and cfg.trainer.epochs == 3
     assert cfg.trainer.lr == 0.01 and cfg.trainer.batch_size == 8 and cfg.data.block_size == 12
@@ -82,3 +83,16 @@ def test_user_error_exit_2(shared_data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: ") and "available keys: data_M" in err
     assert len(err.splitlines()) == 1
+
+
+def test_task_key_selects_module_and_rejects_unknown(tmp_path, capsys):
+    from geolesf.cli.main import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: segmentaton\nout: x\n")
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: task: unknown task 'segmentaton'; did you mean 'segmentation'?")
+    cfg.write_text("task: segmentation\n")
+    assert main(["train", "--config", str(cfg), "--split", "random"]) == 2
+    assert "--split: only for the hsi task" in capsys.readouterr().err
