@@ -334,7 +334,7 @@ def predict_raster(
     pixel_batch: int = 4096,
     checkpoint_every: float = 30.0,
     overview_resampling: str = "nearest",
-    gdal_cache_mb: int = 64,
+    gdal_cache_mb: int = 16,
     on_flush: Callable[[int], None] | None = None,
     qml: bool = True,
 ) -> TiledResult:
@@ -395,12 +395,40 @@ def predict_raster(
         src.close()
 
 
+GLIBC_MMAP_THRESHOLD = 4 << 20
+
+
+def bound_allocator() -> bool:
+    """Serve allocations ≥ 4 MiB with ``mmap`` so that freed batch buffers go back to the OS.
+
+    glibc raises its mmap threshold each time a large mmapped block is freed; the predictor frees
+    tens of MB of batch tensors per tile batch, so after a few batches those buffers come from the
+    heap instead and fragmentation makes the resident size creep up with the number of tiles
+    (measured: +500 MB over a 16,384² scene). Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``,
+    which also turns the dynamic adjustment off, for the whole process) keeps peak memory flat. A
+    ``MALLOC_MMAP_THRESHOLD_`` set in the environment is respected; other C libraries are left alone.
+    Returns whether the threshold was set.
+    """
+    import ctypes
+    import os
+    import platform
+
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(-3, GLIBC_MMAP_THRESHOLD))  # -3 = M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_: dict[str, Any]) -> TiledResult:
     import rasterio
     from rasterio.windows import Window
     from tqdm.auto import tqdm
 
     o = locals_
+    bound_allocator()
     tile, overlap, block = o["tile"], o["overlap"], o["block"]
     H, W = src.height, src.width
     th, tw = min(tile, H), min(tile, W)
@@ -456,16 +484,28 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
                                       transform=src.transform, block=block, compress="deflate")
                 _cog.write_prob_metadata(dstp, pm.class_names, 1 / 254 if prob_u8 else None, tags)
             first_row, flushed, carry_start = 0, 0, 0
-            carry = np.zeros((C + 1, 0, W), dtype=np.float32)
-            pending_ids = np.zeros((0, W), dtype=o["out_dtype"])
-            pending_probs = np.zeros((C, 0, W), dtype=np.float32) if want_probs else None
             tiles_done = tiles_skipped = 0
         else:
             dst = _cog.reopen(paths.tmp)
             dstp = _cog.reopen(paths.tmp_probs) if want_probs else None
             first_row, flushed, carry_start = state.next_row, state.flushed, state.carry_start
-            carry, pending_ids, pending_probs = state.carry, state.pending_ids, state.pending_probs
             tiles_done, tiles_skipped = state.tiles_done, state.tiles_skipped
+        # Every buffer that spans the scene width is allocated once, here, and reused band after
+        # band: two accumulator carries (overlap rows, swapped each band) and the finished rows
+        # waiting for a block-aligned write. Nothing grows with the scene height.
+        carry_rows = max([th - (rows[i + 1] - rows[i]) for i in range(len(rows) - 1)], default=0)
+        carry_bufs = [np.empty((C + 1, carry_rows, W), dtype=np.float32) for _ in range(2)]
+        capacity = block + th
+        pend_ids = np.empty((capacity, W), dtype=o["out_dtype"])
+        pend_probs = np.empty((C, capacity, W), dtype=prob_dtype(prob_u8)) if want_probs else None
+        n_pend, hc, cur = 0, 0, 0
+        if state is not None:
+            hc, n_pend = state.carry.shape[1], state.pending_ids.shape[0]
+            carry_bufs[cur][:, :hc] = state.carry
+            pend_ids[:n_pend] = state.pending_ids
+            if want_probs:
+                pend_probs[:, :n_pend] = state.pending_probs
+            state = None
         resumed_at = flushed
         last_ckpt = time.perf_counter()
         bar = tqdm(total=total_tiles, initial=tiles_done, unit="tile", desc=f"predict {src.name}",
@@ -489,29 +529,41 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
                     probs = np.where(valid, p, np.nan).astype(np.float32)
             return ids, probs
 
+        def shift_front(buf: np.ndarray, n: int, rest: int) -> None:
+            """Move rows ``[n, n + rest)`` of ``buf`` (rows on the last axis but one) to the front."""
+            for s0 in range(0, rest, n):  # chunks of ≤ n rows never overlap their destination
+                k = min(n, rest - s0)
+                buf[..., s0:s0 + k, :] = buf[..., n + s0:n + s0 + k, :]
+
         def flush(final: bool) -> None:
-            nonlocal pending_ids, pending_probs, flushed
-            n = pending_ids.shape[0] if final else (pending_ids.shape[0] // block) * block
+            nonlocal n_pend, flushed
+            n = n_pend if final else (n_pend // block) * block
             if n == 0:
                 return
             win = Window(0, flushed, W, n)
-            dst.write(pending_ids[:n][None], window=win)
+            dst.write(pend_ids[:n], 1, window=win)
             if dstp is not None:
-                dstp.write(pending_probs[:, :n].astype(dstp.dtypes[0]), window=win)
-            pending_ids = pending_ids[n:].copy()
-            if pending_probs is not None:
-                pending_probs = pending_probs[:, n:].copy()
+                for b in range(C):  # one contiguous band at a time: no (C, n, W) copy
+                    dstp.write(pend_probs[b, :n], b + 1, window=win)
+            rest = n_pend - n
+            if rest:
+                shift_front(pend_ids, n, rest)
+                if pend_probs is not None:
+                    shift_front(pend_probs, n, rest)
+            n_pend = rest
             flushed += n
 
         for i in range(first_row, len(rows)):
             y = rows[i]
             y_next = rows[i + 1] if i + 1 < len(rows) else H
             g = y_next - y
-            hc = carry.shape[1]
+            last = i + 1 == len(rows)
             assert carry_start == y or hc == 0
-            new_carry = np.zeros((C + 1, th - g, W), dtype=np.float32)
-            band_ids = np.empty((g, W), dtype=o["out_dtype"])
-            band_probs = np.empty((C, g, W), dtype=prob_dtype(prob_u8)) if want_probs else None
+            carry = carry_bufs[cur][:, :hc]
+            new_hc = 0 if last else th - g
+            new_carry = carry_bufs[1 - cur][:, :new_hc]
+            band_ids = pend_ids[n_pend:n_pend + g]
+            band_probs = pend_probs[:, n_pend:n_pend + g] if want_probs else None
             local = np.zeros((C + 1, th, tw), dtype=np.float32)
             top, bottom = i > 0, i + 1 < len(rows)
             for chunk in _chunks(len(cols), o["batch_size"] if pm.kind == "dense" else 1):
@@ -552,26 +604,25 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
                     band_ids[:, x:x_next] = ids
                     if band_probs is not None:
                         band_probs[:, :, x:x_next] = probs
-                    if th > g:
+                    if new_hc:
                         new_carry[:, :, x:x_next] = acc[:, g:]
                     local[:, :, : tw - k] = local[:, :, k:]
                     local[:, :, tw - k:] = 0.0
                     tiles_done += 1
                     bar.update(1)
-            carry, carry_start = new_carry, y_next
-            pending_ids = np.concatenate([pending_ids, band_ids])
-            if want_probs:
-                pending_probs = np.concatenate([pending_probs, band_probs], axis=1)
+            cur, hc, carry_start = 1 - cur, new_hc, y_next
+            n_pend += g
             before = flushed
-            flush(final=i + 1 == len(rows))
+            flush(final=last)
             if flushed > before and i + 1 < len(rows):
                 if time.perf_counter() - last_ckpt >= o["checkpoint_every"]:
                     dst.close()
                     if dstp is not None:
                         dstp.close()
                     _resume.save_state(paths.state, _resume.ResumeState(
-                        fingerprint=fp, next_row=i + 1, flushed=flushed, carry_start=carry_start, carry=carry,
-                        pending_ids=pending_ids, pending_probs=pending_probs, tiles_done=tiles_done,
+                        fingerprint=fp, next_row=i + 1, flushed=flushed, carry_start=carry_start,
+                        carry=carry_bufs[cur][:, :hc], pending_ids=pend_ids[:n_pend],
+                        pending_probs=pend_probs[:, :n_pend] if want_probs else None, tiles_done=tiles_done,
                         tiles_skipped=tiles_skipped))
                     dst = _cog.reopen(paths.tmp)
                     dstp = _cog.reopen(paths.tmp_probs) if want_probs else None
