@@ -265,7 +265,7 @@ def train_segmenter(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += loss.item()
         history.append({"epoch": epoch + 1, "loss": total / steps_per_epoch})
     model.eval()
     names = class_names or {}

@@ -38,13 +38,24 @@ TASKS: dict[str, str] = {
 }
 
 #: checkpoint format → evaluator.
-EVALUATORS: dict[str, str] = {}
+EVALUATORS: dict[str, str] = {
+    "geolesf-segmentation/1": "geolesf.tasks.segmentation:evaluate",
+}
+EVALUATORS["geolesf-hclip/1"] = "geolesf.tasks.hclip_evaluate:evaluate"
+EVALUATORS["geolesf-sam-peft/1"] = "geolesf.tasks.sam_peft_predict:evaluate_checkpoint"
+EVALUATORS["geolesf-wsod/1"] = "geolesf.tasks.wsod_evaluate:evaluate_checkpoint"
+EVALUATORS["geolesf-wsss/1"] = "geolesf.wsss.evaluate:evaluate_checkpoint"
 
 #: checkpoint format → loader returning a :class:`geolesf.predict.tiled.PredictModel`.
 PREDICT_LOADERS: dict[str, str] = {}
+PREDICT_LOADERS["geolesf-hclip/1"] = "geolesf.tasks.hclip:load_for_predict"
+PREDICT_LOADERS["geolesf-sam-peft/1"] = "geolesf.tasks.sam_peft_predict:predict_loader"
+PREDICT_LOADERS["geolesf-wsss/1"] = "geolesf.wsss.predict:load_predict_model"
 
 #: checkpoint format → CLI runner for non-raster outputs.
 PREDICT_RUNNERS: dict[str, str] = {}
+PREDICT_RUNNERS["geolesf-sam-peft/1"] = "geolesf.tasks.sam_peft_predict:predict_runner"
+PREDICT_RUNNERS["geolesf-wsod/1"] = "geolesf.predict.detect:run_cli"
 
 
 def resolve(spec: str) -> Any:
