@@ -1,0 +1,129 @@
+"""Detection boxes → a styled GeoPackage in the scene's CRS.
+
+Pixel boxes ``x1, y1, x2, y2`` (pixel-edge coordinates: ``x2``/``y2`` are the right/bottom
+edges) are mapped through the scene's affine transform to polygons (rotated/sheared transforms
+stay exact: the four corners are transformed, not the bounds) and written by GDAL (pyogrio) with
+fields ``class_id``, ``class_name`` and ``score``, in the scene CRS (never reprojected), to a
+temporary file renamed at the end. The layer's QGIS style — a categorised renderer on
+``class_id`` with one coloured outline (no fill) per class — goes into the GeoPackage's
+``layer_styles`` table (QGIS opens it styled) and into a ``.qml`` beside the file.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geolesf.errors import DataError
+
+
+def boxes_qml(class_ids: Sequence[int], class_names: Sequence[str], colors: Sequence[Any],
+              field: str = "class_id", width_mm: float = 0.6) -> str:
+    """Categorised QML: an outline-only symbol per class, labelled with the class name."""
+    from geolesf.export.qgis import QGIS_VERSION
+    from geolesf.predict.cog import hex_to_rgb
+
+    root = ET.Element("qgis", {"version": QGIS_VERSION, "styleCategories": "Symbology|Labeling"})
+    renderer = ET.SubElement(root, "renderer-v2", {
+        "type": "categorizedSymbol", "attr": field, "symbollevels": "0", "enableorderby": "0",
+        "forceraster": "0", "referencescale": "-1",
+    })
+    cats = ET.SubElement(renderer, "categories")
+    symbols = ET.SubElement(renderer, "symbols")
+    for k, (cid, name, col) in enumerate(zip(class_ids, class_names, colors)):
+        ET.SubElement(cats, "category", {"value": str(int(cid)), "symbol": str(k), "label": str(name),
+                                         "render": "true", "type": "integer"})
+        r, g, b = hex_to_rgb(col)
+        symbol = ET.SubElement(symbols, "symbol", {"type": "fill", "name": str(k), "alpha": "1",
+                                                   "clip_to_extent": "1", "force_rhr": "0"})
+        layer = ET.SubElement(symbol, "layer", {"class": "SimpleFill", "enabled": "1", "locked": "0", "pass": "0"})
+        props = {"color": f"{r},{g},{b},0", "style": "no", "outline_style": "solid",
+                 "outline_color": f"{r},{g},{b},255", "outline_width": str(width_mm), "outline_width_unit": "MM",
+                 "joinstyle": "miter", "offset": "0,0", "offset_unit": "MM"}
+        option = ET.SubElement(layer, "Option", {"type": "Map"})
+        for key, value in props.items():
+            ET.SubElement(option, "Option", {"name": key, "type": "QString", "value": value})
+        for key, value in props.items():
+            ET.SubElement(layer, "prop", {"k": key, "v": value})
+    ET.SubElement(root, "blendMode").text = "0"
+    ET.SubElement(root, "layerGeometryType").text = "2"
+    ET.indent(root)
+    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def pixel_boxes_to_polygons(boxes: np.ndarray, transform: Any) -> list[Any]:
+    """Shapely polygons of pixel boxes under an affine ``transform`` (identity when None)."""
+    import shapely.geometry
+
+    polys = []
+    for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+        if transform is not None:
+            a, b, c, d, e, f = tuple(transform)[:6]
+            corners = [(a * x + b * y + c, d * x + e * y + f) for x, y in corners]
+        polys.append(shapely.geometry.Polygon(corners))
+    return polys
+
+
+@dataclass
+class BoxExport:
+    gpkg: Path
+    layer: str
+    features: int
+    qml: Path | None
+
+
+def write_boxes_gpkg(
+    gpkg: str | Path,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    crs: Any,
+    transform: Any,
+    colors: Sequence[Any] | None = None,
+    layer: str | None = None,
+    qml: bool = True,
+) -> BoxExport:
+    """Write detections (pixel boxes, 0-based class indices) as a styled GeoPackage layer."""
+    import geopandas as gpd
+
+    from geolesf.export.qgis import write_layer_style, write_qml
+    from geolesf.io.writers import default_palette
+
+    gpkg = Path(gpkg)
+    if gpkg.suffix.lower() != ".gpkg":
+        raise DataError(f"--out {gpkg}: expected a .gpkg path for detection boxes")
+    if not gpkg.parent.is_dir():
+        raise DataError(f"--out {gpkg}: folder {gpkg.parent} does not exist")
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(labels) != len(scores) or len(labels) != len(np.asarray(boxes).reshape(-1, 4)):
+        raise DataError(f"write_boxes_gpkg: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels")
+    colors = list(colors) if colors is not None else default_palette(len(class_names))
+    layer = layer or gpkg.stem
+    gdf = gpd.GeoDataFrame(
+        {"class_id": labels.astype(np.int32), "class_name": [str(class_names[i]) for i in labels],
+         "score": scores.astype(np.float64)},
+        geometry=pixel_boxes_to_polygons(boxes, transform), crs=crs,
+    )
+    style = boxes_qml(range(len(class_names)), class_names, colors)
+    tmp = gpkg.with_name(f".{gpkg.stem}.tmp.gpkg")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        gdf.to_file(tmp, layer=layer, driver="GPKG", engine="pyogrio", geometry_type="Polygon")
+        write_layer_style(tmp, layer, style, description="geolesf detection boxes")
+        os.replace(tmp, gpkg)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    side = write_qml(gpkg.with_suffix(".qml"), style) if qml else None
+    return BoxExport(gpkg=gpkg, layer=layer, features=len(gdf), qml=side)
