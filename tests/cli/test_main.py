@@ -39,7 +39,7 @@ def test_every_subcommand_has_help(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    assert f"usage: geolesf {command}" in text
+    assert f"usage: geolesf {command.replace('_', '-')}" in text
     assert len(text.splitlines()) > 3
 
 
