@@ -12,7 +12,6 @@ temporary file renamed at the end. The layer's QGIS style — a categorised rend
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,35 +25,9 @@ from geolesf.errors import DataError
 def boxes_qml(class_ids: Sequence[int], class_names: Sequence[str], colors: Sequence[Any],
               field: str = "class_id", width_mm: float = 0.6) -> str:
     """Categorised QML: an outline-only symbol per class, labelled with the class name."""
-    from geolesf.export.qgis import QGIS_VERSION
-    from geolesf.predict.cog import hex_to_rgb
+    from geolesf.export.qgis import vector_qml
 
-    root = ET.Element("qgis", {"version": QGIS_VERSION, "styleCategories": "Symbology|Labeling"})
-    renderer = ET.SubElement(root, "renderer-v2", {
-        "type": "categorizedSymbol", "attr": field, "symbollevels": "0", "enableorderby": "0",
-        "forceraster": "0", "referencescale": "-1",
-    })
-    cats = ET.SubElement(renderer, "categories")
-    symbols = ET.SubElement(renderer, "symbols")
-    for k, (cid, name, col) in enumerate(zip(class_ids, class_names, colors)):
-        ET.SubElement(cats, "category", {"value": str(int(cid)), "symbol": str(k), "label": str(name),
-                                         "render": "true", "type": "integer"})
-        r, g, b = hex_to_rgb(col)
-        symbol = ET.SubElement(symbols, "symbol", {"type": "fill", "name": str(k), "alpha": "1",
-                                                   "clip_to_extent": "1", "force_rhr": "0"})
-        layer = ET.SubElement(symbol, "layer", {"class": "SimpleFill", "enabled": "1", "locked": "0", "pass": "0"})
-        props = {"color": f"{r},{g},{b},0", "style": "no", "outline_style": "solid",
-                 "outline_color": f"{r},{g},{b},255", "outline_width": str(width_mm), "outline_width_unit": "MM",
-                 "joinstyle": "miter", "offset": "0,0", "offset_unit": "MM"}
-        option = ET.SubElement(layer, "Option", {"type": "Map"})
-        for key, value in props.items():
-            ET.SubElement(option, "Option", {"name": key, "type": "QString", "value": value})
-        for key, value in props.items():
-            ET.SubElement(layer, "prop", {"k": key, "v": value})
-    ET.SubElement(root, "blendMode").text = "0"
-    ET.SubElement(root, "layerGeometryType").text = "2"
-    ET.indent(root)
-    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode") + "\n"
+    return vector_qml(class_ids, class_names, colors, field=field, outline_mm=width_mm)
 
 
 def pixel_boxes_to_polygons(boxes: np.ndarray, transform: Any) -> list[Any]:

@@ -72,16 +72,21 @@ def raster_qml(class_ids: Sequence[int], class_names: Sequence[str], colors: Seq
     return _tostring(root)
 
 
-def _fill_symbol(parent: ET.Element, name: str, colour: Any) -> None:
+def _fill_symbol(parent: ET.Element, name: str, colour: Any, outline_mm: float | None = None) -> None:
+    """A SimpleFill symbol: solid fill in ``colour``, or (``outline_mm``) only an outline in it."""
     r, g, b = _rgb(colour)
     symbol = ET.SubElement(parent, "symbol", {
         "type": "fill", "name": name, "alpha": "1", "clip_to_extent": "1", "force_rhr": "0",
     })
     layer = ET.SubElement(symbol, "layer", {"class": "SimpleFill", "enabled": "1", "locked": "0", "pass": "0"})
+    if outline_mm is None:
+        fill = {"color": f"{r},{g},{b},255", "style": "solid", "outline_style": "no",
+                "outline_color": "35,35,35,255", "outline_width": "0.26", "joinstyle": "bevel"}
+    else:
+        fill = {"color": f"{r},{g},{b},0", "style": "no", "outline_style": "solid",
+                "outline_color": f"{r},{g},{b},255", "outline_width": str(outline_mm), "joinstyle": "miter"}
     props = {
-        "color": f"{r},{g},{b},255", "style": "solid", "outline_style": "no",
-        "outline_color": "35,35,35,255", "outline_width": "0.26", "outline_width_unit": "MM",
-        "joinstyle": "bevel", "border_width_map_unit_scale": "3x:0,0,0,0,0,0",
+        **fill, "outline_width_unit": "MM", "border_width_map_unit_scale": "3x:0,0,0,0,0,0",
         "offset": "0,0", "offset_unit": "MM", "offset_map_unit_scale": "3x:0,0,0,0,0,0",
     }
     option = ET.SubElement(layer, "Option", {"type": "Map"})
@@ -92,8 +97,9 @@ def _fill_symbol(parent: ET.Element, name: str, colour: Any) -> None:
 
 
 def vector_qml(class_ids: Sequence[int], class_names: Sequence[str], colors: Sequence[Any],
-               field: str = "class_id") -> str:
-    """Categorised-renderer QML (one solid fill per class) for the polygon layer."""
+               field: str = "class_id", outline_mm: float | None = None) -> str:
+    """Categorised-renderer QML on ``field``: one solid fill per class for polygons, or with
+    ``outline_mm`` one outline-only symbol per class (e.g. detection boxes over imagery)."""
     root = _root("Symbology|Labeling")
     renderer = ET.SubElement(root, "renderer-v2", {
         "type": "categorizedSymbol", "attr": field, "symbollevels": "0", "enableorderby": "0",
@@ -105,7 +111,7 @@ def vector_qml(class_ids: Sequence[int], class_names: Sequence[str], colors: Seq
         ET.SubElement(cats, "category", {
             "value": str(int(cid)), "symbol": str(k), "label": str(name), "render": "true", "type": "integer",
         })
-        _fill_symbol(symbols, str(k), col)
+        _fill_symbol(symbols, str(k), col, outline_mm)
     ET.SubElement(root, "blendMode").text = "0"
     ET.SubElement(root, "layerGeometryType").text = "2"
     return _tostring(root)

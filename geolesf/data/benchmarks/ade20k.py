@@ -24,7 +24,7 @@ map, the part maps, the objects of the JSON and a ``mask`` in a chosen vocabular
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from geolesf.data.benchmarks.voc import read_rgb
+from geolesf.data.benchmarks.base import SampleList
 from geolesf.errors import DataError
 
 ADE150_CLASSES: tuple[str, ...] = (
@@ -96,7 +97,7 @@ def read_ade_json(path: str | Path) -> dict[str, Any]:
     return ann
 
 
-class ADE20KSceneParsing:
+class ADE20KSceneParsing(SampleList):
     """ADE-150 SceneParsing samples ``dict(image, mask, name)``; ``split`` is training or validation."""
 
     class_names = ADE150_CLASSES
@@ -114,16 +115,6 @@ class ADE20KSceneParsing:
         self.items = sorted(p.stem for p in self.masks_dir.glob("*.png"))
         if not self.items:
             raise DataError(f"ADE20K SceneParsing: no .png masks in {self.masks_dir}")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (self[i] for i in range(len(self)))
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         name = self.items[i]
@@ -147,7 +138,7 @@ def _synonyms(name: str) -> list[str]:
     return [s.strip().lower() for s in str(name).split(",") if s.strip()]
 
 
-class ADE20KFull:
+class ADE20KFull(SampleList):
     """Full-format ADE20K samples (``NAME.jpg`` + ``NAME.json`` + ``NAME_seg.png`` + parts), any folder depth."""
 
     def __init__(self, root: str | Path, *, vocabulary: str | Sequence[str] = "ade150",
@@ -167,16 +158,6 @@ class ADE20KFull:
             self.ignore_index = IGNORE_INDEX
         self.vocabulary = vocabulary if isinstance(vocabulary, str) else "custom"
         self._lookup = {n.strip().lower(): k for k, n in enumerate(self.class_names)}
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (self[i] for i in range(len(self)))
 
     def _vocab_id(self, full_name: str) -> int | None:
         for syn in _synonyms(full_name):

@@ -15,7 +15,6 @@ stuffthingmaps-style PNG array — used to turn the real ``coco_samples/test_coc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from geolesf.data.benchmarks.voc import read_rgb
+from geolesf.data.benchmarks.base import SampleList
 from geolesf.errors import DataError
 
 COCO_THING_CLASSES: tuple[str, ...] = (
@@ -81,7 +81,7 @@ def instances_to_stuffthing(coco: Any, image_id: int) -> np.ndarray:
     return out
 
 
-class COCOStuff:
+class COCOStuff(SampleList):
     """COCO-Stuff-171 samples ``dict(image, mask, name)``."""
 
     class_names = COCO_STUFF_CLASSES
@@ -112,12 +112,6 @@ class COCOStuff:
     @property
     def num_classes(self) -> int:
         return 171
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (self[i] for i in range(len(self)))
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         name = self.items[i]

@@ -16,7 +16,6 @@ Layouts (``root`` = the ``VOC2010`` folder, or a folder holding it / ``VOCdevkit
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from geolesf.data.benchmarks.voc import read_rgb
+from geolesf.data.benchmarks.base import SampleList
 from geolesf.errors import DataError
 
 PC59_CLASSES: tuple[str, ...] = (
@@ -71,7 +71,7 @@ def read_label_map(path: Path) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-class PascalContext:
+class PascalContext(SampleList):
     """PASCAL-Context samples ``dict(image, mask, name)`` for ``classes=59`` or ``459``."""
 
     def __init__(self, root: str | Path, split: str = "val", *, classes: int = 59, include_background: bool = False,
@@ -106,16 +106,6 @@ class PascalContext:
         if lst is None or not lst.is_file():
             raise DataError(f"PASCAL-Context: split list for '{split}' not found under {base}/ImageSets")
         self.items = [ln.split()[0] for ln in lst.read_text().splitlines() if ln.strip()]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (self[i] for i in range(len(self)))
 
     def _label_path(self, name: str) -> Path:
         for ext in (".png", ".mat", ".tif"):

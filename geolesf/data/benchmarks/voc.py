@@ -21,13 +21,14 @@ pixels become ignore (255) and object ids 1..20 become 0..19.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from geolesf.data.benchmarks.base import SampleList
 from geolesf.errors import DataError
 
 IGNORE_INDEX = 255
@@ -142,7 +143,7 @@ def _read_list(path: Path) -> list[str]:
     return names
 
 
-class VOCSegmentation:
+class VOCSegmentation(SampleList):
     """PASCAL VOC segmentation samples as ``dict(image, mask, name)``.
 
     ``image`` is ``(H, W, 3)`` uint8, ``mask`` ``(H, W)`` int64 with 255 = ignore, ``name`` the image
@@ -167,10 +168,6 @@ class VOCSegmentation:
             self.items = self._flat_items()
         else:
             self.items = self._devkit_items(base, split, mask_dir, list_file)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     def _flat_items(self) -> list[tuple[str, Path, Path]]:
         items = []
@@ -205,13 +202,6 @@ class VOCSegmentation:
             img = base / "JPEGImages" / f"{name}.jpg"
             items.append((name, img, masks / f"{name}.png"))
         return items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for i in range(len(self)):
-            yield self[i]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name, img_path, mask_path = self.items[index]
