@@ -35,3 +35,55 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+# --------------------------------------------------------------------------------------------
+# xarray accessor: ``import geolesf`` registers ``DataArray.geolesf`` / ``Dataset.geolesf`` as soon
+# as xarray is imported (now, or later through a one-shot import hook), without importing xarray,
+# numpy or torch itself, so ``geolesf --help`` stays light.
+
+
+class _XarrayLoader:
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def __getattr__(self, name: str) -> Any:  # resource readers, get_source, ...
+        if name == "_loader":
+            raise AttributeError(name)
+        return getattr(self._loader, name)
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        importlib.import_module("geolesf.xr")
+
+
+class _XarrayHook:
+    """``sys.meta_path`` finder that wraps xarray's loader once, then removes itself."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "xarray":
+            return None
+        import importlib.util
+        import sys
+
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _XarrayLoader(spec.loader)
+        return spec
+
+
+def _register_xarray_accessor() -> None:
+    import sys
+
+    if "xarray" in sys.modules:
+        importlib.import_module("geolesf.xr")
+    elif not any(isinstance(f, _XarrayHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _XarrayHook())
+
+
+_register_xarray_accessor()

@@ -4,4 +4,8 @@
   (class id, name, area), styled for QGIS.
 - :mod:`geolesf.export.qgis` — ``.qml`` styles (paletted raster, categorised vector) and the
   GeoPackage ``layer_styles`` table.
+- :mod:`geolesf.export.stac` — a STAC Item beside a class map (classes, projection, provenance),
+  validated offline.
+- :mod:`geolesf.export.dataarray` — a class-map ``xarray.DataArray`` → COG + QML + GeoPackage
+  (``DataArray.geolesf.to_qgis``), written chunk by chunk.
 """

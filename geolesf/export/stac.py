@@ -1,0 +1,240 @@
+"""A STAC Item beside a class-map GeoTIFF: classes, projection and provenance, validated offline.
+
+:func:`write_stac_item` reads a class map written by geolesf (tiled predictor, whole-cube
+classifier or ``DataArray.geolesf.to_qgis``) and writes ``<name>.stac.json`` beside it:
+
+* **assets**: the class map (``classmap``, COG media type when GDAL reports ``LAYOUT=COG``),
+  and whichever siblings exist — ``style`` (``.qml``), ``polygons`` (``.gpkg``), ``preview``
+  (``.png``), ``probabilities`` (when given); hrefs are relative to the Item.
+* **classification extension** (v1.0.0): ``classification:classes`` on the class-map asset — value,
+  description (the class name), name (a slug of it) and ``color-hint`` from the colour table.
+* **projection extension** (v1.0.0): ``proj:epsg`` (or ``proj:wkt2`` when the CRS has no EPSG code),
+  ``proj:shape``, ``proj:transform`` and ``proj:bbox`` (in the map's CRS); geometry and ``bbox`` in
+  WGS 84. A map without a CRS (pixel coordinates) gets a null geometry, ``proj:epsg: null`` and no
+  ``proj:bbox``. The nodata value is not listed as a class (it is ``geolesf:nodata``).
+* **provenance** (``geolesf:*`` properties): model, weights sha256, tile, overlap, blend, patch size,
+  geolesf version, source scene and the output nodata; ``created`` and ``datetime`` are the time the
+  Item is written unless ``datetime`` is given.
+
+Validation: :func:`validate_item` runs pystac's JSON-schema validator entirely offline — the STAC
+core Item schema shipped with pystac plus the two extension schemas vendored in
+``geolesf/export/stac_schemas/`` (see its README for their origin). Any other schema URI raises
+instead of being fetched. The extension *versions* are pinned to 1.0.0 because those are the
+schemas available offline; pystac reads them (and can migrate them to its newer defaults).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from geolesf.errors import DataError
+
+PROJECTION_V1 = "https://stac-extensions.github.io/projection/v1.0.0/schema.json"
+CLASSIFICATION_V1 = "https://stac-extensions.github.io/classification/v1.0.0/schema.json"
+SCHEMA_FILES = {PROJECTION_V1: "projection-v1.0.0.json", CLASSIFICATION_V1: "classification-v1.0.0.json"}
+COG_MEDIA = "image/tiff; application=geotiff; profile=cloud-optimized"
+GEOTIFF_MEDIA = "image/tiff; application=geotiff"
+PROVENANCE_TAGS = ("model", "weights_sha256", "tile", "overlap", "blend", "blend_margin", "blend_on", "patch_size",
+                   "geolesf_version", "source")
+INT_TAGS = ("tile", "overlap", "blend_margin", "patch_size")
+
+
+def stac_path(tif: str | Path) -> Path:
+    """``map.tif`` → ``map.stac.json``."""
+    tif = Path(tif)
+    return tif.with_name(f"{tif.stem}.stac.json")
+
+
+def _slug(name: str) -> str:
+    s = re.sub(r"[^0-9A-Za-z_-]+", "_", name.strip()).strip("_")
+    return s or "class"
+
+
+def _hex6(c: Any) -> str:
+    from geolesf.predict.cog import hex_to_rgb
+
+    r, g, b = hex_to_rgb(c)
+    return f"{r:02X}{g:02X}{b:02X}"
+
+
+def _read_map(tif: Path) -> dict[str, Any]:
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from geolesf.export.vector import read_class_info
+
+    info = read_class_info(tif)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tif) as src:
+            tags = src.tags()
+            bounds, shape = src.bounds, (src.height, src.width)
+            cog = src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT", "").upper() == "COG"
+            dtype = src.dtypes[0]
+    return {"info": info, "tags": tags, "bounds": bounds, "shape": shape, "cog": cog, "dtype": dtype}
+
+
+def _geometry(crs: Any, bounds: Any) -> tuple[dict[str, Any] | None, list[float] | None]:
+    if crs is None:
+        return None, None
+    from rasterio.warp import transform_geom
+
+    ring = [[bounds.left, bounds.bottom], [bounds.right, bounds.bottom], [bounds.right, bounds.top],
+            [bounds.left, bounds.top], [bounds.left, bounds.bottom]]
+    geom = transform_geom(crs, "EPSG:4326", {"type": "Polygon", "coordinates": [ring]}, precision=9)
+    xs = [p[0] for p in geom["coordinates"][0]]
+    ys = [p[1] for p in geom["coordinates"][0]]
+    return dict(geom), [min(xs), min(ys), max(xs), max(ys)]
+
+
+def stac_item(
+    tif: str | Path,
+    *,
+    item_id: str | None = None,
+    datetime: _dt.datetime | None = None,
+    probabilities: str | Path | None = None,
+    href_base: str | Path | None = None,
+) -> Any:
+    """Build the :class:`pystac.Item` describing class map ``tif`` (see the module docstring).
+
+    ``href_base``: the folder the Item will be written to (asset hrefs are made relative to it);
+    defaults to the map's folder.
+    """
+    import pystac
+
+    tif = Path(tif)
+    m = _read_map(tif)
+    info, tags = m["info"], m["tags"]
+    base = Path(href_base) if href_base is not None else tif.parent
+    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    geometry, bbox = _geometry(info.crs, m["bounds"])
+    epsg = info.crs.to_epsg() if info.crs is not None else None
+    t = info.transform
+    props: dict[str, Any] = {
+        "created": now.isoformat().replace("+00:00", "Z"),
+        "proj:epsg": epsg,
+        "proj:shape": [int(m["shape"][0]), int(m["shape"][1])],
+        "proj:transform": [float(v) for v in (t.a, t.b, t.c, t.d, t.e, t.f)],
+    }
+    if info.crs is not None:
+        props["proj:bbox"] = [float(v) for v in m["bounds"]]
+        if epsg is None:
+            props["proj:wkt2"] = info.crs.to_wkt()
+    for key in PROVENANCE_TAGS:
+        if key in tags:
+            value: Any = tags[key]
+            if key in INT_TAGS:
+                try:
+                    value = int(value)
+                except ValueError:
+                    pass
+            props[f"geolesf:{'version' if key == 'geolesf_version' else key}"] = value
+    props["geolesf:nodata"] = info.nodata
+    item = pystac.Item(
+        id=item_id or tif.stem, geometry=geometry, bbox=bbox, datetime=datetime or now, properties=props,
+        stac_extensions=[PROJECTION_V1, CLASSIFICATION_V1],
+    )
+    classes = [{"value": int(i), "description": str(n), "name": _slug(str(n)), "color-hint": _hex6(c)}
+               for i, n, c in zip(info.class_ids, info.class_names, info.colors) if i != info.nodata]
+
+    def rel(p: Path) -> str:
+        try:
+            return str(p.resolve().relative_to(base.resolve()))
+        except ValueError:
+            return str(p.resolve())
+
+    item.add_asset("classmap", pystac.Asset(
+        href=rel(tif), media_type=COG_MEDIA if m["cog"] else GEOTIFF_MEDIA, roles=["data"],
+        title=f"class map ({tags.get('model', 'geolesf')})",
+        extra_fields={"classification:classes": classes, "geolesf:data_type": m["dtype"]},
+    ))
+    siblings = [("style", tif.with_suffix(".qml"), "application/xml", "metadata", "QGIS style"),
+                ("polygons", tif.with_suffix(".gpkg"), "application/geopackage+sqlite3", "data", "polygons"),
+                ("preview", tif.with_suffix(".png"), "image/png", "overview", "preview")]
+    if probabilities is not None:
+        siblings.append(("probabilities", Path(probabilities), COG_MEDIA, "data", "per-class probabilities"))
+    for key, path, media, role, title in siblings:
+        if path.is_file():
+            item.add_asset(key, pystac.Asset(href=rel(path), media_type=media, roles=[role], title=title))
+        elif key == "probabilities":
+            raise DataError(f"--probabilities {path}: file not found for the STAC Item")
+    return item
+
+
+class _OfflineValidator:
+    """pystac's JSON-schema validator with a schema cache that never goes to the network."""
+
+    def __new__(cls) -> Any:
+        from pystac.validation.stac_validator import GetSchemaError, JsonSchemaSTACValidator
+
+        class Validator(JsonSchemaSTACValidator):
+            def _get_schema(self, schema_uri: str) -> dict[str, Any]:
+                key = schema_uri.rstrip("#")
+                if key not in self.schema_cache:
+                    raise GetSchemaError(schema_uri, DataError(
+                        f"schema {schema_uri} is not available offline (bundled: pystac core + "
+                        f"{', '.join(SCHEMA_FILES)})"))
+                return self.schema_cache[key]
+
+        v = Validator()
+        folder = Path(__file__).with_name("stac_schemas")
+        for uri, name in SCHEMA_FILES.items():
+            v.schema_cache[uri] = json.loads((folder / name).read_text())
+        return v
+
+
+def validate_item(item: Any) -> list[str]:
+    """Validate a :class:`pystac.Item` (or a path to one) offline; returns the schema URIs checked.
+
+    Raises :class:`geolesf.errors.DataError` naming the first failing schema and field.
+    """
+    import pystac
+    from pystac.errors import STACValidationError
+    from pystac.validation import validate_dict
+
+    if isinstance(item, pystac.Item):
+        payload, name = item.to_dict(include_self_link=False, transform_hrefs=False), item.id
+    else:
+        # the file as written: pystac.Item.from_file would migrate the extensions to newer versions
+        path = Path(item)
+        if not path.is_file():
+            raise DataError(f"STAC Item {path}: file not found")
+        payload, name = json.loads(path.read_text()), str(path)
+    try:
+        return list(validate_dict(payload, validator=_OfflineValidator()))
+    except STACValidationError as exc:
+        src = exc.source
+        detail = getattr(src, "message", None) or str(exc).splitlines()[0]
+        raise DataError(f"STAC Item {name}: invalid ({detail})") from None
+
+
+def write_stac_item(
+    tif: str | Path,
+    out: str | Path | None = None,
+    *,
+    probabilities: str | Path | None = None,
+    datetime: _dt.datetime | None = None,
+    validate: bool = True,
+) -> Path:
+    """Write the STAC Item of class map ``tif`` to ``out`` (default ``<name>.stac.json``), atomically.
+
+    With ``validate`` the Item is checked offline (:func:`validate_item`) before anything is written.
+    """
+    from geolesf.io.writers import atomic_path
+
+    out = Path(out) if out is not None else stac_path(tif)
+    if out.suffix.lower() != ".json":
+        raise DataError(f"STAC Item {out}: expected a .json path")
+    item = stac_item(tif, probabilities=probabilities, datetime=datetime, href_base=out.parent)
+    if validate:
+        validate_item(item)
+    payload = item.to_dict(include_self_link=False, transform_hrefs=False)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    return out
