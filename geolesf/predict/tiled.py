@@ -669,10 +669,13 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
 
 
 def _chunks(n: int, batch: int) -> list[list[int]]:
-    """``range(n)`` in ``ceil(n / batch)`` nearly equal consecutive chunks (9 tiles, batch 8 → 5 + 4)."""
-    k = -(-n // batch)
-    bounds = [round(i * n / k) for i in range(k + 1)]
-    return [list(range(a, b)) for a, b in zip(bounds, bounds[1:])]
+    """``range(n)`` in consecutive chunks of ``batch`` and a remainder (9 tiles, batch 8 → 8 + 1).
+
+    Full batches first: ``--batch-size`` is then both the largest batch the model sees and the one
+    it sees on any scene at least that many tiles wide, so peak memory is the same for a small and
+    a large scene (equal-sized chunks, 5 + 4 here, made small scenes peak lower than wide ones).
+    """
+    return [list(range(a, min(a + batch, n))) for a in range(0, n, batch)]
 
 
 def prob_dtype(u8: bool) -> Any:
