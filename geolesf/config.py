@@ -77,6 +77,9 @@ class TrainerConfig:
     deterministic: bool = True
     accelerator: str = "auto"
     devices: Any = 1
+    strategy: str = "auto"
+    """Lightning strategy, e.g. ``ddp`` (one process per device; multi-node with ``num_nodes``)."""
+    num_nodes: int = 1
     eval_every: int = 0
     """Evaluate on the test pixels every N epochs (0 = only at the end)."""
     num_threads: int | None = None

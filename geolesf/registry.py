@@ -29,6 +29,10 @@ BUILTIN_MODEL_MODULES = (
     "geolesf.models.baselines",
     "geolesf.models.s2mamba",
     "geolesf.models.unet",
+    "geolesf.models.clip.hclip",
+    "geolesf.models.cam",
+    "geolesf.models.sam.model",
+    "geolesf.models.wsod.detector",
 )
 
 

@@ -13,7 +13,7 @@ import sys
 
 from geolesf import __version__
 
-SUBCOMMANDS = ("data", "train", "evaluate", "predict", "export")
+SUBCOMMANDS = ("data", "train", "evaluate", "predict", "export", "pseudo_label")
 
 
 def build_parser() -> argparse.ArgumentParser:

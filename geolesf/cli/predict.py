@@ -18,18 +18,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--resume after an interruption; dense (unet) and per-pixel patch (S²Mamba) checkpoints both "
         "work. MATLAB .mat and ENVI cubes (no georeferencing) are classified whole, in memory.",
     )
-    p.add_argument("scene", help="input scene: GeoTIFF, or a cube PATH / PATH.mat:KEY / ENVI .hdr")
+    p.add_argument("scene", nargs="+", help="input scene: GeoTIFF, or a cube PATH / PATH.mat:KEY / ENVI .hdr; "
+                   "several GeoTIFFs (e.g. scenes/*.tif) with --out-dir")
     p.add_argument("--model", default=None, help="model name; must match the checkpoint (default: the "
                    "checkpoint's own)")
     p.add_argument("--checkpoint", required=True,
                    help="model.pt written by 'geolesf train', or MODEL:TAG of a shipped checkpoint "
                    "(sha256-verified), e.g. s2mamba:indian_pines_dase")
-    p.add_argument("--out", required=True, help="output class-map GeoTIFF (.tif)")
+    p.add_argument("--out", default=None, help="output class-map GeoTIFF (.tif) of a single scene")
     p.add_argument("--batch-size", type=int, default=None,
                    help="tiles per forward pass for dense models (default 16); pixels for patch models "
                    "(default 4096 tiled, 1024 whole-cube)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--no-preview", action="store_true", help="do not write the PNG preview")
+    p.add_argument("--stac", action="store_true",
+                   help="also write a STAC Item beside each class map (<name>.stac.json): classes, projection, "
+                   "provenance; validated offline with pystac")
     g = p.add_argument_group("tiled prediction (GeoTIFF scenes)")
     g.add_argument("--tile", type=int, default=None, help="tile side in pixels (default 512)")
     g.add_argument("--overlap", type=int, default=None, help="overlap between tiles in pixels (default 64)")
@@ -42,6 +46,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--nodata", type=float, default=None,
                    help="input nodata value, overriding the scene's own nodata/mask")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
+    d = p.add_argument_group("many scenes on a dask cluster (GeoTIFF scenes)")
+    d.add_argument("--out-dir", default=None, metavar="DIR",
+                   help="write one class map per scene into DIR as <scene stem>.tif (needed for several scenes)")
+    d.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run on a local dask cluster of N single-threaded worker processes (default with "
+                   "several scenes: one per CPU core); same bytes as one process")
+    d.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on an existing dask scheduler, e.g. tcp://dask-scheduler:8786 (workers must "
+                   "read the scenes and checkpoint at the same paths)")
+    d.add_argument("--part-rows", type=int, default=None, metavar="ROWS",
+                   help="output rows per dask task, a multiple of 512 (default: about four tiles)")
+    d.add_argument("--retries", type=int, default=3, help="retries of a failed dask task (default 3)")
     m = p.add_argument_group("model-specific inputs")
     m.add_argument("--classes", default=None, metavar="NAME,NAME,...",
                    help="class names for open-vocabulary models (e.g. hclip): \"building,road,tree,water\"")
@@ -77,14 +93,77 @@ def model_options(args: argparse.Namespace) -> dict:
     return opts
 
 
+def _distributed(args: argparse.Namespace) -> bool:
+    """Several scenes, --out-dir, --workers or --scheduler: the dask path (geolesf.predict.distributed)."""
+    scenes = args.scene if isinstance(args.scene, list) else [args.scene]
+    return len(scenes) > 1 or any(getattr(args, k, None) is not None for k in ("out_dir", "workers", "scheduler"))
+
+
+def run_distributed(args: argparse.Namespace) -> int:
+    from geolesf.errors import ConfigError
+
+    scenes = args.scene if isinstance(args.scene, list) else [args.scene]
+    if args.out_dir is None and not (len(scenes) == 1 and args.out):
+        raise ConfigError(f"{len(scenes)} scenes: give --out-dir DIR (one <scene stem>.tif each)")
+    if args.out_dir is not None and args.out:
+        raise ConfigError("--out and --out-dir exclude each other: give one")
+    bad = [s for s in scenes if _whole_cube(s)]
+    if bad:
+        raise ConfigError(f"{bad[0]}: .mat/ENVI cubes are classified whole; --workers/--scheduler/--out-dir "
+                          "take GeoTIFF scenes")
+    unsupported = [f"--{n.replace('_', '-')}" for n in ("probabilities", "resume", "prompts")
+                   if getattr(args, n, None) not in (None, False)]
+    if unsupported:
+        raise ConfigError(f"{', '.join(unsupported)}: not available with several scenes or a dask cluster")
+    from geolesf.predict.distributed import predict_distributed, scene_outputs
+
+    outs = scene_outputs(scenes, args.out_dir) if args.out_dir is not None else [args.out]
+    kwargs = {k: getattr(args, k) for k in ("tile", "overlap", "blend", "nodata") if getattr(args, k) is not None}
+    if args.batch_size is not None:
+        kwargs["batch_size"] = kwargs["pixel_batch"] = args.batch_size
+    results = predict_distributed(
+        scenes, args.checkpoint, outs, workers=args.workers, scheduler=args.scheduler, part_rows=args.part_rows,
+        retries=args.retries, device=args.device, model_name=args.model, options=model_options(args), **kwargs,
+    )
+    for r in results:
+        print(f"wrote {r.out} ({r.width}×{r.height} px, {r.parts} parts on {len(r.workers)} worker(s))")
+        _write_stac(args, r.out)
+    return 0
+
+
+def _write_stac(args: argparse.Namespace, out: object, probabilities: object = None) -> None:
+    """``--stac``: the STAC Item of class map ``out`` (geolesf.export.stac), validated before it is written."""
+    if not getattr(args, "stac", False):
+        return
+    from geolesf.export.stac import write_stac_item
+
+    print(f"wrote {write_stac_item(out, probabilities=probabilities)}")
+
+
 def run(args: argparse.Namespace) -> int:
     from geolesf.errors import ConfigError
     from geolesf.tasks.registry import PREDICT_RUNNERS, checkpoint_format, resolve
 
+    if _distributed(args):
+        return run_distributed(args)
+    if isinstance(args.scene, list):
+        args.scene = args.scene[0]
+    if args.out is None:
+        raise ConfigError("--out: give the output class-map path (.tif), or --out-dir for several scenes")
     if PREDICT_RUNNERS:
         fmt = checkpoint_format(args.checkpoint)
         if fmt in PREDICT_RUNNERS:
-            return int(resolve(PREDICT_RUNNERS[fmt])(args) or 0)
+            code = int(resolve(PREDICT_RUNNERS[fmt])(args) or 0)
+            if code == 0 and getattr(args, "stac", False):
+                from pathlib import Path
+
+                if Path(args.out).suffix.lower() in (".tif", ".tiff") and Path(args.out).is_file():
+                    _write_stac(args, args.out)
+                else:
+                    import sys
+
+                    print(f"--stac: skipped, {args.out} is not a class-map GeoTIFF", file=sys.stderr)
+            return code
     options = model_options(args)
 
     if _whole_cube(args.scene):
@@ -101,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
               f"{result.pixels_per_second:,.0f} px/s)")
         if result.preview:
             print(f"wrote {result.preview}")
+        _write_stac(args, result.out)
         return 0
 
     from geolesf.predict.tiled import predict_file
@@ -117,4 +197,5 @@ def run(args: argparse.Namespace) -> int:
     for extra in (tiled.probabilities, tiled.out.with_suffix(".qml"), tiled.out.with_suffix(".png")):
         if extra is not None and extra.exists():
             print(f"wrote {extra}")
+    _write_stac(args, tiled.out, tiled.probabilities)
     return 0

@@ -417,6 +417,8 @@ def train_patch_model(scene: Any, cfg: Any, out_dir: Path) -> PatchPredictor:
         max_epochs=tr.epochs,
         accelerator=tr.accelerator,
         devices=tr.devices,
+        strategy=tr.strategy,
+        num_nodes=tr.num_nodes,
         deterministic=tr.deterministic,
         callbacks=[history, checkpointing],
         logger=False,
@@ -431,6 +433,10 @@ def train_patch_model(scene: Any, cfg: Any, out_dir: Path) -> PatchPredictor:
         # Lightning's deterministic mode switches on and that nearly doubles a CPU training step).
         torch.utils.deterministic.fill_uninitialized_memory = False
     trainer.fit(module, train_loader, val_loader, ckpt_path=tr.resume)
+    if trainer.global_rank != 0:
+        # A DDP process that Lightning launched by re-running the command (strategy=ddp, or a
+        # SLURM/torchrun task): its share of training is done; rank 0 writes model.pt and the run folder.
+        raise SystemExit(0)
 
     model = module.model.cpu().eval()
     ckpt = PatchCheckpoint(

@@ -1,0 +1,456 @@
+"""Tiled prediction of many scenes on a dask.distributed cluster, byte-identical to one process.
+
+Each scene is cut into parts of ``part_rows`` output rows (a multiple of the COG block size). A
+part is one dask task: it opens the scene on the worker, runs :func:`geolesf.predict.parts.predict_rows`
+(the single-process predictor's loop, recomputing the tile rows that overlap the part's first
+band so its rows get exactly the same float32 additions) and returns its class ids (and
+probabilities). The driver writes every part into the scene's temporary tiled GeoTIFF as it
+arrives — each part covers whole blocks, so every block is written once — and turns the scene
+into a Cloud-Optimized GeoTIFF with the same colour table, class names, tags, overviews and QGIS
+style as :func:`geolesf.predict.tiled.predict_raster`. The result is the same bytes.
+
+* Many scenes run at once: all parts are submitted together; earlier scenes have higher
+  priority, so scenes finish (and are assembled) one after another while later ones compute.
+* Failures: a task that raises is retried ``retries`` times; a task on a worker that dies is
+  rescheduled by dask. Tasks are pure functions of (scene, model, plan, rows), so a retry gives
+  identical bytes. If a part still fails, unfinished scenes leave nothing at their destination.
+* Progress: a tqdm bar on the driver (``as_completed``) and the dask dashboard, whose link is
+  printed (the dashboard needs ``bokeh`` on the scheduler).
+* ``workers=N`` starts a ``LocalCluster`` of N single-threaded worker processes (default: one per
+  CPU core, or one with a CUDA device); ``scheduler`` connects to an existing one
+  (``tcp://host:8786``). Workers must be able to read the scene and checkpoint at the same paths
+  (a shared filesystem: scenes are opened by :class:`geolesf.predict.sources.RasterioSource`,
+  which takes local paths); only the driver writes.
+
+Not supported here (use the single-process predictor): ``resume`` (a re-run recomputes, parts
+are the unit of retry), in-memory array sources, previews.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geolesf import __version__
+from geolesf.errors import ConfigError, DataError, GeolesfError, ModelError
+from geolesf.predict import blend as _blend
+from geolesf.predict import cog as _cog
+from geolesf.predict.parts import PartOutput, RowPlan, default_part_rows, predict_rows, split_rows
+from geolesf.predict.tiled import PredictModel, _check_inputs, _check_out, _output_dtype, as_predict_model
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A checkpoint that each worker loads once (and keeps) instead of receiving the weights."""
+
+    path: str
+    model_name: str | None
+    options: tuple[tuple[str, str], ...]
+    sha256: str
+
+
+@dataclass
+class DistributedResult:
+    out: Path
+    probabilities: Path | None
+    height: int
+    width: int
+    parts: int
+    tiles: int
+    tiles_computed: int
+    tiles_skipped: int
+    read_seconds: float
+    forward_seconds: float
+    part_seconds: float
+    """Sum of the parts' task times (worker seconds)."""
+    part_cpu_seconds: float
+    """Sum of the parts' CPU times (less than ``part_seconds`` when the cores are shared)."""
+    assemble_seconds: float
+    """Driver time writing parts and building the COG."""
+    workers: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# worker side
+
+_MODELS: dict[CheckpointRef, PredictModel] = {}
+
+
+def _worker_model(model: CheckpointRef | PredictModel) -> PredictModel:
+    if isinstance(model, PredictModel):
+        return model
+    if model not in _MODELS:
+        from geolesf.predict.tiled import load_predict_model
+
+        pm = load_predict_model(model.path, model.model_name, {k: v for k, v in model.options})
+        pm = as_predict_model(pm)
+        if model.sha256 and pm.sha256 and pm.sha256 != model.sha256:
+            raise ModelError(f"{model.path}: the worker's copy has sha256 {pm.sha256[:12]}…, the driver's "
+                             f"{model.sha256[:12]}…; workers must see the same checkpoint")
+        _MODELS.clear()  # keep one model per worker process
+        _MODELS[model] = pm
+    return _MODELS[model]
+
+
+def run_part(model: CheckpointRef | PredictModel, scene: str, plan: RowPlan, row0: int, row1: int) -> PartOutput:
+    """The dask task: rows ``[row0, row1)`` of ``scene``."""
+    from geolesf.predict.sources import open_source
+
+    pm = _worker_model(model)
+    src = open_source(scene, plan.nodata)
+    try:
+        out = predict_rows(src, pm, plan, row0, row1)
+    finally:
+        src.close()
+    out.worker = f"{socket.gethostname()}:{os.getpid()}"
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# cluster
+
+
+@contextlib.contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None, dashboard: str | None = ":8787",
+                quiet: bool = False) -> Iterator[Any]:
+    """A ``distributed.Client``: connected to ``scheduler``, or to a new ``LocalCluster`` of
+    ``workers`` single-threaded processes (closed on exit). Prints the dashboard link."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    if scheduler and workers:
+        raise ConfigError("--scheduler and --workers exclude each other: give one")
+    cluster = None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+    else:
+        n = int(workers if workers is not None else 1)
+        if n < 1:
+            raise ConfigError(f"--workers must be at least 1, found {n}")
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=dashboard, silence_logs=logging.ERROR)
+        client = Client(cluster)
+    try:
+        if not quiet:
+            link = client.dashboard_link if _has_dashboard(client) else "not served"
+            if cluster is not None and importlib.util.find_spec("bokeh") is None:
+                link = f"{link} — not available: the dashboard needs bokeh (pip install bokeh)"
+            print(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at "
+                  f"{client.scheduler.address}; dashboard: {link}", file=sys.stderr)
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _has_dashboard(client: Any) -> bool:
+    services = client.scheduler_info().get("services", {})
+    return "dashboard" in services
+
+
+# --------------------------------------------------------------------------------------------
+# driver
+
+
+@dataclass
+class _Scene:
+    scene: Path
+    out: Path
+    probs: Path | None
+    plan: RowPlan
+    parts: list[tuple[int, int]]
+    tags: dict[str, str]
+    paths: _cog.PartialPaths
+    done: int = 0
+    tiles_computed: int = 0
+    tiles_skipped: int = 0
+    read_s: float = 0.0
+    forward_s: float = 0.0
+    part_s: float = 0.0
+    cpu_s: float = 0.0
+    assemble_s: float = 0.0
+    workers: set[str] = field(default_factory=set)
+    crs: Any = None
+    transform: Any = None
+    dst: Any = None
+    """Open temporary GeoTIFFs (class ids, probabilities) from the first part to the last."""
+    dstp: Any = None
+
+    def close(self) -> None:
+        for name in ("dst", "dstp"):
+            ds = getattr(self, name)
+            if ds is not None and not ds.closed:
+                ds.close()
+            setattr(self, name, None)
+
+
+def _prepare(scene: Path, out: Path, probs: Path | None, pm: PredictModel, o: dict[str, Any]) -> _Scene:
+    """Checks and plan of one scene (as :func:`predict_raster` does before any work)."""
+    from geolesf.predict.sources import open_source
+
+    _check_out(out, "--out")
+    if probs is not None:
+        _check_out(probs, "--probabilities")
+        if probs.resolve() == out.resolve():
+            raise ConfigError("--probabilities must differ from --out")
+    if scene.resolve() == out.resolve():
+        raise DataError(f"--out {out} is the input scene; choose another path")
+    src = open_source(scene, o["nodata"])
+    try:
+        _check_inputs(src, pm, o["tile"])
+        H, W, name, crs, transform = src.height, src.width, src.name, src.crs, src.transform
+    finally:
+        src.close()
+    tile, overlap, blend, margin = o["tile"], o["overlap"], o["blend"], o["margin"]
+    if pm.kind == "pixel":
+        overlap, blend, margin = 0, "none", 0
+    out_dtype, nodata_out = _output_dtype(pm.class_ids, o["out_nodata"])
+    plan = RowPlan(
+        height=H, width=W, tile=tile, overlap=overlap, blend=blend, margin=margin, batch_size=o["batch_size"],
+        blend_on=o["blend_on"], want_probs=probs is not None, prob_u8=o["probabilities_dtype"] == "uint8",
+        out_dtype=out_dtype, nodata_out=nodata_out, nodata=o["nodata"], device=o["device"],
+        pixel_batch=o["pixel_batch"], block=o["block"],
+    )
+    need = _cog.estimate_bytes(H, W, np.dtype(out_dtype).itemsize, len(pm.class_ids) if probs is not None else 0,
+                               1 if plan.prob_u8 else 4)
+    free = _cog.free_bytes(out.parent)
+    if need > free:
+        raise DataError(f"{out.parent}: about {need / 1e9:.1f} GB are needed for {out.name}, "
+                        f"only {free / 1e9:.1f} GB are free")
+    part_rows = o["part_rows"] or default_part_rows(plan, len(pm.class_ids))
+    tags = {
+        "geolesf_version": __version__, "model": pm.name, "weights_sha256": pm.sha256,
+        "tile": str(tile), "overlap": str(overlap), "blend": blend, "blend_margin": str(margin),
+        "blend_on": o["blend_on"], "source": name,
+    }
+    if pm.kind == "pixel":
+        tags["patch_size"] = str(pm.patch_size)
+    return _Scene(scene=scene, out=out, probs=probs, plan=plan, parts=split_rows(H, o["block"], part_rows),
+                  tags=tags, paths=_cog.PartialPaths(out, probs), crs=crs, transform=transform)
+
+
+def _open_temp(job: _Scene, pm: PredictModel) -> None:
+    """The temporary GeoTIFF(s) with the metadata ``tiled._run`` writes, in the same order; kept
+    open until the scene's last part (closing earlier would make GDAL fill unwritten blocks)."""
+    plan = job.plan
+    job.paths.remove()
+    job.dst = _cog.open_temp(job.paths.tmp, height=plan.height, width=plan.width, count=1, dtype=plan.out_dtype,
+                             nodata=plan.nodata_out, crs=job.crs, transform=job.transform, block=plan.block)
+    _cog.write_class_metadata(job.dst, pm.class_ids, pm.class_names, pm.colors, plan.nodata_out, job.tags)
+    if job.probs is not None:
+        job.dstp = _cog.open_temp(job.paths.tmp_probs, height=plan.height, width=plan.width,
+                                  count=len(pm.class_ids), dtype="uint8" if plan.prob_u8 else "float32",
+                                  nodata=255 if plan.prob_u8 else float("nan"), crs=job.crs,
+                                  transform=job.transform, block=plan.block, compress="deflate")
+        _cog.write_prob_metadata(job.dstp, pm.class_names, 1 / 254 if plan.prob_u8 else None, job.tags)
+
+
+def _write_part(job: _Scene, part: PartOutput, pm: PredictModel) -> None:
+    """Whole blocks of rows ``[row0, row1)`` into the scene's temporary GeoTIFF(s)."""
+    from rasterio.windows import Window
+
+    if job.dst is None:
+        _open_temp(job, pm)
+    win = Window(0, part.row0, job.plan.width, part.row1 - part.row0)
+    job.dst.write(part.ids, 1, window=win)
+    if part.probs is not None:
+        for b in range(part.probs.shape[0]):
+            job.dstp.write(part.probs[b], b + 1, window=win)
+
+
+def _finish(job: _Scene, pm: PredictModel, o: dict[str, Any]) -> None:
+    job.close()
+    block = job.plan.block
+    _cog.finalize_cog(job.paths.tmp, job.out, job.paths.cog_tmp(job.out), block=block,
+                      resampling=o["overview_resampling"], predictor=False)
+    if job.probs is not None:
+        _cog.finalize_cog(job.paths.tmp_probs, job.probs, job.paths.cog_tmp(job.probs), block=block,
+                          resampling="average", predictor=not job.plan.prob_u8)
+    if o["qml"]:
+        from geolesf.export.qgis import raster_qml, write_qml
+
+        write_qml(job.out.with_suffix(".qml"), raster_qml(pm.class_ids, pm.class_names, pm.colors))
+
+
+def _model_ref(model: Any, model_name: str | None, options: dict[str, Any] | None,
+               class_names: Sequence[str] | None, colors: Sequence[Any] | None) -> tuple[PredictModel, Any]:
+    """The driver's PredictModel (metadata, checks) and what the tasks receive."""
+    if isinstance(model, (str, Path)):
+        if class_names is not None or colors is not None:
+            raise ConfigError("class_names/colors: give them with an nn.Module, not a checkpoint (it has its own)")
+        from geolesf.predict.tiled import load_predict_model
+
+        pm = as_predict_model(load_predict_model(model, model_name, options))
+        ref = CheckpointRef(str(Path(model).resolve()) if Path(model).exists() else str(model), model_name,
+                            tuple(sorted((str(k), v) for k, v in (options or {}).items())), pm.sha256)
+        return pm, ref
+    pm = as_predict_model(model, class_names=class_names, colors=colors)
+    return pm, pm
+
+
+def predict_distributed(
+    scenes: Sequence[str | Path],
+    model: Any,
+    outs: Sequence[str | Path],
+    *,
+    client: Any = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    probabilities: Sequence[str | Path] | None = None,
+    tile: int = 512,
+    overlap: int = 64,
+    blend: str = "cosine",
+    batch_size: int = 16,
+    margin: int | None = None,
+    blend_on: str = "probabilities",
+    probabilities_dtype: str = "float32",
+    nodata: float | None = None,
+    out_nodata: int | None = None,
+    block: int = 512,
+    device: str = "cpu",
+    pixel_batch: int = 4096,
+    part_rows: int | None = None,
+    retries: int = 3,
+    overview_resampling: str = "nearest",
+    qml: bool = True,
+    progress: bool = True,
+    model_name: str | None = None,
+    options: dict[str, Any] | None = None,
+    class_names: Sequence[str] | None = None,
+    colors: Sequence[Any] | None = None,
+) -> list[DistributedResult]:
+    """Predict every scene of ``scenes`` into ``outs`` on dask workers; same bytes as
+    :func:`geolesf.predict.tiled.predict_raster` with the same options.
+
+    ``model``: a checkpoint path / ``MODEL:TAG`` (each worker loads it once), or a
+    :class:`PredictModel` / ``nn.Module`` (sent to the workers once). ``client``: an existing
+    ``distributed.Client``; otherwise ``scheduler`` (address) or ``workers`` (local processes).
+    ``part_rows``: output rows per task, a multiple of ``block`` (default about four tiles).
+    """
+    scenes = [Path(s) for s in scenes]
+    outs = [Path(p) for p in outs]
+    probs = [Path(p) for p in probabilities] if probabilities is not None else [None] * len(scenes)
+    if not scenes:
+        raise ConfigError("no scenes given")
+    if len(outs) != len(scenes) or len(probs) != len(scenes):
+        raise ConfigError(f"{len(scenes)} scenes but {len(outs)} outputs / {len(probs)} probability outputs")
+    dests = [p.resolve() for p in outs + [p for p in probs if p is not None]]
+    if len(set(dests)) != len(dests):
+        raise ConfigError("two scenes would write the same output file; give distinct outputs")
+    if blend_on not in ("probabilities", "logits"):
+        raise ConfigError(f"blend_on must be 'probabilities' or 'logits', found '{blend_on}'")
+    if probabilities_dtype not in ("float32", "uint8"):
+        raise ConfigError(f"probabilities dtype must be float32 or uint8, found '{probabilities_dtype}'")
+    if block < 16 or block % 16:
+        raise ConfigError(f"block must be a positive multiple of 16, found {block}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, found {batch_size}")
+    margin = _blend.check_geometry(tile, overlap, blend, margin)
+    pm, ref = _model_ref(model, model_name, options, class_names, colors)
+    o = dict(tile=tile, overlap=overlap, blend=blend, margin=margin, batch_size=batch_size, blend_on=blend_on,
+             probabilities_dtype=probabilities_dtype, nodata=nodata, out_nodata=out_nodata, block=block,
+             device=device, pixel_batch=pixel_batch, part_rows=part_rows, overview_resampling=overview_resampling,
+             qml=qml)
+    jobs = [_prepare(s, d, p, pm, o) for s, d, p in zip(scenes, outs, probs)]
+    if client is None:
+        if workers is None and scheduler is None:
+            workers = 1 if str(device).startswith("cuda") else (os.cpu_count() or 1)
+        with dask_client(workers=workers, scheduler=scheduler, quiet=not progress) as c:
+            return _execute(c, jobs, pm, ref, o, retries, progress)
+    return _execute(client, jobs, pm, ref, o, retries, progress)
+
+
+def _execute(client: Any, jobs: list[_Scene], pm: PredictModel, ref: Any, o: dict[str, Any], retries: int,
+             progress: bool) -> list[DistributedResult]:
+    import rasterio
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    run_id = uuid.uuid4().hex[:8]
+    model_arg = client.scatter(ref, broadcast=True, hash=False) if isinstance(ref, PredictModel) else ref
+    futures: dict[Any, tuple[_Scene, int]] = {}
+    for k, job in enumerate(jobs):
+        for n, (r0, r1) in enumerate(job.parts):
+            fut = client.submit(run_part, model_arg, str(job.scene), job.plan, r0, r1, retries=retries,
+                                priority=-k, pure=False, key=f"geolesf-part-{run_id}-{k}-{n}")
+            futures[fut] = (job, n)
+    finished: set[int] = set()
+    bar = tqdm(total=len(futures), unit="part", desc=f"predict {len(jobs)} scene(s)", disable=not progress,
+               dynamic_ncols=True)
+    env = rasterio.Env(GDAL_CACHEMAX=64)
+    env.__enter__()
+    try:
+        for fut in as_completed(list(futures)):
+            job, _ = futures.pop(fut)
+            part = fut.result()
+            fut.release()
+            t0 = time.perf_counter()
+            _write_part(job, part, pm)
+            job.done += 1
+            job.tiles_computed += part.tiles_computed
+            job.tiles_skipped += part.tiles_skipped
+            job.read_s += part.read_seconds
+            job.forward_s += part.forward_seconds
+            job.part_s += part.seconds
+            job.cpu_s += part.cpu_seconds
+            job.workers.add(part.worker)
+            if job.done == len(job.parts):
+                _finish(job, pm, o)
+                finished.add(id(job))
+            job.assemble_s += time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(scenes=f"{len(finished)}/{len(jobs)}")
+    except BaseException as exc:
+        for fut in futures:
+            fut.cancel()
+        for job in jobs:
+            if id(job) not in finished:
+                job.close()
+                job.paths.remove()
+        if not isinstance(exc, (GeolesfError, KeyboardInterrupt)) and progress:
+            print(f"\ndistributed prediction failed; unfinished outputs removed ({type(exc).__name__})",
+                  file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+        env.__exit__(None, None, None)
+    return [
+        DistributedResult(
+            out=j.out, probabilities=j.probs, height=j.plan.height, width=j.plan.width, parts=len(j.parts),
+            tiles=len(j.plan.rows) * len(j.plan.cols), tiles_computed=j.tiles_computed,
+            tiles_skipped=j.tiles_skipped, read_seconds=j.read_s, forward_seconds=j.forward_s,
+            part_seconds=j.part_s, part_cpu_seconds=j.cpu_s, assemble_seconds=j.assemble_s, workers=sorted(j.workers),
+        )
+        for j in jobs
+    ]
+
+
+def scene_outputs(scenes: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
+    """``out_dir/<scene stem>.tif`` for each scene; two scenes with the same stem are refused."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise DataError(f"--out-dir {out_dir}: folder does not exist")
+    outs = [out_dir / f"{Path(s).stem}.tif" for s in scenes]
+    seen: dict[Path, str] = {}
+    for s, p in zip(scenes, outs):
+        if p in seen:
+            raise ConfigError(f"--out-dir: scenes {seen[p]} and {s} would both write {p.name}")
+        seen[p] = str(s)
+    return outs
+
