@@ -76,9 +76,9 @@ def _valid(data: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 def _runner(plan: ChunkPlan, th: int, tw: int) -> Any:
-    from geolesf.predict.tiled import _Runner
+    from geolesf.predict.rowloop import TileRunner
 
-    return _Runner(plan.pm, None, th, tw, plan.device, plan.softmax, plan.pixel_batch)
+    return TileRunner(plan.pm, None, th, tw, plan.device, plan.softmax, plan.pixel_batch)
 
 
 def _finish(plan: ChunkPlan, acc: np.ndarray) -> np.ndarray:

@@ -43,10 +43,8 @@ from geolesf.errors import ConfigError, DataError, ModelError
 from geolesf.predict import blend as _blend
 from geolesf.predict import cog as _cog
 from geolesf.predict import resume as _resume
+from geolesf.predict.rowloop import RowPlan, TileRowLoop
 from geolesf.predict.sources import open_source
-
-PAD_MODES = {"symmetric": "symmetric", "reflect": "reflect", "zero": "constant"}
-
 
 @dataclass
 class PredictModel:
@@ -199,79 +197,6 @@ def _infer_classes(pm: PredictModel) -> int:
 
 # --------------------------------------------------------------------------------------------
 # tile runners
-
-
-def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
-    if x.shape[1] == h and x.shape[2] == w:
-        return x
-    return np.pad(x, ((0, 0), (0, h - x.shape[1]), (0, w - x.shape[2])), mode="symmetric")
-
-
-class _Runner:
-    """Reads one tile's input and runs the model on a batch of tiles."""
-
-    def __init__(self, pm: PredictModel, src: Any, th: int, tw: int, device: str, softmax: bool,
-                 pixel_batch: int) -> None:
-        self.pm, self.src, self.th, self.tw = pm, src, th, tw
-        self.device, self.softmax, self.pixel_batch = torch.device(device), softmax, pixel_batch
-        self.halo = pm.patch_size // 2 if pm.kind == "pixel" else 0
-        d = max(1, pm.size_divisor)
-        self.ph, self.pw = -(-th // d) * d, -(-tw // d) * d
-        self.forward_seconds = 0.0
-
-    def read(self, y: int, x: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
-        """Model input for tile ``(y, x)``, its validity ``(th, tw)`` and the halo sides added."""
-        r, src = self.halo, self.src
-        r0, r1 = max(0, y - r), min(src.height, y + self.th + r)
-        c0, c1 = max(0, x - r), min(src.width, x + self.tw + r)
-        data, valid = src.read(r0, r1, c0, c1)
-        pads = (r - (y - r0), r - (r1 - y - self.th), r - (x - c0), r - (c1 - x - self.tw))
-        core = valid[y - r0:y - r0 + self.th, x - c0:x - c0 + self.tw]
-        return data, core, pads
-
-    def prepare(self, data: np.ndarray, valid_full: np.ndarray | None) -> np.ndarray:
-        x = self.pm.normalise(data) if self.pm.normalise is not None else data.astype(np.float32)
-        if valid_full is not None:
-            x[:, ~valid_full] = 0.0
-        return x
-
-    def run_dense(self, inputs: list[np.ndarray]) -> np.ndarray:
-        x = torch.from_numpy(np.stack([_pad_to(a, self.ph, self.pw) for a in inputs])).to(self.device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            y = self.pm.module(x)
-            if self.softmax:
-                y = y.softmax(1)
-            out = y[:, :, : self.th, : self.tw].float().cpu().numpy()
-        self.forward_seconds += time.perf_counter() - start
-        return out
-
-    def run_pixel(self, x: np.ndarray, pads: tuple[int, int, int, int], valid: np.ndarray, classes: int) -> np.ndarray:
-        from geolesf.tasks.hsi_classification import PatchGatherer
-
-        t, b, left, right = pads
-        mode = PAD_MODES.get(self.pm.padding, "symmetric")
-        if any(pads):
-            x = np.pad(x, ((0, 0), (t, b), (left, right)), mode=mode)
-        gather = PatchGatherer(x.transpose(1, 2, 0), self.pm.patch_size, self.pm.padding)
-        rows, cols = np.nonzero(valid)
-        rows_t = torch.from_numpy(rows + self.halo)
-        cols_t = torch.from_numpy(cols + self.halo)
-        out = np.zeros((classes, self.th, self.tw), dtype=np.float32)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            for i in range(0, len(rows), self.pixel_batch):
-                patches = gather(rows_t[i:i + self.pixel_batch], cols_t[i:i + self.pixel_batch]).to(self.device)
-                y = self.pm.module(patches)
-                if self.softmax:
-                    y = y.softmax(1)
-                out[:, rows[i:i + self.pixel_batch], cols[i:i + self.pixel_batch]] = y.float().cpu().numpy().T
-        self.forward_seconds += time.perf_counter() - start
-        return out
-
-
-# --------------------------------------------------------------------------------------------
-# checks
 
 
 def _output_dtype(class_ids: Sequence[int], out_nodata: int | None) -> tuple[str, int]:
@@ -431,17 +356,18 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
     bound_allocator()
     tile, overlap, block = o["tile"], o["overlap"], o["block"]
     H, W = src.height, src.width
-    th, tw = min(tile, H), min(tile, W)
-    rows = _blend.tile_starts(H, tile, overlap)
-    cols = _blend.tile_starts(W, tile, overlap)
-    windows = _blend.WindowCache(overlap, o["blend"], o["margin"])
     C = len(pm.class_ids)
-    lut = np.asarray(pm.class_ids, dtype=o["out_dtype"])
     nodata_out = o["nodata_out"]
     want_probs = probs_path is not None
     prob_u8 = o["probabilities_dtype"] == "uint8"
-    softmax = o["blend_on"] == "probabilities"
-    runner = _Runner(pm, src, th, tw, o["device"], softmax, o["pixel_batch"])
+    plan = RowPlan(
+        height=H, width=W, tile=tile, overlap=overlap, blend=o["blend"], margin=o["margin"],
+        batch_size=o["batch_size"], blend_on=o["blend_on"], want_probs=want_probs, prob_u8=prob_u8,
+        out_dtype=o["out_dtype"], nodata_out=nodata_out, nodata=o["nodata"], device=o["device"],
+        pixel_batch=o["pixel_batch"], block=block,
+    )
+    rows, th = plan.rows, plan.th
+    step = TileRowLoop(src, pm, plan)
     tags = {
         "geolesf_version": __version__, "model": pm.name, "weights_sha256": pm.sha256,
         "tile": str(tile), "overlap": str(overlap), "blend": o["blend"], "blend_margin": str(o["margin"]),
@@ -469,7 +395,7 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
     env = rasterio.Env(GDAL_CACHEMAX=int(o["gdal_cache_mb"]))
     env.__enter__()
     dst = dstp = None
-    total_tiles = len(rows) * len(cols)
+    total_tiles = len(rows) * len(plan.cols)
     started = time.perf_counter()
     try:
         if state is None:
@@ -493,11 +419,11 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
         # Every buffer that spans the scene width is allocated once, here, and reused band after
         # band: two accumulator carries (overlap rows, swapped each band) and the finished rows
         # waiting for a block-aligned write. Nothing grows with the scene height.
-        carry_rows = max([th - (rows[i + 1] - rows[i]) for i in range(len(rows) - 1)], default=0)
+        carry_rows = max(plan.carry_rows(i) for i in range(len(rows)))
         carry_bufs = [np.empty((C + 1, carry_rows, W), dtype=np.float32) for _ in range(2)]
         capacity = block + th
         pend_ids = np.empty((capacity, W), dtype=o["out_dtype"])
-        pend_probs = np.empty((C, capacity, W), dtype=prob_dtype(prob_u8)) if want_probs else None
+        pend_probs = np.empty((C, capacity, W), dtype=plan.prob_dtype) if want_probs else None
         n_pend, hc, cur = 0, 0, 0
         if state is not None:
             hc, n_pend = state.carry.shape[1], state.pending_ids.shape[0]
@@ -510,24 +436,6 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
         last_ckpt = time.perf_counter()
         bar = tqdm(total=total_tiles, initial=tiles_done, unit="tile", desc=f"predict {src.name}",
                    disable=not o["progress"], dynamic_ncols=True)
-
-        def finish_rows(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-            """Finished accumulators ``(C+1, h, k)`` → class ids ``(h, k)`` and probabilities."""
-            wsum = acc[C]
-            valid = wsum > 0
-            ids = lut[acc[:C].argmax(0)]
-            ids[~valid] = nodata_out
-            probs = None
-            if want_probs:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    p = acc[:C] / wsum
-                if not softmax:
-                    p = torch.from_numpy(p).softmax(0).numpy()
-                if prob_u8:
-                    probs = np.where(valid, np.rint(np.nan_to_num(p) * 254), 255).astype(np.uint8)
-                else:
-                    probs = np.where(valid, p, np.nan).astype(np.float32)
-            return ids, probs
 
         def shift_front(buf: np.ndarray, n: int, rest: int) -> None:
             """Move rows ``[n, n + rest)`` of ``buf`` (rows on the last axis but one) to the front."""
@@ -553,63 +461,22 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
             n_pend = rest
             flushed += n
 
+        def tile_done() -> None:
+            nonlocal tiles_done
+            tiles_done += 1
+            bar.update(1)
+
+        step.tiles_skipped = tiles_skipped
         for i in range(first_row, len(rows)):
-            y = rows[i]
-            y_next = rows[i + 1] if i + 1 < len(rows) else H
-            g = y_next - y
+            y_next = plan.band_end(i)
+            g = y_next - rows[i]
             last = i + 1 == len(rows)
-            assert carry_start == y or hc == 0
-            carry = carry_bufs[cur][:, :hc]
-            new_hc = 0 if last else th - g
-            new_carry = carry_bufs[1 - cur][:, :new_hc]
-            band_ids = pend_ids[n_pend:n_pend + g]
-            band_probs = pend_probs[:, n_pend:n_pend + g] if want_probs else None
-            local = np.zeros((C + 1, th, tw), dtype=np.float32)
-            top, bottom = i > 0, i + 1 < len(rows)
-            for chunk in _chunks(len(cols), o["batch_size"] if pm.kind == "dense" else 1):
-                outputs: dict[int, np.ndarray] = {}
-                valids: dict[int, np.ndarray] = {}
-                inputs: list[np.ndarray] = []
-                run_j: list[int] = []
-                for j in chunk:
-                    data, valid, pads = runner.read(y, cols[j])
-                    valids[j] = valid
-                    if not valid.any():
-                        continue
-                    if pm.kind == "dense":
-                        inputs.append(runner.prepare(data, valid))
-                        run_j.append(j)
-                    else:
-                        x_in = runner.prepare(data, None)
-                        outputs[j] = runner.run_pixel(x_in, pads, valid, C)
-                if inputs:
-                    for j, y_out in zip(run_j, runner.run_dense(inputs)):
-                        outputs[j] = y_out
-                for j in chunk:
-                    x = cols[j]
-                    x_next = cols[j + 1] if j + 1 < len(cols) else W
-                    if j in outputs:
-                        wt = windows(th, tw, top, bottom, j > 0, j + 1 < len(cols)) * valids[j]
-                        y_out = outputs[j]
-                        y_out *= wt
-                        local[:C] += y_out
-                        local[C] += wt
-                    else:
-                        tiles_skipped += 1
-                    k = x_next - x
-                    acc = local[:, :, :k]
-                    if hc:
-                        acc[:, :hc] += carry[:, :, x:x_next]
-                    ids, probs = finish_rows(acc[:, :g])
-                    band_ids[:, x:x_next] = ids
-                    if band_probs is not None:
-                        band_probs[:, :, x:x_next] = probs
-                    if new_hc:
-                        new_carry[:, :, x:x_next] = acc[:, g:]
-                    local[:, :, : tw - k] = local[:, :, k:]
-                    local[:, :, tw - k:] = 0.0
-                    tiles_done += 1
-                    bar.update(1)
+            assert carry_start == rows[i] or hc == 0
+            new_hc = plan.carry_rows(i)
+            step(i, carry_bufs[cur][:, :hc], pend_ids[n_pend:n_pend + g],
+                 pend_probs[:, n_pend:n_pend + g] if want_probs else None, carry_bufs[1 - cur][:, :new_hc],
+                 on_tile=tile_done)
+            tiles_skipped = step.tiles_skipped
             cur, hc, carry_start = 1 - cur, new_hc, y_next
             n_pend += g
             before = flushed
@@ -663,23 +530,9 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
     return TiledResult(
         out=out, probabilities=probs_path, height=H, width=W, tiles=total_tiles,
         tiles_run=total_tiles - tiles_skipped, tiles_skipped=tiles_skipped, seconds=seconds,
-        forward_seconds=runner.forward_seconds, resumed_at_row=resumed_at, class_ids=list(pm.class_ids),
+        forward_seconds=step.runner.forward_seconds, resumed_at_row=resumed_at, class_ids=list(pm.class_ids),
         class_names=list(pm.class_names),
     )
-
-
-def _chunks(n: int, batch: int) -> list[list[int]]:
-    """``range(n)`` in consecutive chunks of ``batch`` and a remainder (9 tiles, batch 8 → 8 + 1).
-
-    Full batches first: ``--batch-size`` is then both the largest batch the model sees and the one
-    it sees on any scene at least that many tiles wide, so peak memory is the same for a small and
-    a large scene (equal-sized chunks, 5 + 4 here, made small scenes peak lower than wide ones).
-    """
-    return [list(range(a, min(a + batch, n))) for a in range(0, n, batch)]
-
-
-def prob_dtype(u8: bool) -> Any:
-    return np.uint8 if u8 else np.float32
 
 
 def predict_file(

@@ -24,6 +24,16 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 OPTS = dict(tile=64, overlap=16, block=64)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Workers run torch on one thread (threads_per_worker=1); the single-process references here
+    must too: a convolution's float32 sums can differ in the last bit between thread counts."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _unet_checkpoint(path, seed=0):
     from geolesf.models.unet import SegmentationCheckpoint, save_segmentation_checkpoint, unet
 
