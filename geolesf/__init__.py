@@ -44,11 +44,11 @@ def __dir__() -> list[str]:
 
 
 class _XarrayLoader:
-    def __init__(self, loader: Any) -> None:
-        self._loader = loader
+    def __init__(self, loader: Any, hook: Any) -> None:
+        self._loader, self._hook = loader, hook
 
     def __getattr__(self, name: str) -> Any:  # resource readers, get_source, ...
-        if name == "_loader":
+        if name in ("_loader", "_hook"):
             raise AttributeError(name)
         return getattr(self._loader, name)
 
@@ -56,12 +56,18 @@ class _XarrayLoader:
         return self._loader.create_module(spec)
 
     def exec_module(self, module: Any) -> None:
+        import sys
+
         self._loader.exec_module(module)
+        if self._hook in sys.meta_path:
+            sys.meta_path.remove(self._hook)
         importlib.import_module("geolesf.xr")
 
 
 class _XarrayHook:
-    """``sys.meta_path`` finder that wraps xarray's loader once, then removes itself."""
+    """``sys.meta_path`` finder that wraps xarray's loader; it leaves ``sys.meta_path`` only once
+    xarray has actually been executed (a bare ``importlib.util.find_spec("xarray")`` — dask and
+    others probe for optional packages that way — must not disarm it)."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         if name != "xarray":
@@ -69,11 +75,13 @@ class _XarrayHook:
         import importlib.util
         import sys
 
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        sys.meta_path.remove(self)  # find the real spec without recursing into this finder
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
         if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _XarrayLoader(spec.loader)
+            spec.loader = _XarrayLoader(spec.loader, self)
         return spec
 
 

@@ -64,5 +64,12 @@ def test_shipped_configs_load():
     root = Path(__file__).resolve().parents[1] / "configs"
     files = sorted(root.rglob("*.yaml"))
     assert files, "configs/ holds no YAML files"
+    from geolesf.config import peek_task
+    from geolesf.tasks.registry import task_module
+
+    tasks = set()
     for path in files:
-        load_config(TrainConfig, path)
+        task = peek_task(path)
+        tasks.add(task)
+        load_config(task_module(task).CONFIG, path)
+    assert {"hsi", "segmentation", "sam-peft", "hclip", "wsss", "wsod"} <= tasks

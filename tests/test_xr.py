@@ -238,3 +238,17 @@ def test_shipped_s2mamba_checkpoint_on_a_cube(tmp_path):
     np.testing.assert_array_equal(ids, _read(ref.out)[0][0])
     assert len(np.unique(ids)) > 1 and out.attrs["patch_size"] == 7 and out.rio.crs is None
     np.testing.assert_array_equal(out.x.values, np.arange(14))
+
+
+def test_accessor_survives_find_spec_probes():
+    """dask and others call importlib.util.find_spec("xarray") before importing it; the accessor
+    must still be registered when xarray is finally imported after ``import geolesf``."""
+    import subprocess
+    import sys
+
+    code = ("import sys, importlib.util, geolesf\n"
+            "assert 'xarray' not in sys.modules\n"
+            "importlib.util.find_spec('xarray'); importlib.util.find_spec('xarray')\n"
+            "import xarray\n"
+            "assert hasattr(xarray.DataArray, 'geolesf') and hasattr(xarray.Dataset, 'geolesf')\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
