@@ -24,16 +24,24 @@ from typing import Any
 from geolesf.errors import ChecksumError, ModelError
 from geolesf.paths import embedded_data_root, weights_home
 
-# Modules whose import registers the built-in models; imported on first registry use.
-BUILTIN_MODEL_MODULES = (
-    "geolesf.models.baselines",
-    "geolesf.models.s2mamba",
-    "geolesf.models.unet",
-    "geolesf.models.clip.hclip",
-    "geolesf.models.cam",
-    "geolesf.models.sam.model",
-    "geolesf.models.wsod.detector",
-)
+# Built-in model name → the module whose import registers it. ``create_model(name)`` imports only
+# that module (loading SAM or CLIP code costs seconds that an S²Mamba prediction should not pay);
+# ``list_models`` and an unknown name import them all. A test checks this table against the
+# decorators.
+BUILTIN_MODELS = {
+    "rf": "geolesf.models.baselines",
+    "svm": "geolesf.models.baselines",
+    "s2mamba": "geolesf.models.s2mamba",
+    "unet": "geolesf.models.unet",
+    "hclip": "geolesf.models.clip.hclip",
+    "cam": "geolesf.models.cam",
+    "sam-parser": "geolesf.models.sam.model",
+    "sam-cobo": "geolesf.models.sam.model",
+    "sam-lora": "geolesf.models.sam.model",
+    "sam-adapter": "geolesf.models.sam.model",
+    "ndi-wsod": "geolesf.models.wsod.detector",
+}
+BUILTIN_MODEL_MODULES = tuple(dict.fromkeys(BUILTIN_MODELS.values()))
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,10 @@ def _load_builtins() -> None:
 
 
 def get_entry(name: str) -> ModelEntry:
-    _load_builtins()
+    if name not in _REGISTRY and name in BUILTIN_MODELS:
+        importlib.import_module(BUILTIN_MODELS[name])
+    if name not in _REGISTRY:
+        _load_builtins()
     if name not in _REGISTRY:
         import difflib
 

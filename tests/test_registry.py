@@ -96,3 +96,22 @@ def test_shipped_s2mamba_checkpoint_verifies_and_loads():
         assert ckpt.in_bands == cfg.bands
         assert tuple(ckpt.class_names) == cfg.class_names
         assert "config" in ckpt.extra
+
+
+def test_builtin_table_matches_the_decorators_and_stays_lazy():
+    import subprocess
+    import sys
+
+    from geolesf.registry import BUILTIN_MODELS, _REGISTRY, list_models
+
+    names = list_models()
+    assert set(BUILTIN_MODELS) <= set(names)
+    for name, module in BUILTIN_MODELS.items():
+        assert _REGISTRY[name].fn.__module__ == module, name
+    # building an S²Mamba imports neither SAM nor CLIP nor the detector
+    code = ("import sys; from geolesf.registry import create_model\n"
+            "create_model('s2mamba', in_chans=8, num_classes=3, patch_size=5)\n"
+            "heavy = [m for m in ('segment_anything', 'open_clip', 'geolesf.models.wsod', 'geolesf.models.cam') "
+            "if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
