@@ -209,6 +209,8 @@ class TileRowLoop:
         ``carry`` ``(C+1, h, W)``: accumulators of the band's first ``h`` rows from earlier tile
         rows. Fills ``band_ids`` ``(g, W)``, ``band_probs`` ``(C, g, W)`` (or None) with the band's
         finished rows and ``new_carry`` ``(C+1, h', W)`` with the next band's first ``h'`` rows.
+        ``new_carry`` may share memory with ``carry``: each tile column reads its carry columns before
+        it writes the next band's into them.
         """
         plan, pm, runner, C = self.plan, self.pm, self.runner, self.C
         rows, cols, th, tw, W = plan.rows, plan.cols, plan.th, plan.tw, plan.width

@@ -320,40 +320,12 @@ def predict_raster(
         src.close()
 
 
-GLIBC_MMAP_THRESHOLD = 4 << 20
-
-
-def bound_allocator() -> bool:
-    """Serve allocations ≥ 4 MiB with ``mmap`` so that freed batch buffers go back to the OS.
-
-    glibc raises its mmap threshold each time a large mmapped block is freed; the predictor frees
-    tens of MB of batch tensors per tile batch, so after a few batches those buffers come from the
-    heap instead and fragmentation makes the resident size creep up with the number of tiles
-    (measured: +500 MB over a 16,384² scene). Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``,
-    which also turns the dynamic adjustment off, for the whole process) keeps peak memory flat. A
-    ``MALLOC_MMAP_THRESHOLD_`` set in the environment is respected; other C libraries are left alone.
-    Returns whether the threshold was set.
-    """
-    import ctypes
-    import os
-    import platform
-
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(-3, GLIBC_MMAP_THRESHOLD))  # -3 = M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
-
-
 def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_: dict[str, Any]) -> TiledResult:
     import rasterio
     from rasterio.windows import Window
     from tqdm.auto import tqdm
 
     o = locals_
-    bound_allocator()
     tile, overlap, block = o["tile"], o["overlap"], o["block"]
     H, W = src.height, src.width
     C = len(pm.class_ids)
@@ -420,14 +392,16 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
         # band: two accumulator carries (overlap rows, swapped each band) and the finished rows
         # waiting for a block-aligned write. Nothing grows with the scene height.
         carry_rows = max(plan.carry_rows(i) for i in range(len(rows)))
-        carry_bufs = [np.empty((C + 1, carry_rows, W), dtype=np.float32) for _ in range(2)]
+        # One carry buffer serves both sides of a step: each tile column reads its carry columns
+        # before it writes the next band's carry into the same columns.
+        carry_buf = np.empty((C + 1, carry_rows, W), dtype=np.float32)
         capacity = block + th
         pend_ids = np.empty((capacity, W), dtype=o["out_dtype"])
         pend_probs = np.empty((C, capacity, W), dtype=plan.prob_dtype) if want_probs else None
-        n_pend, hc, cur = 0, 0, 0
+        n_pend, hc = 0, 0
         if state is not None:
             hc, n_pend = state.carry.shape[1], state.pending_ids.shape[0]
-            carry_bufs[cur][:, :hc] = state.carry
+            carry_buf[:, :hc] = state.carry
             pend_ids[:n_pend] = state.pending_ids
             if want_probs:
                 pend_probs[:, :n_pend] = state.pending_probs
@@ -473,11 +447,11 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
             last = i + 1 == len(rows)
             assert carry_start == rows[i] or hc == 0
             new_hc = plan.carry_rows(i)
-            step(i, carry_bufs[cur][:, :hc], pend_ids[n_pend:n_pend + g],
-                 pend_probs[:, n_pend:n_pend + g] if want_probs else None, carry_bufs[1 - cur][:, :new_hc],
+            step(i, carry_buf[:, :hc], pend_ids[n_pend:n_pend + g],
+                 pend_probs[:, n_pend:n_pend + g] if want_probs else None, carry_buf[:, :new_hc],
                  on_tile=tile_done)
             tiles_skipped = step.tiles_skipped
-            cur, hc, carry_start = 1 - cur, new_hc, y_next
+            hc, carry_start = new_hc, y_next
             n_pend += g
             before = flushed
             flush(final=last)
@@ -488,7 +462,7 @@ def _run(src: Any, pm: PredictModel, out: Path, probs_path: Path | None, locals_
                         dstp.close()
                     _resume.save_state(paths.state, _resume.ResumeState(
                         fingerprint=fp, next_row=i + 1, flushed=flushed, carry_start=carry_start,
-                        carry=carry_bufs[cur][:, :hc], pending_ids=pend_ids[:n_pend],
+                        carry=carry_buf[:, :hc], pending_ids=pend_ids[:n_pend],
                         pending_probs=pend_probs[:, :n_pend] if want_probs else None, tiles_done=tiles_done,
                         tiles_skipped=tiles_skipped))
                     dst = _cog.reopen(paths.tmp)
