@@ -156,8 +156,6 @@ def main() -> None:
         "overhead_ratio_same_tiles": tiles_ratio, "scene_ratio_vs_bare": scene_ratio,
         "overlap_cap": ((TILE - OVERLAP) / TILE) ** 2, "forward_share_of_predict_time": forward_share,
         "memory_ratio": mem_ratio, "targets": {"overhead_ratio_same_tiles": ">= 0.8", "memory_ratio": "<= 1.15"},
-        "geoai": "not run: geoai-py pulls ~150 packages (jupyter, leafmap, transformers) into the shared venv; "
-                 "see shared/reference/peers.md §0 for its figures on this kind of machine",
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")

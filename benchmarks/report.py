@@ -119,7 +119,26 @@ def predict_table() -> list[str]:
     lines += ["", f"- memory ratio 16384² / 4096²: **{r['memory_ratio']:.4f}** (target ≤ 1.15)",
               f"- predict vs bare forward on the same tiles: {r['overhead_ratio_same_tiles']:.2f}× "
               f"(target ≥ 0.8×); share of predict time inside the model's forward: {r['forward_share_of_predict_time']:.2f}",
-              f"- peer (geoai-py): {r['geoai'] if isinstance(r['geoai'], str) else 'see JSON'}", ""]
+              "- peer comparison: next table (`bench_predict_peer.py`)", ""]
+    return lines
+
+
+def predict_peer_table() -> list[str]:
+    r = _load("predict_peer")
+    if not r:
+        return []
+    lines = ["### Tiled prediction against geoai-py (`python benchmarks/bench_predict_peer.py`)", "",
+             f"Same model ({r['model']}), same mosaic of real Landsat pixels, tile {r['tile']}, overlap "
+             f"{r['overlap']}, batch {r['batch']}, {r['blend']} blending, {r['threads']} threads, each predictor in "
+             f"a fresh process. geoai-py {r.get('geoai_version', '?')} (`predict_geotiff`), installed only for the "
+             f"benchmark. Machine: {_machine(r['machine'])}.", "",
+             "| predictor | scene | seconds | Mpx/s | peak RSS MB | output |", "|---|---|---|---|---|---|"]
+    for key, run in r["runs"].items():
+        which, size = key.split("_")
+        out = run.get("output", "")
+        lines.append(f"| {which} | {size}² | {run['seconds']:.1f} | {run['mpx_per_s']:.3f} | "
+                     f"{run['peak_rss'] / 2**20:,.0f} | {out} |")
+    lines.append("")
     return lines
 
 
@@ -166,7 +185,7 @@ def distributed_table() -> list[str]:
 
 def main() -> None:
     body = [*cli_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(), *predict_table(),
-            *distributed_table()]
+            *predict_peer_table(), *distributed_table()]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)

@@ -1,0 +1,157 @@
+"""geolesf's tiled predictor against geoai-py's on the same model, scene and tiling.
+
+Model: ``segmentation_models_pytorch.Unet`` with a ResNet-18 encoder, random weights (seeded,
+identical for both), 3 bands in, 4 classes. Scene: a mosaic of the real ``RGB.byte.tif`` pixels
+(Landsat 7, EPSG:32618, nodata collar included). Tile 512, overlap 64, cosine blending, batch 8,
+2 threads. Each predictor runs in a fresh subprocess (peak RSS = VmHWM of that process); the
+bare forward pass of the same model over the same number of tiles is timed in the geolesf child.
+
+geoai-py is not a geolesf dependency. Install it only for this benchmark, outside the venv, e.g.::
+
+    pip install --no-deps --target /tmp/geoai/target geoai-py==0.40.1
+    pip install --target /tmp/geoai/deps leafmap          # geoai.utils imports it eagerly
+    python benchmarks/bench_predict_peer.py --geoai-path /tmp/geoai/target:/tmp/geoai/deps
+
+Writes ``benchmarks/results/predict_peer.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
+from bench_predict import build_mosaic  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "predict_peer.json"
+TILE, OVERLAP, BATCH, CLASSES = 512, 64, 8, 4
+
+
+def _vm(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _model():
+    import segmentation_models_pytorch as smp
+    import torch
+
+    torch.manual_seed(0)
+    return smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=CLASSES).eval()
+
+
+def child(which: str, scene: str, out: str, threads: int) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    model = _model()
+    result: dict = {"which": which}
+    if which == "geoai":
+        import geoai
+        from geoai.inference import predict_geotiff
+
+        result["version"] = getattr(geoai, "__version__", "?")
+        t = time.perf_counter()
+        # Class map out, as geolesf writes: argmax of the blended outputs, uint8.
+        predict_geotiff(model, scene, out, tile_size=TILE, overlap=OVERLAP, batch_size=BATCH,
+                        num_classes=CLASSES, blend_mode="cosine", device="cpu", verbose=False,
+                        preprocess_fn=lambda x: x.astype(np.float32) / 255.0,
+                        postprocess_fn=lambda a: a.argmax(0).astype(np.uint8), output_dtype="uint8",
+                        output_nodata=255)
+        result["seconds"] = time.perf_counter() - t
+        result["output"] = "uint8 GeoTIFF (LZW), no colour table, nodata collar predicted"
+    else:
+        from geolesf.predict.tiled import predict_raster
+
+        def normalise(x: np.ndarray) -> np.ndarray:
+            return x.astype(np.float32) / 255.0
+
+        from geolesf.predict.tiled import as_predict_model
+
+        pm = as_predict_model(model, class_names=[f"c{i}" for i in range(CLASSES)])
+        pm.normalise = normalise
+        t = time.perf_counter()
+        res = predict_raster(scene, pm, out, tile=TILE, overlap=OVERLAP, blend="cosine", batch_size=BATCH,
+                             progress=False)
+        result["seconds"] = time.perf_counter() - t
+        result["output"] = "uint8 COG (deflate, overviews), colour table, class names, .qml, nodata kept"
+        result["tiles_run"] = res.tiles_run
+        x = torch.from_numpy(np.random.default_rng(0).random((BATCH, 3, TILE, TILE), dtype=np.float32))
+        n, t = 0, time.perf_counter()
+        with torch.inference_mode():
+            while n < res.tiles:
+                b = min(BATCH, res.tiles - n)
+                model(x[:b]).softmax(1).numpy()
+                n += b
+        result["bare_seconds_all_tiles"] = time.perf_counter() - t
+        result["tiles"] = res.tiles
+    result["peak_rss"] = _vm("VmHWM")
+    print(json.dumps(result))
+
+
+def run_child(which: str, scene: Path, out: Path, threads: int, geoai_path: str | None) -> dict:
+    import os
+
+    env = dict(os.environ)
+    if which == "geoai":
+        if not geoai_path:
+            raise SystemExit("--geoai-path is required (see the module docstring)")
+        env["PYTHONPATH"] = os.pathsep.join([env.get("PYTHONPATH", ""), geoai_path]).strip(os.pathsep)
+    cmd = [sys.executable, __file__, "--child", which, str(scene), str(out), "--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode:
+        raise SystemExit(f"{which} child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="4096,8192", help="scene sides, comma-separated")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--geoai-path", help="PYTHONPATH entries holding geoai-py and its imports")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child, threads=args.threads)
+        return
+    runs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="geolesf_peer_") as tmp:
+        tmp = Path(tmp)
+        for size in [int(s) for s in args.sizes.split(",")]:
+            scene = tmp / f"scene_{size}.tif"
+            build_mosaic(size, scene)
+            for which in ("geolesf", "geoai"):
+                r = run_child(which, scene, tmp / f"{which}_{size}.tif", args.threads, args.geoai_path)
+                r["mpx_per_s"] = size * size / 1e6 / r["seconds"]
+                runs[f"{which}_{size}"] = r
+                print(f"{which} {size}²: {json.dumps(r)}", file=sys.stderr)
+            g = runs[f"geolesf_{size}"]
+            g["bare_mpx_per_s"] = g["tiles"] * TILE * TILE / 1e6 / g["bare_seconds_all_tiles"]
+            scene.unlink()
+    versions = [r.get("version") for r in runs.values() if r.get("version")]
+    report = {"benchmark": "predict_peer", "machine": machine_info(), "threads": args.threads,
+              "geoai_version": versions[0] if versions else None,
+              "model": "smp.Unet(resnet18, random init, 3→4)", "tile": TILE, "overlap": OVERLAP, "batch": BATCH,
+              "blend": "cosine", "runs": runs}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print("| predictor | scene | seconds | Mpx/s | peak RSS MB |")
+    print("|---|---|---|---|---|")
+    for key, r in runs.items():
+        which, size = key.split("_")
+        print(f"| {which} | {size}² | {r['seconds']:.1f} | {r['mpx_per_s']:.3f} | {r['peak_rss'] / 2**20:,.0f} |")
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
