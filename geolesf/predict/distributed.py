@@ -44,10 +44,16 @@ import numpy as np
 
 from geolesf import __version__
 from geolesf.errors import ConfigError, DataError, GeolesfError, ModelError
-from geolesf.predict import blend as _blend
 from geolesf.predict import cog as _cog
 from geolesf.predict.parts import PartOutput, RowPlan, default_part_rows, predict_rows, split_rows
-from geolesf.predict.tiled import PredictModel, _check_inputs, _check_out, _output_dtype, as_predict_model
+from geolesf.predict.tiled import (
+    PredictModel,
+    _check_inputs,
+    _check_out,
+    _output_dtype,
+    as_predict_model,
+    check_options,
+)
 
 
 @dataclass(frozen=True)
@@ -353,15 +359,8 @@ def predict_distributed(
     dests = [p.resolve() for p in outs + [p for p in probs if p is not None]]
     if len(set(dests)) != len(dests):
         raise ConfigError("two scenes would write the same output file; give distinct outputs")
-    if blend_on not in ("probabilities", "logits"):
-        raise ConfigError(f"blend_on must be 'probabilities' or 'logits', found '{blend_on}'")
-    if probabilities_dtype not in ("float32", "uint8"):
-        raise ConfigError(f"probabilities dtype must be float32 or uint8, found '{probabilities_dtype}'")
-    if block < 16 or block % 16:
-        raise ConfigError(f"block must be a positive multiple of 16, found {block}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, found {batch_size}")
-    margin = _blend.check_geometry(tile, overlap, blend, margin)
+    margin = check_options(tile=tile, overlap=overlap, blend=blend, margin=margin, blend_on=blend_on,
+                           probabilities_dtype=probabilities_dtype, block=block, batch_size=batch_size)
     pm, ref = _model_ref(model, model_name, options, class_names, colors)
     o = dict(tile=tile, overlap=overlap, blend=blend, margin=margin, batch_size=batch_size, blend_on=blend_on,
              probabilities_dtype=probabilities_dtype, nodata=nodata, out_nodata=out_nodata, block=block,

@@ -235,6 +235,21 @@ def _check_inputs(src: Any, pm: PredictModel, tile: int) -> None:
 # main entry point
 
 
+def check_options(*, tile: int, overlap: int, blend: str, margin: int | None, blend_on: str,
+                  probabilities_dtype: str, block: int, batch_size: int) -> int:
+    """Validate the tiling and output options before any work; returns the blend margin used."""
+    if blend_on not in ("probabilities", "logits"):
+        raise ConfigError(f"blend_on must be 'probabilities' or 'logits', found '{blend_on}'")
+    if probabilities_dtype not in ("float32", "uint8"):
+        raise ConfigError(f"probabilities dtype must be float32 or uint8, found '{probabilities_dtype}'")
+    if block < 16 or block % 16:
+        raise ConfigError(f"block must be a positive multiple of 16, found {block}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, found {batch_size}")
+    margin = _blend.check_geometry(tile, overlap, blend, margin)
+    return margin
+
+
 def predict_raster(
     source: Any,
     model: Any,
@@ -275,15 +290,8 @@ def predict_raster(
     called after each block-aligned band of rows is written (after the resume state is saved).
     ``qml`` writes the QGIS style (paletted legend with class names) beside ``out``.
     """
-    if blend_on not in ("probabilities", "logits"):
-        raise ConfigError(f"blend_on must be 'probabilities' or 'logits', found '{blend_on}'")
-    if probabilities_dtype not in ("float32", "uint8"):
-        raise ConfigError(f"probabilities dtype must be float32 or uint8, found '{probabilities_dtype}'")
-    if block < 16 or block % 16:
-        raise ConfigError(f"block must be a positive multiple of 16, found {block}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, found {batch_size}")
-    margin = _blend.check_geometry(tile, overlap, blend, margin)
+    margin = check_options(tile=tile, overlap=overlap, blend=blend, margin=margin, blend_on=blend_on,
+                           probabilities_dtype=probabilities_dtype, block=block, batch_size=batch_size)
     out = Path(out)
     probs_path = Path(probabilities) if probabilities is not None else None
     _check_out(out, "--out")
