@@ -62,20 +62,10 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="only compare; exit 1 if docs/cli.md is stale")
-    args = ap.parse_args(argv)
-    text = render()
-    if args.check:
-        current = TARGET.read_text() if TARGET.is_file() else ""
-        if current != text:
-            print(f"{TARGET} is out of date: run python scripts/gen_cli_docs.py", file=sys.stderr)
-            return 1
-        print(f"{TARGET} is up to date")
-        return 0
-    TARGET.write_text(text)
-    print(f"wrote {TARGET}")
-    return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _generated_page import generate
+
+    return generate(TARGET, render, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

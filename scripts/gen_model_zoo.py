@@ -15,7 +15,6 @@ Sources, nothing typed by hand:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -143,19 +142,10 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="only compare; exit 1 if docs/models.md is stale")
-    args = ap.parse_args(argv)
-    text = render()
-    if args.check:
-        if not TARGET.is_file() or TARGET.read_text() != text:
-            print(f"{TARGET} is out of date: run python scripts/gen_model_zoo.py", file=sys.stderr)
-            return 1
-        print(f"{TARGET} is up to date")
-        return 0
-    TARGET.write_text(text)
-    print(f"wrote {TARGET}")
-    return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _generated_page import generate
+
+    return generate(TARGET, render, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
