@@ -27,18 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
-from bench_predict import build_mosaic  # noqa: E402
+from bench_predict import _vm, build_mosaic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "predict_peer.json"
 TILE, OVERLAP, BATCH, CLASSES = 512, 64, 8, 4
-
-
-def _vm(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _model():

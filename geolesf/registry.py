@@ -155,13 +155,15 @@ def resolve_weights(cfg: PretrainedCfg, path: str | Path | None = None) -> Path:
     raise ModelError(f"weights '{cfg.file}' for tag '{cfg.tag}' not found (looked in {where})")
 
 
-def verify_sha256(path: str | Path, expected: str) -> None:
+def verify_sha256(path: str | Path, expected: str | None) -> str:
+    """sha256 of ``path``; a :class:`ChecksumError` when ``expected`` is given and differs."""
     found = sha256_file(path)
-    if found != expected:
+    if expected and found != expected.lower():
         raise ChecksumError(
             f"{path}: sha256 mismatch, expected {expected[:16]}…, found {found[:16]}…; "
             "the file is corrupt or not the published weights"
         )
+    return found
 
 
 def load_pretrained(name: str, tag: str | None = None, path: str | Path | None = None) -> dict[str, Any]:

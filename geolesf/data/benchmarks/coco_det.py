@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from geolesf.data.benchmarks.voc import read_rgb
 from geolesf.errors import DataError
 
 
@@ -74,15 +75,9 @@ class COCODetection:
                 "labels": np.asarray(labels, dtype=np.int64), "crowd": np.asarray(crowd, dtype=bool)}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from PIL import Image
-
         ann = self.annotation(index)
         path = self.images / ann["file_name"]
-        try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
-        except OSError as exc:
-            raise DataError(f"{path}: cannot read image ({exc})") from None
+        image = read_rgb(path)
         image_labels = np.zeros(len(self.classes), dtype=np.float32)
         image_labels[np.unique(ann["labels"][~ann["crowd"]])] = 1.0
         return {"image": image, "image_id": ann["image_id"], "boxes": ann["boxes"], "labels": ann["labels"],

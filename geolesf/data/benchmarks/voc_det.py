@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from geolesf.data.benchmarks.voc import read_rgb
 from geolesf.errors import DataError
 
 VOC_CLASSES = (
@@ -128,15 +129,9 @@ class VOCDetection:
         return self.dir / "JPEGImages" / self.annotation(index).filename
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from PIL import Image
-
         ann = self.annotation(index)
         path = self.image_path(index)
-        try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
-        except OSError as exc:
-            raise DataError(f"{path}: cannot read image ({exc})") from None
+        image = read_rgb(path)
         image_labels = np.zeros(len(self.classes), dtype=np.float32)
         # Image-level labels (the only supervision of WSOD) from non-difficult objects, as
         # py-faster-rcnn / OICR with ``use_diff=False``.

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from geolesf.errors import ChecksumError, ModelError
+from geolesf.errors import ModelError
 
 #: Overrides of open_clip's ViT-B-16 config for the tiny random-init test model.
 TINY_CLIP = {
@@ -44,15 +44,13 @@ def _is_torchscript(path: Path) -> bool:
 
 def load_clip_state_dict(path: str | Path, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """Read an OpenAI-format CLIP state dict from a local file; returns ``(state_dict, sha256)``."""
-    from geolesf.registry import sha256_file
+    from geolesf.registry import verify_sha256
 
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model.clip_checkpoint {path}: file not found (give a local OpenAI-format CLIP "
                          "state dict, e.g. ViT-B-16.pt)")
-    digest = sha256_file(path)
-    if sha256 and digest != sha256.lower():
-        raise ChecksumError(f"{path}: sha256 mismatch, expected {sha256[:16]}…, found {digest[:16]}…")
+    digest = verify_sha256(path, sha256)
     try:
         if _is_torchscript(path):  # OpenAI's own ViT-B-16.pt releases (verify them with clip_sha256)
             obj: Any = torch.jit.load(str(path), map_location="cpu").state_dict()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from geolesf.errors import ChecksumError, ConfigError, ModelError
+from geolesf.errors import ConfigError, ModelError
 
 
 @dataclass(frozen=True)
@@ -125,15 +125,13 @@ def load_sam_state(path: str | Path, sha256: str | None = None) -> tuple[dict[st
 
     ``sha256`` given: the file must match it (:class:`ChecksumError` otherwise).
     """
-    from geolesf.registry import sha256_file
+    from geolesf.registry import verify_sha256
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelError(f"{path}: SAM checkpoint not found (download e.g. {OFFICIAL_FILES['vit_b']} from the "
                          "segment-anything README and pass its path)")
-    digest = sha256_file(path)
-    if sha256 and digest != sha256.lower():
-        raise ChecksumError(f"{path}: sha256 mismatch, expected {sha256[:16]}…, found {digest[:16]}…")
+    digest = verify_sha256(path, sha256)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
