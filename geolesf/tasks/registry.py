@@ -87,8 +87,24 @@ def lookup(table: dict[str, str], fmt: str | None, what: str, checkpoint: Any) -
 
 
 def checkpoint_format(checkpoint: Any) -> str | None:
-    """The ``format`` string of a checkpoint file or ``MODEL:TAG`` (loads it once, verified)."""
-    from geolesf.registry import read_checkpoint
+    """The ``format`` string of a checkpoint file or ``MODEL:TAG``, for routing only.
 
-    payload, _, _ = read_checkpoint(checkpoint)
+    The file is memory-mapped, not read or hashed: the loader the format routes to reads and
+    verifies it once (a SAM or CLIP checkpoint is hundreds of MB).
+    """
+    import torch
+
+    from geolesf.registry import _resolve_checkpoint
+
+    path, _ = _resolve_checkpoint(checkpoint)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # not the zip format torch.save writes: no memory map, read it whole
+        payload = None
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise ModelError(f"{path}: not a readable geolesf checkpoint ({exc.__class__.__name__})") from None
+    if payload is None:
+        from geolesf.registry import read_checkpoint
+
+        payload, _, _ = read_checkpoint(path)
     return payload.get("format") if isinstance(payload, dict) else None
