@@ -251,8 +251,11 @@ def train_segmenter(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
     start = time.perf_counter()
+    from tqdm.auto import tqdm
+
     model.train()
-    for epoch in range(epochs):
+    bar = tqdm(range(epochs), desc="train unet", unit="epoch", dynamic_ncols=True)
+    for epoch in bar:
         total = 0.0
         for _ in range(steps_per_epoch):
             ys = rng.integers(0, h - c + 1, batch_size)
@@ -267,6 +270,7 @@ def train_segmenter(
             opt.step()
             total += loss.item()
         history.append({"epoch": epoch + 1, "loss": total / steps_per_epoch})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
     model.eval()
     names = class_names or {}
     palette = default_palette(len(class_ids))
