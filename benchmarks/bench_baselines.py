@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from geolesf.config import DataConfig, ModelConfig, TrainConfig, TrainerConfig
-    from geolesf.tasks.hsi_run import machine_info, run_single
+    from geolesf.methods.hsi.train import machine_info, run_single
 
     from geolesf.data.splits import SPECTRALFORMER_INDIAN_PINES_REMAP
 

@@ -55,7 +55,11 @@ def _checkpoint(path: Path) -> None:
     import numpy as np
     import torch
 
-    from geolesf.models.unet import SegmentationCheckpoint, save_segmentation_checkpoint, unet
+    from geolesf.methods.unet.checkpoint import SegmentationCheckpoint
+
+    from geolesf.methods.unet.checkpoint import save as save_segmentation_checkpoint
+
+    from geolesf.methods.unet.model import unet
 
     torch.manual_seed(0)
     save_segmentation_checkpoint(path, SegmentationCheckpoint(

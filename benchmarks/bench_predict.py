@@ -80,7 +80,7 @@ def child(scene: str, out: str, threads: int, bare: bool) -> None:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    from geolesf.models.unet import unet
+    from geolesf.methods.unet.model import unet
     from geolesf.predict.tiled import predict_raster
 
     model = unet(**MODEL_ARGS).eval()

@@ -68,7 +68,7 @@ def child(which: str, scene: str, out: str, threads: int) -> None:
         def normalise(x: np.ndarray) -> np.ndarray:
             return x.astype(np.float32) / 255.0
 
-        from geolesf.predict.tiled import as_predict_model
+        from geolesf.predict.model import as_predict_model
 
         pm = as_predict_model(model, class_names=[f"c{i}" for i in range(CLASSES)])
         pm.normalise = normalise

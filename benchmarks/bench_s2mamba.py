@@ -33,8 +33,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "s2mamba.json"
 
 def scene_throughput(backends: list[str], reference_pixels: int) -> dict[str, dict[str, float]]:
     from geolesf.io.hsi import read_cube
-    from geolesf.models.s2mamba import S2Mamba
-    from geolesf.tasks.hsi_classification import PatchGatherer, predict_pixels
+    from geolesf.methods.hsi.s2mamba import S2Mamba
+    from geolesf.predict.patches import PatchGatherer, predict_pixels
 
     cube = read_cube(ROOT / "geolesf/embedded/indian_pines/IP_200_M.mat").data.astype(np.float32)
     cube = (cube - cube.mean((0, 1))) / cube.std((0, 1))
@@ -61,8 +61,8 @@ def scene_throughput(backends: list[str], reference_pixels: int) -> dict[str, di
 
 def epoch_time(epochs: int) -> dict[str, object]:
     from geolesf.config import TrainConfig, load_config
-    from geolesf.tasks.hsi_classification import train_patch_model
-    from geolesf.tasks.hsi_run import prepare_scene
+    from geolesf.methods.hsi.patch_training import train_patch_model
+    from geolesf.methods.hsi.train import prepare_scene
 
     overrides = [f"trainer.epochs={epochs}", "trainer.eval_every=0"]
     data = os.environ.get("GEOLESF_DATA")

@@ -61,7 +61,7 @@ class _XarrayLoader:
         self._loader.exec_module(module)
         if self._hook in sys.meta_path:
             sys.meta_path.remove(self._hook)
-        importlib.import_module("geolesf.xr")
+        importlib.import_module("geolesf.xarray.accessor")
 
 
 class _XarrayHook:
@@ -89,7 +89,7 @@ def _register_xarray_accessor() -> None:
     import sys
 
     if "xarray" in sys.modules:
-        importlib.import_module("geolesf.xr")
+        importlib.import_module("geolesf.xarray.accessor")
     elif not any(isinstance(f, _XarrayHook) for f in sys.meta_path):
         sys.meta_path.insert(0, _XarrayHook())
 

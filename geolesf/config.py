@@ -91,7 +91,7 @@ class TrainerConfig:
 @dataclass
 class TrainConfig:
     task: str = "hsi"
-    """Which task module runs this config (see :mod:`geolesf.tasks.registry`)."""
+    """Which task module runs this config (see :mod:`geolesf.formats`)."""
     out: str = "runs/run"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

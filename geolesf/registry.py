@@ -2,7 +2,7 @@
 
 Model constructors register themselves with a decorator (the timm pattern)::
 
-    @register_model("s2mamba", task="hsi-classification", pretrained=[PretrainedCfg(...)])
+    @register_model("s2mamba", method="hsi", kind="pixel", pretrained=[PretrainedCfg(...)])
     def s2mamba(in_chans: int, num_classes: int, **kwargs) -> nn.Module: ...
 
 A :class:`PretrainedCfg` records where weights come from (file name, optional URL),
@@ -29,17 +29,17 @@ from geolesf.paths import embedded_data_root, weights_home
 # ``list_models`` and an unknown name import them all. A test checks this table against the
 # decorators.
 BUILTIN_MODELS = {
-    "rf": "geolesf.models.baselines",
-    "svm": "geolesf.models.baselines",
-    "s2mamba": "geolesf.models.s2mamba",
-    "unet": "geolesf.models.unet",
-    "hclip": "geolesf.models.clip.hclip",
-    "cam": "geolesf.models.cam",
-    "sam-parser": "geolesf.models.sam.model",
-    "sam-cobo": "geolesf.models.sam.model",
-    "sam-lora": "geolesf.models.sam.model",
-    "sam-adapter": "geolesf.models.sam.model",
-    "ndi-wsod": "geolesf.models.wsod.detector",
+    "rf": "geolesf.methods.hsi.baselines",
+    "svm": "geolesf.methods.hsi.baselines",
+    "s2mamba": "geolesf.methods.hsi.s2mamba",
+    "unet": "geolesf.methods.unet.model",
+    "hclip": "geolesf.methods.hclip.model",
+    "cam": "geolesf.methods.wsss.cam",
+    "sam-parser": "geolesf.methods.sam.model",
+    "sam-cobo": "geolesf.methods.sam.model",
+    "sam-lora": "geolesf.methods.sam.model",
+    "sam-adapter": "geolesf.methods.sam.model",
+    "ndi-wsod": "geolesf.methods.wsod.detector",
 }
 BUILTIN_MODEL_MODULES = tuple(dict.fromkeys(BUILTIN_MODELS.values()))
 
@@ -65,7 +65,12 @@ class PretrainedCfg:
 class ModelEntry:
     name: str
     fn: Callable[..., Any]
-    task: str
+    method: str
+    """The package under :mod:`geolesf.methods` that trains and loads the model."""
+    kind: str
+    """What the model maps to: ``spectrum`` (a pixel's bands → class), ``pixel`` (a ``P×P`` patch →
+    class), ``dense`` (an image → per-pixel logits), ``prompted`` (an image and prompts → masks) or
+    ``boxes`` (an image and proposals → scored boxes)."""
     description: str
     pretrained: dict[str, PretrainedCfg] = field(default_factory=dict)
 
@@ -77,7 +82,8 @@ _BUILTINS_LOADED = False
 def register_model(
     name: str,
     *,
-    task: str = "",
+    method: str = "",
+    kind: str = "",
     pretrained: list[PretrainedCfg] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering a model constructor under ``name``."""
@@ -89,7 +95,8 @@ def register_model(
         _REGISTRY[name] = ModelEntry(
             name=name,
             fn=fn,
-            task=task,
+            method=method,
+            kind=kind,
             description=doc[0] if doc else "",
             pretrained={p.tag: p for p in pretrained or []},
         )

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from geolesf.models.sam.build import build_sam_model
-from geolesf.models.sam.model import apply_method
+from geolesf.methods.sam.build import build_sam_model
+from geolesf.methods.sam.model import apply_method
 from geolesf.peft.cross_block import orchestration_parameter_count
 from geolesf.peft.svd_coeff import parser_trainable_count
 

@@ -65,7 +65,7 @@ def test_shipped_configs_load():
     files = sorted(root.rglob("*.yaml"))
     assert files, "configs/ holds no YAML files"
     from geolesf.config import peek_task
-    from geolesf.tasks.registry import task_module
+    from geolesf.formats import task_module
 
     tasks = set()
     for path in files:

@@ -11,7 +11,7 @@ from geolesf.registry import PretrainedCfg, create_model, list_models, load_pret
 
 @register_model(
     "test-linear",
-    task="test",
+    method="hsi", kind="test",
     pretrained=[PretrainedCfg(tag="t", file="test-linear.pt", sha256="0" * 64, bands=3, licence="CC0")],
 )
 def _test_linear(in_features: int = 3, out_features: int = 2) -> torch.nn.Module:
@@ -86,7 +86,7 @@ def test_resolve_checkpoint_by_registered_tag(monkeypatch, _isolated_home):
 
 def test_shipped_s2mamba_checkpoint_verifies_and_loads():
     from geolesf.registry import get_entry
-    from geolesf.tasks.hsi_classification import load_patch_checkpoint
+    from geolesf.methods.hsi.checkpoint import load as load_patch_checkpoint
 
     entry = get_entry("s2mamba")
     assert entry.pretrained, "s2mamba has no shipped checkpoint registered"
@@ -111,7 +111,7 @@ def test_builtin_table_matches_the_decorators_and_stays_lazy():
     # building an S²Mamba imports neither SAM nor CLIP nor the detector
     code = ("import sys; from geolesf.registry import create_model\n"
             "create_model('s2mamba', in_chans=8, num_classes=3, patch_size=5)\n"
-            "heavy = [m for m in ('segment_anything', 'open_clip', 'geolesf.models.wsod', 'geolesf.models.cam') "
+            "heavy = [m for m in ('segment_anything', 'open_clip', 'geolesf.methods.wsod', 'geolesf.methods.wsss.cam') "
             "if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -16,11 +16,12 @@ import rioxarray
 
 import geolesf  # noqa: F401  (registers the accessor)
 from geolesf.errors import ConfigError, DataError
-from geolesf.predict.tiled import as_predict_model, predict_raster
+from geolesf.predict.model import as_predict_model
+from geolesf.predict.tiled import predict_raster
 
 
 def _unet(classes: int = 4, seed: int = 0):
-    from geolesf.models.unet import unet
+    from geolesf.methods.unet.model import unet
 
     torch.manual_seed(seed)
     net = unet(in_chans=3, num_classes=classes, base=4, depth=2).eval()
@@ -102,7 +103,9 @@ def test_pixel_model_chunks_smaller_than_halo(rgb_crop, tmp_path):
 
 
 def test_checkpoint_by_path_and_model_name(rgb_crop, tmp_path):
-    from geolesf.models.unet import SegmentationCheckpoint, save_segmentation_checkpoint, unet
+    from geolesf.methods.unet.checkpoint import SegmentationCheckpoint
+    from geolesf.methods.unet.checkpoint import save as save_segmentation_checkpoint
+    from geolesf.methods.unet.model import unet
 
     torch.manual_seed(5)
     net = unet(in_chans=3, num_classes=2, base=4, depth=2)

@@ -2,7 +2,7 @@
 
 Hyperspectral patch checkpoints are scored on the test pixels of their split; other checkpoint
 formats (segmentation, open-vocabulary, weakly-supervised, detection) are handed to the evaluator
-registered for their format in :mod:`geolesf.tasks.registry`, usually with ``--dataset``.
+registered for their format in :mod:`geolesf.formats`, usually with ``--dataset``.
 """
 
 from __future__ import annotations
@@ -43,30 +43,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-HSI_FORMATS = ("geolesf-hsi-patch/1",)
-
-
 def run(args: argparse.Namespace) -> int:
+    from geolesf import formats
     from geolesf.config import parse_options
-    from geolesf.tasks.registry import EVALUATORS, checkpoint_format, lookup
 
-    fmt = checkpoint_format(args.checkpoint)
-    if fmt not in HSI_FORMATS:
-        evaluate = lookup(EVALUATORS, fmt, "evaluator", args.checkpoint)
-        m = evaluate(args.checkpoint, dataset=args.dataset, data_root=args.data_root, what=args.what,
-                     out=args.out, device=args.device, batch_size=args.batch_size,
-                     options=parse_options(args.options))
-        print(m.get("summary", ""))
-        if m.get("written_to"):
-            print(f"wrote {m['written_to']}")
-        return 0
-    from geolesf.tasks.hsi_evaluate import evaluate_checkpoint
-
-    base = {k: v for k, v in (("data.cube", args.cube), ("data.labels", args.labels),
-                               ("data.split", args.split)) if v}
-    m = evaluate_checkpoint(args.checkpoint, args.config, args.overrides, base=base, out=args.out,
-                            batch_size=args.batch_size or 1024, device=args.device)
-    print(f"OA {m['OA']:.4f}  AA {m['AA']:.4f}  kappa {m['kappa']:.4f}  macro IoU {m['macro_IoU']:.4f}  "
-          f"({m['split']['name']} split, {m['split']['test_pixels']} test px)")
-    print(f"wrote {m['written_to']}")
+    request = formats.EvaluateRequest(
+        checkpoint=args.checkpoint, dataset=args.dataset, data_root=args.data_root, what=args.what, out=args.out,
+        device=args.device, batch_size=args.batch_size, options=parse_options(args.options), config=args.config,
+        overrides=tuple(args.overrides), cube=args.cube, labels=args.labels, split=args.split,
+    )
+    fmt = formats.checkpoint_format(args.checkpoint)
+    m = formats.evaluator(fmt, args.checkpoint).evaluate(request)
+    print(m.get("summary", ""))
+    if m.get("written_to"):
+        print(f"wrote {m['written_to']}")
     return 0

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geolesf.formats import PredictRequest
 
 TILED_ONLY = ("tile", "overlap", "blend", "probabilities", "nodata", "resume")
 
@@ -140,41 +144,51 @@ def _write_stac(args: argparse.Namespace, out: object, probabilities: object = N
     print(f"wrote {write_stac_item(out, probabilities=probabilities)}")
 
 
+def request(args: argparse.Namespace, scene: str) -> "PredictRequest":
+    """The parsed flags of one scene as the typed request the predictors and methods take."""
+    from geolesf.formats import PredictRequest
+
+    return PredictRequest(
+        scene=scene, checkpoint=args.checkpoint, out=args.out, model_name=args.model, options=model_options(args),
+        tile=args.tile, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size, device=args.device,
+        probabilities=args.probabilities, probabilities_uint8=args.probabilities_uint8, nodata=args.nodata,
+        resume=args.resume, preview=not args.no_preview,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    from geolesf import formats
     from geolesf.errors import ConfigError
-    from geolesf.tasks.registry import PREDICT_RUNNERS, checkpoint_format, resolve
 
     if _distributed(args):
         return run_distributed(args)
-    if isinstance(args.scene, list):
-        args.scene = args.scene[0]
+    scene = args.scene[0] if isinstance(args.scene, list) else args.scene
     if args.out is None:
         raise ConfigError("--out: give the output class-map path (.tif), or --out-dir for several scenes")
-    if PREDICT_RUNNERS:
-        fmt = checkpoint_format(args.checkpoint)
-        if fmt in PREDICT_RUNNERS:
-            code = int(resolve(PREDICT_RUNNERS[fmt])(args) or 0)
-            if code == 0 and getattr(args, "stac", False):
-                from pathlib import Path
+    req = request(args, scene)
+    method = formats.inference(formats.checkpoint_format(req.checkpoint), req.checkpoint)
+    if hasattr(method, "run"):
+        code = int(method.run(req) or 0)
+        if code == 0 and getattr(args, "stac", False):
+            from pathlib import Path
 
-                if Path(args.out).suffix.lower() in (".tif", ".tiff") and Path(args.out).is_file():
-                    _write_stac(args, args.out)
-                else:
-                    import sys
+            if Path(req.out).suffix.lower() in (".tif", ".tiff") and Path(req.out).is_file():
+                _write_stac(args, req.out)
+            else:
+                import sys
 
-                    print(f"--stac: skipped, {args.out} is not a class-map GeoTIFF", file=sys.stderr)
-            return code
-    options = model_options(args)
+                print(f"--stac: skipped, {req.out} is not a class-map GeoTIFF", file=sys.stderr)
+        return code
 
-    if _whole_cube(args.scene):
+    if _whole_cube(scene):
         used = [f"--{n}" for n in TILED_ONLY if getattr(args, n) not in (None, False)]
         if used:
-            raise ConfigError(f"{', '.join(used)}: only for GeoTIFF scenes; {args.scene} is classified whole")
-        from geolesf.predict.hsi_scene import classify_cube
+            raise ConfigError(f"{', '.join(used)}: only for GeoTIFF scenes; {scene} is classified whole")
+        from geolesf.methods.hsi.inference import classify_cube
 
         result = classify_cube(
-            args.scene, args.checkpoint, args.out, model_name=args.model, batch_size=args.batch_size or 1024,
-            device=args.device, preview=not args.no_preview,
+            scene, req.checkpoint, req.out, model_name=req.model_name, batch_size=req.batch_size or 1024,
+            device=req.device, preview=req.preview,
         )
         print(f"wrote {result.out} ({result.class_map.shape[1]}×{result.class_map.shape[0]} px, "
               f"{result.pixels_per_second:,.0f} px/s)")
@@ -183,15 +197,9 @@ def run(args: argparse.Namespace) -> int:
         _write_stac(args, result.out)
         return 0
 
-    from geolesf.predict.tiled import predict_file
+    from geolesf.predict.tiled import predict_request
 
-    tiling = {k: getattr(args, k) for k in ("tile", "overlap", "blend") if getattr(args, k) is not None}
-    tiled = predict_file(
-        args.scene, args.checkpoint, args.out, model_name=args.model, batch_size=args.batch_size,
-        device=args.device, probabilities=args.probabilities, nodata=args.nodata, resume=args.resume,
-        probabilities_dtype="uint8" if args.probabilities_uint8 else "float32",
-        preview=not args.no_preview, options=options, **tiling,
-    )
+    tiled = predict_request(req)
     print(f"wrote {tiled.out} ({tiled.width}×{tiled.height} px, {tiled.tiles_run}/{tiled.tiles} tiles run, "
           f"{tiled.megapixels_per_second:.2f} Mpx/s)")
     for extra in (tiled.probabilities, tiled.out.with_suffix(".qml"), tiled.out.with_suffix(".png")):

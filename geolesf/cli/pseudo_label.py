@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from geolesf.errors import ConfigError
-    from geolesf.wsss.pseudo_label import write_pseudo_labels
+    from geolesf.methods.wsss.pseudo_label import write_pseudo_labels
 
     try:
         scales = tuple(float(s) for s in args.scales.split(",") if s.strip())

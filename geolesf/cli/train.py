@@ -1,7 +1,7 @@
 """``geolesf train``: train a model into a run folder.
 
 The config's top-level ``task:`` picks the task module (``hsi`` by default; see
-:mod:`geolesf.tasks.registry`): hyperspectral classifiers, dense segmenters, SAM/CLIP
+:mod:`geolesf.formats`): hyperspectral classifiers, dense segmenters, SAM/CLIP
 fine-tuning, weak supervision.
 
 Only argparse is imported at module level; the library (numpy, scikit-learn, torch) loads inside
@@ -108,7 +108,7 @@ def build_config(args: argparse.Namespace) -> tuple[object, object]:
     """``(task module, config)`` for the parsed arguments."""
     from geolesf.config import load_config, peek_task
     from geolesf.errors import ConfigError
-    from geolesf.tasks.registry import task_module
+    from geolesf.formats import task_module
 
     task = peek_task(args.config, args.overrides)
     base = {key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if getattr(args, dest, None) is not None}

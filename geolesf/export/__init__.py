@@ -6,6 +6,6 @@
   GeoPackage ``layer_styles`` table.
 - :mod:`geolesf.export.stac` — a STAC Item beside a class map (classes, projection, provenance),
   validated offline.
-- :mod:`geolesf.export.dataarray` — a class-map ``xarray.DataArray`` → COG + QML + GeoPackage
+- :mod:`geolesf.xarray.export` — a class-map ``xarray.DataArray`` → COG + QML + GeoPackage
   (``DataArray.geolesf.to_qgis``), written chunk by chunk.
 """

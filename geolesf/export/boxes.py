@@ -69,7 +69,7 @@ def write_boxes_gpkg(
     import geopandas as gpd
 
     from geolesf.export.qgis import write_layer_style, write_qml
-    from geolesf.io.writers import default_palette
+    from geolesf.colors import default_palette
 
     gpkg = Path(gpkg)
     if gpkg.suffix.lower() != ".gpkg":

@@ -20,18 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from geolesf.colors import hex_to_rgb as _rgb
+from geolesf.colors import to_hex as _hex
+
 QGIS_VERSION = "3.22.0-Białowieża"
-
-
-def _rgb(c: Any) -> tuple[int, int, int]:
-    from geolesf.predict.cog import hex_to_rgb
-
-    return hex_to_rgb(c)
-
-
-def _hex(c: Any) -> str:
-    r, g, b = _rgb(c)
-    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _root(categories: str) -> ET.Element:

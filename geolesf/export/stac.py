@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from geolesf.colors import to_hex
 from geolesf.errors import DataError
 
 PROJECTION_V1 = "https://stac-extensions.github.io/projection/v1.0.0/schema.json"
@@ -55,10 +56,7 @@ def _slug(name: str) -> str:
 
 
 def _hex6(c: Any) -> str:
-    from geolesf.predict.cog import hex_to_rgb
-
-    r, g, b = hex_to_rgb(c)
-    return f"{r:02X}{g:02X}{b:02X}"
+    return to_hex(c, upper=True)[1:]
 
 
 def _read_map(tif: Path) -> dict[str, Any]:
@@ -226,7 +224,7 @@ def write_stac_item(
 
     With ``validate`` the Item is checked offline (:func:`validate_item`) before anything is written.
     """
-    from geolesf.io.writers import atomic_path
+    from geolesf.io.atomic import atomic_path
 
     out = Path(out) if out is not None else stac_path(tif)
     if out.suffix.lower() != ".json":

@@ -63,7 +63,7 @@ def read_class_info(path: str | Path) -> ClassMapInfo:
     if not names:
         raise DataError(f"{path}: no CLASS_NAMES metadata; is this a geolesf class map?")
     ids = sorted(names)
-    from geolesf.io.writers import default_palette
+    from geolesf.colors import default_palette
 
     palette = default_palette(len(ids))
     colors = [tuple(cmap[i][:3]) if i in cmap else palette[k] for k, i in enumerate(ids)]

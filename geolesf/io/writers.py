@@ -6,40 +6,19 @@ crash never leaves a half-written output at the destination.
 
 from __future__ import annotations
 
-import colorsys
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from geolesf.colors import RGB, default_palette
 from geolesf.errors import DataError
-
-RGB = tuple[int, int, int]
-
-
-# Kelly's colours of maximum contrast (without white and black), for the first 20 classes.
-_KELLY = (
-    0xF3C300, 0x875692, 0xF38400, 0xA1CAF1, 0xBE0032, 0xC2B280, 0x848482, 0x008856, 0xE68FAC,
-    0x0067A5, 0xF99379, 0x604E97, 0xF6A600, 0xB3446C, 0xDCD300, 0x882D17, 0x8DB600, 0x654522,
-    0xE25822, 0x2B3D26,
-)
+from geolesf.io.atomic import atomic_path
 
 
-def default_palette(n: int) -> list[RGB]:
-    """``n`` distinct RGB colours: Kelly's 20 contrast colours, then golden-ratio hue steps."""
-    colours: list[RGB] = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in _KELLY[:n]]
-    for i in range(len(colours), n):
-        hue = (i * 0.618033988749895) % 1.0
-        light = 0.45 if i % 2 == 0 else 0.6
-        r, g, b = colorsys.hls_to_rgb(hue, light, 0.75)
-        colours.append((int(round(r * 255)), int(round(g * 255)), int(round(b * 255))))
-    return colours
 
 
 def _as_mapping(values: Mapping[int, Any] | Sequence[Any] | None) -> dict[int, Any]:
@@ -63,25 +42,6 @@ def _legend(
         cols = {v: palette[i] for i, v in enumerate(values)}
     return names, cols, values
 
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        # mkstemp creates the file private (0600); give the result the usual umask permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 def write_class_map(

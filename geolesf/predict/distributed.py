@@ -44,16 +44,11 @@ import numpy as np
 
 from geolesf import __version__
 from geolesf.errors import ConfigError, DataError, GeolesfError, ModelError
-from geolesf.predict import cog as _cog
+from geolesf.io import cog as _cog
 from geolesf.predict.parts import PartOutput, RowPlan, default_part_rows, predict_rows, split_rows
-from geolesf.predict.tiled import (
-    PredictModel,
-    _check_inputs,
-    _check_out,
-    _output_dtype,
-    as_predict_model,
-    check_options,
-)
+from geolesf.io.atomic import check_tif_out
+from geolesf.predict.model import PredictModel, as_predict_model
+from geolesf.predict.tiled import _check_inputs, _output_dtype, check_options
 
 
 @dataclass(frozen=True)
@@ -97,7 +92,7 @@ def _worker_model(model: CheckpointRef | PredictModel) -> PredictModel:
     if isinstance(model, PredictModel):
         return model
     if model not in _MODELS:
-        from geolesf.predict.tiled import load_predict_model
+        from geolesf.predict.model import load_predict_model
 
         pm = load_predict_model(model.path, model.model_name, {k: v for k, v in model.options})
         pm = as_predict_model(pm)
@@ -210,9 +205,9 @@ def _prepare(scene: Path, out: Path, probs: Path | None, pm: PredictModel, o: di
     """Checks and plan of one scene (as :func:`predict_raster` does before any work)."""
     from geolesf.predict.sources import open_source
 
-    _check_out(out, "--out")
+    check_tif_out(out, "--out")
     if probs is not None:
-        _check_out(probs, "--probabilities")
+        check_tif_out(probs, "--probabilities")
         if probs.resolve() == out.resolve():
             raise ConfigError("--probabilities must differ from --out")
     if scene.resolve() == out.resolve():
@@ -300,7 +295,7 @@ def _model_ref(model: Any, model_name: str | None, options: dict[str, Any] | Non
     if isinstance(model, (str, Path)):
         if class_names is not None or colors is not None:
             raise ConfigError("class_names/colors: give them with an nn.Module, not a checkpoint (it has its own)")
-        from geolesf.predict.tiled import load_predict_model
+        from geolesf.predict.model import load_predict_model
 
         pm = as_predict_model(load_predict_model(model, model_name, options))
         ref = CheckpointRef(str(Path(model).resolve()) if Path(model).exists() else str(model), model_name,

@@ -28,7 +28,7 @@ import numpy as np
 
 from geolesf.errors import ConfigError
 from geolesf.predict.rowloop import RowPlan, TileRowLoop
-from geolesf.predict.tiled import PredictModel
+from geolesf.predict.model import PredictModel
 
 
 def split_rows(height: int, block: int, part_rows: int) -> list[tuple[int, int]]:

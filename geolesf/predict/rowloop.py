@@ -24,10 +24,10 @@ import torch
 
 from geolesf.predict import blend as _blend
 
-if TYPE_CHECKING:
-    from geolesf.predict.tiled import PredictModel
+from geolesf.predict.patches import PAD_MODES, PatchGatherer
 
-PAD_MODES = {"symmetric": "symmetric", "reflect": "reflect", "zero": "constant"}
+if TYPE_CHECKING:
+    from geolesf.predict.model import PredictModel
 
 
 def tile_batches(n: int, batch: int) -> list[list[int]]:
@@ -86,8 +86,6 @@ class TileRunner:
         return out
 
     def run_pixel(self, x: np.ndarray, pads: tuple[int, int, int, int], valid: np.ndarray, classes: int) -> np.ndarray:
-        from geolesf.tasks.hsi_classification import PatchGatherer
-
         t, b, left, right = pads
         mode = PAD_MODES.get(self.pm.padding, "symmetric")
         if any(pads):

@@ -25,7 +25,6 @@ same bytes an uninterrupted run would. The destination itself is only ever a com
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 import warnings
@@ -35,36 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from geolesf import __version__
-from geolesf.errors import ConfigError, DataError, ModelError
+from geolesf.colors import hex_to_rgb
+from geolesf.errors import ConfigError, DataError
+from geolesf.io.atomic import check_tif_out
 from geolesf.predict import blend as _blend
-from geolesf.predict import cog as _cog
+from geolesf.io import cog as _cog
 from geolesf.predict import resume as _resume
+from geolesf.predict.model import PredictModel, as_predict_model, load_predict_model
 from geolesf.predict.rowloop import RowPlan, TileRowLoop
 from geolesf.predict.sources import open_source
-
-@dataclass
-class PredictModel:
-    """A model plus what the predictor needs to know about it."""
-
-    module: nn.Module
-    name: str
-    kind: str
-    """``dense`` (B, bands, H, W) → (B, C, H, W), or ``pixel`` (B, bands, P, P) → (B, C)."""
-    class_ids: list[int]
-    class_names: list[str]
-    colors: list[Any]
-    sha256: str
-    in_bands: int | None = None
-    normalise: Callable[[np.ndarray], np.ndarray] | None = None
-    """``(bands, h, w)`` raw → ``(bands', h, w)`` float32 model input."""
-    patch_size: int = 1
-    padding: str = "symmetric"
-    size_divisor: int = 1
-
 
 @dataclass
 class TiledResult:
@@ -87,115 +67,6 @@ class TiledResult:
 
 
 # --------------------------------------------------------------------------------------------
-# models
-
-
-def state_dict_sha256(module: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, value in module.state_dict().items():
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def load_predict_model(
-    checkpoint: str | Path, model_name: str | None = None, options: dict[str, Any] | None = None
-) -> PredictModel:
-    """Load a geolesf checkpoint for prediction.
-
-    Segmentation and hsi-patch checkpoints are built in; other formats go to the loader registered
-    in :data:`geolesf.tasks.registry.PREDICT_LOADERS`, which receives ``options`` (e.g. the class
-    names of an open-vocabulary model).
-    """
-    from geolesf.models.unet import SEGMENTATION_FORMAT, load_segmentation_checkpoint, read_checkpoint_payload
-
-    payload, _ = read_checkpoint_payload(checkpoint)
-    fmt = payload.get("format")
-    found = payload.get("model_name")
-    if model_name is not None and found is not None and model_name != found:
-        raise ModelError(f"{checkpoint} holds a '{found}' model, not '{model_name}'")
-    del payload
-    if fmt == SEGMENTATION_FORMAT:
-        ck = load_segmentation_checkpoint(checkpoint)
-        return PredictModel(
-            module=ck.model, name=ck.model_name, kind="dense", class_ids=ck.class_ids,
-            class_names=ck.class_names, colors=ck.colors, sha256=ck.sha256 or "", in_bands=ck.in_bands,
-            normalise=ck.normalise, size_divisor=int(getattr(ck.model, "size_divisor", 1)),
-        )
-    from geolesf.tasks.hsi_classification import CHECKPOINT_FORMAT, load_patch_checkpoint
-
-    if fmt == CHECKPOINT_FORMAT:
-        pk = load_patch_checkpoint(checkpoint)
-
-        def normalise(x: np.ndarray) -> np.ndarray:
-            return np.ascontiguousarray(pk.normalise(x.transpose(1, 2, 0)).transpose(2, 0, 1))
-
-        return PredictModel(
-            module=pk.model, name=pk.model_name, kind="pixel", class_ids=list(pk.class_ids),
-            class_names=list(pk.class_names), colors=list(pk.colors), sha256=pk.sha256 or "",
-            in_bands=pk.in_bands, normalise=normalise, patch_size=pk.patch_size, padding=pk.padding,
-        )
-    from geolesf.tasks.registry import PREDICT_LOADERS, resolve
-
-    if fmt in PREDICT_LOADERS:
-        return resolve(PREDICT_LOADERS[fmt])(checkpoint, model_name, dict(options or {}))
-    raise ModelError(f"{checkpoint}: no predictor for checkpoint format '{fmt}' (known: {SEGMENTATION_FORMAT}, "
-                     f"{CHECKPOINT_FORMAT}, {', '.join(sorted(PREDICT_LOADERS)) or 'no others'})")
-
-
-def as_predict_model(
-    model: Any,
-    *,
-    class_names: Sequence[str] | None = None,
-    colors: Sequence[Any] | None = None,
-    kind: str = "dense",
-    name: str | None = None,
-) -> PredictModel:
-    """Accept a :class:`PredictModel`, a checkpoint path or a bare ``nn.Module`` (dense by default)."""
-    from geolesf.io.writers import default_palette
-
-    if isinstance(model, PredictModel):
-        pm = model
-    elif isinstance(model, (str, Path)):
-        pm = load_predict_model(model)
-    elif isinstance(model, nn.Module):
-        if kind not in ("dense", "pixel"):
-            raise ConfigError(f"kind must be 'dense' or 'pixel', found '{kind}'")
-        model.eval()
-        pm = PredictModel(
-            module=model, name=name or type(model).__name__, kind=kind, class_ids=[], class_names=[],
-            colors=[], sha256=state_dict_sha256(model), in_bands=getattr(model, "in_chans", None),
-            patch_size=int(getattr(model, "patch_size", 1)),
-            size_divisor=int(getattr(model, "size_divisor", 1)),
-        )
-    else:
-        raise ModelError(f"cannot predict with a {type(model).__name__}: give an nn.Module or a checkpoint path")
-    if class_names is not None:
-        pm.class_names = [str(n) for n in class_names]
-        if not pm.class_ids or len(pm.class_ids) != len(pm.class_names):
-            pm.class_ids = list(range(len(pm.class_names)))
-    if colors is not None:
-        pm.colors = list(colors)
-    if not pm.class_ids:
-        pm.class_ids = list(range(_infer_classes(pm)))
-    if not pm.class_names:
-        pm.class_names = [f"class {i}" for i in pm.class_ids]
-    if len(pm.colors) != len(pm.class_ids):
-        pm.colors = list(default_palette(len(pm.class_ids)))
-    return pm
-
-
-def _infer_classes(pm: PredictModel) -> int:
-    bands = pm.in_bands or 3
-    size = pm.patch_size if pm.kind == "pixel" else max(16, pm.size_divisor)
-    param = next(pm.module.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    with torch.inference_mode():
-        y = pm.module(torch.zeros(1, bands, size, size, device=device))
-    return int(y.shape[1])
-
-
-# --------------------------------------------------------------------------------------------
 # tile runners
 
 
@@ -207,13 +78,6 @@ def _output_dtype(class_ids: Sequence[int], out_nodata: int | None) -> tuple[str
         raise ConfigError(f"output nodata {out_nodata} is also a class id; choose another")
     dtype = "uint8" if max(ids | {int(out_nodata)}) < 256 else "uint16"
     return dtype, int(out_nodata)
-
-
-def _check_out(out: Path, what: str) -> None:
-    if out.suffix.lower() not in (".tif", ".tiff"):
-        raise DataError(f"{what} {out}: expected a .tif path for the GeoTIFF output")
-    if not out.parent.is_dir():
-        raise DataError(f"{what} {out}: folder {out.parent} does not exist")
 
 
 def _check_inputs(src: Any, pm: PredictModel, tile: int) -> None:
@@ -294,9 +158,9 @@ def predict_raster(
                            probabilities_dtype=probabilities_dtype, block=block, batch_size=batch_size)
     out = Path(out)
     probs_path = Path(probabilities) if probabilities is not None else None
-    _check_out(out, "--out")
+    check_tif_out(out, "--out")
     if probs_path is not None:
-        _check_out(probs_path, "--probabilities")
+        check_tif_out(probs_path, "--probabilities")
         if probs_path.resolve() == out.resolve():
             raise ConfigError("--probabilities must differ from --out")
     if isinstance(source, (str, Path)) and Path(source).resolve() == out.resolve():
@@ -548,9 +412,20 @@ def predict_file(
         with rasterio.open(result.out) as src:
             arr, nd = src.read(1), src.nodata
         names = dict(zip(pm.class_ids, pm.class_names))
-        cols = {i: _cog.hex_to_rgb(c) for i, c in zip(pm.class_ids, pm.colors)}
+        cols = {i: hex_to_rgb(c) for i, c in zip(pm.class_ids, pm.colors)}
         if nd is not None and (arr == nd).any():
             names[int(nd)], cols[int(nd)] = "nodata", (0, 0, 0)
         write_preview_png(Path(result.out).with_suffix(".png"), arr, names, cols,
                           title=f"{pm.name}: {Path(str(scene)).name}")
     return result
+
+
+def predict_request(request: Any) -> TiledResult:
+    """:func:`predict_file` for a :class:`geolesf.formats.PredictRequest` (``geolesf predict``)."""
+    r = request
+    return predict_file(
+        r.scene, r.checkpoint, r.out, model_name=r.model_name, batch_size=r.batch_size, device=r.device,
+        probabilities=r.probabilities, nodata=r.nodata, resume=r.resume,
+        probabilities_dtype="uint8" if r.probabilities_uint8 else "float32", preview=r.preview,
+        options=dict(r.options), **r.tiling(),
+    )

@@ -13,7 +13,7 @@ from geolesf.cli.main import main
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, shared_data):
     from geolesf.config import load_config
-    from geolesf.tasks.wsss import CONFIG, run_config
+    from geolesf.methods.wsss.train import CONFIG, run_config
 
     out = tmp_path_factory.mktemp("wsss_cli")
     cfg = load_config(CONFIG, initial={

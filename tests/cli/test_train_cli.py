@@ -47,7 +47,7 @@ def test_flags_map_onto_config(tmp_path):
         "--lr", "0.01", "--batch-size", "8", "--out", str(tmp_path / "o"), "--set", "data.block_size=12",
     ])
     module, cfg = train_cli.build_config(args)
-    assert module.__name__ == "geolesf.tasks.hsi_run" and cfg.task == "hsi"
+    assert module.__name__ == "geolesf.methods.hsi.train" and cfg.task == "hsi"
     assert cfg.model.name == "rf" and cfg.data.split == "disjoint" and cfg.data.train_fraction == 0.2
     assert cfg.data.patch_size == 9 and cfg.trainer.seeds == [0, 1, 2] and cfg.trainer.epochs == 3
     assert cfg.trainer.lr == 0.01 and cfg.trainer.batch_size == 8 and cfg.data.block_size == 12

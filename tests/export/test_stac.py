@@ -33,7 +33,9 @@ def crop(shared_data: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from geolesf.models.unet import SegmentationCheckpoint, save_segmentation_checkpoint, unet
+    from geolesf.methods.unet.checkpoint import SegmentationCheckpoint
+    from geolesf.methods.unet.checkpoint import save as save_segmentation_checkpoint
+    from geolesf.methods.unet.model import unet
 
     torch.manual_seed(0)
     net = unet(in_chans=3, num_classes=3, base=4, depth=2)

@@ -8,8 +8,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 from geolesf.io.hsi import HSICube, read_cube
+from geolesf.colors import default_palette
 from geolesf.io.writers import (
-    default_palette,
     read_class_names,
     write_class_map,
     write_cube_geotiff,

@@ -1,4 +1,4 @@
-"""rf and svm are registered for task hsi-pixel and fit real spectra."""
+"""rf and svm are registered as kind spectrum and fit real spectra."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def spectra(shared_data):
     return cube[s.train], gt[s.train], cube[s.test], gt[s.test]
 
 
-def test_registered_with_task():
-    assert registry.get_entry("rf").task == "hsi-pixel"
-    assert registry.get_entry("svm").task == "hsi-pixel"
+def test_registered_with_kind():
+    assert registry.get_entry("rf").kind == "spectrum"
+    assert registry.get_entry("svm").kind == "spectrum"
     rf = registry.create_model("rf", seed=3, in_chans=200, num_classes=16)
     assert rf.n_estimators == 200 and rf.random_state == 3 and rf.n_jobs == -1
     svm = registry.create_model("svm", C=10, gamma=0.01)

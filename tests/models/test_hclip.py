@@ -9,10 +9,10 @@ import torch
 from geolesf.data.benchmarks.ade20k import ADE20KFull
 from geolesf.data.benchmarks.voc import VOCSegmentation
 from geolesf.errors import ChecksumError, ConfigError, ModelError
-from geolesf.models.clip.backbone import build_clip, load_clip_state_dict
-from geolesf.models.clip.prompts import build_prompts, get_templates
+from geolesf.methods.hclip.backbone import build_clip, load_clip_state_dict
+from geolesf.methods.hclip.prompts import build_prompts, get_templates
 from geolesf.registry import create_model, list_models
-from geolesf.tasks.hclip import _resize_short, segmentation_loss
+from geolesf.methods.hclip.train import _resize_short, segmentation_loss
 
 TINY = dict(tiny=True, block_size=16, hidden=32, guidance_dim=16, text_guidance_dim=16,
             decoder_dims=(16, 8), decoder_guidance_dims=(16, 8))
@@ -133,7 +133,7 @@ def test_torchscript_archive_like_openai_release(tmp_path):
 def test_guided_conv_equals_concatenation():
     from torch.nn import functional as F
 
-    from geolesf.models.clip.cost_aggregation import GuidedConv
+    from geolesf.methods.hclip.cost_aggregation import GuidedConv
 
     torch.manual_seed(0)
     conv = GuidedConv(6, 4, 5)

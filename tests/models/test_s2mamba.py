@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from geolesf.errors import ModelError
-from geolesf.models import s2mamba as s2m
+from geolesf.methods.hsi import s2mamba as s2m
 from geolesf.ops.selective_scan import selective_scan_reference
 from geolesf.registry import create_model
 

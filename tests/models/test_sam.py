@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from geolesf.errors import ChecksumError, ConfigError, DataError, ModelError
-from geolesf.models.sam import build_sam_model, build_sam_segmenter, load_sam_state, save_sam_checkpoint
-from geolesf.models.sam.peft_checkpoint import (
+from geolesf.methods.sam import build_sam_model, build_sam_segmenter, load_sam_state, save_sam_checkpoint
+from geolesf.methods.sam.checkpoint import (
     dense_sam_state_dict,
     fold_peft_checkpoint,
     load_peft_model,
     read_peft_payload,
     save_peft_checkpoint,
 )
-from geolesf.models.sam.stem import BandStem, band_limits, scale_to_255
+from geolesf.methods.sam.stem import BandStem, band_limits, scale_to_255
 from geolesf.registry import create_model, list_models
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from geolesf.errors import ConfigError, ModelError
-from geolesf.models.sam.build import build_sam_model
+from geolesf.methods.sam.build import build_sam_model
 from geolesf.peft.cross_block import (
     CrossBlockAdapter,
     CrossBlockLoRAQKV,

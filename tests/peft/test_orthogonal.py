@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from geolesf.errors import ModelError
-from geolesf.models.clip.backbone import build_clip
+from geolesf.methods.hclip.backbone import build_clip
 from geolesf.peft.orthogonal import (
     DualCrossRelation,
     apply_orthogonal_peft,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from geolesf.errors import ConfigError, ModelError
-from geolesf.models.sam.build import build_sam_model
+from geolesf.methods.sam.build import build_sam_model
 from geolesf.peft.svd_coeff import (
     SVDConv2d,
     SVDLinear,

@@ -15,7 +15,8 @@ from geolesf.errors import ConfigError
 from geolesf.predict.distributed import predict_distributed, scene_outputs
 from geolesf.predict.parts import RowPlan, predict_rows, split_rows
 from geolesf.predict.sources import open_source
-from geolesf.predict.tiled import _output_dtype, as_predict_model, predict_file, predict_raster
+from geolesf.predict.model import as_predict_model
+from geolesf.predict.tiled import _output_dtype, predict_file, predict_raster
 from tests.predict.conftest import TinyPatch
 
 # Worker processes do not import the tests package: ship this module's classes by value.
@@ -35,7 +36,9 @@ def _one_torch_thread():
 
 
 def _unet_checkpoint(path, seed=0):
-    from geolesf.models.unet import SegmentationCheckpoint, save_segmentation_checkpoint, unet
+    from geolesf.methods.unet.checkpoint import SegmentationCheckpoint
+    from geolesf.methods.unet.checkpoint import save as save_segmentation_checkpoint
+    from geolesf.methods.unet.model import unet
 
     torch.manual_seed(seed)
     args = dict(in_chans=3, num_classes=4, base=4, depth=2)

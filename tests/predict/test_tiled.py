@@ -9,7 +9,8 @@ import torch
 
 from geolesf import __version__
 from geolesf.errors import ConfigError, DataError
-from geolesf.predict.tiled import PredictModel, predict_raster, state_dict_sha256
+from geolesf.predict.model import PredictModel, state_dict_sha256
+from geolesf.predict.tiled import predict_raster
 from tests.predict.conftest import TinyConv, TinyPatch, whole_scene_probs
 
 NAMES = ["water", "forest", "field", "urban"]
@@ -122,7 +123,7 @@ def test_nodata_override_and_array_source(tmp_path):
 
 
 def test_per_pixel_patch_model_equals_whole_scene(tmp_path):
-    from geolesf.tasks.hsi_classification import predict_scene
+    from geolesf.predict.patches import predict_scene
 
     rng = np.random.default_rng(3)
     cube = rng.normal(size=(5, 45, 38)).astype(np.float32)
@@ -195,14 +196,14 @@ def test_bad_inputs_fail_before_any_work(rgb_crop, tmp_path):
         _run(rgb_crop, TinyConv(), tmp_path / "nope" / "m.tif")
     with pytest.raises(ConfigError, match="overlap"):
         _run(rgb_crop, TinyConv(), out, tile=64, overlap=40)
-    unet = __import__("geolesf.models.unet", fromlist=["unet"]).unet(in_chans=3, num_classes=2, depth=3)
+    unet = __import__("geolesf.methods.unet.model", fromlist=["unet"]).unet(in_chans=3, num_classes=2, depth=3)
     with pytest.raises(ConfigError, match="multiple of 8"):
         _run(rgb_crop, unet, out, tile=100, overlap=16)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_scene_smaller_than_tile_with_unet(rgb_crop, tmp_path):
-    from geolesf.models.unet import unet
+    from geolesf.methods.unet.model import unet
 
     model = unet(in_chans=3, num_classes=3, base=4, depth=2).eval()
     out = tmp_path / "m.tif"
@@ -214,7 +215,8 @@ def test_scene_smaller_than_tile_with_unet(rgb_crop, tmp_path):
 
 def test_train_unet_then_cli_predict(rgb_crop, tmp_path):
     from geolesf.cli.main import main
-    from geolesf.models.unet import load_segmentation_checkpoint, train_segmenter
+    from geolesf.methods.unet.checkpoint import load as load_segmentation_checkpoint
+    from geolesf.methods.unet.train import train_segmenter
 
     with rasterio.open(rgb_crop) as src:
         img = src.read()

@@ -11,7 +11,8 @@ import pytest
 from geolesf.cli.main import main
 from geolesf.config import load_config
 from geolesf.errors import ModelError
-from geolesf.tasks.hclip import CONFIG, load_hclip_checkpoint, run_config
+from geolesf.methods.hclip.checkpoint import load as load_hclip_checkpoint
+from geolesf.methods.hclip.train import CONFIG, run_config
 
 TINY_SET = ["model.tiny=true", "model.block_size=16", "model.hidden=32", "model.guidance_dim=16",
             "model.text_guidance_dim=16", "model.decoder_dims=[16,8]", "model.decoder_guidance_dims=[16,8]",
@@ -108,7 +109,7 @@ def test_upsampled_argmax_matches_full_upsampling():
     import torch
     from torch.nn import functional as F
 
-    from geolesf.tasks.hclip_evaluate import upsampled_argmax
+    from geolesf.methods.hclip.evaluate import upsampled_argmax
 
     logits = torch.randn(37, 9, 13)
     full = F.interpolate(logits[None], size=(40, 50), mode="bilinear", align_corners=False)[0].argmax(0)
@@ -118,7 +119,7 @@ def test_upsampled_argmax_matches_full_upsampling():
 def test_sliding_window_covers_image_and_matches_single_window(run):
     import torch
 
-    from geolesf.tasks.hclip_evaluate import sliding_logits
+    from geolesf.methods.hclip.evaluate import sliding_logits
 
     model, _, _ = load_hclip_checkpoint(run / "hclip.pt")
     rng = np.random.default_rng(0)

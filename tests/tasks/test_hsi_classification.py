@@ -20,9 +20,10 @@ from geolesf.cli.main import main
 from geolesf.config import DataConfig, ModelConfig, TrainConfig, TrainerConfig
 from geolesf.errors import TrainingError
 from geolesf.registry import register_model
-from geolesf.tasks.hsi_classification import PatchGatherer, load_patch_checkpoint
-from geolesf.tasks.hsi_evaluate import evaluate_checkpoint
-from geolesf.tasks.hsi_run import run_hsi
+from geolesf.methods.hsi.checkpoint import load as load_patch_checkpoint
+from geolesf.predict.patches import PatchGatherer
+from geolesf.methods.hsi.evaluate import evaluate_checkpoint
+from geolesf.methods.hsi.train import run_hsi
 
 
 class _TinyPatchNet(nn.Module):
@@ -37,7 +38,7 @@ class _TinyPatchNet(nn.Module):
         return out * float("nan") if self.nan else out
 
 
-@register_model("test-patchnet", task="hsi-patch")
+@register_model("test-patchnet", method="hsi", kind="pixel")
 def _test_patchnet(in_chans: int, num_classes: int, patch_size: int = 5, nan: bool = False) -> nn.Module:
     """A tiny patch classifier used by the training tests."""
     return _TinyPatchNet(in_chans, num_classes, patch_size, nan)

@@ -14,8 +14,8 @@ from rasterio.transform import from_origin
 from geolesf import registry
 from geolesf.config import DataConfig, ModelConfig, TrainConfig, TrainerConfig
 from geolesf.errors import DataError, ModelError
-from geolesf.tasks import hsi_run
-from geolesf.tasks.hsi_run import prepare_scene, run_hsi
+from geolesf.methods.hsi import train as hsi_run
+from geolesf.methods.hsi.train import prepare_scene, run_hsi
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +116,12 @@ def test_non_consecutive_ids(crop):
 def test_unknown_task_and_pluggable_trainer(crop, tmp_path, monkeypatch):
     folder, _, _ = crop
 
-    entry = registry.ModelEntry(name="dummy-hsi", fn=lambda **kw: None, task="hsi-test", description="")
+    entry = registry.ModelEntry(name="dummy-hsi", fn=lambda **kw: None, method="hsi", kind="hsi-test", description="")
     monkeypatch.setitem(registry._REGISTRY, "dummy-hsi", entry)
 
     cfg = _cfg(folder, tmp_path / "d")
     cfg.model.name = "dummy-hsi"
-    with pytest.raises(ModelError, match="task 'hsi-test'; no HSI trainer"):
+    with pytest.raises(ModelError, match="kind .hsi-test.; no HSI trainer"):
         run_hsi(cfg)
 
     class Majority:
@@ -130,4 +130,4 @@ def test_unknown_task_and_pluggable_trainer(crop, tmp_path, monkeypatch):
 
     monkeypatch.setitem(hsi_run.HSI_TRAINERS, "hsi-test", lambda scene, cfg, out: Majority())
     m = json.loads((run_hsi(cfg) / "metrics.json").read_text())
-    assert m["model"]["task"] == "hsi-test" and m["per_class"][0]["recall"] == 1.0
+    assert m["model"]["kind"] == "hsi-test" and m["per_class"][0]["recall"] == 1.0

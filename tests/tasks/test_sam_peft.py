@@ -13,8 +13,8 @@ import torch
 from geolesf.cli import main as cli_main
 from geolesf.config import load_config
 from geolesf.errors import ConfigError
-from geolesf.models.sam import build_sam_model, save_sam_checkpoint
-from geolesf.tasks.sam_peft import CONFIG, dice_bce_loss, mask_scores, run_config
+from geolesf.methods.sam import build_sam_model, save_sam_checkpoint
+from geolesf.methods.sam.train import CONFIG, dice_bce_loss, mask_scores, run_config
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--set", "model.variant=tiny", "--set", "trainer.accelerator=cpu", "--set", "data.crop=160",

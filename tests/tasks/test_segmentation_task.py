@@ -11,7 +11,7 @@ import pytest
 import rasterio
 
 from geolesf.cli.main import main
-from geolesf.tasks.segmentation import rasterize_labels
+from geolesf.io.labels import rasterize_labels
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "segmentation" / "unet_spacenet_buildings.yaml"

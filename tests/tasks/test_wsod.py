@@ -70,7 +70,7 @@ def test_evaluate_cli_coco_runs_pycocotools(shared_data, tmp_path, capsys):
     import torch
 
     from geolesf.registry import create_model
-    from geolesf.tasks.wsod import WSODConfig, WSODModelConfig, save_wsod_checkpoint
+    from geolesf.methods.wsod.train import WSODConfig, WSODModelConfig, save_wsod_checkpoint
 
     torch.manual_seed(0)
     cfg = WSODConfig(model=WSODModelConfig(args=TINY))
@@ -93,7 +93,7 @@ def test_evaluate_cli_bad_data_root_is_a_clear_error(trained, tmp_path, capsys):
 
 
 def test_evaluate_rejects_unknown_option(trained):
-    from geolesf.tasks.wsod_evaluate import evaluate_checkpoint
+    from geolesf.methods.wsod.evaluate import evaluate_checkpoint
 
     with pytest.raises(ConfigError, match="--option bogus"):
         evaluate_checkpoint(trained / "ndi.pt", dataset="voc2007", data_root=None, what=None, out=None,
@@ -139,7 +139,7 @@ def test_predict_refuses_wrong_model_name(trained, tmp_path, shared_data):
 
 def test_shipped_configs_load():
     from geolesf.config import load_config
-    from geolesf.tasks.wsod import WSODConfig
+    from geolesf.methods.wsod.train import WSODConfig
 
     for name in ("ndi_vgg16_voc07.yaml", "ndi_vgg16_coco17.yaml"):
         cfg = load_config(WSODConfig, REPO / "configs" / "wsod" / name)
@@ -149,7 +149,7 @@ def test_shipped_configs_load():
 
 
 def test_lr_schedule_warmup_and_steps():
-    from geolesf.tasks.wsod import WSODTrainerConfig, lr_factor
+    from geolesf.methods.wsod.train import WSODTrainerConfig, lr_factor
 
     tr = WSODTrainerConfig()
     assert lr_factor(0, tr) == pytest.approx(1 / 3)
@@ -160,7 +160,7 @@ def test_lr_schedule_warmup_and_steps():
 
 
 def test_train_set_scales_and_flips_proposals_with_the_image():
-    from geolesf.tasks.wsod import WSODTrainSet
+    from geolesf.methods.wsod.train import WSODTrainSet
 
     image = np.zeros((100, 200, 3), np.uint8)
     image[10:30, 20:60] = 255  # a bright block inside the proposal

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from geolesf.cli.main import main
 from geolesf.config import load_config
-from geolesf.tasks.wsss import CONFIG, run_config
+from geolesf.methods.wsss.train import CONFIG, run_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "wsss"
 SIMPLE = {"backbone": "simple", "args": {"width": 8, "depth": 3}, "embed_dim": 8, "hidden": 16}
@@ -47,9 +47,9 @@ def voc_cam(tmp_path_factory, shared_data):
 def _direct_seed_miou(ckpt: Path, root: Path, max_side: int) -> float:
     """Seeds scored independently of the evaluator: palette masks decoded here, IoU with numpy."""
     from geolesf.data.benchmarks.voc import decode_palette_mask
-    from geolesf.models.cam import cams_to_seeds, multiscale_cams
-    from geolesf.wsss.checkpoint import load_bundle
-    from geolesf.wsss.data import to_tensor
+    from geolesf.methods.wsss.cam import cams_to_seeds, multiscale_cams
+    from geolesf.methods.wsss.checkpoint import load_bundle
+    from geolesf.methods.wsss.data import to_tensor
 
     b = load_bundle(ckpt)
     cm = np.zeros((21, 21), dtype=np.int64)
@@ -123,9 +123,9 @@ def test_single_stage_vit_on_voc_scores_every_stage(tmp_path, shared_data):
 
 def test_aerial_demo_cam_from_tags_derived_from_loveda_masks(tmp_path, shared_data, capsys):
     """Train a tiny CAM on image-level tags of LoveDA crops; its seeds beat the untrained model's."""
-    from geolesf.wsss.checkpoint import build_model, load_bundle
-    from geolesf.wsss.data import open_dataset
-    from geolesf.wsss.evaluate import evaluate_bundle
+    from geolesf.methods.wsss.checkpoint import build_model, load_bundle
+    from geolesf.methods.wsss.data import open_dataset
+    from geolesf.methods.wsss.evaluate import evaluate_bundle
 
     data = {"dataset": "loveda", "root": str(shared_data / "rs_seg_tiles"), "crop": 64, "scale_range": [1.0, 1.0],
             "options": {"tile": 64, "downsample": 4, "min_fraction": 0.02}}

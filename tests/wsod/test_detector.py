@@ -19,7 +19,7 @@ def test_registered():
 
 
 def test_real_image_forward_backward_tiny_backbone(shared_data):
-    from geolesf.models.wsod.proposals import selective_search
+    from geolesf.methods.wsod.proposals import selective_search
 
     torch.manual_seed(0)
     item = _voc_sample(shared_data)
@@ -85,7 +85,7 @@ def test_toy_two_classes_ten_proposals_learns():
 
 
 def test_vgg16_dilated_body_stride8_frozen_conv12_and_local_weights(tmp_path):
-    from geolesf.models.wsod.backbones import vgg16_dilated
+    from geolesf.methods.wsod.backbones import vgg16_dilated
 
     torch.manual_seed(0)
     model = create_model("ndi-wsod", num_classes=3, backbone="vgg16", hidden=32)

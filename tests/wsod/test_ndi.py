@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from geolesf.models.wsod.ndi import NDIMemory, ncl_loss, nice_loss
+from geolesf.methods.wsod.ndi import NDIMemory, ncl_loss, nice_loss
 
 
 def test_memory_collects_only_confident_negatives_and_merges_when_full():

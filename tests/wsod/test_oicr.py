@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from geolesf.models.wsod.oicr import (
+from geolesf.methods.wsod.oicr import (
     Seeds,
     assign_pseudo_labels,
     decode_boxes,

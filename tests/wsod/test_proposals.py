@@ -9,7 +9,7 @@ import pytest
 import scipy.io
 
 from geolesf.errors import ConfigError, DataError
-from geolesf.models.wsod.proposals import ProposalProvider, clean_boxes, load_proposal_file, selective_search
+from geolesf.methods.wsod.proposals import ProposalProvider, clean_boxes, load_proposal_file, selective_search
 
 
 def test_selective_search_on_real_image(shared_data):

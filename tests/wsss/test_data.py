@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from geolesf.errors import ConfigError, DataError
-from geolesf.wsss.data import TrainCrops, open_dataset
+from geolesf.methods.wsss.data import TrainCrops, open_dataset
 
 
 def test_coco_semantic_masks_match_the_instance_annotations(shared_data):

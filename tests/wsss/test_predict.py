@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from geolesf.registry import create_model
-from geolesf.wsss.predict import SeedScores
+from geolesf.methods.wsss.inference import SeedScores
 
 
 def test_seed_scores_use_detected_or_fixed_classes():

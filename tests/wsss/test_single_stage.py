@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from geolesf.registry import create_model
-from geolesf.wsss.single_stage import (
+from geolesf.methods.wsss.single_stage import (
     SingleStageOptions,
     SingleStageWSSS,
     pseudo_labels,

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from geolesf.errors import DataError
-from geolesf.wsss.supervision import (
+from geolesf.data.supervision import (
     boxes_from_vector,
     boxes_to_pseudo_mask,
     partial_cross_entropy,

@@ -10,9 +10,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from geolesf.errors import ConfigError
-from geolesf.models.cam import CAMNet
+from geolesf.methods.wsss.cam import CAMNet
 from geolesf.registry import create_model
-from geolesf.wsss.usage import (
+from geolesf.methods.wsss.usage import (
     default_bg_threshold,
     default_tau,
     generation_loss,

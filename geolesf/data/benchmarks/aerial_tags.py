@@ -4,7 +4,7 @@ The image/label pairs (``img/NAME.png`` + ``ann/NAME.png``, the mmsegmentation l
 samples in ``rs_seg_tiles``) are optionally downsampled (``downsample`` = integer factor: area
 average for the image, the top-left pixel of each block for the labels), cut into
 non-overlapping ``tile × tile`` crops and tagged: class ``k`` is in a crop's tags when it covers at
-least ``min_fraction`` of the crop's valid pixels (:func:`geolesf.wsss.supervision.tags_from_mask`).
+least ``min_fraction`` of the crop's valid pixels (:func:`geolesf.data.supervision.tags_from_mask`).
 A CSV / GeoPackage of tile tags (``tags_file``, tiles named ``NAME_ROW_COL`` by their pixel offsets)
 replaces the derived tags. Masks are remapped to contiguous indices ``0..C-1`` (255 = ignore); there
 is no separate background class — every pixel belongs to a land-cover class.
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from geolesf.errors import DataError
-from geolesf.wsss.supervision import read_tile_tags, tags_from_mask
+from geolesf.data.supervision import read_tile_tags, tags_from_mask
 
 IGNORE_INDEX = 255
 

@@ -1,0 +1,130 @@
+"""The ``geolesf-hsi-patch/1`` checkpoint of patch models (S²Mamba): save, load into a typed bundle.
+
+A checkpoint (``model.pt``) is a plain dictionary of tensors and primitives, loadable with
+``torch.load(..., weights_only=True)``: state dict, model name and constructor arguments, band
+statistics (and PCA) used to normalise the input, class ids / names / colours and the patch
+geometry. Lightning's own ``last.ckpt`` is kept beside it in a run folder for ``--resume``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from geolesf import __version__
+from geolesf.errors import ModelError
+from geolesf.registry import create_model, write_checkpoint
+
+FORMAT = "geolesf-hsi-patch/1"
+
+
+@dataclass
+class PatchCheckpoint:
+    """Everything needed to apply a trained patch model to a new cube."""
+
+    model: nn.Module
+    model_name: str
+    model_args: dict[str, Any]
+    patch_size: int
+    padding: str
+    band_mean: np.ndarray | None
+    band_std: np.ndarray | None
+    pca_components: np.ndarray | None
+    pca_mean: np.ndarray | None
+    class_ids: list[int]
+    class_names: list[str]
+    colors: list[list[int]]
+    """RGB triple per class index."""
+    extra: dict[str, Any]
+    path: Path | None = None
+    sha256: str | None = None
+
+    @property
+    def in_bands(self) -> int:
+        return int(self.band_mean.shape[0]) if self.band_mean is not None else int(self.model_args["in_chans"])
+
+    def normalise(self, cube: np.ndarray) -> np.ndarray:
+        """Apply the training-time band statistics (and PCA) to a raw cube ``(H, W, bands)``."""
+        x = np.asarray(cube, dtype=np.float32)
+        if self.band_mean is not None:
+            x = (x - self.band_mean) / self.band_std
+        if self.pca_components is not None:
+            h, w, b = x.shape
+            x = ((x.reshape(-1, b) - self.pca_mean) @ self.pca_components.T).reshape(h, w, -1).astype(np.float32)
+        return x
+
+
+def save(path: str | Path, ckpt: PatchCheckpoint) -> str:
+    """Write a ``weights_only``-loadable checkpoint atomically; returns its sha256."""
+
+    def arr(a: np.ndarray | None) -> torch.Tensor | None:
+        return None if a is None else torch.from_numpy(np.asarray(a, dtype=np.float32))
+
+    payload = {
+        "format": FORMAT,
+        "geolesf_version": __version__,
+        "model_name": ckpt.model_name,
+        "model_args": dict(ckpt.model_args),
+        "state_dict": {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()},
+        "patch_size": int(ckpt.patch_size),
+        "padding": ckpt.padding,
+        "band_mean": arr(ckpt.band_mean),
+        "band_std": arr(ckpt.band_std),
+        "pca_components": arr(ckpt.pca_components),
+        "pca_mean": arr(ckpt.pca_mean),
+        "class_ids": [int(c) for c in ckpt.class_ids],
+        "class_names": list(ckpt.class_names),
+        "colors": list(ckpt.colors),
+        "extra": dict(ckpt.extra),
+    }
+    return write_checkpoint(path, payload)
+
+
+def load(path: str | Path, expected_sha256: str | None = None) -> PatchCheckpoint:
+    """Load a geolesf patch checkpoint (``weights_only=True``) and rebuild its model.
+
+    ``path`` may also be ``MODEL:TAG`` of a registered pretrained checkpoint (sha256 verified).
+    """
+    from geolesf.registry import read_checkpoint
+
+    payload, digest, path = read_checkpoint(path)
+    if expected_sha256 is not None and digest != expected_sha256:
+        from geolesf.errors import ChecksumError
+
+        raise ChecksumError(f"{path}: sha256 mismatch, expected {expected_sha256[:16]}…, found {digest[:16]}…")
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        if isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
+            raise ModelError(f"{path}: this is a Lightning training checkpoint; use model.pt from the run folder")
+        raise ModelError(f"{path}: expected a geolesf '{FORMAT}' checkpoint")
+    model = create_model(payload["model_name"], **payload["model_args"])
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ModelError(f"{path}: state dict does not match model '{payload['model_name']}' "
+                         f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+    model.eval()
+
+    def arr(t: torch.Tensor | None) -> np.ndarray | None:
+        return None if t is None else t.numpy()
+
+    return PatchCheckpoint(
+        model=model,
+        model_name=payload["model_name"],
+        model_args=payload["model_args"],
+        patch_size=payload["patch_size"],
+        padding=payload["padding"],
+        band_mean=arr(payload["band_mean"]),
+        band_std=arr(payload["band_std"]),
+        pca_components=arr(payload["pca_components"]),
+        pca_mean=arr(payload["pca_mean"]),
+        class_ids=payload["class_ids"],
+        class_names=payload["class_names"],
+        colors=payload["colors"],
+        extra=payload["extra"],
+        path=path,
+        sha256=digest,
+    )

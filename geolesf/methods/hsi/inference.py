@@ -1,0 +1,115 @@
+"""Whole-scene classification of a (small) hyperspectral cube with a trained patch model.
+
+Reads the cube with :func:`geolesf.io.hsi.read_cube`, checks its band count against the
+checkpoint, normalises with the *training* statistics stored in the checkpoint, classifies
+every pixel from its ``P×P`` neighbourhood and writes a class-map GeoTIFF (colour table,
+class names, provenance tags, CRS/transform copied from the input when it has them) plus
+a PNG preview. The cube is held in memory: this path is for scenes of up to a few million
+pixels (Indian Pines is 21,025).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geolesf import __version__
+from geolesf.errors import DataError, ModelError
+
+
+@dataclass
+class SceneResult:
+    class_map: np.ndarray
+    """(H, W) uint8 map of the checkpoint's original class ids."""
+    out: Path
+    preview: Path | None
+    seconds: float
+    pixels_per_second: float
+
+
+def check_bands(found: int, expected: int, source: str, model: str) -> None:
+    if found != expected:
+        raise DataError(f"{source} has {found} bands; model {model} expects {expected}")
+
+
+def classify_cube(
+    cube_spec: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    model_name: str | None = None,
+    batch_size: int = 1024,
+    device: str = "cpu",
+    preview: bool = True,
+    progress: bool = True,
+) -> SceneResult:
+    import torch
+
+    from geolesf.io.hsi import read_cube
+    from geolesf.io.writers import write_class_map, write_preview_png
+    from geolesf.methods.hsi.checkpoint import load as load_patch_checkpoint
+    from geolesf.predict.patches import predict_scene
+
+    out = Path(out)
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise DataError(f"--out {out}: expected a .tif path for the GeoTIFF class map")
+    if not out.parent.exists():
+        raise DataError(f"--out {out}: folder {out.parent} does not exist")
+    ckpt = load_patch_checkpoint(checkpoint)
+    if model_name is not None and model_name != ckpt.model_name:
+        raise ModelError(f"{checkpoint} holds a '{ckpt.model_name}' model, not '{model_name}'")
+    cube = read_cube(cube_spec)
+    check_bands(cube.data.shape[2], ckpt.in_bands, str(cube_spec), ckpt.model_name)
+    x = ckpt.normalise(cube.data)
+    model = ckpt.model.to(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        index_map = predict_scene(model, x, ckpt.patch_size, ckpt.padding, batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - start
+    ids = np.asarray(ckpt.class_ids)
+    if ids.max() > 255:
+        raise DataError(f"{checkpoint}: class id {ids.max()} does not fit a uint8 class map")
+    class_map = ids[index_map].astype(np.uint8)
+    names = {0: "unlabelled", **dict(zip(ckpt.class_ids, ckpt.class_names))}
+    colors = {0: (0, 0, 0), **{cid: tuple(c) for cid, c in zip(ckpt.class_ids, ckpt.colors)}}
+    tags: dict[str, Any] = {
+        "geolesf_version": __version__,
+        "model": ckpt.model_name,
+        "weights_sha256": ckpt.sha256,
+        "source": str(cube_spec),
+        "patch_size": ckpt.patch_size,
+    }
+    crs_note = None if cube.crs is not None else cube.georef_note()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        write_class_map(out, class_map, names, colors, crs=cube.crs, transform=cube.transform, tags=tags)
+    if crs_note and progress:
+        print(f"note: {crs_note}")
+    png = None
+    if preview:
+        png = out.with_suffix(".png")
+        write_preview_png(png, class_map, names, colors, title=f"{ckpt.model_name}: {Path(str(cube_spec)).name}")
+    n = class_map.size
+    return SceneResult(class_map, out, png, seconds, n / max(seconds, 1e-9))
+
+
+def predict_model(checkpoint: Any, model_name: str | None, options: dict[str, Any]) -> Any:
+    """The tiled predictor's ``pixel`` model for a patch checkpoint (no options are used)."""
+    from geolesf.methods.hsi.checkpoint import load
+    from geolesf.predict.model import PredictModel, check_model_name
+
+    pk = load(checkpoint)
+    check_model_name(checkpoint, pk.model_name, model_name)
+
+    def normalise(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(pk.normalise(x.transpose(1, 2, 0)).transpose(2, 0, 1))
+
+    return PredictModel(
+        module=pk.model, name=pk.model_name, kind="pixel", class_ids=list(pk.class_ids),
+        class_names=list(pk.class_names), colors=list(pk.colors), sha256=pk.sha256 or "",
+        in_bands=pk.in_bands, normalise=normalise, patch_size=pk.patch_size, padding=pk.padding,
+    )

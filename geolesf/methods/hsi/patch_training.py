@@ -1,0 +1,290 @@
+"""Patch-based hyperspectral classification with Lightning (S²Mamba and other ``hsi-patch`` models).
+
+The official S²Mamba protocol (methods.md §2.7) is reproduced here:
+
+* cross-entropy loss, AdamW (weight decay on *all* parameters, as the official optimizer
+  is built from ``model.parameters()`` without groups);
+* ExponentialLR with γ = 0.99 whose ``step()`` the official loop calls at the *start* of
+  every epoch, so epoch ``e`` trains with ``lr·γ^(e+1)``; we express that exactly with a
+  ``LambdaLR`` stepped at epoch ends;
+* batch 64, no augmentation, the **last-epoch** model is the reported one (no model
+  selection on test pixels, which would leak).
+
+Checkpoints (``model.pt``) are plain dictionaries of tensors and primitives, loadable with
+``torch.load(..., weights_only=True)``: state dict, model name and constructor arguments,
+band statistics (and PCA) used to normalise the input, class ids / names / colours and
+the patch geometry. Lightning's own ``last.ckpt`` is kept beside it for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from geolesf.errors import TrainingError
+from geolesf.registry import create_model
+from geolesf.methods.hsi.train import register_trainer
+
+from geolesf.methods.hsi.checkpoint import PatchCheckpoint, save as save_patch_checkpoint
+from geolesf.predict.patches import PatchGatherer, predict_pixels
+
+
+class _PixelDataset(Dataset):
+    """Indices into a list of labelled pixels; patches are gathered per batch in ``collate``."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray, gather: PatchGatherer) -> None:
+        self.rows = torch.as_tensor(rows, dtype=torch.long)
+        self.cols = torch.as_tensor(cols, dtype=torch.long)
+        self.targets = torch.as_tensor(targets, dtype=torch.long)
+        self.gather = gather
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def collate(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.gather(self.rows[idx], self.cols[idx]), self.targets[idx]
+
+
+def pixel_loader(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    targets: np.ndarray,
+    gather: PatchGatherer,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+) -> DataLoader:
+    dataset = _PixelDataset(rows, cols, targets, gather)
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate, generator=generator
+    )
+
+
+class HSIClassificationModule(L.LightningModule):
+    """Thin Lightning wrapper: a registry model, cross-entropy, AdamW + the official LR schedule."""
+
+    def __init__(
+        self,
+        model_name: str,
+        model_args: dict[str, Any],
+        lr: float = 5e-4,
+        weight_decay: float = 5e-3,
+        gamma: float = 0.99,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = create_model(model_name, **model_args)
+        self.loss = nn.CrossEntropyLoss()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
+                "lower the learning rate or check the cube for extreme values"
+            )
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train_acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log("test_loss", self.loss(logits, y), on_epoch=True, batch_size=len(y))
+        self.log("test_OA", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True, batch_size=len(y))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        gamma = hp.gamma
+        # The official loop steps ExponentialLR at the start of each epoch: epoch e uses lr·γ^(e+1).
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: gamma ** (epoch + 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class HistoryCallback(L.Callback):
+    """Per-epoch loss/accuracy (and test OA when evaluated) collected for history.json."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+        self._lr = float("nan")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # The learning rate this epoch trains with (the scheduler steps before epoch-end hooks).
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch + 1}
+        for key in ("train_loss", "train_acc", "test_loss", "test_OA"):
+            if key in metrics:
+                row[key] = float(metrics[key])
+        row["lr"] = self._lr
+        self.history.append(row)
+
+
+# --------------------------------------------------------------------------------------------
+# trainer for registry kind "pixel" (plugged into geolesf.methods.hsi.train)
+
+
+@dataclass
+class PatchPredictor:
+    """Applies a trained patch model to every pixel of a prepared scene."""
+
+    model: nn.Module
+    gather: PatchGatherer
+    batch_size: int = 1024
+
+    def predict_scene(self, scene: Any) -> np.ndarray:
+        h, w = scene.shape
+        rows, cols = np.divmod(np.arange(h * w), w)
+        with torch.inference_mode():
+            return predict_pixels(self.model, self.gather, rows, cols, self.batch_size).reshape(h, w)
+
+
+def _model_args(cfg: Any, scene: Any) -> dict[str, Any]:
+    """Constructor arguments: the config's, plus bands/classes/patch filled in from the data."""
+    import inspect
+
+    from geolesf.registry import get_entry
+
+    args = dict(cfg.model.args or {})
+    args.update(in_chans=scene.num_features, num_classes=scene.num_classes)
+    params = inspect.signature(get_entry(cfg.model.name).fn).parameters
+    if "patch_size" in params:
+        args["patch_size"] = cfg.data.patch_size
+    if "scan_backend" in params and "scan_backend" not in args:
+        args["scan_backend"] = cfg.trainer.scan_backend
+    return args
+
+
+def _plot_history(path: Path, history: list[dict[str, float]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from geolesf.io.atomic import atomic_path
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(epochs, [h.get("train_loss", np.nan) for h in history], label="train loss")
+    ax1.set_xlabel("epoch"), ax1.set_ylabel("cross-entropy"), ax1.set_yscale("log"), ax1.legend()
+    ax2.plot(epochs, [h.get("train_acc", np.nan) for h in history], label="train accuracy")
+    test = [(h["epoch"], h["test_OA"]) for h in history if "test_OA" in h]
+    if test:
+        ax2.plot(*zip(*test), "o-", label="test OA")
+    ax2.set_xlabel("epoch"), ax2.set_ylabel("accuracy"), ax2.set_ylim(0, 1), ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+@register_trainer("pixel")
+def train_patch_model(scene: Any, cfg: Any, out_dir: Path) -> PatchPredictor:
+    """Train a registry ``hsi-patch`` model (S²Mamba) on the scene's training pixels.
+
+    Writes ``model.pt`` (weights-only checkpoint), ``last.ckpt`` (Lightning, for ``--resume``),
+    ``history.json`` and ``curves.png`` into ``out_dir``.
+    """
+    import json
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from geolesf.config import to_dict
+
+    tr = cfg.trainer
+    L.seed_everything(tr.seed, workers=True, verbose=False)
+    if tr.num_threads:
+        torch.set_num_threads(int(tr.num_threads))
+    gather = PatchGatherer(scene.features, cfg.data.patch_size, cfg.data.padding)
+    train_px = scene.pixels("train")
+    if len(train_px) == 0:
+        from geolesf.errors import DataError
+
+        raise DataError(f"split '{scene.split.name}' has no training pixels")
+    train_y = scene.y[train_px[:, 0], train_px[:, 1]]
+    train_loader = pixel_loader(train_px[:, 0], train_px[:, 1], train_y, gather, tr.batch_size, True, tr.seed)
+    val_loader = None
+    if tr.eval_every and tr.eval_every > 0:
+        test_px = scene.pixels("test")
+        test_y = scene.y[test_px[:, 0], test_px[:, 1]]
+        val_loader = pixel_loader(test_px[:, 0], test_px[:, 1], test_y, gather, 1024, False)
+
+    args = _model_args(cfg, scene)
+    module = HSIClassificationModule(cfg.model.name, args, lr=tr.lr, weight_decay=tr.weight_decay, gamma=tr.gamma)
+    history = HistoryCallback()
+    checkpointing = ModelCheckpoint(
+        dirpath=out_dir, filename="last", save_top_k=1, every_n_epochs=1,
+        save_on_train_epoch_end=True, enable_version_counter=False,
+    )
+    # Lightning's start-up banners (GPU/TPU availability, logger tips) are noise in a CLI run.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    trainer = L.Trainer(
+        max_epochs=tr.epochs,
+        accelerator=tr.accelerator,
+        devices=tr.devices,
+        strategy=tr.strategy,
+        num_nodes=tr.num_nodes,
+        deterministic=tr.deterministic,
+        callbacks=[history, checkpointing],
+        logger=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if val_loader is not None else 0,
+        check_val_every_n_epoch=tr.eval_every if val_loader is not None else 1,
+        default_root_dir=str(out_dir),
+    )
+    if tr.deterministic:
+        # Deterministic kernels, but no NaN-filling of every torch.empty (a debugging aid that
+        # Lightning's deterministic mode switches on and that nearly doubles a CPU training step).
+        torch.utils.deterministic.fill_uninitialized_memory = False
+    trainer.fit(module, train_loader, val_loader, ckpt_path=tr.resume)
+    if trainer.global_rank != 0:
+        # A DDP process that Lightning launched by re-running the command (strategy=ddp, or a
+        # SLURM/torchrun task): its share of training is done; rank 0 writes model.pt and the run folder.
+        raise SystemExit(0)
+
+    model = module.model.cpu().eval()
+    ckpt = PatchCheckpoint(
+        model=model,
+        model_name=cfg.model.name,
+        model_args=args,
+        patch_size=cfg.data.patch_size,
+        padding=cfg.data.padding,
+        band_mean=None if scene.normalizer is None else scene.normalizer.mean,
+        band_std=None if scene.normalizer is None else scene.normalizer.std,
+        pca_components=None if scene.pca is None else scene.pca._pca.components_,
+        pca_mean=None if scene.pca is None else scene.pca._pca.mean_,
+        class_ids=scene.class_ids,
+        class_names=scene.class_names,
+        colors=[list(map(int, c)) for c in scene.class_colors],
+        extra={"split": scene.split.name, "seed": int(tr.seed), "epochs": int(tr.epochs),
+               "bands_in": int(scene.cube.bands), "config": to_dict(cfg)},
+    )
+    digest = save_patch_checkpoint(out_dir / "model.pt", ckpt)
+    (out_dir / "history.json").write_text(json.dumps(history.history, indent=1) + "\n")
+    _plot_history(out_dir / "curves.png", history.history, f"{cfg.model.name} · split {scene.split.name}")
+    print(f"[{cfg.model.name}] wrote {out_dir / 'model.pt'} (sha256 {digest[:12]}…)")
+    return PatchPredictor(model, gather)
