@@ -1,0 +1,118 @@
+"""What every training run shares: the run folder, seeding and threads, atomic records, the Lightning trainer.
+
+Each method's ``train.run_config(cfg)`` starts with :func:`start_run` (folder created, seeds set, torch
+threads limited), builds its Trainer with :func:`make_trainer` (so ``trainer.logger``, ``precision``,
+``callbacks``, ``devices``, ``strategy`` and ``num_nodes`` in the YAML reach Lightning instead of being
+hard-coded), and writes ``config.yaml`` / ``metrics.json`` / ``history.json`` with :func:`write_json` and
+:func:`write_yaml` (temporary file beside, then rename: an interrupted run never leaves half a record).
+
+Only training code imports this module: it imports Lightning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geolesf.errors import ConfigError
+from geolesf.io.atomic import atomic_path
+
+
+@dataclass
+class LightningOptions:
+    """Trainer settings every method accepts under ``trainer:`` (a base of each method's trainer config)."""
+
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    """Lightning strategy, e.g. ``ddp`` (one process per device; multi-node with ``num_nodes``)."""
+    num_nodes: int = 1
+    num_threads: int | None = None
+    """torch CPU threads (default: torch's own choice)."""
+    precision: Any = None
+    """Lightning precision, e.g. ``bf16-mixed`` (default: Lightning's, 32-bit)."""
+    logger: Any = False
+    """``false`` (default), ``true`` (Lightning's default logger) or ``csv`` / ``tensorboard`` (logs in the run folder)."""
+    callbacks: list[str] = field(default_factory=list)
+    """Extra callbacks as ``package.module:Class`` (constructed without arguments)."""
+
+
+def start_run(out: str | Path, options: LightningOptions) -> Path:
+    """Create the run folder, seed Python/numpy/torch, set torch threads; returns the folder."""
+    import lightning as L
+    import torch
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(options.seed, workers=True, verbose=False)
+    if options.num_threads:
+        torch.set_num_threads(int(options.num_threads))
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    return out
+
+
+def _logger(value: Any, out: Path) -> Any:
+    if value in (False, None, "false", "none"):
+        return False
+    if value is True or value == "true":
+        return True
+    from lightning.pytorch import loggers
+
+    named = {"csv": loggers.CSVLogger, "tensorboard": loggers.TensorBoardLogger}
+    if value not in named:
+        raise ConfigError(f"trainer.logger: expected false, true, csv or tensorboard, found '{value}'")
+    return named[value](save_dir=str(out), name="logs")
+
+
+def _callback(spec: str) -> Any:
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)()
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"trainer.callbacks: cannot build '{spec}' ({exc})") from None
+
+
+def make_trainer(options: LightningOptions, out: Path, *, callbacks: list[Any] = (), **fixed: Any) -> Any:
+    """A ``lightning.Trainer`` from the config's options plus the method's ``fixed`` settings.
+
+    ``fixed`` holds what the method decides (``max_epochs``, ``max_steps``, validation, checkpointing);
+    the user's ``trainer:`` options (accelerator, devices, strategy, nodes, precision, logger,
+    callbacks) always come from ``options``.
+    """
+    import lightning as L
+
+    kwargs: dict[str, Any] = {
+        "accelerator": options.accelerator, "devices": options.devices, "strategy": options.strategy,
+        "num_nodes": options.num_nodes, "logger": _logger(options.logger, out), "enable_model_summary": False,
+        "default_root_dir": str(out), "enable_checkpointing": False,
+    }
+    if options.precision is not None:
+        kwargs["precision"] = options.precision
+    kwargs.update(fixed)
+    kwargs["callbacks"] = [*callbacks, *(_callback(s) for s in options.callbacks)]
+    return L.Trainer(**kwargs)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """``obj`` as indented JSON at ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+    return Path(path)
+
+
+def write_yaml(path: str | Path, cfg: Any) -> Path:
+    """A config dataclass (or dict) as YAML at ``path``, atomically."""
+    import yaml
+
+    from geolesf.config import to_dict
+
+    data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    return Path(path)
