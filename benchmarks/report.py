@@ -39,6 +39,20 @@ def cli_table() -> list[str]:
     ]
 
 
+def predict_imports_table() -> list[str]:
+    r = _load("predict_imports")
+    if not r:
+        return []
+    lines = ["### Predict-path imports (`python benchmarks/bench_predict_imports.py`)", "",
+             "| checkpoint | `import torch` s | predict path beyond torch s | Lightning imported |", "|---|---|---|---|"]
+    for name in ("s2mamba", "unet"):
+        x = r[name]
+        lines.append(f"| {name} | {x['torch_s']:.3f} | {x['predict_path_s']:.3f} | {x['lightning_imported']} |")
+    lines += ["", f"Goal ≤ {r['goal_predict_path_s_max']} s beyond torch, medians of {r['repeats']} fresh "
+              f"interpreters. Machine: {_machine(r['machine'])}.", ""]
+    return lines
+
+
 def scan_table() -> list[str]:
     r = _load("scan")
     if not r:
@@ -189,7 +203,7 @@ def distributed_table() -> list[str]:
 
 
 def main() -> None:
-    body = [*cli_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(), *predict_table(),
+    body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(), *predict_table(),
             *predict_peer_table(), *distributed_table()]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
