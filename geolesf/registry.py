@@ -245,11 +245,8 @@ def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> str:
     """``torch.save`` a checkpoint dictionary atomically (temp file beside, then rename); returns its sha256."""
     import torch
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    from geolesf.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return sha256_file(path)

@@ -11,7 +11,6 @@ temporary file renamed at the end. The layer's QGIS style — a categorised rend
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,15 +87,8 @@ def write_boxes_gpkg(
         geometry=pixel_boxes_to_polygons(boxes, transform), crs=crs,
     )
     style = boxes_qml(range(len(class_names)), class_names, colors)
-    tmp = gpkg.with_name(f".{gpkg.stem}.tmp.gpkg")
-    if tmp.exists():
-        tmp.unlink()
-    try:
+    with atomic_path(gpkg, suffix=".gpkg", create=False) as tmp:
         gdf.to_file(tmp, layer=layer, driver="GPKG", engine="pyogrio", geometry_type="Polygon")
         write_layer_style(tmp, layer, style, description="geolesf detection boxes")
-        os.replace(tmp, gpkg)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     side = write_qml(gpkg.with_suffix(".qml"), style) if qml else None
     return BoxExport(gpkg=gpkg, layer=layer, features=len(gdf), qml=side)

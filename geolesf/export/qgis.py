@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import sqlite3
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from geolesf.colors import hex_to_rgb as _rgb
+from geolesf.io.atomic import atomic_path
 from geolesf.colors import to_hex as _hex
 
 QGIS_VERSION = "3.22.0-Białowieża"
@@ -112,9 +112,8 @@ def vector_qml(class_ids: Sequence[int], class_names: Sequence[str], colors: Seq
 def write_qml(path: str | Path, qml: str) -> Path:
     """Write a ``.qml`` atomically (temp beside, then rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(qml, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(qml, encoding="utf-8")
     return path
 
 

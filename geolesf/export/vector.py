@@ -13,7 +13,6 @@ megapixels.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,17 +124,10 @@ def polygonize(
         gdf["area_m2"] = gdf.geometry.area
     else:
         gdf["area_m2"] = gdf.geometry.to_crs("EPSG:6933").area
-    tmp = gpkg.with_name(f".{gpkg.stem}.tmp.gpkg")
-    if tmp.exists():
-        tmp.unlink()
-    try:
+    with atomic_path(gpkg, suffix=".gpkg", create=False) as tmp:
         gdf.to_file(tmp, layer=layer, driver="GPKG", engine="pyogrio")
         vqml = vector_qml(info.class_ids, info.class_names, info.colors)
         write_layer_style(tmp, layer, vqml)
-        os.replace(tmp, gpkg)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     vq = rq = None
     if qml:
         rq = write_qml(classmap.with_suffix(".qml"), raster_qml(info.class_ids, info.class_names, info.colors))

@@ -17,13 +17,21 @@ from pathlib import Path
 from geolesf.errors import DataError
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+def atomic_path(path: str | Path, suffix: str = ".tmp", create: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    The temporary name is unique (``.NAME.XXXXXXXX<suffix>``): concurrent writers never share one.
+    ``suffix`` keeps an extension a GDAL driver insists on (``.gpkg``); with ``create=False`` the
+    temporary file does not exist yet when the block starts (for writers that refuse to open an
+    existing file).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    if not create:
+        tmp_path.unlink()
     try:
         yield tmp_path
         # mkstemp creates the file private (0600); give the result the usual umask permissions.

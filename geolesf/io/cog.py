@@ -13,7 +13,6 @@ Class names follow :mod:`geolesf.io.writers`: the ``CLASS_NAMES`` metadata item 
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,14 +150,9 @@ def finalize_cog(tmp: Path, dest: Path, cog_tmp: Path, *, block: int, resampling
     }
     if predictor:
         options["PREDICTOR"] = "YES"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            rasterio.shutil.copy(tmp, cog_tmp, driver="COG", **options)
-        os.replace(cog_tmp, dest)
-    finally:
-        if cog_tmp.exists():
-            cog_tmp.unlink()
+    with atomic_path(dest, suffix=".cog.tif", create=False) as cog_tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        rasterio.shutil.copy(tmp, cog_tmp, driver="COG", **options)
     tmp.unlink()
 
 
