@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from geolesf.errors import ConfigError
 from geolesf.predict import blend as _blend
+from geolesf.predict.options import TilingOptions, check_inputs, output_dtype
 
 
 @dataclass
@@ -191,24 +191,23 @@ def make_plan(
 
     ``source`` is a :class:`geolesf.predict.sources.ArraySource` (band count, nodata, CRS checks).
     """
-    from geolesf.predict.tiled import _check_inputs, _output_dtype
+    opts = TilingOptions(tile=tile, overlap=overlap, blend=blend, margin=margin, blend_on=blend_on,
+                         batch_size=batch_size, pixel_batch=pixel_batch, out_nodata=out_nodata, device=device)
+    check_inputs(source, pm, opts.tile)
+    return plan_from_options(source, pm, opts.for_model(pm), probabilities)
 
-    if blend_on not in ("probabilities", "logits"):
-        raise ConfigError(f"blend_on must be 'probabilities' or 'logits', found '{blend_on}'")
-    if batch_size < 1 or pixel_batch < 1:
-        raise ConfigError(f"batch_size and pixel_batch must be at least 1, found {batch_size}, {pixel_batch}")
-    margin = _blend.check_geometry(tile, overlap, blend, margin)
-    _check_inputs(source, pm, tile)
-    if pm.kind == "pixel":
-        overlap, blend, margin = 0, "none", 0
-    out_dtype, nodata_out = _output_dtype(pm.class_ids, out_nodata)
+
+def plan_from_options(source: Any, pm: Any, opts: TilingOptions, probabilities: bool) -> ChunkPlan:
+    """The plan of checked options (:meth:`TilingOptions.for_model` applied) for ``source``."""
+    tile, overlap, windows = opts.tile, opts.overlap, _blend.WindowCache(opts.overlap, opts.blend, opts.blend_margin)
+    out_dtype, nodata_out = output_dtype(pm.class_ids, opts.out_nodata)
     H, W = source.height, source.width
     return ChunkPlan(
         pm=pm, height=H, width=W, th=min(tile, H), tw=min(tile, W), rows=_blend.tile_starts(H, tile, overlap),
-        cols=_blend.tile_starts(W, tile, overlap), windows=_blend.WindowCache(overlap, blend, margin),
+        cols=_blend.tile_starts(W, tile, overlap), windows=windows,
         lut=np.asarray(pm.class_ids, dtype=out_dtype), nodata_out=nodata_out, nodata_in=source.nodata,
-        softmax=blend_on == "probabilities", probabilities=probabilities, batch_size=batch_size,
-        pixel_batch=pixel_batch, device=device,
+        softmax=opts.blend_on == "probabilities", probabilities=probabilities, batch_size=opts.batch_size,
+        pixel_batch=opts.pixel_batch, device=opts.device,
     )
 
 

@@ -29,26 +29,37 @@ are the unit of retry), in-memory array sources, previews.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from geolesf import __version__
 from geolesf.errors import ConfigError, DataError, GeolesfError, ModelError
 from geolesf.io import cog as _cog
-from geolesf.predict.parts import PartOutput, RowPlan, default_part_rows, predict_rows, split_rows
-from geolesf.io.atomic import check_tif_out
 from geolesf.predict.model import PredictModel, as_predict_model
-from geolesf.predict.tiled import _check_inputs, _output_dtype, check_options
+from geolesf.predict.options import TilingOptions, check_inputs, output_dtype
+from geolesf.predict.output import (
+    check_destinations,
+    check_free_space,
+    finalize_cogs,
+    open_temps,
+    scene_tags,
+    write_style,
+)
+from geolesf.predict.parts import (
+    PartOutput,
+    RowPlan,
+    default_part_rows,
+    predict_rows,
+    split_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -201,65 +212,25 @@ class _Scene:
             setattr(self, name, None)
 
 
-def _prepare(scene: Path, out: Path, probs: Path | None, pm: PredictModel, o: dict[str, Any]) -> _Scene:
+def _prepare(scene: Path, out: Path, probs: Path | None, pm: PredictModel, opts: TilingOptions,
+             part_rows: int | None) -> _Scene:
     """Checks and plan of one scene (as :func:`predict_raster` does before any work)."""
     from geolesf.predict.sources import open_source
 
-    check_tif_out(out, "--out")
-    if probs is not None:
-        check_tif_out(probs, "--probabilities")
-        if probs.resolve() == out.resolve():
-            raise ConfigError("--probabilities must differ from --out")
-    if scene.resolve() == out.resolve():
-        raise DataError(f"--out {out} is the input scene; choose another path")
-    src = open_source(scene, o["nodata"])
+    check_destinations(scene, out, probs)
+    src = open_source(scene, opts.nodata)
     try:
-        _check_inputs(src, pm, o["tile"])
+        check_inputs(src, pm, opts.tile)
         H, W, name, crs, transform = src.height, src.width, src.name, src.crs, src.transform
     finally:
         src.close()
-    tile, overlap, blend, margin = o["tile"], o["overlap"], o["blend"], o["margin"]
-    if pm.kind == "pixel":
-        overlap, blend, margin = 0, "none", 0
-    out_dtype, nodata_out = _output_dtype(pm.class_ids, o["out_nodata"])
-    plan = RowPlan(
-        height=H, width=W, tile=tile, overlap=overlap, blend=blend, margin=margin, batch_size=o["batch_size"],
-        blend_on=o["blend_on"], want_probs=probs is not None, prob_u8=o["probabilities_dtype"] == "uint8",
-        out_dtype=out_dtype, nodata_out=nodata_out, nodata=o["nodata"], device=o["device"],
-        pixel_batch=o["pixel_batch"], block=o["block"],
-    )
-    need = _cog.estimate_bytes(H, W, np.dtype(out_dtype).itemsize, len(pm.class_ids) if probs is not None else 0,
-                               1 if plan.prob_u8 else 4)
-    free = _cog.free_bytes(out.parent)
-    if need > free:
-        raise DataError(f"{out.parent}: about {need / 1e9:.1f} GB are needed for {out.name}, "
-                        f"only {free / 1e9:.1f} GB are free")
-    part_rows = o["part_rows"] or default_part_rows(plan, len(pm.class_ids))
-    tags = {
-        "geolesf_version": __version__, "model": pm.name, "weights_sha256": pm.sha256,
-        "tile": str(tile), "overlap": str(overlap), "blend": blend, "blend_margin": str(margin),
-        "blend_on": o["blend_on"], "source": name,
-    }
-    if pm.kind == "pixel":
-        tags["patch_size"] = str(pm.patch_size)
-    return _Scene(scene=scene, out=out, probs=probs, plan=plan, parts=split_rows(H, o["block"], part_rows),
-                  tags=tags, paths=_cog.PartialPaths(out, probs), crs=crs, transform=transform)
-
-
-def _open_temp(job: _Scene, pm: PredictModel) -> None:
-    """The temporary GeoTIFF(s) with the metadata ``tiled._run`` writes, in the same order; kept
-    open until the scene's last part (closing earlier would make GDAL fill unwritten blocks)."""
-    plan = job.plan
-    job.paths.remove()
-    job.dst = _cog.open_temp(job.paths.tmp, height=plan.height, width=plan.width, count=1, dtype=plan.out_dtype,
-                             nodata=plan.nodata_out, crs=job.crs, transform=job.transform, block=plan.block)
-    _cog.write_class_metadata(job.dst, pm.class_ids, pm.class_names, pm.colors, plan.nodata_out, job.tags)
-    if job.probs is not None:
-        job.dstp = _cog.open_temp(job.paths.tmp_probs, height=plan.height, width=plan.width,
-                                  count=len(pm.class_ids), dtype="uint8" if plan.prob_u8 else "float32",
-                                  nodata=255 if plan.prob_u8 else float("nan"), crs=job.crs,
-                                  transform=job.transform, block=plan.block, compress="deflate")
-        _cog.write_prob_metadata(job.dstp, pm.class_names, 1 / 254 if plan.prob_u8 else None, job.tags)
+    opts = opts.for_model(pm)
+    out_dtype, nodata_out = output_dtype(pm.class_ids, opts.out_nodata)
+    plan = opts.row_plan(H, W, want_probs=probs is not None, out_dtype=out_dtype, nodata_out=nodata_out)
+    check_free_space(out, H, W, out_dtype, len(pm.class_ids) if probs is not None else 0, plan.prob_u8, out.name)
+    part_rows = part_rows or default_part_rows(plan, len(pm.class_ids))
+    return _Scene(scene=scene, out=out, probs=probs, plan=plan, parts=split_rows(H, opts.block, part_rows),
+                  tags=scene_tags(pm, opts, name), paths=_cog.PartialPaths(out, probs), crs=crs, transform=transform)
 
 
 def _write_part(job: _Scene, part: PartOutput, pm: PredictModel) -> None:
@@ -267,7 +238,8 @@ def _write_part(job: _Scene, part: PartOutput, pm: PredictModel) -> None:
     from rasterio.windows import Window
 
     if job.dst is None:
-        _open_temp(job, pm)
+        # kept open until the scene's last part (closing earlier would make GDAL fill unwritten blocks)
+        job.dst, job.dstp = open_temps(job.paths, job.plan, pm, job.crs, job.transform, job.tags)
     win = Window(0, part.row0, job.plan.width, part.row1 - part.row0)
     job.dst.write(part.ids, 1, window=win)
     if part.probs is not None:
@@ -275,18 +247,10 @@ def _write_part(job: _Scene, part: PartOutput, pm: PredictModel) -> None:
             job.dstp.write(part.probs[b], b + 1, window=win)
 
 
-def _finish(job: _Scene, pm: PredictModel, o: dict[str, Any]) -> None:
+def _finish(job: _Scene, pm: PredictModel, overview_resampling: str, qml: bool) -> None:
     job.close()
-    block = job.plan.block
-    _cog.finalize_cog(job.paths.tmp, job.out, job.paths.cog_tmp(job.out), block=block,
-                      resampling=o["overview_resampling"], predictor=False)
-    if job.probs is not None:
-        _cog.finalize_cog(job.paths.tmp_probs, job.probs, job.paths.cog_tmp(job.probs), block=block,
-                          resampling="average", predictor=not job.plan.prob_u8)
-    if o["qml"]:
-        from geolesf.export.qgis import raster_qml, write_qml
-
-        write_qml(job.out.with_suffix(".qml"), raster_qml(pm.class_ids, pm.class_names, pm.colors))
+    finalize_cogs(job.paths, job.plan, overview_resampling)
+    write_style(job.out, pm, qml)
 
 
 def _model_ref(model: Any, model_name: str | None, options: dict[str, Any] | None,
@@ -354,24 +318,22 @@ def predict_distributed(
     dests = [p.resolve() for p in outs + [p for p in probs if p is not None]]
     if len(set(dests)) != len(dests):
         raise ConfigError("two scenes would write the same output file; give distinct outputs")
-    margin = check_options(tile=tile, overlap=overlap, blend=blend, margin=margin, blend_on=blend_on,
-                           probabilities_dtype=probabilities_dtype, block=block, batch_size=batch_size)
+    opts = TilingOptions(tile=tile, overlap=overlap, blend=blend, margin=margin, blend_on=blend_on,
+                         batch_size=batch_size, pixel_batch=pixel_batch, probabilities_dtype=probabilities_dtype,
+                         nodata=nodata, out_nodata=out_nodata, block=block, device=device)
     pm, ref = _model_ref(model, model_name, options, class_names, colors)
-    o = dict(tile=tile, overlap=overlap, blend=blend, margin=margin, batch_size=batch_size, blend_on=blend_on,
-             probabilities_dtype=probabilities_dtype, nodata=nodata, out_nodata=out_nodata, block=block,
-             device=device, pixel_batch=pixel_batch, part_rows=part_rows, overview_resampling=overview_resampling,
-             qml=qml)
-    jobs = [_prepare(s, d, p, pm, o) for s, d, p in zip(scenes, outs, probs)]
+    jobs = [_prepare(s, d, p, pm, opts, part_rows) for s, d, p in zip(scenes, outs, probs)]
+    finish = functools.partial(_finish, pm=pm, overview_resampling=overview_resampling, qml=qml)
     if client is None:
         if workers is None and scheduler is None:
             workers = 1 if str(device).startswith("cuda") else (os.cpu_count() or 1)
         with dask_client(workers=workers, scheduler=scheduler, quiet=not progress) as c:
-            return _execute(c, jobs, pm, ref, o, retries, progress)
-    return _execute(client, jobs, pm, ref, o, retries, progress)
+            return _execute(c, jobs, pm, ref, finish, retries, progress)
+    return _execute(client, jobs, pm, ref, finish, retries, progress)
 
 
-def _execute(client: Any, jobs: list[_Scene], pm: PredictModel, ref: Any, o: dict[str, Any], retries: int,
-             progress: bool) -> list[DistributedResult]:
+def _execute(client: Any, jobs: list[_Scene], pm: PredictModel, ref: Any, finish: Callable[[_Scene], None],
+             retries: int, progress: bool) -> list[DistributedResult]:
     import rasterio
     from distributed import as_completed
     from tqdm.auto import tqdm
@@ -405,7 +367,7 @@ def _execute(client: Any, jobs: list[_Scene], pm: PredictModel, ref: Any, o: dic
             job.cpu_s += part.cpu_seconds
             job.workers.add(part.worker)
             if job.done == len(job.parts):
-                _finish(job, pm, o)
+                finish(job)
                 finished.add(id(job))
             job.assemble_s += time.perf_counter() - t0
             bar.update(1)

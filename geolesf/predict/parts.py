@@ -7,9 +7,9 @@ carry makes the loop sequential, so a scene cannot simply be cut at tile-row bou
 
 :func:`predict_rows` computes the output rows ``[row0, row1)`` alone. It starts at the first tile
 row whose tiles reach the first band it must output (``s`` below), with an empty carry, and runs
-the very tile-row step ``tiled._run`` runs (:class:`geolesf.predict.rowloop.TileRowLoop`: same tile
-grid, same batches of tiles per forward pass, same weight windows, same ``+=`` sequence). Rows before
-the band containing ``row0`` miss the contributions of earlier tile rows and are discarded; every
+the very tile-row step the streaming run (:mod:`geolesf.predict.stream`) runs
+(:class:`geolesf.predict.rowloop.TileRowLoop`: same tile grid, same batches of tiles per forward
+pass, same weight windows, same ``+=`` sequence). Rows before the band containing ``row0`` miss the contributions of earlier tile rows and are discarded; every
 row it returns received exactly the float32 additions it receives in the single-process run, so
 the class ids and probabilities are the same bytes. The cost is recomputing the tile rows that
 overlap the part's first band (usually one), which the caller keeps small by using parts several
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from geolesf.errors import ConfigError
-from geolesf.predict.rowloop import RowPlan, TileRowLoop
 from geolesf.predict.model import PredictModel
+from geolesf.predict.rowloop import RowPlan, TileRowLoop
 
 
 def split_rows(height: int, block: int, part_rows: int) -> list[tuple[int, int]]:

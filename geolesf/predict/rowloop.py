@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from geolesf.predict import blend as _blend
-
 from geolesf.predict.patches import PAD_MODES, PatchGatherer
 
 if TYPE_CHECKING:

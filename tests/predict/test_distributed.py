@@ -13,10 +13,11 @@ from torch import nn
 
 from geolesf.errors import ConfigError
 from geolesf.predict.distributed import predict_distributed, scene_outputs
+from geolesf.predict.model import as_predict_model
+from geolesf.predict.options import output_dtype
 from geolesf.predict.parts import RowPlan, predict_rows, split_rows
 from geolesf.predict.sources import open_source
-from geolesf.predict.model import as_predict_model
-from geolesf.predict.tiled import _output_dtype, predict_file, predict_raster
+from geolesf.predict.tiled import predict_file, predict_raster
 from tests.predict.conftest import TinyPatch
 
 # Worker processes do not import the tests package: ship this module's classes by value.
@@ -197,7 +198,7 @@ def test_row_parts_equal_whole_run_in_process(height, tmp_path):
         out, probs = tmp_path / "m.tif", tmp_path / "p.tif"
         with pytest.warns(UserWarning, match="no CRS"):
             predict_raster(scene, pm, out, probabilities=probs, block=16, progress=False, **kw)
-        dtype, nodata_out = _output_dtype(pm.class_ids, None)
+        dtype, nodata_out = output_dtype(pm.class_ids, None)
         from geolesf.predict.blend import check_geometry
 
         margin = 0 if kind == "pixel" else check_geometry(kw["tile"], kw["overlap"], kw["blend"], None)

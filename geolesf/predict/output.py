@@ -1,0 +1,92 @@
+"""The class-map output every file-writing predictor shares: checks, tags, temporary GeoTIFFs, COGs.
+
+:func:`geolesf.predict.tiled.predict_raster` and :func:`geolesf.predict.distributed.predict_distributed`
+write the same bytes because they go through these functions: the same destination checks, the
+same provenance tags (in the same order), the same temporary tiled GeoTIFFs with their metadata
+written in the same order, and the same Cloud-Optimized GeoTIFF finalisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geolesf import __version__
+from geolesf.errors import ConfigError, DataError
+from geolesf.io import cog as _cog
+from geolesf.io.atomic import check_tif_out
+from geolesf.predict.model import PredictModel
+from geolesf.predict.options import TilingOptions
+from geolesf.predict.rowloop import RowPlan
+
+
+def check_destinations(source: Any, out: Path, probs: Path | None) -> None:
+    """``out`` (and ``probs``) are writable GeoTIFF paths, distinct from each other and from ``source``."""
+    check_tif_out(out, "--out")
+    if probs is not None:
+        check_tif_out(probs, "--probabilities")
+        if probs.resolve() == out.resolve():
+            raise ConfigError("--probabilities must differ from --out")
+    if isinstance(source, (str, Path)) and Path(source).resolve() == out.resolve():
+        raise DataError(f"--out {out} is the input scene; choose another path")
+
+
+def check_free_space(out: Path, height: int, width: int, out_dtype: str, prob_bands: int, prob_u8: bool,
+                     what: str) -> None:
+    """Refuse to start when the folder of ``out`` cannot hold ``what`` (class map and probabilities)."""
+    need = _cog.estimate_bytes(height, width, np.dtype(out_dtype).itemsize, prob_bands, 1 if prob_u8 else 4)
+    free = _cog.free_bytes(out.parent)
+    if need > free:
+        raise DataError(f"{out.parent}: about {need / 1e9:.1f} GB are needed for {what}, "
+                        f"only {free / 1e9:.1f} GB are free")
+
+
+def scene_tags(pm: PredictModel, opts: TilingOptions, source_name: str) -> dict[str, str]:
+    """Provenance tags of the output (``opts`` as the model runs them: :meth:`TilingOptions.for_model`)."""
+    tags = {
+        "geolesf_version": __version__, "model": pm.name, "weights_sha256": pm.sha256,
+        "tile": str(opts.tile), "overlap": str(opts.overlap), "blend": opts.blend,
+        "blend_margin": str(opts.blend_margin), "blend_on": opts.blend_on, "source": source_name,
+    }
+    if pm.kind == "pixel":
+        tags["patch_size"] = str(pm.patch_size)
+    return tags
+
+
+def open_temps(paths: _cog.PartialPaths, plan: RowPlan, pm: PredictModel, crs: Any, transform: Any,
+               tags: dict[str, str]) -> tuple[Any, Any]:
+    """Fresh temporary tiled GeoTIFF(s) (class ids, probabilities) with their metadata; earlier
+    partial files are removed first."""
+    paths.remove()
+    dst = _cog.open_temp(paths.tmp, height=plan.height, width=plan.width, count=1, dtype=plan.out_dtype,
+                         nodata=plan.nodata_out, crs=crs, transform=transform, block=plan.block)
+    _cog.write_class_metadata(dst, pm.class_ids, pm.class_names, pm.colors, plan.nodata_out, tags)
+    dstp = None
+    if plan.want_probs:
+        assert paths.tmp_probs is not None
+        dstp = _cog.open_temp(paths.tmp_probs, height=plan.height, width=plan.width, count=len(pm.class_ids),
+                              dtype="uint8" if plan.prob_u8 else "float32",
+                              nodata=255 if plan.prob_u8 else float("nan"), crs=crs,
+                              transform=transform, block=plan.block, compress="deflate")
+        _cog.write_prob_metadata(dstp, pm.class_names, 1 / 254 if plan.prob_u8 else None, tags)
+    return dst, dstp
+
+
+def finalize_cogs(paths: _cog.PartialPaths, plan: RowPlan, overview_resampling: str) -> None:
+    """The closed temporary GeoTIFF(s) become Cloud-Optimized GeoTIFFs at their destinations."""
+    _cog.finalize_cog(paths.tmp, paths.dest, paths.cog_tmp(paths.dest), block=plan.block,
+                      resampling=overview_resampling, predictor=False)
+    if paths.probs is not None:
+        assert paths.tmp_probs is not None
+        _cog.finalize_cog(paths.tmp_probs, paths.probs, paths.cog_tmp(paths.probs), block=plan.block,
+                          resampling="average", predictor=not plan.prob_u8)
+
+
+def write_style(out: Path, pm: PredictModel, qml: bool) -> None:
+    """``qml``: the QGIS style (paletted legend with class names) beside ``out``."""
+    if qml:
+        from geolesf.export.qgis import raster_qml, write_qml
+
+        write_qml(out.with_suffix(".qml"), raster_qml(pm.class_ids, pm.class_names, pm.colors))
