@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from geolesf.errors import DataError
+from geolesf.io.atomic import atomic_path
 
 
 def boxes_qml(class_ids: Sequence[int], class_names: Sequence[str], colors: Sequence[Any],

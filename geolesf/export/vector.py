@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from geolesf.errors import DataError
+from geolesf.io.atomic import atomic_path
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from geolesf.colors import hex_to_rgb
+from geolesf.io.atomic import atomic_path
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,10 @@ class PartialPaths:
     def state(self) -> Path:
         return self.dest.with_name(f".{self.dest.name}.resume.npz")
 
-    def cog_tmp(self, path: Path) -> Path:
-        return path.with_name(f".{path.name}.cog.tmp")
-
     def all(self) -> list[Path]:
-        paths = [self.tmp, self.state, self.cog_tmp(self.dest)]
+        paths = [self.tmp, self.state]
         if self.probs is not None:
-            paths += [self.tmp_probs, self.cog_tmp(self.probs)]  # type: ignore[list-item]
+            paths.append(self.tmp_probs)
         return paths
 
     def remove(self) -> None:
@@ -137,8 +135,8 @@ def write_prob_metadata(ds: Any, class_names: Sequence[str], scale: float | None
     ds.update_tags(**tags, probability_scale=str(scale if scale is not None else 1.0))
 
 
-def finalize_cog(tmp: Path, dest: Path, cog_tmp: Path, *, block: int, resampling: str, predictor: bool) -> None:
-    """Copy ``tmp`` to a COG at ``cog_tmp`` and rename it onto ``dest``; ``tmp`` is removed."""
+def finalize_cog(tmp: Path, dest: Path, *, block: int, resampling: str, predictor: bool) -> None:
+    """Copy ``tmp`` to a COG beside ``dest`` and rename it onto ``dest``; ``tmp`` is removed."""
     import rasterio.shutil
     from rasterio.errors import NotGeoreferencedWarning
 

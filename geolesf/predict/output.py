@@ -76,11 +76,11 @@ def open_temps(paths: _cog.PartialPaths, plan: RowPlan, pm: PredictModel, crs: A
 
 def finalize_cogs(paths: _cog.PartialPaths, plan: RowPlan, overview_resampling: str) -> None:
     """The closed temporary GeoTIFF(s) become Cloud-Optimized GeoTIFFs at their destinations."""
-    _cog.finalize_cog(paths.tmp, paths.dest, paths.cog_tmp(paths.dest), block=plan.block,
+    _cog.finalize_cog(paths.tmp, paths.dest, block=plan.block,
                       resampling=overview_resampling, predictor=False)
     if paths.probs is not None:
         assert paths.tmp_probs is not None
-        _cog.finalize_cog(paths.tmp_probs, paths.probs, paths.cog_tmp(paths.probs), block=plan.block,
+        _cog.finalize_cog(paths.tmp_probs, paths.probs, block=plan.block,
                           resampling="average", predictor=not plan.prob_u8)
 
 

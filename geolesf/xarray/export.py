@@ -93,7 +93,7 @@ def write_classmap(da: Any, path: Path, *, gpkg: Path | str | bool = True, stac:
                                 disable=not progress, dynamic_ncols=True):
             dst.write(arr.astype(dtype), 1, window=Window(c0, r0, arr.shape[1], arr.shape[0]))
         dst.close()
-        _cog.finalize_cog(paths.tmp, path, paths.cog_tmp(path), block=block, resampling="nearest", predictor=False)
+        _cog.finalize_cog(paths.tmp, path, block=block, resampling="nearest", predictor=False)
     except BaseException:
         if not dst.closed:
             dst.close()
