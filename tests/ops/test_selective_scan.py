@@ -231,3 +231,34 @@ def test_native_backward_ignores_stale_scratch_memory():
         y = selective_scan_cpu(*good, delta_softplus=True, impl="native")
         grads = torch.autograd.grad(y.sum(), good)
         assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_native_kernel_source_is_package_data_and_keys_the_cache(tmp_path, monkeypatch):
+    """The kernel is compiled from the .c/.h files beside native.py; the cached library is
+    reused while they are unchanged and rebuilt when any of them changes."""
+    import shutil
+
+    from geolesf.ops.selective_scan import native
+
+    for name in native.KERNEL_SOURCES:
+        assert (native.KERNEL_DIR / name).is_file(), name
+    if not native_kernel_available():
+        pytest.skip("no C compiler for the native kernel")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in native.KERNEL_SOURCES:
+        shutil.copy(native.KERNEL_DIR / name, src / name)
+    monkeypatch.setattr(native, "KERNEL_DIR", src)
+    monkeypatch.setenv(native.KERNEL_CACHE_ENV_VAR, str(tmp_path / "cache"))
+
+    def built():
+        return sorted(p.name for p in (tmp_path / "cache").glob("selective_scan_*.so"))
+
+    native._compile_native()
+    first = built()
+    native._compile_native()
+    assert built() == first and len(first) == 1
+    body = src / "scan_kernel_body.h"
+    body.write_text(body.read_text() + "\n/* edited */\n")
+    lib = native._compile_native()
+    assert len(built()) == 2 and hasattr(lib, "gl_scan_fwd_f32")

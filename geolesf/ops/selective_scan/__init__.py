@@ -1,0 +1,82 @@
+"""Selective scan (the S6 recurrence of Mamba) with interchangeable backends.
+
+The public function :func:`selective_scan` follows the tensor contract of
+``mamba_ssm.ops.selective_scan_interface.selective_scan_fn`` (grouped, input-dependent
+``B`` and ``C``)::
+
+    u, delta   : (batch, K*D, L)
+    A          : (K*D, N)            (negative for a stable scan; not required)
+    B, C       : (batch, K, N, L)    channel d uses group k = d // D;
+                 (batch, N, L) is accepted as K = 1
+    D          : (K*D,) or None
+    delta_bias : (K*D,) or None
+    returns    : (batch, K*D, L), float32 (float64 if any input is float64)
+
+For each channel d, state n and step t::
+
+    dt[d,t]  = softplus(delta[d,t] + delta_bias[d])     (softplus only if delta_softplus)
+    h[d,t,n] = exp(dt[d,t] * A[d,n]) * h[d,t-1,n] + dt[d,t] * B[k(d),n,t] * u[d,t],  h[-1] = 0
+    y[d,t]   = sum_n C[k(d),n,t] * h[d,t,n] + D[d] * u[d,t]
+
+Backends
+--------
+``reference`` (``reference.py``)
+    The recurrence written out: a Python loop over L, vectorised over batch, channels
+    and N, differentiated by autograd. Slow and memory hungry; it is the definition.
+``cpu`` (``cpu.py``)
+    Fast forward and backward with hand-written gradients (reverse-time adjoint
+    recurrence; nothing of size batch*K*D*L*N is kept between forward and backward).
+    Two implementations, same contract:
+
+    * native (``native.py``, used for CPU tensors when possible): a small C kernel
+      (``scan_kernel.c`` and ``scan_kernel_body.h``, shipped with the package) compiled on
+      first use with the system C compiler (about a second, cached in
+      ``$GEOLESF_KERNEL_CACHE`` or a private folder in the temp directory, rebuilt when the
+      C source changes), loaded with ctypes, run over batch ranges on
+      ``torch.get_num_threads()`` threads. Softplus, the recurrence, the adjoint and the
+      reductions for A, D and delta_bias are fused per (batch, channel) row in L1-sized
+      scratch, with a vectorised exp2. ``GEOLESF_SCAN_NATIVE=0`` disables it;
+    * torch (``torch_scan.py``, fallback without a compiler, and on GPUs): a
+      ``torch.autograd.Function`` that processes the batch in chunks (bounded memory), lays
+      each chunk out time-major so every recurrence step is one in-place ``addcmul_`` over a
+      contiguous slab, and contracts over N/D with batched vector-matrix products.
+``mamba_ssm`` (``mamba.py``)
+    The official CUDA kernel (``mamba_ssm`` package); CUDA tensors only.
+``auto``
+    ``mamba_ssm`` when it imports and the tensors are on CUDA, otherwise ``cpu``.
+
+Backend selection (``dispatch.py``): ``backend="auto"`` can be overridden with the
+environment variable ``GEOLESF_SCAN_BACKEND`` (one of the names above); an explicit non-auto
+argument wins over the variable. An unknown name raises :class:`geolesf.errors.ModelError`.
+The input shape checks shared by all backends are in ``contract.py``.
+"""
+
+from __future__ import annotations
+
+from geolesf.ops.selective_scan.cpu import selective_scan_cpu
+from geolesf.ops.selective_scan.dispatch import (
+    BACKENDS,
+    ENV_VAR,
+    resolve_backend,
+    selective_scan,
+)
+from geolesf.ops.selective_scan.mamba import mamba_ssm_available
+from geolesf.ops.selective_scan.native import (
+    KERNEL_CACHE_ENV_VAR,
+    NATIVE_ENV_VAR,
+    native_kernel_available,
+)
+from geolesf.ops.selective_scan.reference import selective_scan_reference
+
+__all__ = [
+    "BACKENDS",
+    "ENV_VAR",
+    "KERNEL_CACHE_ENV_VAR",
+    "NATIVE_ENV_VAR",
+    "mamba_ssm_available",
+    "native_kernel_available",
+    "resolve_backend",
+    "selective_scan",
+    "selective_scan_cpu",
+    "selective_scan_reference",
+]

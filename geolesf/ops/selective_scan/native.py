@@ -1,0 +1,249 @@
+"""The native implementation of the ``cpu`` backend: the C kernel, its build cache and its loading.
+
+The kernel source lives beside this module (``scan_kernel.c``, which includes
+``scan_kernel_body.h`` once per precision) and is shipped as package data. On first use it
+is compiled with the system C compiler (about a second) into a shared library cached in
+``$GEOLESF_KERNEL_CACHE`` or a private folder in the temp directory, under a key that hashes
+the kernel source files' bytes, the compiler, the flags and the CPU (so editing the C source
+rebuilds it), loaded with ctypes and run over batch ranges on ``torch.get_num_threads()``
+threads. ``GEOLESF_SCAN_NATIVE=0`` disables it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from geolesf.ops.selective_scan.contract import _LOG2E
+
+NATIVE_ENV_VAR = "GEOLESF_SCAN_NATIVE"
+KERNEL_CACHE_ENV_VAR = "GEOLESF_KERNEL_CACHE"
+
+# The kernel sources, in this package's folder. KERNEL_SOURCE is what is compiled; every file
+# in KERNEL_SOURCES (it and what it #includes) is hashed into the cache key.
+KERNEL_DIR = Path(__file__).resolve().parent
+KERNEL_SOURCE = "scan_kernel.c"
+KERNEL_SOURCES = (KERNEL_SOURCE, "scan_kernel_body.h")
+
+_NATIVE = {"tried": False, "lib": None, "error": None}
+_NATIVE_LOCK = threading.Lock()
+_POOL = {"pool": None, "size": 0}
+
+
+def _kernel_source_bytes() -> bytes:
+    """The bytes of every kernel source file, each prefixed by its name (the cache key's input)."""
+    return b"\0".join(name.encode() + b"\0" + (KERNEL_DIR / name).read_bytes() for name in KERNEL_SOURCES)
+
+
+def _kernel_cache_dir() -> Path:
+    value = os.environ.get(KERNEL_CACHE_ENV_VAR)
+    if value:
+        path = Path(value).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    path = Path(tempfile.gettempdir()) / f"geolesf-kernels-{uid}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    st = path.stat()
+    # a shared temp folder: only trust a cache folder that is ours and private
+    if hasattr(os, "getuid") and (st.st_uid != uid or st.st_mode & 0o022):
+        path = Path(tempfile.mkdtemp(prefix="geolesf-kernels-"))
+    return path
+
+
+def _cpu_id() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags"))][:2]
+        return "\n".join(lines)
+    except OSError:
+        return platform.processor()
+
+
+
+def _build_flag_sets():
+    # No -ffast-math (it would break the rounding trick in gl_exp2f); -fno-trapping-math
+    # lets the clamps vectorise, -ffp-contract=fast allows FMAs under -std=c99.
+    common = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast", "-fPIC", "-shared", "-std=c99"]
+    return [
+        [*common, "-march=native", "-fopenmp-simd"],
+        [*common, "-fopenmp-simd"],
+        ["-O2", "-fPIC", "-shared", "-std=c99"],
+    ]
+
+
+def _cached_build(compiler, flags, source, cache, errors):
+    """Path of the library built from the package's kernel source with these flags, compiling it
+    into the cache unless it is there already; None (with a line added to errors) if it fails."""
+    parts = [source] + [s.encode() for s in (compiler, *flags, platform.machine(), _cpu_id())]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:24]
+    lib_path = cache / f"selective_scan_{key}.so"
+    if lib_path.is_file():
+        return lib_path
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        out = Path(tmp) / lib_path.name
+        # compiled in place, so compiler messages name the package's own source file and line
+        proc = subprocess.run(
+            [compiler, *flags, str(KERNEL_DIR / KERNEL_SOURCE), "-o", str(out), "-lm"],
+            capture_output=True, text=True, timeout=120,
+        )
+        if proc.returncode != 0 or not out.is_file():
+            errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
+            return None
+        os.replace(out, lib_path)
+    return lib_path
+
+
+def _declare_signatures(lib):
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    for suf in ("f32", "f64"):
+        fwd = getattr(lib, f"gl_scan_fwd_{suf}")
+        fwd.argtypes = [ptr, ptr, ptr, i64] + [ptr] * 5 + [i64] * 6
+        fwd.restype = ctypes.c_int
+        bwd = getattr(lib, f"gl_scan_bwd_{suf}")
+        bwd.argtypes = [ptr, ptr, ptr, i64] + [ptr] * 12 + [i64] * 6
+        bwd.restype = ctypes.c_int
+
+
+def _compile_native():
+    """Build (or load from the cache) the C kernel; returns a ctypes library or raises."""
+    if sys.platform.startswith("win"):
+        raise RuntimeError("the native selective-scan kernel is not built on Windows")
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not compiler:
+        raise RuntimeError("no C compiler found (set CC)")
+    source = _kernel_source_bytes()
+    cache = _kernel_cache_dir()
+    errors = []
+    for flags in _build_flag_sets():
+        lib_path = _cached_build(compiler, flags, source, cache, errors)
+        if lib_path is None:
+            continue
+        try:
+            lib = ctypes.CDLL(str(lib_path))
+        except OSError as exc:
+            errors.append(f"{lib_path}: {exc}")
+            continue
+        _declare_signatures(lib)
+        return lib
+    raise RuntimeError("compiling the native selective-scan kernel failed: " + " | ".join(errors))
+
+
+def native_kernel_available() -> bool:
+    """Whether the compiled C kernel of the ``cpu`` backend can be used in this process.
+
+    Compiled on first use with the system C compiler (about a second), cached in
+    ``$GEOLESF_KERNEL_CACHE`` or a private folder under the system temp directory.
+    ``GEOLESF_SCAN_NATIVE=0`` disables it; without a compiler the pure-PyTorch
+    implementation is used.
+    """
+    if os.environ.get(NATIVE_ENV_VAR, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    with _NATIVE_LOCK:
+        if not _NATIVE["tried"]:
+            _NATIVE["tried"] = True
+            try:
+                _NATIVE["lib"] = _compile_native()
+            except Exception as exc:  # no compiler, sandbox, odd platform: fall back
+                _NATIVE["error"] = str(exc)
+                warnings.warn(
+                    f"geolesf: native selective-scan kernel unavailable ({exc}); "
+                    "using the pure-PyTorch cpu scan", RuntimeWarning, stacklevel=3,
+                )
+    return _NATIVE["lib"] is not None
+
+
+def _run_parallel(fn, batch, nparts):
+    """Run fn(part, b0, b1) over contiguous batch ranges on a thread pool (ctypes drops the GIL)."""
+    bounds = [batch * i // nparts for i in range(nparts + 1)]
+    ranges = [(i, bounds[i], bounds[i + 1]) for i in range(nparts) if bounds[i + 1] > bounds[i]]
+    threads = max(1, torch.get_num_threads())
+    if threads == 1 or len(ranges) == 1:
+        return [fn(*r) for r in ranges]
+    with _NATIVE_LOCK:
+        if _POOL["pool"] is None or _POOL["size"] != threads:
+            if _POOL["pool"] is not None:
+                _POOL["pool"].shutdown(wait=False)
+            _POOL["pool"] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="geolesf-scan")
+            _POOL["size"] = threads
+        pool = _POOL["pool"]
+    return list(pool.map(lambda r: fn(*r), ranges))
+
+
+def _n_parts(batch):
+    # a few parts per thread: even load when another process steals a core
+    return max(1, min(batch, 4 * max(1, torch.get_num_threads())))
+
+
+def _ptr(t):
+    return None if t is None else t.data_ptr()
+
+
+class _NativeSelectiveScan(torch.autograd.Function):
+    """Forward/backward entirely in the C kernel: softplus, recurrence, adjoint and the
+    reductions for dA, dD and delta_bias, one (batch, channel) row at a time in L1-sized
+    scratch, batch ranges spread over a thread pool. Nothing but the inputs is saved."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus):
+        lib = _NATIVE["lib"]
+        batch, channels, L = u.shape
+        K, N = B.shape[1], A.shape[1]
+        A2 = (A * _LOG2E).contiguous()
+        Bt = B.transpose(2, 3).contiguous()  # (batch, K, L, N): state axis contiguous
+        Ct = C.transpose(2, 3).contiguous()
+        y = torch.empty_like(u)
+        fwd = lib.gl_scan_fwd_f32 if u.dtype == torch.float32 else lib.gl_scan_fwd_f64
+        sp = int(bool(delta_softplus))
+
+        def work(_, b0, b1):
+            return fwd(u.data_ptr(), delta.data_ptr(), _ptr(delta_bias), sp, A2.data_ptr(), Bt.data_ptr(),
+                       Ct.data_ptr(), _ptr(D), y.data_ptr(), b0, b1, channels, K, L, N)
+
+        if any(_run_parallel(work, batch, _n_parts(batch))):
+            raise MemoryError("native selective scan: out of memory")
+        ctx.save_for_backward(u, delta, delta_bias, A2, Bt, Ct, D)
+        ctx.delta_softplus = sp
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):
+        lib = _NATIVE["lib"]
+        u, delta, delta_bias, A2, Bt, Ct, D = ctx.saved_tensors
+        batch, channels, L = u.shape
+        K, N = Bt.shape[1], A2.shape[1]
+        gy = gy.to(u.dtype).contiguous()
+        du = torch.empty_like(u)
+        ddelta = torch.empty_like(u)
+        dBt = torch.zeros_like(Bt)
+        dCt = torch.zeros_like(Ct)
+        nparts = _n_parts(batch)
+        bwd = lib.gl_scan_bwd_f32 if u.dtype == torch.float32 else lib.gl_scan_bwd_f64
+        dA_parts = u.new_zeros(nparts, channels, N)  # per-part partial sums, reduced below
+        dD_parts = u.new_zeros(nparts, channels)
+        db_parts = u.new_zeros(nparts, channels)
+
+        def work(i, b0, b1):
+            return bwd(u.data_ptr(), delta.data_ptr(), _ptr(delta_bias), ctx.delta_softplus, A2.data_ptr(),
+                       Bt.data_ptr(), Ct.data_ptr(), _ptr(D), gy.data_ptr(), du.data_ptr(), ddelta.data_ptr(),
+                       dA_parts[i].data_ptr(), dD_parts[i].data_ptr(), db_parts[i].data_ptr(),
+                       dBt.data_ptr(), dCt.data_ptr(), b0, b1, channels, K, L, N)
+
+        if any(_run_parallel(work, batch, nparts)):
+            raise MemoryError("native selective scan: out of memory")
+        dD = dD_parts.sum(0) if D is not None else None
+        dbias = db_parts.sum(0) if delta_bias is not None else None
+        return du, ddelta, dA_parts.sum(0), dBt.transpose(2, 3), dCt.transpose(2, 3), dD, dbias, None

@@ -1,0 +1,100 @@
+/* Native kernel of geolesf's ``cpu`` selective-scan backend (geolesf/ops/selective_scan/native.py).
+
+   Compiled on first use with the system C compiler into a shared library loaded with ctypes;
+   the compiled library is cached under a key that hashes the bytes of this file and of
+   scan_kernel_body.h, so editing either rebuilds it.
+
+   Exports, one per precision (float: f32, double: f64):
+     int gl_scan_fwd_f32 / gl_scan_fwd_f64 (...)
+     int gl_scan_bwd_f32 / gl_scan_bwd_f64 (...)
+   both returning 0 on success and 1 when scratch memory cannot be allocated.
+
+   This file holds the scalar helpers and instantiates the precision-generic body
+   (scan_kernel_body.h) twice, with REAL / GL_FN / GL_S set for float and for double. */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+/* 2^x in float, vectorisable (no libm call): x = i + f with i = round(x), |f| <= 1/2,
+   2^f by the degree-6 minimax polynomial of Cephes' exp2f (relative error ~1.5e-7),
+   2^i from the exponent bits. Exactly 0 below 2^-126 (no denormals), +inf from 2^128. */
+static inline float gl_exp2f(float x) {
+    const float big = 12582912.0f; /* 1.5 * 2^23: (x + big) - big rounds x to an integer */
+    float xc = x < -126.0f ? -126.0f : (x > 127.0f ? 127.0f : x);
+    float r = (xc + big) - big;
+    float f = xc - r;
+    float p = 1.535336188319500e-4f;
+    p = p * f + 1.339887440266574e-3f;
+    p = p * f + 9.618437357674640e-3f;
+    p = p * f + 5.550332471162809e-2f;
+    p = p * f + 2.402264791363012e-1f;
+    p = p * f + 6.931472028550421e-1f;
+    p = p * f + 1.0f;
+    int32_t e = ((int32_t)r + 127) << 23;
+    float s;
+    memcpy(&s, &e, sizeof s);
+    float v = p * s;
+    v = x < -126.0f ? 0.0f : v;
+    v = x >= 128.0f ? INFINITY : v;
+    return v;
+}
+
+static inline double gl_exp2d(double x) { return exp2(x); }
+
+/* log(1 + e) for e in [0, 1], vectorisable: Cephes logf polynomial on the mantissa of
+   y = 1 + e plus a first-order correction for the rounding of 1 + e. */
+static inline float gl_log1p01f(float e) {
+    float y = 1.0f + e;
+    float c = (e - (y - 1.0f)) / y;
+    int hi = y > 1.41421356f;
+    float m = hi ? 0.5f * y : y;
+    float k = hi ? 0.693147180559945f : 0.0f;
+    float x = m - 1.0f;
+    float z = x * x;
+    float p = 7.0376836292e-2f;
+    p = p * x - 1.1514610310e-1f;
+    p = p * x + 1.1676998740e-1f;
+    p = p * x - 1.2420140846e-1f;
+    p = p * x + 1.4249322787e-1f;
+    p = p * x - 1.6668057665e-1f;
+    p = p * x + 2.0000714765e-1f;
+    p = p * x - 2.4999993993e-1f;
+    p = p * x + 3.3333331174e-1f;
+    return (x * z * p - 0.5f * z + x) + k + c;
+}
+
+/* softplus with PyTorch's threshold (z > 20 -> z) and its derivative sigmoid(z). */
+static inline float gl_softplusf(float z) {
+    float v = (z > 0.0f ? z : 0.0f) + gl_log1p01f(gl_exp2f(-fabsf(z) * 1.4426950408889634f));
+    return z > 20.0f ? z : v;
+}
+static inline float gl_sigmoidf(float z) { return 1.0f / (1.0f + gl_exp2f(-z * 1.4426950408889634f)); }
+static inline double gl_softplusd(double z) { return z > 20.0 ? z : log1p(exp(z)); }
+static inline double gl_sigmoidd(double z) { return 1.0 / (1.0 + exp(-z)); }
+
+/* ---- precision-generic body, instantiated once per precision -------------------------- */
+
+#define GL_CAT_(a, b) a##b
+#define GL_CAT(a, b) GL_CAT_(a, b)
+/* GL_FN(name): name_f32 / name_f64 (function names of this precision) */
+#define GL_FN(name) GL_CAT(name, GL_CAT(_, GL_SUF))
+/* GL_S(name): namef / named (the scalar helpers above of this precision) */
+#define GL_S(name) GL_CAT(name, GL_SHORT)
+
+#define REAL float
+#define GL_SUF f32
+#define GL_SHORT f
+#include "scan_kernel_body.h"
+#undef REAL
+#undef GL_SUF
+#undef GL_SHORT
+
+#define REAL double
+#define GL_SUF f64
+#define GL_SHORT d
+#include "scan_kernel_body.h"
+#undef REAL
+#undef GL_SUF
+#undef GL_SHORT
