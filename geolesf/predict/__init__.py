@@ -1,4 +1,4 @@
-"""Prediction: tiled, streaming, georeferenced maps (``tiled``) and whole small cubes (``hsi_scene``).
+"""Prediction: tiled, streaming, georeferenced maps (``tiled``); PredictModel and the predictor-side types.
 
 The package itself is callable, so ``geolesf.predict(source, model, out, ...)`` runs
 :func:`geolesf.predict.tiled.predict_raster` (a file path or an ``xarray.DataArray`` in, a
