@@ -52,7 +52,7 @@ def write_pseudo_labels(scene: str | Path, checkpoint: str | Path, out: str | Pa
 
     from geolesf.io.atomic import atomic_path
     from geolesf.predict.tiled import predict_raster
-    from geolesf.methods.wsss.checkpoint import load_bundle
+    from geolesf.methods.wsss.checkpoint import load as load_wsss_checkpoint
     from geolesf.methods.wsss.inference import to_predict_model
 
     started = time.perf_counter()
@@ -63,7 +63,7 @@ def write_pseudo_labels(scene: str | Path, checkpoint: str | Path, out: str | Pa
         raise DataError(f"--out {out}: folder {out.parent} does not exist")
     if not 0 <= int(ignore_value) <= 255:
         raise ConfigError(f"--ignore-value {ignore_value}: expected 0..255 (the output is uint8)")
-    bundle = load_bundle(checkpoint)
+    bundle = load_wsss_checkpoint(checkpoint)
     if int(ignore_value) in bundle.class_ids:
         raise ConfigError(f"--ignore-value {ignore_value} is also a class id of this checkpoint; choose another")
     if max(bundle.class_ids) > 254:

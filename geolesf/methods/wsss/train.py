@@ -191,7 +191,8 @@ def run_config(cfg: WSSSConfig) -> Path:
 
     from geolesf.colors import default_palette
     from geolesf.io.atomic import atomic_path
-    from geolesf.methods.wsss.checkpoint import METHODS, WSSSBundle, build_model, save_bundle
+    from geolesf.methods.wsss.checkpoint import METHODS, WSSSBundle, build_model
+    from geolesf.methods.wsss.checkpoint import save as save_wsss_checkpoint
     from geolesf.methods.wsss.data import TrainCrops, open_dataset
     from geolesf.methods.wsss.usage import default_bg_threshold, default_tau
 
@@ -246,7 +247,7 @@ def run_config(cfg: WSSSConfig) -> Path:
                "split": cfg.data.eval_split or cfg.data.split, "dataset_options": dict(cfg.data.options),
                "steps": int(trainer.global_step), "seed": tr.seed},
     )
-    digest = save_bundle(out / "model.pt", bundle)
+    digest = save_wsss_checkpoint(out / "model.pt", bundle)
     bundle.sha256 = digest
     with atomic_path(out / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
