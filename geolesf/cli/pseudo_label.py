@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     res = write_pseudo_labels(
         args.scene, args.checkpoint, args.out, margin=args.margin, ignore_value=args.ignore_value, stage=args.stage,
         tags=args.tags, presence=args.presence, scales=scales, flip=not args.no_flip, tile=args.tile,
-        overlap=args.overlap if args.overlap is not None else min(64, args.tile // 4), batch_size=args.batch_size, device=args.device, nodata=args.nodata,
+        overlap=args.overlap if args.overlap is not None else min(64, args.tile // 4), batch_size=args.batch_size,
+        device=args.device, nodata=args.nodata,
     )
     print(f"wrote {res.out} ({res.width}×{res.height} px, {100 * res.labelled_fraction:.1f}% labelled, "
           f"{res.seconds:.1f} s)")

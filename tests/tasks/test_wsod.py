@@ -70,7 +70,8 @@ def test_evaluate_cli_coco_runs_pycocotools(shared_data, tmp_path, capsys):
     import torch
 
     from geolesf.registry import create_model
-    from geolesf.methods.wsod.train import WSODConfig, WSODModelConfig, save_wsod_checkpoint
+    from geolesf.methods.wsod.checkpoint import save as save_wsod_checkpoint
+    from geolesf.methods.wsod.train import WSODConfig, WSODModelConfig
 
     torch.manual_seed(0)
     cfg = WSODConfig(model=WSODModelConfig(args=TINY))

@@ -48,10 +48,10 @@ def _direct_seed_miou(ckpt: Path, root: Path, max_side: int) -> float:
     """Seeds scored independently of the evaluator: palette masks decoded here, IoU with numpy."""
     from geolesf.data.benchmarks.voc import decode_palette_mask
     from geolesf.methods.wsss.cam import cams_to_seeds, multiscale_cams
-    from geolesf.methods.wsss.checkpoint import load_bundle
+    from geolesf.methods.wsss.checkpoint import load as load_wsss_checkpoint
     from geolesf.methods.wsss.data import to_tensor
 
-    b = load_bundle(ckpt)
+    b = load_wsss_checkpoint(ckpt)
     cm = np.zeros((21, 21), dtype=np.int64)
     for name in ("1", "23", "114"):
         image = np.array(Image.open(root / f"{name}_image.png").convert("RGB"))
@@ -123,7 +123,8 @@ def test_single_stage_vit_on_voc_scores_every_stage(tmp_path, shared_data):
 
 def test_aerial_demo_cam_from_tags_derived_from_loveda_masks(tmp_path, shared_data, capsys):
     """Train a tiny CAM on image-level tags of LoveDA crops; its seeds beat the untrained model's."""
-    from geolesf.methods.wsss.checkpoint import build_model, load_bundle
+    from geolesf.methods.wsss.checkpoint import build_model
+    from geolesf.methods.wsss.checkpoint import load as load_wsss_checkpoint
     from geolesf.methods.wsss.data import open_dataset
     from geolesf.methods.wsss.evaluate import evaluate_bundle
 
@@ -136,7 +137,7 @@ def test_aerial_demo_cam_from_tags_derived_from_loveda_masks(tmp_path, shared_da
     print(f"\naerial demo (LoveDA, 48 crops of 64 px): seed mIoU {m['seeds']['mIoU']:.4f}, "
           f"pseudo mIoU {m['pseudo']['mIoU']:.4f}")
     assert m["train_images"] == 48 and m["seeds"]["images"] == 48
-    bundle = load_bundle(tmp_path / "aerial" / "model.pt")
+    bundle = load_wsss_checkpoint(tmp_path / "aerial" / "model.pt")
     assert bundle.cam["bg_threshold"] is None and bundle.class_ids == [1, 2, 3, 4, 5, 6, 7]
     torch.manual_seed(0)  # the same initialisation as the run (trainer.seed 0)
     bundle.model = build_model("cam", bundle.model_args).eval()

@@ -9,7 +9,7 @@ import pytest
 from rasterio.transform import from_origin
 
 from geolesf.export.boxes import write_boxes_gpkg
-from geolesf.methods.wsod.inference import TileDetections, merge_tile_detections
+from geolesf.predict.boxes import TileDetections, merge_tile_detections
 
 
 def _split_object_tiles():

@@ -137,7 +137,7 @@ def _catalog_dirs(name: str) -> list[Path]:
 
 def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None, data_root: str | None, what: str | None,
                         out: str | None, device: str, batch_size: int | None, options: dict[str, Any]) -> dict[str, Any]:
-    """The ``EVALUATORS['geolesf-wsod/1']`` entry used by ``geolesf evaluate``."""
+    """Score a checkpoint on VOC / COCO for ``geolesf evaluate`` (:func:`evaluate` unpacks the request)."""
     from geolesf.io.atomic import atomic_path
     from geolesf.methods.wsod.proposals import ProposalProvider
 

@@ -17,21 +17,28 @@ The schedule follows Detectron / PCL: linear warm-up over 500 steps from lr/3, b
 without weight decay, the ``iter_size`` gradients summed (not averaged) before each step, conv1–2
 of VGG16 frozen (``freeze_at: 2``). Deviation (docs/wsod.md): RoIs per image are all proposals
 up to ``max_proposals`` rather than sampled to 4096.
+
+Training runs :class:`WSODModule` on :class:`WSODDataModule` with the Trainer of
+:func:`geolesf.training.make_trainer` (``trainer.logger``, ``precision``, ``strategy``... from the config).
 """
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
 from geolesf.errors import ConfigError, TrainingError
-
 from geolesf.methods.wsod.checkpoint import save as save_wsod_checkpoint
+from geolesf.registry import create_model
+from geolesf.training import LightningOptions, make_trainer, start_run, write_json, write_yaml
+
 SCALES = [480, 576, 688, 864, 1000, 1200]
 
 
@@ -69,7 +76,10 @@ class WSODDataConfig:
 
 
 @dataclass
-class WSODTrainerConfig:
+class WSODTrainerConfig(LightningOptions):
+    """``trainer:`` — the shared Lightning options (seed 4 here, logger off...) plus the Detectron schedule."""
+
+    seed: int = 4
     iterations: int = 70000
     """Optimizer steps (each accumulates ``iter_size`` images)."""
     iter_size: int = 4
@@ -83,10 +93,6 @@ class WSODTrainerConfig:
     warmup_factor: float = 1.0 / 3.0
     bias_double_lr: bool = True
     """Detectron ``BIAS_DOUBLE_LR`` (and no weight decay on biases, ``BIAS_WEIGHT_DECAY: False``)."""
-    seed: int = 4
-    accelerator: str = "auto"
-    devices: Any = 1
-    num_threads: int | None = None
     evaluate: bool = False
     """Evaluate on ``test_split`` after training and store the numbers in metrics.json."""
     test_split: str | None = "test"
@@ -173,105 +179,115 @@ def lr_factor(step: int, tr: WSODTrainerConfig) -> float:
     return factor
 
 
-def _make_module(cfg: WSODConfig, num_classes: int) -> Any:
-    import lightning as L
-    import torch
+def _first(batch: list[Any]) -> Any:
+    return batch[0]
 
-    from geolesf.registry import create_model
 
-    class WSODModule(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.args)
-            self.history: list[dict[str, float]] = []
+class WSODDataModule(L.LightningDataModule):
+    """One randomly scaled / flipped image per batch with its proposals and image-level labels."""
 
-        def training_step(self, batch: dict[str, Any], batch_idx: int) -> Any:
-            model = self.model
-            x = model.preprocess(batch["image"])
-            rois = torch.as_tensor(batch["rois"], device=x.device)
-            labels = torch.as_tensor(batch["image_labels"], device=x.device)
-            losses = model.losses(model(x, rois), rois, labels)
-            total = sum(losses.values())
-            if not torch.isfinite(total):
-                raise TrainingError(f"wsod: loss became {float(total)} at step {self.global_step} "
-                                    f"(image {batch['image_id']}); lower trainer.lr")
-            row = {"step": int(self.global_step), "loss": float(total.detach())}
-            row.update({k: float(v.detach()) for k, v in losses.items()})
-            self.history.append(row)
-            self.log("loss", total, prog_bar=True, batch_size=1)
-            # Lightning divides by accumulate_grad_batches; the official loop sums the iter_size
-            # gradients (one backward per image, one optimizer step), so undo the division.
-            return total * cfg.trainer.iter_size
+    def __init__(self, cfg: WSODConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.data
+        self.dataset = build_dataset(d, d.split)
+        if d.limit:
+            self.dataset.ids = self.dataset.ids[: int(d.limit)]
+        self.class_names = list(self.dataset.classes)
+        self.train: WSODTrainSet | None = None
 
-        def configure_optimizers(self) -> dict[str, Any]:
-            tr = cfg.trainer
-            params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-            weights = [p for n, p in params if not (tr.bias_double_lr and n.endswith(".bias"))]
-            biases = [p for n, p in params if tr.bias_double_lr and n.endswith(".bias")]
-            groups = [{"params": weights, "lr": tr.lr, "weight_decay": tr.weight_decay}]
-            if biases:
-                groups.append({"params": biases, "lr": 2 * tr.lr, "weight_decay": 0.0})
-            opt = torch.optim.SGD(groups, lr=tr.lr, momentum=tr.momentum)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, tr))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is None:
+            d = self.cfg.data
+            self.train = WSODTrainSet(self.dataset, proposal_provider(d), d.scales, d.max_size, d.flip,
+                                      self.cfg.trainer.seed)
 
-    return WSODModule()
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return DataLoader(self.train, batch_size=1, shuffle=True, collate_fn=_first,
+                          generator=torch.Generator().manual_seed(self.cfg.trainer.seed))
+
+    def test_dataset(self) -> Any:
+        """``trainer.test_split`` of the same dataset (first ``data.limit`` images)."""
+        d = self.cfg.data
+        test = build_dataset(d, self.cfg.trainer.test_split)
+        if d.limit:
+            test.ids = test.ids[: int(d.limit)]
+        return test
+
+
+class WSODModule(L.LightningModule):
+    """NDI-WSOD losses of one image per step; SGD with Detectron's warm-up + step schedule (:func:`lr_factor`).
+
+    ``history`` holds one row per image (step, total loss and each loss term).
+    """
+
+    def __init__(self, cfg: WSODConfig, num_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.args)
+        self.history: list[dict[str, float]] = []
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Any:
+        model = self.model
+        x = model.preprocess(batch["image"])
+        rois = torch.as_tensor(batch["rois"], device=x.device)
+        labels = torch.as_tensor(batch["image_labels"], device=x.device)
+        losses = model.losses(model(x, rois), rois, labels)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            raise TrainingError(f"wsod: loss became {float(total)} at step {self.global_step} "
+                                f"(image {batch['image_id']}); lower trainer.lr")
+        row = {"step": int(self.global_step), "loss": float(total.detach())}
+        row.update({k: float(v.detach()) for k, v in losses.items()})
+        self.history.append(row)
+        self.log("train_loss", total, prog_bar=True, batch_size=1)
+        # Lightning divides by accumulate_grad_batches; the official loop sums the iter_size
+        # gradients (one backward per image, one optimizer step), so undo the division.
+        return total * self.cfg.trainer.iter_size
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        tr = self.cfg.trainer
+        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        weights = [p for n, p in params if not (tr.bias_double_lr and n.endswith(".bias"))]
+        biases = [p for n, p in params if tr.bias_double_lr and n.endswith(".bias")]
+        groups = [{"params": weights, "lr": tr.lr, "weight_decay": tr.weight_decay}]
+        if biases:
+            groups.append({"params": biases, "lr": 2 * tr.lr, "weight_decay": 0.0})
+        opt = torch.optim.SGD(groups, lr=tr.lr, momentum=tr.momentum)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, tr))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def run_config(cfg: WSODConfig) -> Path:
     """Train NDI-WSOD into ``cfg.out``; returns the run folder."""
-    import lightning as L
-    import torch
-    import yaml
-    from torch.utils.data import DataLoader
-
-    from geolesf.config import to_dict
-    from geolesf.io.atomic import atomic_path
-
     tr, d = cfg.trainer, cfg.data
     if tr.iterations < 1 or tr.iter_size < 1:
         raise ConfigError(f"trainer.iterations and trainer.iter_size must be ≥ 1, found {tr.iterations}, {tr.iter_size}")
     if not d.scales:
         raise ConfigError("data.scales: expected at least one training scale")
-    if tr.num_threads:
-        torch.set_num_threads(int(tr.num_threads))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(tr.seed, workers=True, verbose=False)
-    dataset = build_dataset(d, d.split)
-    if d.limit:
-        dataset.ids = dataset.ids[: int(d.limit)]
-    class_names = list(dataset.classes)
-    train_set = WSODTrainSet(dataset, proposal_provider(d), d.scales, d.max_size, d.flip, tr.seed)
-    loader = DataLoader(train_set, batch_size=1, shuffle=True, collate_fn=lambda b: b[0],
-                        generator=torch.Generator().manual_seed(tr.seed))
-    module = _make_module(cfg, len(class_names))
-    trainer = L.Trainer(max_steps=tr.iterations, max_epochs=-1, accumulate_grad_batches=tr.iter_size,
-                        accelerator=tr.accelerator, devices=tr.devices, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(out),
-                        log_every_n_steps=1)
-    trainer.fit(module, loader)
+    out = start_run(cfg.out, tr)
+    data = WSODDataModule(cfg)
+    module = WSODModule(cfg, len(data.class_names))
+    trainer = make_trainer(tr, out, max_steps=tr.iterations, max_epochs=-1, accumulate_grad_batches=tr.iter_size,
+                           num_sanity_val_steps=0, log_every_n_steps=1)
+    trainer.fit(module, datamodule=data)
     model = module.model.cpu().eval()
     metrics: dict[str, Any] = {"task": "wsod", "model": cfg.model.name, "dataset": d.dataset,
-                               "train_images": len(dataset), "steps": int(trainer.global_step),
+                               "train_images": len(data.dataset), "steps": int(trainer.global_step),
                                "images_seen": len(module.history), "history": module.history}
     if module.history:
         last = module.history[-max(1, tr.iter_size):]
         metrics["final_loss"] = float(np.mean([r["loss"] for r in last]))
     ckpt = out / "ndi.pt"
-    metrics["checkpoint_sha256"] = save_wsod_checkpoint(ckpt, model, cfg, class_names)
+    metrics["checkpoint_sha256"] = save_wsod_checkpoint(ckpt, model, cfg, data.class_names)
     if tr.evaluate:
         from geolesf.methods.wsod.evaluate import evaluate_dataset
 
-        test = build_dataset(d, tr.test_split)
-        if d.limit:
-            test.ids = test.ids[: int(d.limit)]
-        metrics["evaluation"] = evaluate_dataset(model, test, proposal_provider(d), scales=tr.test_scales,
-                                                 max_size=d.max_size, flip=tr.test_flip, nms=tr.nms,
-                                                 coco=d.dataset.lower().startswith("coco"))
-    with atomic_path(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2))
-    with atomic_path(out / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+        metrics["evaluation"] = evaluate_dataset(model, data.test_dataset(), proposal_provider(d),
+                                                 scales=tr.test_scales, max_size=d.max_size, flip=tr.test_flip,
+                                                 nms=tr.nms, coco=d.dataset.lower().startswith("coco"))
+    write_json(out / "metrics.json", metrics)
+    write_yaml(out / "config.yaml", cfg)
     print(f"wrote {ckpt}")
     return out

@@ -64,7 +64,8 @@ def build_model(method: str, model_args: dict[str, Any], single_stage: dict[str,
                            hidden=int(ss.get("hidden", 128)))
 
 
-def save_bundle(path: str | Path, b: WSSSBundle) -> str:
+def save(path: str | Path, b: WSSSBundle) -> str:
+    """Write the bundle as a ``geolesf-wsss/1`` checkpoint at ``path`` (atomically); returns its sha256."""
     payload = {
         "format": FORMAT,
         "geolesf_version": __version__,
@@ -85,7 +86,8 @@ def save_bundle(path: str | Path, b: WSSSBundle) -> str:
     return write_checkpoint(path, payload)
 
 
-def load_bundle(spec: str | Path) -> WSSSBundle:
+def load(spec: str | Path) -> WSSSBundle:
+    """The :class:`WSSSBundle` of a ``geolesf-wsss/1`` checkpoint file or ``MODEL:TAG`` (model in eval mode)."""
     payload, digest, path = read_checkpoint(spec)
     if payload.get("format") != FORMAT:
         raise ModelError(f"{path}: expected a {FORMAT} checkpoint, found format '{payload.get('format')}'")

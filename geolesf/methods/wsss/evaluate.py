@@ -33,7 +33,8 @@ from geolesf.errors import ConfigError, ModelError
 from geolesf.metrics.segmentation import SegmentationConfusion
 from geolesf.methods.wsss.cam import class_scores, multiscale_cams, scores_to_seeds
 from geolesf.methods.wsss.affinity import attention_affinity, embedding_affinity, feature_affinity, random_walk
-from geolesf.methods.wsss.checkpoint import WSSSBundle, load_bundle
+from geolesf.methods.wsss.checkpoint import WSSSBundle
+from geolesf.methods.wsss.checkpoint import load as load_wsss_checkpoint
 from geolesf.methods.wsss.data import WSSSDataset, open_dataset, to_tensor
 
 STAGES = ("seeds", "pseudo", "final")
@@ -166,11 +167,11 @@ def evaluate_bundle(bundle: WSSSBundle, ds: WSSSDataset, what: str, options: dic
 def evaluate_checkpoint(checkpoint: Any, *, dataset: str | None, data_root: str | None, what: str | None,
                         out: str | None, device: str = "cpu", batch_size: int | None = None,
                         options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``EVALUATORS['geolesf-wsss/1']`` entry (``batch_size`` is unused: one image at a time)."""
+    """Score a checkpoint on a benchmark; :func:`evaluate` unpacks the request (``batch_size`` is unused)."""
     from geolesf.io.atomic import atomic_path
 
     options = dict(options or {})
-    bundle = load_bundle(checkpoint)
+    bundle = load_wsss_checkpoint(checkpoint)
     what = what or "seeds"
     dataset = dataset or bundle.extra.get("dataset")
     if not dataset:

@@ -1,7 +1,8 @@
 """WSSS checkpoints in the tiled predictor: seed scores per tile (CAM / USAGE) or segmentation logits.
 
-:func:`load_predict_model` is the ``PREDICT_LOADERS['geolesf-wsss/1']`` entry used by ``geolesf
-predict`` and ``geolesf pseudo-label``. A single-stage checkpoint predicts with its segmentation
+:func:`predict_model` is this method's :mod:`geolesf.formats` inference entry (``geolesf predict``
+routes ``geolesf-wsss/1`` checkpoints to it); ``geolesf pseudo-label`` uses :func:`to_predict_model`
+on the loaded bundle. A single-stage checkpoint predicts with its segmentation
 head (``stage="final"``, the default for it); CAM and USAGE checkpoints — or ``stage="seeds"`` —
 predict seed scores: per tile, the classes the classifier finds present (sigmoid ≥
 ``presence``, or the fixed ``tags``) get their multi-scale + flip CAMs normalised by the tile
@@ -22,7 +23,8 @@ from torch import nn
 
 from geolesf.errors import ConfigError
 from geolesf.methods.wsss.cam import class_scores, multiscale_cams
-from geolesf.methods.wsss.checkpoint import WSSSBundle, load_bundle
+from geolesf.methods.wsss.checkpoint import WSSSBundle
+from geolesf.methods.wsss.checkpoint import load as load_wsss_checkpoint
 
 OPTIONS = ("stage", "presence", "tags", "scales", "flip", "bg_threshold")
 
@@ -99,5 +101,5 @@ def to_predict_model(bundle: WSSSBundle, options: dict[str, Any] | None = None) 
 
 
 def predict_model(checkpoint: Any, model_name: str | None, options: dict[str, Any]) -> Any:
-    """``PREDICT_LOADERS`` entry: checkpoint → PredictModel (``options``: see :data:`OPTIONS`)."""
-    return to_predict_model(load_bundle(checkpoint), options)
+    """The :mod:`geolesf.formats` inference entry: checkpoint → PredictModel (``options``: see :data:`OPTIONS`)."""
+    return to_predict_model(load_wsss_checkpoint(checkpoint), options)

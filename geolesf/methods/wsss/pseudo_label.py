@@ -48,22 +48,14 @@ def write_pseudo_labels(scene: str | Path, checkpoint: str | Path, out: str | Pa
     """Write the pseudo-label GeoTIFF ``out`` for ``scene`` (see the module docstring)."""
     import time
 
-    import rasterio
-
-    from geolesf.io.atomic import atomic_path
-    from geolesf.predict.tiled import predict_raster
-    from geolesf.methods.wsss.checkpoint import load_bundle
+    from geolesf.methods.wsss.checkpoint import load as load_wsss_checkpoint
     from geolesf.methods.wsss.inference import to_predict_model
+    from geolesf.predict.tiled import predict_raster
 
     started = time.perf_counter()
     out = Path(out)
-    if out.suffix.lower() not in (".tif", ".tiff"):
-        raise DataError(f"--out {out}: expected a .tif path")
-    if not out.parent.is_dir():
-        raise DataError(f"--out {out}: folder {out.parent} does not exist")
-    if not 0 <= int(ignore_value) <= 255:
-        raise ConfigError(f"--ignore-value {ignore_value}: expected 0..255 (the output is uint8)")
-    bundle = load_bundle(checkpoint)
+    _check_out(out, ignore_value)
+    bundle = load_wsss_checkpoint(checkpoint)
     if int(ignore_value) in bundle.class_ids:
         raise ConfigError(f"--ignore-value {ignore_value} is also a class id of this checkpoint; choose another")
     if max(bundle.class_ids) > 254:
@@ -84,47 +76,69 @@ def write_pseudo_labels(scene: str | Path, checkpoint: str | Path, out: str | Pa
                              blend_on="logits" if stage == "seeds" else "probabilities",
                              probabilities=parts / "scores.tif", out_nodata=int(ignore_value), nodata=nodata,
                              device=device, progress=progress, qml=False)
-        lut = np.full(256, -1, dtype=np.int64)
-        lut[np.asarray(bundle.class_ids)] = np.arange(len(bundle.class_ids))
-        counts = np.zeros(len(bundle.class_ids), dtype=np.int64)
-        kept = valid_total = 0
-        with rasterio.open(parts / "class.tif") as cls, rasterio.open(parts / "scores.tif") as sc, \
-                atomic_path(out) as tmp:
-            profile = {"driver": "GTiff", "height": cls.height, "width": cls.width, "count": 2, "dtype": "uint8",
-                       "crs": cls.crs, "transform": cls.transform, "nodata": int(ignore_value), "tiled": True,
-                       "blockxsize": 256, "blockysize": 256, "compress": "deflate", "interleave": "band"}
-            with rasterio.open(tmp, "w", **profile) as dst:
-                dst.set_band_description(1, "pseudo_label")
-                dst.set_band_description(2, "confidence")
-                dst.scales = (1.0, 1.0 / 254)
-                for r0 in range(0, cls.height, block):
-                    win = rasterio.windows.Window(0, r0, cls.width, min(block, cls.height - r0))
-                    ids = cls.read(1, window=win)
-                    p = sc.read(window=win).astype(np.float64)
-                    valid = ids != int(ignore_value)
-                    conf = _margin(p, stage)
-                    sure = valid & (conf >= margin)
-                    label = np.where(sure, ids, int(ignore_value)).astype(np.uint8)
-                    conf_u8 = np.where(valid, np.rint(np.nan_to_num(conf) * 254), 255).astype(np.uint8)
-                    dst.write(label, 1, window=win)
-                    dst.write(conf_u8, 2, window=win)
-                    idx = lut[label[sure].astype(np.int64)]
-                    counts += np.bincount(idx, minlength=len(counts))
-                    kept += int(sure.sum())
-                    valid_total += int(valid.sum())
-                dst.write_colormap(1, _colormap(bundle.class_ids, bundle.colors, int(ignore_value)))
-                dst.update_tags(
-                    CLASS_NAMES=json.dumps({str(i): n for i, n in zip(bundle.class_ids, bundle.class_names)}),
-                    IGNORE_VALUE=str(ignore_value), MARGIN=str(margin), STAGE=stage, METHOD=bundle.method,
-                    model=pm.name, weights_sha256=bundle.sha256, tile=str(tile), overlap=str(overlap),
-                    geolesf_version=_version(), source=Path(str(scene)).name,
-                )
+        tags_out = {"IGNORE_VALUE": str(ignore_value), "MARGIN": str(margin), "STAGE": stage, "METHOD": bundle.method,
+                    "model": pm.name, "weights_sha256": bundle.sha256, "tile": str(tile), "overlap": str(overlap),
+                    "geolesf_version": _version(), "source": Path(str(scene)).name}
+        counts, kept, valid_total = _write_bands(parts, out, bundle, int(ignore_value), margin, stage, block, tags_out)
     finally:
         shutil.rmtree(parts, ignore_errors=True)
     return PseudoLabelResult(
         out=out, height=res.height, width=res.width, labelled_fraction=kept / valid_total if valid_total else 0.0,
         class_counts={n: int(c) for n, c in zip(bundle.class_names, counts)}, seconds=time.perf_counter() - started,
     )
+
+
+def _check_out(out: Path, ignore_value: int) -> None:
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise DataError(f"--out {out}: expected a .tif path")
+    if not out.parent.is_dir():
+        raise DataError(f"--out {out}: folder {out.parent} does not exist")
+    if not 0 <= int(ignore_value) <= 255:
+        raise ConfigError(f"--ignore-value {ignore_value}: expected 0..255 (the output is uint8)")
+
+
+def _write_bands(parts: Path, out: Path, bundle: Any, ignore: int, margin: float, stage: str, block: int,
+                 tags: dict[str, str]) -> tuple[np.ndarray, int, int]:
+    """The two-band GeoTIFF ``out`` from the predictor's class and score rasters in ``parts``, block by block.
+
+    Returns ``(labelled pixels per class, labelled pixels, valid pixels)``.
+    """
+    import rasterio
+
+    from geolesf.io.atomic import atomic_path
+
+    lut = np.full(256, -1, dtype=np.int64)
+    lut[np.asarray(bundle.class_ids)] = np.arange(len(bundle.class_ids))
+    counts = np.zeros(len(bundle.class_ids), dtype=np.int64)
+    kept = valid_total = 0
+    with rasterio.open(parts / "class.tif") as cls, rasterio.open(parts / "scores.tif") as sc, \
+            atomic_path(out) as tmp:
+        profile = {"driver": "GTiff", "height": cls.height, "width": cls.width, "count": 2, "dtype": "uint8",
+                   "crs": cls.crs, "transform": cls.transform, "nodata": ignore, "tiled": True,
+                   "blockxsize": 256, "blockysize": 256, "compress": "deflate", "interleave": "band"}
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.set_band_description(1, "pseudo_label")
+            dst.set_band_description(2, "confidence")
+            dst.scales = (1.0, 1.0 / 254)
+            for r0 in range(0, cls.height, block):
+                win = rasterio.windows.Window(0, r0, cls.width, min(block, cls.height - r0))
+                ids = cls.read(1, window=win)
+                p = sc.read(window=win).astype(np.float64)
+                valid = ids != ignore
+                conf = _margin(p, stage)
+                sure = valid & (conf >= margin)
+                label = np.where(sure, ids, ignore).astype(np.uint8)
+                conf_u8 = np.where(valid, np.rint(np.nan_to_num(conf) * 254), 255).astype(np.uint8)
+                dst.write(label, 1, window=win)
+                dst.write(conf_u8, 2, window=win)
+                idx = lut[label[sure].astype(np.int64)]
+                counts += np.bincount(idx, minlength=len(counts))
+                kept += int(sure.sum())
+                valid_total += int(valid.sum())
+            dst.write_colormap(1, _colormap(bundle.class_ids, bundle.colors, ignore))
+            dst.update_tags(
+                CLASS_NAMES=json.dumps({str(i): n for i, n in zip(bundle.class_ids, bundle.class_names)}), **tags)
+    return counts, kept, valid_total
 
 
 def _margin(p: np.ndarray, stage: str) -> np.ndarray:

@@ -12,19 +12,30 @@ image-level tags only (the dense masks are used for scoring, never for training)
 The run folder gets ``model.pt`` (``geolesf-wsss/1``; :mod:`geolesf.methods.wsss.checkpoint`),
 ``config.yaml``, ``history.json`` (losses per epoch) and ``metrics.json`` (the mIoU of each stage
 on ``data.eval_split``, from :mod:`geolesf.methods.wsss.evaluate`, when ``trainer.evaluate`` is on).
+Training runs :class:`WSSSModule` on :class:`WSSSDataModule` with the Trainer of
+:func:`geolesf.training.make_trainer` (``trainer.logger``, ``precision``, ``strategy``... from the config).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from geolesf.colors import default_palette
 from geolesf.errors import ConfigError, TrainingError
-from geolesf.methods.wsss.single_stage import SingleStageOptions
+from geolesf.methods.wsss.checkpoint import METHODS, WSSSBundle, build_model
+from geolesf.methods.wsss.checkpoint import save as save_wsss_checkpoint
+from geolesf.methods.wsss.data import TrainCrops, WSSSDataset, open_dataset
+from geolesf.methods.wsss.single_stage import SingleStageOptions, single_stage_loss
+from geolesf.methods.wsss.usage import default_bg_threshold, default_tau, usage_loss
+from geolesf.training import LightningOptions, make_trainer, start_run, write_json, write_yaml
 
 
 @dataclass
@@ -80,7 +91,9 @@ class UsageConfig:
 
 
 @dataclass
-class WSSSTrainerConfig:
+class WSSSTrainerConfig(LightningOptions):
+    """``trainer:`` — the shared Lightning options (seed 0, logger off...) plus this method's schedule."""
+
     epochs: int = 5
     max_steps: int = -1
     batch_size: int = 8
@@ -88,11 +101,7 @@ class WSSSTrainerConfig:
     backbone_lr_mult: float = 0.1
     """Backbone learning rate = lr × this when ``model.args.weights`` is given (pretrained), else 1."""
     weight_decay: float = 1e-4
-    seed: int = 0
-    num_threads: int | None = None
     num_workers: int = 0
-    accelerator: str = "auto"
-    devices: Any = 1
     evaluate: bool = True
     eval_limit: int | None = None
     eval_max_side: int | None = None
@@ -115,63 +124,92 @@ class WSSSConfig:
 CONFIG = WSSSConfig
 
 
-def _lightning_module(cfg: WSSSConfig, model: Any, steps_total: int) -> Any:
-    import lightning as L
-    import torch
-    from torch.nn import functional as F
+class WSSSDataModule(L.LightningDataModule):
+    """Random training crops of ``data.split`` with their image-level tags (the masks are never used)."""
 
-    from geolesf.methods.wsss.usage import default_tau, usage_loss
+    def __init__(self, cfg: WSSSConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.data
+        self.dataset = open_dataset(d.dataset, d.root, d.split, **dict(d.options))
+        self.train: TrainCrops | None = None
 
-    class WSSSModule(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-            self.history: list[dict[str, float]] = []
-            self._sums: dict[str, float] = {}
-            self._count = 0
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is None:
+            d = self.cfg.data
+            self.train = TrainCrops(self.dataset, d.crop, tuple(d.scale_range), tuple(d.mean), tuple(d.std),
+                                    seed=self.cfg.trainer.seed, limit=d.limit)
 
-        def training_step(self, batch: Any, batch_idx: int) -> Any:
-            images, labels = batch
-            if cfg.method == "cam":
-                parts = {"loss": F.multilabel_soft_margin_loss(self.model(images), labels)}
-            elif cfg.method == "usage":
-                u = cfg.usage
-                tau = u.tau if u.tau is not None else default_tau(self.model.is_transformer)
-                parts = usage_loss(self.model, images, labels, tau=tau, lam=u.lam, augmentation=u.augmentation,
-                                   scale=u.scale, adjust=u.adjust)
-                parts.pop("logits")
-            else:
-                from geolesf.methods.wsss.single_stage import single_stage_loss
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        tr = self.cfg.trainer
+        return DataLoader(self.train, batch_size=tr.batch_size, shuffle=True, num_workers=tr.num_workers,
+                          drop_last=len(self.train) > tr.batch_size, generator=torch.Generator().manual_seed(tr.seed))
 
-                parts = single_stage_loss(self.model, images, labels, cfg.single_stage, step=self.global_step)
-            if not torch.isfinite(parts["loss"]):
-                raise TrainingError(f"{cfg.method}: loss became {float(parts['loss'])} at step {self.global_step}; "
-                                    "lower trainer.lr")
-            for k, v in parts.items():
-                self._sums[k] = self._sums.get(k, 0.0) + float(v.detach())
-            self._count += 1
-            self.log("loss", parts["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False)
-            return parts["loss"]
+    def eval_dataset(self) -> WSSSDataset:
+        """The split scored after training (``data.eval_split``, default the training split)."""
+        d = self.cfg.data
+        if (d.eval_split or d.split) == d.split:
+            return self.dataset
+        return open_dataset(d.dataset, d.root, d.eval_split, **dict(d.options))
 
-        def on_train_epoch_end(self) -> None:
-            row = {k: v / max(1, self._count) for k, v in self._sums.items()}
-            row["epoch"] = float(self.current_epoch)
-            self.history.append(row)
-            self._sums, self._count = {}, 0
 
-        def configure_optimizers(self) -> Any:
-            tr = cfg.trainer
-            cam_net = self.model.cam if cfg.method == "single-stage" else self.model
-            backbone = list(cam_net.backbone.parameters())
-            ids = {id(p) for p in backbone}
-            heads = [p for p in self.model.parameters() if id(p) not in ids]
-            mult = tr.backbone_lr_mult if cfg.model.args.get("weights") else 1.0
-            opt = torch.optim.AdamW([{"params": backbone, "lr": tr.lr * mult}, {"params": heads, "lr": tr.lr}],
-                                    weight_decay=tr.weight_decay)
-            poly = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / max(1, steps_total)) ** 0.9)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": poly, "interval": "step"}}
+class WSSSModule(L.LightningModule):
+    """The losses of ``cfg.method`` on tagged crops; AdamW with a poly schedule over ``steps_total`` steps.
 
-    return WSSSModule()
+    ``history`` holds the mean of each loss term per epoch (written to ``history.json``).
+    """
+
+    def __init__(self, cfg: WSSSConfig, model: Any, steps_total: int) -> None:
+        super().__init__()
+        self.cfg, self.model, self.steps_total = cfg, model, int(steps_total)
+        self.history: list[dict[str, float]] = []
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def losses(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        if cfg.method == "cam":
+            return {"loss": F.multilabel_soft_margin_loss(self.model(images), labels)}
+        if cfg.method == "usage":
+            u = cfg.usage
+            tau = u.tau if u.tau is not None else default_tau(self.model.is_transformer)
+            parts = usage_loss(self.model, images, labels, tau=tau, lam=u.lam, augmentation=u.augmentation,
+                               scale=u.scale, adjust=u.adjust)
+            parts.pop("logits")
+            return parts
+        return single_stage_loss(self.model, images, labels, cfg.single_stage, step=self.global_step)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        images, labels = batch
+        parts = self.losses(images, labels)
+        if not torch.isfinite(parts["loss"]):
+            raise TrainingError(f"{self.cfg.method}: loss became {float(parts['loss'])} at step {self.global_step}; "
+                                "lower trainer.lr")
+        for k, v in parts.items():
+            self._sums[k] = self._sums.get(k, 0.0) + float(v.detach())
+        self._count += 1
+        self.log("train_loss", parts["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False)
+        return parts["loss"]
+
+    def on_train_epoch_end(self) -> None:
+        row = {k: v / max(1, self._count) for k, v in self._sums.items()}
+        row["epoch"] = float(self.current_epoch)
+        self.history.append(row)
+        self._sums, self._count = {}, 0
+
+    def configure_optimizers(self) -> Any:
+        cfg, tr = self.cfg, self.cfg.trainer
+        cam_net = self.model.cam if cfg.method == "single-stage" else self.model
+        backbone = list(cam_net.backbone.parameters())
+        ids = {id(p) for p in backbone}
+        heads = [p for p in self.model.parameters() if id(p) not in ids]
+        mult = tr.backbone_lr_mult if cfg.model.args.get("weights") else 1.0
+        opt = torch.optim.AdamW([{"params": backbone, "lr": tr.lr * mult}, {"params": heads, "lr": tr.lr}],
+                                weight_decay=tr.weight_decay)
+        steps = self.steps_total
+        poly = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / max(1, steps)) ** 0.9)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": poly, "interval": "step"}}
 
 
 def _model_args(cfg: WSSSConfig, num_fg: int) -> dict[str, Any]:
@@ -182,32 +220,9 @@ def _model_args(cfg: WSSSConfig, num_fg: int) -> dict[str, Any]:
     return args
 
 
-def run_config(cfg: WSSSConfig) -> Path:
-    """Train ``cfg.method`` on image-level tags into ``cfg.out``; returns the run folder."""
-    import lightning as L
-    import torch
-    import yaml
-    from torch.utils.data import DataLoader
-
-    from geolesf.colors import default_palette
-    from geolesf.io.atomic import atomic_path
-    from geolesf.methods.wsss.checkpoint import METHODS, WSSSBundle, build_model, save_bundle
-    from geolesf.methods.wsss.data import TrainCrops, open_dataset
-    from geolesf.methods.wsss.usage import default_bg_threshold, default_tau
-
-    if cfg.method not in METHODS:
-        raise ConfigError(f"method: expected one of {', '.join(METHODS)}, found '{cfg.method}'")
-    tr = cfg.trainer
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(tr.seed, workers=True, verbose=False)
-    if tr.num_threads:
-        torch.set_num_threads(int(tr.num_threads))
-    ds = open_dataset(cfg.data.dataset, cfg.data.root, cfg.data.split, **dict(cfg.data.options))
-    if not ds.background:
-        cfg.single_stage.bg_threshold = None
-    fg = ds.fg_names
-    args = _model_args(cfg, len(fg))
+def _build_model(cfg: WSSSConfig, ds: WSSSDataset) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """``(model, model arguments, single-stage settings)`` for the dataset's classes; checks ``data.crop``."""
+    args = _model_args(cfg, len(ds.fg_names))
     ss_info: dict[str, Any] = {}
     if cfg.method == "single-stage":
         ss_info = {"seg_classes": len(ds.class_names), "embed_dim": cfg.model.embed_dim, "hidden": cfg.model.hidden,
@@ -216,26 +231,19 @@ def run_config(cfg: WSSSConfig) -> Path:
     cam_net = model.cam if cfg.method == "single-stage" else model
     if cfg.method == "usage":
         cam_net.pool = cfg.usage.tau if cfg.usage.tau is not None else default_tau(cam_net.is_transformer)
-    crop = cfg.data.crop
-    if crop % max(1, cam_net.size_divisor):
-        raise ConfigError(f"data.crop {crop}: the {cfg.model.backbone} backbone needs a multiple of "
+    if cfg.data.crop % max(1, cam_net.size_divisor):
+        raise ConfigError(f"data.crop {cfg.data.crop}: the {cfg.model.backbone} backbone needs a multiple of "
                           f"{cam_net.size_divisor}")
-    train = TrainCrops(ds, crop, tuple(cfg.data.scale_range), tuple(cfg.data.mean), tuple(cfg.data.std),
-                       seed=tr.seed, limit=cfg.data.limit)
-    loader = DataLoader(train, batch_size=tr.batch_size, shuffle=True, num_workers=tr.num_workers,
-                        drop_last=len(train) > tr.batch_size, generator=torch.Generator().manual_seed(tr.seed))
-    steps = tr.max_steps if tr.max_steps and tr.max_steps > 0 else tr.epochs * math.ceil(len(loader))
-    module = _lightning_module(cfg, model, steps)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    trainer = L.Trainer(max_epochs=tr.epochs, max_steps=tr.max_steps, accelerator=tr.accelerator, devices=tr.devices,
-                        logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        default_root_dir=str(out), num_sanity_val_steps=0)
-    trainer.fit(module, loader)
-    model = module.model.cpu().eval()
+    return model, args, ss_info
 
+
+def _bundle(cfg: WSSSConfig, ds: WSSSDataset, model: Any, args: dict[str, Any], ss_info: dict[str, Any],
+            steps: int) -> WSSSBundle:
+    """The trained model with its class layout and seed settings (what ``model.pt`` stores)."""
+    cam_net = model.cam if cfg.method == "single-stage" else model
     bg = cfg.cam.bg_threshold if cfg.cam.bg_threshold is not None else default_bg_threshold(cam_net.is_transformer)
     colors = [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in default_palette(len(ds.class_names))]
-    bundle = WSSSBundle(
+    return WSSSBundle(
         method=cfg.method, model=model, model_args=args, class_names=list(ds.class_names),
         class_ids=list(ds.class_ids), colors=colors, background=ds.background, mean=tuple(cfg.data.mean),
         std=tuple(cfg.data.std),
@@ -244,30 +252,53 @@ def run_config(cfg: WSSSConfig) -> Path:
         single_stage=ss_info,
         extra={"dataset": ds.name, "data_root": str(cfg.data.root) if cfg.data.root else None,
                "split": cfg.data.eval_split or cfg.data.split, "dataset_options": dict(cfg.data.options),
-               "steps": int(trainer.global_step), "seed": tr.seed},
+               "steps": steps, "seed": cfg.trainer.seed},
     )
-    digest = save_bundle(out / "model.pt", bundle)
+
+
+def _evaluate(cfg: WSSSConfig, bundle: WSSSBundle, eval_ds: WSSSDataset) -> dict[str, Any]:
+    """mIoU of each stage of the trained bundle on the evaluation split (the ``metrics.json`` entries)."""
+    from geolesf.methods.wsss.evaluate import evaluate_bundle
+
+    tr = cfg.trainer
+    opts = {"limit": tr.eval_limit, "max_side": tr.eval_max_side, "progress": False}
+    stages = ["seeds", "pseudo"] + (["final"] if cfg.method == "single-stage" else [])
+    metrics: dict[str, Any] = {}
+    for what in stages:
+        m = evaluate_bundle(bundle, eval_ds, what, opts)
+        metrics[what] = {k: m[k] for k in ("mIoU", "mIoU_confident", "coverage", "per_class_IoU", "images")}
+        print(f"[wsss {cfg.method}] {m['summary']}")
+    return metrics
+
+
+def run_config(cfg: WSSSConfig) -> Path:
+    """Train ``cfg.method`` on image-level tags into ``cfg.out``; returns the run folder."""
+    if cfg.method not in METHODS:
+        raise ConfigError(f"method: expected one of {', '.join(METHODS)}, found '{cfg.method}'")
+    tr = cfg.trainer
+    out = start_run(cfg.out, tr)
+    data = WSSSDataModule(cfg)
+    ds = data.dataset
+    if not ds.background:
+        cfg.single_stage.bg_threshold = None
+    model, args, ss_info = _build_model(cfg, ds)
+    data.setup("fit")
+    steps = tr.max_steps if tr.max_steps and tr.max_steps > 0 else tr.epochs * math.ceil(len(data.train_dataloader()))
+    module = WSSSModule(cfg, model, steps)
+    trainer = make_trainer(tr, out, max_epochs=tr.epochs, max_steps=tr.max_steps, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=data)
+
+    bundle = _bundle(cfg, ds, module.model.cpu().eval(), args, ss_info, int(trainer.global_step))
+    digest = save_wsss_checkpoint(out / "model.pt", bundle)
     bundle.sha256 = digest
-    with atomic_path(out / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    with atomic_path(out / "history.json") as tmp:
-        tmp.write_text(json.dumps(module.history, indent=1) + "\n")
+    write_yaml(out / "config.yaml", cfg)
+    write_json(out / "history.json", module.history)
     metrics: dict[str, Any] = {"method": cfg.method, "backbone": cfg.model.backbone, "dataset": ds.name,
-                               "train_images": len(train), "steps": int(trainer.global_step),
+                               "train_images": len(data.train), "steps": int(trainer.global_step),
                                "final_loss": module.history[-1].get("loss") if module.history else None,
                                "checkpoint_sha256": digest}
     if tr.evaluate:
-        from geolesf.methods.wsss.evaluate import evaluate_bundle
-
-        eval_ds = ds if (cfg.data.eval_split or cfg.data.split) == cfg.data.split else open_dataset(
-            cfg.data.dataset, cfg.data.root, cfg.data.eval_split, **dict(cfg.data.options))
-        opts = {"limit": tr.eval_limit, "max_side": tr.eval_max_side, "progress": False}
-        stages = ["seeds", "pseudo"] + (["final"] if cfg.method == "single-stage" else [])
-        for what in stages:
-            m = evaluate_bundle(bundle, eval_ds, what, opts)
-            metrics[what] = {k: m[k] for k in ("mIoU", "mIoU_confident", "coverage", "per_class_IoU", "images")}
-            print(f"[wsss {cfg.method}] {m['summary']}")
-    with atomic_path(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=1) + "\n")
+        metrics.update(_evaluate(cfg, bundle, data.eval_dataset()))
+    write_json(out / "metrics.json", metrics)
     print(f"[wsss {cfg.method}] wrote {out / 'model.pt'} (sha256 {digest[:12]}…)")
     return out
