@@ -12,7 +12,8 @@ from geolesf.errors import ChecksumError, ConfigError, ModelError
 from geolesf.methods.hclip.backbone import build_clip, load_clip_state_dict
 from geolesf.methods.hclip.prompts import build_prompts, get_templates
 from geolesf.registry import create_model, list_models
-from geolesf.methods.hclip.train import _resize_short, segmentation_loss
+from geolesf.methods.hclip.data import _resize_short
+from geolesf.methods.hclip.train import segmentation_loss
 
 TINY = dict(tiny=True, block_size=16, hidden=32, guidance_dim=16, text_guidance_dim=16,
             decoder_dims=(16, 8), decoder_guidance_dims=(16, 8))

@@ -1,4 +1,5 @@
-"""Benchmark evaluation of H-CLIP checkpoints (the ``EVALUATORS`` entry of format ``geolesf-hclip/1``).
+"""Benchmark evaluation of H-CLIP checkpoints (:func:`evaluate`, the ``evaluate`` entry of format
+``geolesf-hclip/1`` in :mod:`geolesf.formats`; Lightning and the training code are not imported).
 
 Each image's short side is resized to ``short_side`` (640, methods.md §1.3), logits are averaged over
 sliding ``window×window`` crops (``stride``, default ⅔ of the window) and upsampled to the original
@@ -18,7 +19,7 @@ import numpy as np
 
 from geolesf.errors import ConfigError
 from geolesf.methods.hclip.checkpoint import load as load_hclip_checkpoint
-from geolesf.methods.hclip.train import _resize_short
+from geolesf.methods.hclip.data import _resize_short
 
 
 def sliding_logits(model: Any, image: np.ndarray, class_names: list[str], *, short_side: int, window: int,
@@ -65,9 +66,9 @@ def upsampled_argmax(logits: Any, size: tuple[int, int], chunk: int = 16) -> np.
     return best_idx.cpu().numpy()
 
 
-def evaluate_checkpoint(checkpoint: Any, *, dataset: str | None, data_root: str | None, what: str | None, out: str | None,
-             device: str, batch_size: int | None, options: dict[str, Any]) -> dict[str, Any]:
-    """mIoU and per-class IoU of an H-CLIP checkpoint on a benchmark (``EVALUATORS`` entry)."""
+def evaluate_checkpoint(checkpoint: Any, *, dataset: str | None, data_root: str | None, what: str | None,
+                        out: str | None, device: str, batch_size: int | None, options: dict[str, Any]) -> dict[str, Any]:
+    """mIoU and per-class IoU of an H-CLIP checkpoint on a benchmark (what :func:`evaluate` runs)."""
     import os
 
     from tqdm import tqdm

@@ -14,24 +14,31 @@ Training (methods.md §1.3, CAT-Seg protocol): short side resized to ``data.crop
 (CAT-Seg's loss; ``loss: ce`` for cross-entropy), plus ``text_he_reg_weight ×`` the text
 hyperspherical-energy penalty.
 
-Evaluation on benchmarks lives in :mod:`geolesf.methods.hclip.evaluate`; :func:`load_for_predict` is
-the ``PREDICT_LOADERS`` entry used by ``geolesf predict --classes``.
+Lightning runs :class:`HCLIPTask` on an :class:`HCLIPDataModule`, with the Trainer from
+:func:`geolesf.training.make_trainer` (``trainer.logger`` / ``precision`` / ``callbacks`` / ``devices``
+in the YAML reach it). The crops come from :mod:`geolesf.methods.hclip.data`. Benchmark evaluation is
+:func:`geolesf.methods.hclip.evaluate.evaluate` and ``geolesf predict --classes`` goes through
+:func:`geolesf.methods.hclip.inference.predict_model` (the entries of format ``geolesf-hclip/1`` in
+:mod:`geolesf.formats`); neither imports this module.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import lightning as L
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 from geolesf.errors import ConfigError, ModelError, TrainingError
-
 from geolesf.methods.hclip.checkpoint import save as save_hclip_checkpoint
+from geolesf.methods.hclip.data import CropDataset
+from geolesf.training import LightningOptions, make_trainer, start_run, write_json, write_yaml
 
 
 @dataclass
@@ -68,7 +75,9 @@ class HCLIPDataConfig:
 
 
 @dataclass
-class HCLIPTrainerConfig:
+class HCLIPTrainerConfig(LightningOptions):
+    """Lightning options (:class:`geolesf.training.LightningOptions`) + the optimisation schedule."""
+
     max_steps: int = 80000
     batch_size: int = 4
     lr: float = 2e-4
@@ -77,8 +86,6 @@ class HCLIPTrainerConfig:
     warmup_steps: int = 1500
     loss: str = "bce"
     text_he_reg_weight: float = 0.0
-    seed: int = 0
-    accelerator: str = "auto"
     num_workers: int = 0
 
 
@@ -99,8 +106,6 @@ CONFIG = HCLIPConfig
 
 
 def model_kwargs(m: HCLIPModelConfig) -> dict[str, Any]:
-    from dataclasses import asdict
-
     kw = asdict(m)
     kw["decoder_dims"] = tuple(kw["decoder_dims"])
     kw["decoder_guidance_dims"] = tuple(kw["decoder_guidance_dims"])
@@ -108,53 +113,11 @@ def model_kwargs(m: HCLIPModelConfig) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# data
-
-
-def _resize_short(image: np.ndarray, mask: np.ndarray | None, short: int) -> tuple[np.ndarray, np.ndarray | None]:
-    import cv2
-
-    h, w = image.shape[:2]
-    s = short / min(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    img = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-    m = None if mask is None else cv2.resize(mask.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
-    return img, None if m is None else m.astype(np.int64)
-
-
-class CropDataset:
-    """Training view of a benchmark: resize, random crop, flip; tensors (3, c, c) uint8 and (c, c) int64."""
-
-    def __init__(self, dataset: Any, crop: int, seed: int = 0, max_images: int | None = None) -> None:
-        self.ds, self.crop, self.seed = dataset, crop, seed
-        self.n = len(dataset) if max_images is None else min(len(dataset), max_images)
-        self.ignore = int(dataset.ignore_index)
-        self.calls = 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> tuple[Any, Any]:
-        import torch
-
-        rng = np.random.default_rng((self.seed, i, self.calls))
-        self.calls += 1
-        s = self.ds[i]
-        img, mask = _resize_short(s["image"], s["mask"], self.crop)
-        h, w = mask.shape
-        y = int(rng.integers(0, h - self.crop + 1))
-        x = int(rng.integers(0, w - self.crop + 1))
-        img, mask = img[y:y + self.crop, x:x + self.crop], mask[y:y + self.crop, x:x + self.crop]
-        if rng.random() < 0.5:
-            img, mask = img[:, ::-1], mask[:, ::-1]
-        return (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
-                torch.from_numpy(np.ascontiguousarray(mask)))
+# loss
 
 
 def segmentation_loss(logits: Any, target: Any, ignore: int, kind: str) -> Any:
     """CAT-Seg BCE on one-hot targets (``bce``) or cross-entropy (``ce``), ignoring ``ignore``."""
-    from torch.nn import functional as F
-
     if kind == "ce":
         return F.cross_entropy(logits, target, ignore_index=ignore)
     if kind != "bce":
@@ -167,106 +130,102 @@ def segmentation_loss(logits: Any, target: Any, ignore: int, kind: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# training
+# Lightning
 
 
-def _lightning_module(model: Any, class_names: list[str], cfg: HCLIPConfig, ignore: int) -> Any:
-    import lightning as L
-    import torch
+class HCLIPTask(L.LightningModule):
+    """Segmentation loss (+ the text hyperspherical-energy penalty) on ``model``'s logits for ``class_names``."""
 
-    t = cfg.trainer
+    def __init__(self, model: Any, class_names: list[str], trainer: HCLIPTrainerConfig, ignore: int) -> None:
+        super().__init__()
+        self.model, self.class_names, self.t, self.ignore = model, list(class_names), trainer, int(ignore)
+        self.history: list[dict[str, float]] = []
 
-    class HCLIPTask(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-            self.history: list[dict[str, float]] = []
+    def training_step(self, batch: Any, _: int) -> Any:
+        images, masks = batch
+        logits = self.model(self.model.normalise_uint8(images), self.class_names)
+        loss = segmentation_loss(logits, masks, self.ignore, self.t.loss)
+        if self.t.text_he_reg_weight > 0:
+            loss = loss + self.t.text_he_reg_weight * self.model.text_energy_penalty()
+        if not torch.isfinite(loss):
+            raise TrainingError(f"hclip: non-finite loss at step {self.global_step}")
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(images))
+        self.history.append({"step": int(self.global_step) + 1, "loss": float(loss.detach())})
+        return loss
 
-        def training_step(self, batch: Any, _: int) -> Any:
-            images, masks = batch
-            logits = self.model(self.model.normalise_uint8(images), class_names)
-            loss = segmentation_loss(logits, masks, ignore, t.loss)
-            if t.text_he_reg_weight > 0:
-                loss = loss + t.text_he_reg_weight * self.model.text_energy_penalty()
-            if not torch.isfinite(loss):
-                raise TrainingError(f"hclip: non-finite loss at step {self.global_step}")
-            self.history.append({"step": int(self.global_step) + 1, "loss": float(loss.detach())})
-            return loss
+    def configure_optimizers(self) -> Any:
+        t = self.t
+        clip_side = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("head.")]
+        head = [p for p in self.model.head.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW([{"params": head, "lr": t.lr},
+                                 {"params": clip_side, "lr": t.lr * t.clip_lr_multiplier}],
+                                weight_decay=t.weight_decay)
 
-        def configure_optimizers(self) -> Any:
-            clip_side = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("head.")]
-            head = [p for p in self.model.head.parameters() if p.requires_grad]
-            opt = torch.optim.AdamW([{"params": head, "lr": t.lr},
-                                     {"params": clip_side, "lr": t.lr * t.clip_lr_multiplier}],
-                                    weight_decay=t.weight_decay)
+        def schedule(step: int) -> float:
+            if step < t.warmup_steps:
+                return (step + 1) / max(1, t.warmup_steps)
+            progress = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-            def schedule(step: int) -> float:
-                if step < t.warmup_steps:
-                    return (step + 1) / max(1, t.warmup_steps)
-                progress = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
-                return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    return HCLIPTask()
+class HCLIPDataModule(L.LightningDataModule):
+    """The training crops of a benchmark (``data.dataset`` under ``data.root``), opened when built.
+
+    ``names`` are the prompt names of its classes and ``ignore_index`` its ignore label (the model and
+    the loss need them before training).
+    """
+
+    def __init__(self, data: HCLIPDataConfig, trainer: HCLIPTrainerConfig) -> None:
+        from geolesf.data.benchmarks.registry import open_benchmark, prompt_names
+
+        super().__init__()
+        self.trainer_cfg = trainer
+        dataset = open_benchmark(data.dataset, data.root, data.split)
+        self.names = prompt_names(dataset)
+        self.ignore_index = int(dataset.ignore_index)
+        self.train_set = CropDataset(dataset, data.crop, trainer.seed, data.max_images)
+
+    def train_dataloader(self) -> DataLoader:
+        t, n = self.trainer_cfg, len(self.train_set)
+        return DataLoader(self.train_set, batch_size=t.batch_size, shuffle=True, num_workers=t.num_workers,
+                          drop_last=n >= t.batch_size)
 
 
 def run_config(cfg: HCLIPConfig) -> Path:
     """Train H-CLIP as configured; write ``hclip.pt``, ``metrics.json`` and ``config.yaml`` into ``cfg.out``."""
+    from geolesf.registry import create_model
+
     if not cfg.data.root:
         raise ConfigError("data.root: expected the folder holding the training dataset")
     if cfg.model.clip_checkpoint and not Path(cfg.model.clip_checkpoint).is_file():
         raise ModelError(f"model.clip_checkpoint {cfg.model.clip_checkpoint}: file not found (give a local "
                          "OpenAI-format CLIP state dict, e.g. ViT-B-16.pt)")
-    import logging
-
-    import lightning as L
-    import torch
-    import yaml
-
-    from geolesf.config import to_dict
-    from geolesf.data.benchmarks.registry import open_benchmark, prompt_names
-    from geolesf.io.atomic import atomic_path
-    from geolesf.registry import create_model
-
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.trainer.seed, verbose=False)
-    ds = open_benchmark(cfg.data.dataset, cfg.data.root, cfg.data.split)
-    names = prompt_names(ds)
-    train = CropDataset(ds, cfg.data.crop, cfg.trainer.seed, cfg.data.max_images)
+    out = start_run(cfg.out, cfg.trainer)
+    datamodule = HCLIPDataModule(cfg.data, cfg.trainer)
+    names = datamodule.names
     kwargs = model_kwargs(cfg.model)
     model = create_model("hclip", **kwargs)
     if cfg.data.crop % model.patch_size:
         raise ConfigError(f"data.crop {cfg.data.crop}: must be a multiple of the CLIP patch size {model.patch_size}")
     model.set_classes(names)
-    task = _lightning_module(model, names, cfg, int(ds.ignore_index))
-    loader = torch.utils.data.DataLoader(train, batch_size=cfg.trainer.batch_size, shuffle=True,
-                                         num_workers=cfg.trainer.num_workers, drop_last=len(train) >= cfg.trainer.batch_size)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    trainer = L.Trainer(max_steps=cfg.trainer.max_steps, accelerator=cfg.trainer.accelerator, devices=1,
-                        logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        enable_progress_bar=True, num_sanity_val_steps=0)
+    task = HCLIPTask(model, names, cfg.trainer, datamodule.ignore_index)
+    trainer = make_trainer(cfg.trainer, out, max_steps=cfg.trainer.max_steps, enable_progress_bar=True,
+                           num_sanity_val_steps=0)
     model.train()
     start = time.perf_counter()
-    trainer.fit(task, loader)
+    trainer.fit(task, datamodule=datamodule)
     seconds = time.perf_counter() - start
     model.cpu().eval()
-    report = model.parameter_report()
     digest = save_hclip_checkpoint(out / "hclip.pt", model, kwargs, names,
                                    extra={"dataset": cfg.data.dataset, "steps": cfg.trainer.max_steps})
-    metrics = {"task": "hclip", "dataset": cfg.data.dataset, "images": len(train), "classes": len(names),
-               "steps": int(trainer.global_step), "seconds": round(seconds, 2),
+    metrics = {"task": "hclip", "dataset": cfg.data.dataset, "images": len(datamodule.train_set),
+               "classes": len(names), "steps": int(trainer.global_step), "seconds": round(seconds, 2),
                "final_loss": task.history[-1]["loss"] if task.history else None, "history": task.history,
-               "parameters": report, "checkpoint": "hclip.pt", "sha256": digest,
+               "parameters": model.parameter_report(), "checkpoint": "hclip.pt", "sha256": digest,
                "clip_sha256": model.clip_info.get("sha256")}
-    with atomic_path(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2))
-    with atomic_path(out / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_json(out / "metrics.json", metrics)
+    write_yaml(out / "config.yaml", cfg)
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# prediction

@@ -26,6 +26,7 @@ from geolesf.errors import ConfigError, ModelError
 from geolesf.registry import write_checkpoint
 
 PEFT_FORMAT = "geolesf-sam-peft/1"
+FORMAT = PEFT_FORMAT
 
 
 def save_peft_checkpoint(path: str | Path, model: Any, *, model_name: str, model_args: dict[str, Any],
@@ -116,3 +117,8 @@ def fold_peft_checkpoint(checkpoint: str | Path, out: str | Path, base_checkpoin
     if out.suffix not in (".pth", ".pt"):
         raise ConfigError(f"{out}: expected a .pth output path")
     return write_checkpoint(out, dense_sam_state_dict(model))
+
+
+#: the :mod:`geolesf.formats` protocol names of this format's writer and reader.
+save = save_peft_checkpoint
+load = load_peft_model

@@ -9,17 +9,17 @@
   maps label values to names): multi-class head on the mask decoder, cross-entropy, metrics mIoU
   (:class:`~geolesf.metrics.segmentation.SegmentationConfusion`) and mean Dice.
 
-Training runs through Lightning (like :mod:`geolesf.methods.hsi.patch_training`): Adam (SAM-COBOT:
-LR 1.5e-4, weight decay 5e-5, linear warm-up for ``warmup_epochs``), only the PEFT tensors (and
-the decoder / band stem) receive gradients. The run folder gets ``peft.pt`` (format
+Training runs through Lightning (:class:`SamPeftModule` on a :class:`SamPeftDataModule`, the Trainer
+from :func:`geolesf.training.make_trainer`, so ``trainer.logger`` / ``precision`` / ``callbacks`` in the
+YAML reach it): Adam (SAM-COBOT: LR 1.5e-4, weight decay 5e-5, linear warm-up for ``warmup_epochs``),
+only the PEFT tensors (and the decoder / band stem) receive gradients. The held-out set is scored
+before and after fine-tuning with :mod:`geolesf.methods.sam.evaluate` (no Lightning there). The run folder gets ``peft.pt`` (format
 ``geolesf-sam-peft/1``: trainable tensors + base sha256), ``metrics.json`` (before/after
 fine-tuning on the evaluation set), ``history.json`` and ``config.yaml``.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,12 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from geolesf.errors import ConfigError, TrainingError
+from geolesf.methods.sam.evaluate import (dice_bce_loss, evaluate_prompts, evaluate_semantic, mask_scores,
+                                          prompt_outputs)
+from geolesf.training import LightningOptions, make_trainer, start_run, write_json, write_yaml
+
+__all__ = ["CONFIG", "SamPeftConfig", "SamPeftDataModule", "SamPeftModule", "build_model", "dice_bce_loss",
+           "evaluate_prompts", "evaluate_semantic", "mask_scores", "run_config"]
 
 MODEL_NAMES = ("sam-parser", "sam-cobo", "sam-lora", "sam-adapter")
 
@@ -75,17 +81,16 @@ class SamDataConfig:
 
 
 @dataclass
-class SamTrainerConfig:
+class SamTrainerConfig(LightningOptions):
+    """Lightning options (:class:`geolesf.training.LightningOptions`, seed 42 here) + the fine-tuning schedule."""
+
+    seed: int = 42
     epochs: int = 20
     steps_per_epoch: int = 50
     batch_size: int = 2
     lr: float = 1.5e-4
     weight_decay: float = 5e-5
     warmup_epochs: int = 1
-    seed: int = 42
-    accelerator: str = "auto"
-    devices: Any = 1
-    num_threads: int | None = None
 
 
 @dataclass
@@ -98,35 +103,6 @@ class SamPeftConfig:
 
 
 CONFIG = SamPeftConfig
-
-
-# --------------------------------------------------------------------------------------------
-# losses and metrics
-
-
-def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE-with-logits + soft Dice, averaged over masks (``(N, H, W)`` each)."""
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    p = logits.sigmoid().flatten(1)
-    t = target.flatten(1)
-    dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
-    return bce + dice.mean()
-
-
-def mask_scores(logits: torch.Tensor, target: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-mask Dice ``2|P∩G|/(|P|+|G|)`` and IoU of ``logits > 0`` against ``target``."""
-    p = (logits > 0).flatten(1).float()
-    t = (target > 0.5).flatten(1).float()
-    inter, ps, ts = (p * t).sum(1), p.sum(1), t.sum(1)
-    dice = torch.where(ps + ts > 0, 2 * inter / (ps + ts).clamp(min=1), torch.ones_like(inter))
-    iou = torch.where(ps + ts - inter > 0, inter / (ps + ts - inter).clamp(min=1), torch.ones_like(inter))
-    return dice.tolist(), iou.tolist()
-
-
-def prompt_outputs(model: Any, batch: dict[str, Any], prompt: str) -> list[torch.Tensor]:
-    if prompt == "box":
-        return model.forward_prompted(batch["image"], boxes=batch["boxes"])
-    return model.forward_prompted(batch["image"], points=list(zip(batch["points"], batch["point_labels"])))
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,9 +132,11 @@ class SamPeftModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise TrainingError(f"training loss became {loss.item()} at epoch {self.current_epoch}, batch "
                                 f"{batch_idx}; lower trainer.lr")
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(batch["image"]) if isinstance(batch, dict) else len(batch[0]))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=_batch_size(batch))
         return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_loss", self.loss(batch), on_step=False, on_epoch=True, batch_size=_batch_size(batch))
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -166,6 +144,33 @@ class SamPeftModule(L.LightningModule):
         warm = max(1, self.warmup_steps)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _batch_size(batch: Any) -> int:
+    return len(batch["image"]) if isinstance(batch, dict) else len(batch[0])
+
+
+class SamPeftDataModule(L.LightningDataModule):
+    """The crops of a ``sam-peft`` config: prompted crops of one scene, or semantic tiles.
+
+    The sets are read when the module is built (the model needs the band count and classes, and the
+    held-out set is scored before training): ``data`` holds ``train``, ``val``, band limits ``lo`` /
+    ``hi``, ``bands``, ``class_ids``, ``class_names``, the ``collate`` function and the ``source``.
+    """
+
+    def __init__(self, cfg: SamPeftConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.data = _prepare_data(cfg)
+
+    def _loader(self, dataset: Any, batch_size: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=self.data["collate"])
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data["train"], self.cfg.trainer.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data["val"], 1)
 
 
 class _History(L.Callback):
@@ -183,63 +188,9 @@ class _History(L.Callback):
         self.rows.append({"epoch": trainer.current_epoch + 1, "train_loss": float(m.get("train_loss", np.nan))})
 
 
-# --------------------------------------------------------------------------------------------
-# evaluation
-
-
-@torch.no_grad()
-def evaluate_prompts(model: Any, dataset: Any, prompt: str = "box") -> dict[str, Any]:
-    """Mean loss, Dice and IoU over every object of an evaluation :class:`PromptCrops`."""
-    from tqdm.auto import tqdm
-
-    from geolesf.methods.sam.data import collate_prompts
-
-    model.eval()
-    device = next(model.parameters()).device
-    dices, ious, losses = [], [], []
-    for i in tqdm(range(len(dataset)), desc="evaluate", unit="crop", leave=False):
-        item = {k: v.to(device) for k, v in dataset[i].items()}
-        batch = collate_prompts([item])
-        logits = prompt_outputs(model, batch, prompt)[0][:, 0].cpu()
-        target = batch["masks"][0].cpu()
-        losses.append(float(dice_bce_loss(logits, target)) * len(target))
-        d, u = mask_scores(logits, target)
-        dices += d
-        ious += u
-    n = max(len(dices), 1)
-    return {"loss": sum(losses) / n, "dice": float(np.mean(dices)), "iou": float(np.mean(ious)),
-            "objects": len(dices), "crops": len(dataset)}
-
-
-@torch.no_grad()
-def evaluate_semantic(model: Any, dataset: Any, class_names: list[str]) -> dict[str, Any]:
-    """Cross-entropy, mIoU and mean Dice (from one confusion matrix) over an evaluation set."""
-    from geolesf.metrics.segmentation import SegmentationConfusion
-
-    from tqdm.auto import tqdm
-
-    model.eval()
-    conf = SegmentationConfusion(len(class_names), ignore_index=-100)
-    total, n = 0.0, 0
-    device = next(model.parameters()).device
-    for i in tqdm(range(len(dataset)), desc="evaluate", unit="crop", leave=False):
-        x, y = dataset[i]
-        logits = model(x[None].to(device)).cpu()
-        total += float(F.cross_entropy(logits, y[None], ignore_index=-100))
-        n += 1
-        conf.update(y.numpy(), logits.argmax(1)[0].numpy())
-    m = conf.compute(class_names)
-    cm = conf.matrix.astype(np.float64)
-    tp, denom = np.diag(cm), cm.sum(0) + cm.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice = np.where(denom > 0, 2 * tp / denom, np.nan)
-    m.update(loss=total / max(n, 1), mean_dice=float(np.nanmean(dice)) if np.isfinite(dice).any() else None,
-             per_class_dice={c: (None if not np.isfinite(v) else float(v)) for c, v in zip(class_names, dice)})
-    return m
-
 
 # --------------------------------------------------------------------------------------------
-# run
+# data, model, run
 
 
 def _prepare_data(cfg: SamPeftConfig) -> dict[str, Any]:
@@ -305,22 +256,32 @@ def build_model(cfg: SamPeftConfig, bands: int, num_classes: int) -> Any:
     return create_model(m.name, checkpoint=m.checkpoint, checkpoint_sha256=m.checkpoint_sha256, **args), args
 
 
-def run_config(cfg: SamPeftConfig) -> Path:
-    """Fine-tune into ``cfg.out``; returns the run folder."""
-    import yaml
+def _evaluate(model: Any, cfg: SamPeftConfig, data: dict[str, Any]) -> dict[str, Any]:
+    if cfg.data.mode == "prompt":
+        return evaluate_prompts(model, data["val"], cfg.data.prompt)
+    return evaluate_semantic(model, data["val"], data["class_names"])
 
-    from geolesf.config import to_dict
+
+def _save(out: Path, cfg: SamPeftConfig, model: Any, args: dict[str, Any], data: dict[str, Any],
+          trainable: int) -> str:
     from geolesf.colors import default_palette
-    from geolesf.io.atomic import atomic_path
     from geolesf.methods.sam.checkpoint import save_peft_checkpoint
 
+    palette = default_palette(len(data["class_ids"]) + 1)
+    colors = palette[1:] if cfg.data.mode == "semantic" else [palette[0]]
+    return save_peft_checkpoint(
+        out / "peft.pt", model, model_name=cfg.model.name, model_args=args, base_checkpoint=cfg.model.checkpoint,
+        band_lo=data["lo"], band_hi=data["hi"], class_ids=data["class_ids"], class_names=data["class_names"],
+        colors=colors, extra={"crop": int(data["train"].crop), "prompt": cfg.data.prompt,
+                              "epochs": cfg.trainer.epochs, "trainable_parameters": int(trainable)})
+
+
+def run_config(cfg: SamPeftConfig) -> Path:
+    """Fine-tune into ``cfg.out``; returns the run folder."""
     tr = cfg.trainer
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(tr.seed, workers=True, verbose=False)
-    if tr.num_threads:
-        torch.set_num_threads(int(tr.num_threads))
-    data = _prepare_data(cfg)
+    out = start_run(cfg.out, tr)
+    datamodule = SamPeftDataModule(cfg)
+    data = datamodule.data
     n_classes = len(data["class_ids"]) if cfg.data.mode == "semantic" else 1
     model, args = build_model(cfg, data["bands"], n_classes)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -328,35 +289,20 @@ def run_config(cfg: SamPeftConfig) -> Path:
 
     use_cuda = tr.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     model.to("cuda" if use_cuda else "cpu")
-
-    def evaluate() -> dict[str, Any]:
-        if cfg.data.mode == "prompt":
-            return evaluate_prompts(model, data["val"], cfg.data.prompt)
-        return evaluate_semantic(model, data["val"], data["class_names"])
-
-    before = evaluate()
-    loader = DataLoader(data["train"], batch_size=tr.batch_size, shuffle=False, collate_fn=data["collate"])
+    before = _evaluate(model, cfg, data)
     module = SamPeftModule(model, cfg.data.mode, cfg.data.prompt, tr.lr, tr.weight_decay,
                            warmup_steps=tr.warmup_epochs * tr.steps_per_epoch)
     history = _History()
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    trainer = L.Trainer(max_epochs=tr.epochs, accelerator=tr.accelerator, devices=tr.devices, logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, callbacks=[history],
-                        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(out))
+    trainer = make_trainer(tr, out, callbacks=[history], max_epochs=tr.epochs, num_sanity_val_steps=0,
+                           limit_val_batches=0)
     start = time.perf_counter()
     model.train()
-    trainer.fit(module, loader)
+    trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - start
     model = module.model.eval()
-    after = evaluate()
+    after = _evaluate(model, cfg, data)
     model.cpu()
-    palette = default_palette(len(data["class_ids"]) + 1)
-    colors = palette[1:] if cfg.data.mode == "semantic" else [palette[0]]
-    digest = save_peft_checkpoint(
-        out / "peft.pt", model, model_name=cfg.model.name, model_args=args, base_checkpoint=cfg.model.checkpoint,
-        band_lo=data["lo"], band_hi=data["hi"], class_ids=data["class_ids"], class_names=data["class_names"],
-        colors=colors, extra={"crop": int(data["train"].crop), "prompt": cfg.data.prompt, "epochs": tr.epochs,
-                              "trainable_parameters": int(trainable)})
+    digest = _save(out, cfg, model, args, data, trainable)
     metrics = {
         "task": "sam-peft", "model": cfg.model.name, "mode": cfg.data.mode, "method": model.info,
         "trainable_parameters": int(trainable), "image_encoder_parameters": int(encoder_total),
@@ -364,11 +310,9 @@ def run_config(cfg: SamPeftConfig) -> Path:
         "checkpoint": {"path": "peft.pt", "sha256": digest, "bytes": (out / "peft.pt").stat().st_size,
                        "base_sha256": model.base_sha256},
     }
-    for name, text in (("metrics.json", json.dumps(metrics, indent=1, default=str) + "\n"),
-                       ("history.json", json.dumps(history.rows, indent=1) + "\n"),
-                       ("config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))):
-        with atomic_path(out / name) as tmp:
-            tmp.write_text(text)
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "history.json", history.rows)
+    write_yaml(out / "config.yaml", cfg)
     key = "dice" if cfg.data.mode == "prompt" else "mIoU"
     print(f"[{cfg.model.name}] {trainable:,} trainable parameters; {key} {before.get(key) or 0:.4f} → "
           f"{after.get(key) or 0:.4f}; wrote {out / 'peft.pt'} (sha256 {digest[:12]}…)")
