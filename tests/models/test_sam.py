@@ -12,10 +12,10 @@ from geolesf.methods.sam import build_sam_model, build_sam_segmenter, load_sam_s
 from geolesf.methods.sam.checkpoint import (
     dense_sam_state_dict,
     fold_peft_checkpoint,
-    load_peft_model,
     read_peft_payload,
-    save_peft_checkpoint,
 )
+from geolesf.methods.sam.checkpoint import load as load_peft_model
+from geolesf.methods.sam.checkpoint import save as save_peft_checkpoint
 from geolesf.methods.sam.stem import BandStem, band_limits, scale_to_255
 from geolesf.registry import create_model, list_models
 

@@ -25,11 +25,10 @@ from geolesf import __version__
 from geolesf.errors import ConfigError, ModelError
 from geolesf.registry import write_checkpoint
 
-PEFT_FORMAT = "geolesf-sam-peft/1"
-FORMAT = PEFT_FORMAT
+FORMAT = "geolesf-sam-peft/1"
 
 
-def save_peft_checkpoint(path: str | Path, model: Any, *, model_name: str, model_args: dict[str, Any],
+def save(path: str | Path, model: Any, *, model_name: str, model_args: dict[str, Any],
                          base_checkpoint: str | Path, band_lo: np.ndarray, band_hi: np.ndarray,
                          class_ids: list[int], class_names: list[str], colors: list[Any],
                          extra: dict[str, Any] | None = None) -> str:
@@ -38,7 +37,7 @@ def save_peft_checkpoint(path: str | Path, model: Any, *, model_name: str, model
         raise ModelError("the SAM model was built without a base checkpoint; a PEFT checkpoint needs one")
     args = {k: v for k, v in model_args.items() if k not in ("checkpoint", "checkpoint_sha256")}
     payload = {
-        "format": PEFT_FORMAT,
+        "format": FORMAT,
         "geolesf_version": __version__,
         "model_name": model_name,
         "model_args": args,
@@ -61,12 +60,12 @@ def read_peft_payload(checkpoint: str | Path) -> tuple[dict[str, Any], str, Path
     from geolesf.registry import read_checkpoint
 
     payload, digest, path = read_checkpoint(checkpoint)
-    if payload.get("format") != PEFT_FORMAT:
-        raise ModelError(f"{path}: expected a '{PEFT_FORMAT}' checkpoint, found '{payload.get('format', 'unknown')}'")
+    if payload.get("format") != FORMAT:
+        raise ModelError(f"{path}: expected a '{FORMAT}' checkpoint, found '{payload.get('format', 'unknown')}'")
     return payload, digest, path
 
 
-def load_peft_model(checkpoint: str | Path, base_checkpoint: str | Path | None = None,
+def load(checkpoint: str | Path, base_checkpoint: str | Path | None = None,
                     model_name: str | None = None) -> tuple[Any, dict[str, Any], str]:
     """Rebuild the fine-tuned model: ``(SamSegmenter in eval mode, payload, checkpoint sha256)``.
 
@@ -109,7 +108,7 @@ def dense_sam_state_dict(model: Any) -> dict[str, torch.Tensor]:
 
 def fold_peft_checkpoint(checkpoint: str | Path, out: str | Path, base_checkpoint: str | Path | None = None) -> str:
     """Write the dense SAM state dict of a PEFT checkpoint as an official-format ``.pth``; returns sha256."""
-    model, payload, _ = load_peft_model(checkpoint, base_checkpoint)
+    model, payload, _ = load(checkpoint, base_checkpoint)
     if payload["mode"] != "prompt":
         n = model.sam.mask_decoder.num_multimask_outputs
         print(f"note: semantic head — load with segment_anything's MaskDecoder(num_multimask_outputs={n})")
@@ -120,5 +119,3 @@ def fold_peft_checkpoint(checkpoint: str | Path, out: str | Path, base_checkpoin
 
 
 #: the :mod:`geolesf.formats` protocol names of this format's writer and reader.
-save = save_peft_checkpoint
-load = load_peft_model

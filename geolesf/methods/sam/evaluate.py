@@ -113,7 +113,7 @@ def evaluate_checkpoint(checkpoint: Any, *, dataset: str | None = None, data_roo
                         batch_size: int | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Dice/IoU (prompt) or mIoU/Dice (semantic) of a SAM PEFT checkpoint; writes a JSON."""
     from geolesf.io.atomic import atomic_path
-    from geolesf.methods.sam.checkpoint import load_peft_model
+    from geolesf.methods.sam.checkpoint import load as load_peft_model
     from geolesf.methods.sam.stem import scale_to_255
     from geolesf.methods.sam import data as sd
 

@@ -25,7 +25,7 @@ from geolesf.errors import ConfigError, DataError
 
 
 def predict_model(checkpoint: Any, model_name: str | None, options: dict[str, Any]) -> Any:
-    from geolesf.methods.sam.checkpoint import load_peft_model
+    from geolesf.methods.sam.checkpoint import load as load_peft_model
     from geolesf.methods.sam.stem import scale_to_255
     from geolesf.predict.model import PredictModel
 
@@ -75,7 +75,7 @@ def predict_prompts(scene: str | Path, checkpoint: Any, out: str | Path, prompts
     from geolesf import __version__
     from geolesf.colors import hex_to_rgb
     from geolesf.io.writers import write_class_map
-    from geolesf.methods.sam.checkpoint import load_peft_model
+    from geolesf.methods.sam.checkpoint import load as load_peft_model
     from geolesf.methods.sam.stem import scale_to_255
 
     options = dict(options or {})

@@ -265,7 +265,7 @@ def _evaluate(model: Any, cfg: SamPeftConfig, data: dict[str, Any]) -> dict[str,
 def _save(out: Path, cfg: SamPeftConfig, model: Any, args: dict[str, Any], data: dict[str, Any],
           trainable: int) -> str:
     from geolesf.colors import default_palette
-    from geolesf.methods.sam.checkpoint import save_peft_checkpoint
+    from geolesf.methods.sam.checkpoint import save as save_peft_checkpoint
 
     palette = default_palette(len(data["class_ids"]) + 1)
     colors = palette[1:] if cfg.data.mode == "semantic" else [palette[0]]
