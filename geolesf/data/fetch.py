@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geolesf.data.catalog import DatasetEntry, FileEntry, check_file, get_dataset, locate
+from geolesf.data.catalog import check_file, get_dataset, locate
+from geolesf.data.catalog_entries import DatasetEntry, FileEntry
 from geolesf.errors import ChecksumError, FetchError
 from geolesf.paths import data_home
 
