@@ -160,6 +160,8 @@ def download(
             if isinstance(exc, DownloadChecksumError) and len(urls) == 1:
                 raise
             continue
+        # Not geolesf.io.atomic.atomic_path: the .part must outlive an interrupted run so the next
+        # one resumes it; the rename of the verified .part is the atomic step.
         os.replace(part, dest)
         return found
     if len(errors) == 1:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from geolesf.config import ModelConfig
 from geolesf.errors import ConfigError, DataError
 from geolesf.io.labels import VECTOR_SUFFIXES, rasterize_labels
 from geolesf.methods.unet.checkpoint import SegmentationCheckpoint, save
@@ -53,10 +54,10 @@ class SegDataConfig:
 
 
 @dataclass
-class SegModelConfig:
+class SegModelConfig(ModelConfig):
+    """``args``: constructor arguments of ``unet`` (``in_chans`` and ``num_classes`` are filled in)."""
+
     name: str = "unet"
-    args: dict[str, Any] = field(default_factory=dict)
-    """Constructor arguments (``in_chans`` and ``num_classes`` are filled in)."""
 
 
 @dataclass
