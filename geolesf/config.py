@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from geolesf.errors import ConfigError
+from geolesf.training import LightningOptions
 
 
 @dataclass
@@ -64,25 +65,21 @@ class ModelConfig:
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(LightningOptions):
+    """HSI trainer settings; ``seed``, ``accelerator``, ``devices``, ``strategy``, ``num_nodes``,
+    ``num_threads``, ``precision``, ``logger`` and ``callbacks`` come from :class:`LightningOptions`."""
+
     epochs: int = 100
     batch_size: int = 64
     lr: float = 5e-4
     weight_decay: float = 5e-3
     gamma: float = 0.99
     """ExponentialLR decay per epoch."""
-    seed: int = 0
     seeds: list[int] | None = None
     """Several seeds: one run each, mean ± std reported."""
     deterministic: bool = True
-    accelerator: str = "auto"
-    devices: Any = 1
-    strategy: str = "auto"
-    """Lightning strategy, e.g. ``ddp`` (one process per device; multi-node with ``num_nodes``)."""
-    num_nodes: int = 1
     eval_every: int = 0
     """Evaluate on the test pixels every N epochs (0 = only at the end)."""
-    num_threads: int | None = None
     scan_backend: str = "auto"
     resume: str | None = None
     """Checkpoint to resume training from."""

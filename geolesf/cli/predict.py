@@ -74,7 +74,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _whole_cube(scene: str) -> bool:
     """``.mat`` (optionally ``:KEY``) and ENVI cubes go to the whole-cube path."""
-    from geolesf.io.hsi import is_envi, split_spec
+    from geolesf.io.envi import is_envi
+    from geolesf.io.hsi import split_spec
 
     path, key = split_spec(scene)
     return key is not None or path.suffix.lower() == ".mat" or is_envi(path)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geolesf.data.catalog import DatasetEntry, FileEntry, check_file, get_dataset, locate
+from geolesf.data.catalog import check_file, get_dataset, locate
+from geolesf.data.catalog_entries import DatasetEntry, FileEntry
 from geolesf.errors import ChecksumError, FetchError
 from geolesf.paths import data_home
 
@@ -159,6 +160,8 @@ def download(
             if isinstance(exc, DownloadChecksumError) and len(urls) == 1:
                 raise
             continue
+        # Not geolesf.io.atomic.atomic_path: the .part must outlive an interrupted run so the next
+        # one resumes it; the rename of the verified .part is the atomic step.
         os.replace(part, dest)
         return found
     if len(errors) == 1:

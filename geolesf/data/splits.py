@@ -111,14 +111,27 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def _stratified(
-    labels: np.ndarray, n_train: Callable[[int, int], int], seed: int, name: str, params: dict
+    labels: np.ndarray,
+    n_train: Callable[[int], int],
+    seed: int,
+    name: str,
+    params: dict,
+    explain: Callable[[int], str],
+    min_train: int = 1,
 ) -> Split:
+    """``n_train(pixels)`` random pixels of every class to train, the rest to test.
+
+    A class left with fewer than ``min_train`` training pixels or no test pixel is an error
+    whose message ends with ``explain(k)``.
+    """
     rng = np.random.default_rng(seed)
     flat = labels.ravel()
     train = np.zeros(flat.shape, dtype=bool)
     for c in _classes(labels):
         idx = np.flatnonzero(flat == c)
-        k = n_train(c, idx.size)
+        k = n_train(idx.size)
+        if k >= idx.size or k < min_train:
+            raise DataError(f"{name} split: class {c} has {idx.size} pixels; {explain(k)}")
         train[rng.permutation(idx)[:k]] = True
     train = train.reshape(labels.shape)
     return Split(train, (labels > 0) & ~train, name, params)
@@ -131,18 +144,13 @@ def random_split(
     labels = _check_labels(labels)
     if not 0 < fraction < 1:
         raise DataError(f"random split: train fraction must be in (0, 1), found {fraction}")
-
-    def n_train(c: int, n: int) -> int:
-        k = max(int(min_per_class), int(round(fraction * n)))
-        if k >= n:
-            raise DataError(
-                f"random split: class {c} has {n} pixels; fraction {fraction} with "
-                f"min_per_class {min_per_class} needs {k} for training and at least 1 for testing"
-            )
-        return k
-
     params = {"fraction": fraction, "seed": seed, "min_per_class": min_per_class}
-    return _stratified(labels, n_train, seed, "random", params)
+    return _stratified(
+        labels, lambda n: max(int(min_per_class), int(round(fraction * n))), seed, "random", params,
+        lambda k: (f"fraction {fraction} with min_per_class {min_per_class} needs {k} for training "
+                   "and at least 1 for testing"),
+        min_train=0,
+    )
 
 
 def count_split(
@@ -152,18 +160,11 @@ def count_split(
     labels = _check_labels(labels)
     if per_class < 1:
         raise DataError(f"count split: per_class must be ≥ 1, found {per_class}")
-
-    def n_train(c: int, n: int) -> int:
-        k = min(int(per_class), int(np.floor(max_fraction * n)))
-        if k < 1 or k >= n:
-            raise DataError(
-                f"count split: class {c} has {n} pixels; {per_class} per class capped at "
-                f"{max_fraction:.0%} leaves {k} for training"
-            )
-        return k
-
     params = {"per_class": per_class, "seed": seed, "max_fraction": max_fraction}
-    return _stratified(labels, n_train, seed, "count", params)
+    return _stratified(
+        labels, lambda n: min(int(per_class), int(np.floor(max_fraction * n))), seed, "count", params,
+        lambda k: f"{per_class} per class capped at {max_fraction:.0%} leaves {k} for training",
+    )
 
 
 def apply_remap(arr: np.ndarray, remap: Mapping[int, int] | None, where: str = "split map") -> np.ndarray:

@@ -9,7 +9,7 @@ Supported sources (``spec`` is a path, optionally ``PATH:KEY`` for ``.mat`` file
 - MATLAB v5 ``.mat`` (scipy) and v7.3 ``.mat`` (HDF5 via h5py; MATLAB stores arrays column-major,
   so h5py sees every array with its axes reversed and we transpose it back). Without a key the
   cube is the only array with ≥ 3 dimensions and the labels the only 2-D integer(-valued) array.
-- ENVI: a ``.hdr`` header (parsed here) beside a raw binary file, interleave bsq / bil / bip.
+- ENVI: a ``.hdr`` header beside a raw binary file, interleave bsq / bil / bip (:mod:`geolesf.io.envi`).
 - Anything rasterio opens (GeoTIFF, PNG, ...): bands are moved last.
 
 Relative paths that do not exist from the working directory are also looked up relative to the
@@ -18,7 +18,6 @@ folder that holds the ``geolesf`` package, so configs can name ``geolesf/embedde
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +28,6 @@ import numpy as np
 from geolesf.errors import DataError
 
 MAT_SUFFIXES = (".mat",)
-ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bin", ".bsq", ".bil", ".bip")
-
-# ENVI "data type" codes → numpy dtypes (byte order applied later).
-ENVI_DTYPES = {
-    1: "u1", 2: "i2", 3: "i4", 4: "f4", 5: "f8", 6: "c8", 9: "c16",
-    12: "u2", 13: "u4", 14: "i8", 15: "u8",
-}
 
 
 @dataclass
@@ -217,132 +209,6 @@ def _read_mat_labels(path: Path, key: str | None) -> LabelMap:
 
 
 # --------------------------------------------------------------------------------------------
-# ENVI
-
-
-def parse_envi_header(path: str | Path) -> dict[str, Any]:
-    """Parse an ENVI ``.hdr`` file into a dict (lower-case keys, ``{...}`` values as lists)."""
-    path = Path(path)
-    _require_file(path, "ENVI header")
-    text = path.read_text(errors="replace")
-    lines = text.splitlines()
-    if not lines or lines[0].strip().upper() != "ENVI":
-        raise DataError(f"{path}: not an ENVI header (first line must be 'ENVI')")
-    body = "\n".join(lines[1:])
-    header: dict[str, Any] = {}
-    pos = 0
-    pattern = re.compile(r"^\s*([^=\n]+?)\s*=\s*", re.MULTILINE)
-    while True:
-        m = pattern.search(body, pos)
-        if m is None:
-            break
-        key = m.group(1).strip().lower()
-        start = m.end()
-        if body.startswith("{", start):
-            end = body.find("}", start)
-            if end < 0:
-                raise DataError(f"{path}: unterminated '{{' in value of '{key}'")
-            inner = body[start + 1:end]
-            header[key] = [item.strip() for item in inner.replace("\n", " ").split(",")]
-            if header[key] == [""]:
-                header[key] = []
-            pos = end + 1
-        else:
-            end = body.find("\n", start)
-            end = len(body) if end < 0 else end
-            header[key] = body[start:end].strip()
-            pos = end
-    return header
-
-
-def _envi_paths(spec: Path) -> tuple[Path, Path]:
-    """(header, data file) from either of them."""
-    if spec.suffix.lower() == ".hdr":
-        hdr = spec
-        stem = spec.with_suffix("")
-        for suffix in ENVI_DATA_SUFFIXES:
-            cand = Path(str(stem) + suffix)
-            if cand.is_file():
-                return hdr, cand
-        raise DataError(
-            f"{hdr}: ENVI data file not found beside the header (tried {stem.name} with suffixes "
-            f"{', '.join(s or '(none)' for s in ENVI_DATA_SUFFIXES)})"
-        )
-    for cand in (Path(str(spec) + ".hdr"), spec.with_suffix(".hdr")):
-        if cand.is_file():
-            return cand, spec
-    raise DataError(f"{spec}: no ENVI header (.hdr) found beside it")
-
-
-def _header_int(header: dict[str, Any], key: str, hdr: Path, default: int | None = None) -> int:
-    if key not in header:
-        if default is not None:
-            return default
-        raise DataError(f"{hdr}: ENVI header lacks required field '{key}'")
-    try:
-        return int(str(header[key]).strip())
-    except ValueError:
-        raise DataError(f"{hdr}: ENVI field '{key}' = {header[key]!r} is not an integer") from None
-
-
-def read_envi(spec: str | Path) -> HSICube:
-    """Read an ENVI cube (``.hdr`` + raw binary) into an ``(H, W, Bands)`` :class:`HSICube`."""
-    hdr, data_path = _envi_paths(resolve_path(spec))
-    header = parse_envi_header(hdr)
-    samples = _header_int(header, "samples", hdr)
-    lines = _header_int(header, "lines", hdr)
-    bands = _header_int(header, "bands", hdr)
-    dtype_code = _header_int(header, "data type", hdr)
-    offset = _header_int(header, "header offset", hdr, default=0)
-    byte_order = _header_int(header, "byte order", hdr, default=0)
-    interleave = str(header.get("interleave", "bsq")).strip().lower()
-    if dtype_code not in ENVI_DTYPES:
-        raise DataError(
-            f"{hdr}: unsupported ENVI data type {dtype_code} (supported: {sorted(ENVI_DTYPES)})"
-        )
-    if interleave not in ("bsq", "bil", "bip"):
-        raise DataError(f"{hdr}: ENVI interleave must be bsq, bil or bip; found '{interleave}'")
-    if byte_order not in (0, 1):
-        raise DataError(f"{hdr}: ENVI byte order must be 0 or 1; found {byte_order}")
-    dtype = np.dtype(("<" if byte_order == 0 else ">") + ENVI_DTYPES[dtype_code])
-    expected = offset + samples * lines * bands * dtype.itemsize
-    actual = data_path.stat().st_size
-    if actual != expected:
-        raise DataError(
-            f"{data_path}: file has {actual} bytes; header {hdr.name} ({samples} samples × {lines} "
-            f"lines × {bands} bands × {dtype.itemsize} bytes + offset {offset}) expects {expected}"
-        )
-    flat = np.fromfile(data_path, dtype=dtype, offset=offset, count=samples * lines * bands)
-    if interleave == "bsq":
-        data = flat.reshape(bands, lines, samples).transpose(1, 2, 0)
-    elif interleave == "bil":
-        data = flat.reshape(lines, bands, samples).transpose(0, 2, 1)
-    else:
-        data = flat.reshape(lines, samples, bands)
-    data = np.ascontiguousarray(data).astype(dtype.newbyteorder("="), copy=False)
-    names = header.get("band names")
-    if not isinstance(names, list) or len(names) != bands:
-        names = [f"band_{i + 1}" for i in range(bands)]
-    wavelengths = None
-    wl = header.get("wavelength")
-    if isinstance(wl, list) and len(wl) == bands:
-        try:
-            wavelengths = [float(w) for w in wl]
-        except ValueError:
-            raise DataError(f"{hdr}: ENVI 'wavelength' holds non-numeric values") from None
-    nodata = None
-    if "data ignore value" in header:
-        try:
-            nodata = float(header["data ignore value"])
-        except ValueError:
-            pass
-    return HSICube(
-        data=data, band_names=list(names), wavelengths=wavelengths, nodata=nodata,
-        path=str(data_path),
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # rasterio
 
 
@@ -386,14 +252,6 @@ def read_raster_cube(path: str | Path) -> HSICube:
 # public entry points
 
 
-def is_envi(path: Path) -> bool:
-    if path.suffix.lower() == ".hdr":
-        return True
-    return Path(str(path) + ".hdr").is_file() or (
-        path.suffix.lower() in ENVI_DATA_SUFFIXES[1:] and path.with_suffix(".hdr").is_file()
-    )
-
-
 def check_finite(cube: HSICube) -> None:
     """Raise :class:`DataError` naming the band(s) that hold NaN or Inf values."""
     data = cube.data
@@ -418,14 +276,16 @@ def read_cube(spec: str | Path, check: bool = True) -> HSICube:
 
     ``check`` rejects NaN/Inf values (naming the bands) with :class:`DataError`.
     """
+    from geolesf.io import envi
+
     path, key = split_spec(spec)
     if path.suffix.lower() in MAT_SUFFIXES:
         _require_file(path, "MATLAB cube")
         cube = _read_mat_cube(path, key)
     elif key is not None:
         raise DataError(f"{spec}: ':KEY' is only meaningful for .mat files")
-    elif is_envi(path):
-        cube = read_envi(path)
+    elif envi.is_envi(path):
+        cube = envi.read_envi(path)
     else:
         cube = read_raster_cube(path)
     if cube.data.ndim != 3 or min(cube.data.shape) < 1:
@@ -456,14 +316,16 @@ def _as_label_array(arr: np.ndarray, where: str) -> np.ndarray:
 
 def read_labels(spec: str | Path) -> LabelMap:
     """Read a 2-D integer label map from ``.mat`` (``PATH:KEY``), ENVI, GeoTIFF or PNG."""
+    from geolesf.io import envi
+
     path, key = split_spec(spec)
     if path.suffix.lower() in MAT_SUFFIXES:
         _require_file(path, "MATLAB label")
         return _read_mat_labels(path, key)
     if key is not None:
         raise DataError(f"{spec}: ':KEY' is only meaningful for .mat files")
-    if is_envi(path):
-        cube = read_envi(path)
+    if envi.is_envi(path):
+        cube = envi.read_envi(path)
         if cube.bands != 1:
             raise DataError(f"{cube.path}: a label map must have 1 band, found {cube.bands}")
         return LabelMap(data=_as_label_array(cube.data[:, :, 0], cube.path), nodata=cube.nodata,

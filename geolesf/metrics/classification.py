@@ -49,19 +49,26 @@ def _clean(x: float) -> float | None:
     return None if not np.isfinite(x) else float(x)
 
 
-def metrics_from_confusion(cm: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """All metrics of :func:`classification_metrics` from a confusion matrix."""
+def confusion_table(
+    cm: np.ndarray, class_names: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """``(cm, names, tp, rows, cols)``: the int64 matrix, one name per class (default ``"0"``, ``"1"``...),
+    and as float64 its diagonal, row sums (truth counts) and column sums (prediction counts)."""
     cm = np.asarray(cm, dtype=np.int64)
     c = cm.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
     if len(names) != c:
         raise DataError(f"{len(names)} class names given for {c} classes")
+    return cm, names, np.diag(cm).astype(np.float64), cm.sum(1).astype(np.float64), cm.sum(0).astype(np.float64)
+
+
+def metrics_from_confusion(cm: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """All metrics of :func:`classification_metrics` from a confusion matrix."""
+    cm, names, tp, rows, cols = confusion_table(cm, class_names)
+    c = cm.shape[0]
     n = cm.sum()
     if n == 0:
         raise DataError("no samples to evaluate (empty test set)")
-    tp = np.diag(cm).astype(np.float64)
-    rows = cm.sum(axis=1).astype(np.float64)
-    cols = cm.sum(axis=0).astype(np.float64)
     oa = tp.sum() / n
     recall = _ratio(tp, rows)
     precision = _ratio(tp, cols)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from geolesf.errors import DataError
+from geolesf.metrics.classification import _clean, confusion_table
 
 
 class SegmentationConfusion:
@@ -55,14 +56,7 @@ class SegmentationConfusion:
 
 def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """mIoU, per-class IoU, pixel accuracy, mean class accuracy from a confusion matrix."""
-    cm = np.asarray(cm, dtype=np.int64)
-    c = cm.shape[0]
-    names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
-    if len(names) != c:
-        raise DataError(f"{len(names)} class names given for {c} classes")
-    tp = np.diag(cm).astype(np.float64)
-    rows = cm.sum(1).astype(np.float64)
-    cols = cm.sum(0).astype(np.float64)
+    cm, names, tp, rows, cols = confusion_table(cm, class_names)
     union = rows + cols - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / union, np.nan)
@@ -70,15 +64,12 @@ def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str] | None = Non
     total = cm.sum()
     present = rows > 0
 
-    def clean(x: float) -> float | None:
-        return float(x) if np.isfinite(x) else None
-
     return {
-        "mIoU": clean(np.nanmean(iou)) if np.isfinite(iou).any() else None,
-        "mIoU_present": clean(np.nanmean(iou[present])) if present.any() else None,
-        "pixel_accuracy": clean(tp.sum() / total) if total else None,
-        "mean_accuracy": clean(np.nanmean(acc)) if np.isfinite(acc).any() else None,
-        "per_class_IoU": {n: clean(v) for n, v in zip(names, iou)},
+        "mIoU": _clean(np.nanmean(iou)) if np.isfinite(iou).any() else None,
+        "mIoU_present": _clean(np.nanmean(iou[present])) if present.any() else None,
+        "pixel_accuracy": _clean(tp.sum() / total) if total else None,
+        "mean_accuracy": _clean(np.nanmean(acc)) if np.isfinite(acc).any() else None,
+        "per_class_IoU": {n: _clean(v) for n, v in zip(names, iou)},
         "pixels": int(total),
         "confusion_matrix": cm.tolist(),
     }

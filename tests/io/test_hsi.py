@@ -9,7 +9,8 @@ import scipy.io
 from rasterio.transform import from_origin
 
 from geolesf.errors import DataError
-from geolesf.io.hsi import parse_envi_header, read_cube, read_envi, read_labels
+from geolesf.io.envi import parse_envi_header, read_envi
+from geolesf.io.hsi import read_cube, read_labels
 
 
 @pytest.fixture(scope="module")

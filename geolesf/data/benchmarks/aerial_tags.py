@@ -12,14 +12,14 @@ is no separate background class — every pixel belongs to a land-cover class.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geolesf.errors import DataError
+from geolesf.data.benchmarks.base import SampleList
 from geolesf.data.supervision import read_tile_tags, tags_from_mask
+from geolesf.errors import DataError
 
 IGNORE_INDEX = 255
 
@@ -42,7 +42,7 @@ def _find_folder(root: Path, source: str) -> Path:
                     f"or {root / 'rs_seg_tiles' / source})")
 
 
-class AerialTagTiles:
+class AerialTagTiles(SampleList):
     """Tagged crops ``dict(image uint8 (t, t, 3), mask int64 (t, t), labels (C,), name)``."""
 
     ignore_index = IGNORE_INDEX
@@ -106,14 +106,8 @@ class AerialTagTiles:
                 s["labels"] = given[s["name"]].astype(np.float32)
 
     @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.samples)
+    def items(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.samples
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.samples[index]

@@ -14,19 +14,19 @@ file given with ``annotation_file`` and images in ``image_dir`` (default: beside
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from geolesf.data.benchmarks.base import SampleList
 from geolesf.errors import DataError
 
 IGNORE_INDEX = 255
 SPLITS = ("train2014", "val2014", "train2017", "val2017")
 
 
-class COCOSegmentation:
+class COCOSegmentation(SampleList):
     """COCO semantic-segmentation samples ``dict(image, mask, labels, name)``."""
 
     ignore_index = IGNORE_INDEX
@@ -66,15 +66,8 @@ class COCOSegmentation:
             raise DataError(f"{self.annotation_file}: no images")
 
     @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for i in range(len(self)):
-            yield self[i]
+    def items(self) -> list[int]:  # type: ignore[override]
+        return self.image_ids
 
     def mask(self, image_id: int) -> np.ndarray:
         """``(H, W)`` int64 class mask of one image."""

@@ -18,7 +18,6 @@ the patch geometry. Lightning's own ``last.ckpt`` is kept beside it for ``--resu
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from geolesf.errors import TrainingError
-from geolesf.registry import create_model
-from geolesf.methods.hsi.train import register_trainer
-
+from geolesf.errors import DataError, TrainingError
 from geolesf.methods.hsi.checkpoint import PatchCheckpoint, save as save_patch_checkpoint
+from geolesf.methods.hsi.train import register_trainer
 from geolesf.predict.patches import PatchGatherer, predict_pixels
+from geolesf.registry import create_model
+from geolesf.training import make_trainer, start_run, write_json
 
 
 class _PixelDataset(Dataset):
@@ -73,6 +72,43 @@ def pixel_loader(
     )
 
 
+class PixelDataModule(L.LightningDataModule):
+    """Train / validation loaders over a prepared scene's labelled pixels (patches gathered per batch).
+
+    ``train_dataloader`` shuffles the split's training pixels (seeded); ``val_dataloader`` walks
+    its test pixels in order. Pass it to any ``Trainer``: ``trainer.fit(module, datamodule=dm)``.
+    """
+
+    def __init__(
+        self,
+        scene: Any,
+        patch_size: int,
+        padding: str = "symmetric",
+        batch_size: int = 64,
+        seed: int = 0,
+        val_batch_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.scene = scene
+        self.gather = PatchGatherer(scene.features, patch_size, padding)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.val_batch_size = val_batch_size
+        if len(scene.pixels("train")) == 0:
+            raise DataError(f"split '{scene.split.name}' has no training pixels")
+
+    def _loader(self, part: str, batch_size: int, shuffle: bool) -> DataLoader:
+        px = self.scene.pixels(part)
+        targets = self.scene.y[px[:, 0], px[:, 1]]
+        return pixel_loader(px[:, 0], px[:, 1], targets, self.gather, batch_size, shuffle, self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("test", self.val_batch_size, False)
+
+
 class HSIClassificationModule(L.LightningModule):
     """Thin Lightning wrapper: a registry model, cross-entropy, AdamW + the official LR schedule."""
 
@@ -109,8 +145,8 @@ class HSIClassificationModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
-        self.log("test_loss", self.loss(logits, y), on_epoch=True, batch_size=len(y))
-        self.log("test_OA", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("val_loss", self.loss(logits, y), on_epoch=True, batch_size=len(y))
+        self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True, batch_size=len(y))
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -122,7 +158,13 @@ class HSIClassificationModule(L.LightningModule):
 
 
 class HistoryCallback(L.Callback):
-    """Per-epoch loss/accuracy (and test OA when evaluated) collected for history.json."""
+    """Per-epoch loss/accuracy (and test OA when evaluated) collected for history.json.
+
+    The validation pixels are the split's test pixels, so the logged ``val_loss`` / ``val_acc``
+    are recorded as ``test_loss`` / ``test_OA``.
+    """
+
+    KEYS = {"train_loss": "train_loss", "train_acc": "train_acc", "val_loss": "test_loss", "val_acc": "test_OA"}
 
     def __init__(self) -> None:
         self.history: list[dict[str, float]] = []
@@ -135,9 +177,9 @@ class HistoryCallback(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch + 1}
-        for key in ("train_loss", "train_acc", "test_loss", "test_OA"):
+        for key, name in self.KEYS.items():
             if key in metrics:
-                row[key] = float(metrics[key])
+                row[name] = float(metrics[key])
         row["lr"] = self._lr
         self.history.append(row)
 
@@ -201,73 +243,39 @@ def _plot_history(path: Path, history: list[dict[str, float]], title: str) -> No
     plt.close(fig)
 
 
-@register_trainer("pixel")
-def train_patch_model(scene: Any, cfg: Any, out_dir: Path) -> PatchPredictor:
-    """Train a registry ``hsi-patch`` model (S²Mamba) on the scene's training pixels.
-
-    Writes ``model.pt`` (weights-only checkpoint), ``last.ckpt`` (Lightning, for ``--resume``),
-    ``history.json`` and ``curves.png`` into ``out_dir``.
-    """
-    import json
-
+def _fit(module: HSIClassificationModule, data: PixelDataModule, cfg: Any, out_dir: Path) -> HistoryCallback:
+    """Fit ``module`` with the config's Lightning options; ``last.ckpt`` saved every epoch."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from geolesf.config import to_dict
-
     tr = cfg.trainer
-    L.seed_everything(tr.seed, workers=True, verbose=False)
-    if tr.num_threads:
-        torch.set_num_threads(int(tr.num_threads))
-    gather = PatchGatherer(scene.features, cfg.data.patch_size, cfg.data.padding)
-    train_px = scene.pixels("train")
-    if len(train_px) == 0:
-        from geolesf.errors import DataError
-
-        raise DataError(f"split '{scene.split.name}' has no training pixels")
-    train_y = scene.y[train_px[:, 0], train_px[:, 1]]
-    train_loader = pixel_loader(train_px[:, 0], train_px[:, 1], train_y, gather, tr.batch_size, True, tr.seed)
-    val_loader = None
-    if tr.eval_every and tr.eval_every > 0:
-        test_px = scene.pixels("test")
-        test_y = scene.y[test_px[:, 0], test_px[:, 1]]
-        val_loader = pixel_loader(test_px[:, 0], test_px[:, 1], test_y, gather, 1024, False)
-
-    args = _model_args(cfg, scene)
-    module = HSIClassificationModule(cfg.model.name, args, lr=tr.lr, weight_decay=tr.weight_decay, gamma=tr.gamma)
+    validate = bool(tr.eval_every and tr.eval_every > 0)
     history = HistoryCallback()
     checkpointing = ModelCheckpoint(
         dirpath=out_dir, filename="last", save_top_k=1, every_n_epochs=1,
         save_on_train_epoch_end=True, enable_version_counter=False,
     )
-    # Lightning's start-up banners (GPU/TPU availability, logger tips) are noise in a CLI run.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    trainer = L.Trainer(
-        max_epochs=tr.epochs,
-        accelerator=tr.accelerator,
-        devices=tr.devices,
-        strategy=tr.strategy,
-        num_nodes=tr.num_nodes,
-        deterministic=tr.deterministic,
-        callbacks=[history, checkpointing],
-        logger=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1.0 if val_loader is not None else 0,
-        check_val_every_n_epoch=tr.eval_every if val_loader is not None else 1,
-        default_root_dir=str(out_dir),
+    trainer = make_trainer(
+        tr, out_dir, callbacks=[history, checkpointing], max_epochs=tr.epochs, deterministic=tr.deterministic,
+        enable_checkpointing=True, num_sanity_val_steps=0, limit_val_batches=1.0 if validate else 0,
+        check_val_every_n_epoch=tr.eval_every if validate else 1,
     )
     if tr.deterministic:
         # Deterministic kernels, but no NaN-filling of every torch.empty (a debugging aid that
         # Lightning's deterministic mode switches on and that nearly doubles a CPU training step).
         torch.utils.deterministic.fill_uninitialized_memory = False
-    trainer.fit(module, train_loader, val_loader, ckpt_path=tr.resume)
+    trainer.fit(module, datamodule=data, ckpt_path=tr.resume)
     if trainer.global_rank != 0:
         # A DDP process that Lightning launched by re-running the command (strategy=ddp, or a
         # SLURM/torchrun task): its share of training is done; rank 0 writes model.pt and the run folder.
         raise SystemExit(0)
+    return history
 
-    model = module.model.cpu().eval()
-    ckpt = PatchCheckpoint(
+
+def _checkpoint(scene: Any, cfg: Any, model: nn.Module, args: dict[str, Any]) -> PatchCheckpoint:
+    """The weights-only ``model.pt`` content: weights, input normalisation, classes, patch geometry."""
+    from geolesf.config import to_dict
+
+    return PatchCheckpoint(
         model=model,
         model_name=cfg.model.name,
         model_args=args,
@@ -280,11 +288,28 @@ def train_patch_model(scene: Any, cfg: Any, out_dir: Path) -> PatchPredictor:
         class_ids=scene.class_ids,
         class_names=scene.class_names,
         colors=[list(map(int, c)) for c in scene.class_colors],
-        extra={"split": scene.split.name, "seed": int(tr.seed), "epochs": int(tr.epochs),
+        extra={"split": scene.split.name, "seed": int(cfg.trainer.seed), "epochs": int(cfg.trainer.epochs),
                "bands_in": int(scene.cube.bands), "config": to_dict(cfg)},
     )
-    digest = save_patch_checkpoint(out_dir / "model.pt", ckpt)
-    (out_dir / "history.json").write_text(json.dumps(history.history, indent=1) + "\n")
+
+
+@register_trainer("pixel")
+def train_patch_model(scene: Any, cfg: Any, out_dir: Path) -> PatchPredictor:
+    """Train a registry ``hsi-patch`` model (S²Mamba) on the scene's training pixels.
+
+    Writes ``model.pt`` (weights-only checkpoint), ``last.ckpt`` (Lightning, for ``--resume``),
+    ``history.json`` and ``curves.png`` into ``out_dir``.
+    """
+    tr = cfg.trainer
+    out_dir = start_run(out_dir, tr)
+    data = PixelDataModule(scene, cfg.data.patch_size, cfg.data.padding, tr.batch_size, tr.seed)
+    args = _model_args(cfg, scene)
+    module = HSIClassificationModule(cfg.model.name, args, lr=tr.lr, weight_decay=tr.weight_decay, gamma=tr.gamma)
+    history = _fit(module, data, cfg, out_dir)
+
+    model = module.model.cpu().eval()
+    digest = save_patch_checkpoint(out_dir / "model.pt", _checkpoint(scene, cfg, model, args))
+    write_json(out_dir / "history.json", history.history)
     _plot_history(out_dir / "curves.png", history.history, f"{cfg.model.name} · split {scene.split.name}")
     print(f"[{cfg.model.name}] wrote {out_dir / 'model.pt'} (sha256 {digest[:12]}…)")
-    return PatchPredictor(model, gather)
+    return PatchPredictor(model, data.gather)

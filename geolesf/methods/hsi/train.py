@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
 import time
 import warnings
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from geolesf.data.transforms import PCA, BandNormalizer
 from geolesf.errors import ConfigError, DataError, ModelError
 from geolesf.io.hsi import HSICube, LabelMap, read_cube, read_labels, split_spec
 from geolesf.provenance import machine_info
+from geolesf.training import write_json, write_yaml
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,23 +255,6 @@ def train_pixel_model(scene: PreparedScene, cfg: Any, out_dir: Path) -> Spectrum
 # run folder
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    from geolesf.io.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
-
-
-def _write_config(path: Path, cfg: Any) -> None:
-    import yaml
-
-    from geolesf.config import to_dict
-    from geolesf.io.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
-
-
 def class_map_ids(scene: PreparedScene, pred: np.ndarray, mask_unlabelled: bool) -> np.ndarray:
     """Class indices → original label ids (uint8); 0 on unlabelled pixels when asked."""
     ids = np.asarray(scene.class_ids, dtype=np.int64)
@@ -330,7 +313,7 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
         timings={"fit_seconds": fit_s, "predict_seconds": predict_s},
         machine=machine_info(),
     )
-    _write_config(out_dir / "config.yaml", cfg)
+    write_yaml(out_dir / "config.yaml", cfg)
     names = {0: "unlabelled", **dict(zip(scene.class_ids, scene.class_names))}
     colors = {0: (0, 0, 0), **dict(zip(scene.class_ids, scene.class_colors))}
     cmap = class_map_ids(scene, pred, cfg.data.mask_unlabelled)
@@ -347,7 +330,7 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
     title = (f"{cfg.model.name} · split {scene.split.name} · OA {metrics['OA']:.4f} "
              f"AA {metrics['AA']:.4f} κ {metrics['kappa']:.4f}")
     write_preview_png(out_dir / "preview.png", cmap, names, colors, title=title)
-    _write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "metrics.json", metrics)
     print(f"[{cfg.model.name}] OA {metrics['OA']:.4f}  AA {metrics['AA']:.4f}  kappa {metrics['kappa']:.4f}  "
           f"(fit {fit_s:.1f} s) → {out_dir}")
     return metrics
@@ -376,8 +359,8 @@ def run_hsi(cfg: Any) -> Path:
             "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
             "values": vals.tolist(),
         }
-    _write_config(out / "config.yaml", cfg)
-    _write_json(out / "summary.json", summary)
+    write_yaml(out / "config.yaml", cfg)
+    write_json(out / "summary.json", summary)
     print(
         f"[{cfg.model.name}] {len(seeds)} seeds: OA {summary['OA']['mean']:.4f} ± {summary['OA']['std']:.4f}  "
         f"AA {summary['AA']['mean']:.4f} ± {summary['AA']['std']:.4f}  "

@@ -19,7 +19,6 @@ The checkpoint predicts any scene with ``geolesf predict scene.tif --checkpoint 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +28,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from geolesf.config import ModelConfig
 from geolesf.errors import ConfigError, DataError
 from geolesf.io.labels import VECTOR_SUFFIXES, rasterize_labels
 from geolesf.methods.unet.checkpoint import SegmentationCheckpoint, save
 from geolesf.methods.unet.evaluate import scene_metrics
 from geolesf.methods.unet.model import unet
+from geolesf.training import write_json, write_yaml
 
 
 @dataclass
@@ -53,10 +54,10 @@ class SegDataConfig:
 
 
 @dataclass
-class SegModelConfig:
+class SegModelConfig(ModelConfig):
+    """``args``: constructor arguments of ``unet`` (``in_chans`` and ``num_classes`` are filled in)."""
+
     name: str = "unet"
-    args: dict[str, Any] = field(default_factory=dict)
-    """Constructor arguments (``in_chans`` and ``num_classes`` are filled in)."""
 
 
 @dataclass
@@ -99,8 +100,6 @@ def _check(cfg: SegmentationConfig) -> None:
 
 def run_config(cfg: SegmentationConfig) -> Path:
     """Train ``unet`` as configured; returns the run folder."""
-    from geolesf.config import to_dict
-
     _check(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,10 +120,8 @@ def run_config(cfg: SegmentationConfig) -> Path:
     metrics = {"checkpoint": "model.pt", "sha256": summary["sha256"], "history": summary["history"],
                "class_ids": summary["class_ids"], "training_scene_fit": fit,
                "note": "training_scene_fit is measured on the training scene itself (fit, not generalisation)"}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    import yaml
-
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_json(out / "metrics.json", metrics)
+    write_yaml(out / "config.yaml", cfg)
     print(f"[unet] loss {summary['history'][0]['loss']:.4f} → {summary['history'][-1]['loss']:.4f}, "
           f"training-scene mIoU {fit['mIoU']:.4f} → {out}")
     return out
@@ -146,6 +143,18 @@ def _read_pair(image_tif: str | Path, label_tif: str | Path) -> tuple[np.ndarray
         raise DataError(f"{label_tif} is {labels.shape[1]}×{labels.shape[0]} px; "
                         f"{image_tif} is {image.shape[2]}×{image.shape[1]}")
     return image, labels, valid, label_nodata
+
+
+def _random_chips(
+    rng: np.random.Generator, x_all: np.ndarray, target: np.ndarray, c: int, batch_size: int, device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_size`` random ``c``×``c`` chips of the normalised image and their targets."""
+    h, w = target.shape
+    ys = rng.integers(0, h - c + 1, batch_size)
+    xs = rng.integers(0, w - c + 1, batch_size)
+    xb = torch.from_numpy(np.stack([x_all[:, y:y + c, x:x + c] for y, x in zip(ys, xs)])).to(device)
+    yb = torch.from_numpy(np.stack([target[y:y + c, x:x + c] for y, x in zip(ys, xs)])).to(device)
+    return xb, yb
 
 
 def train_segmenter(
@@ -204,10 +213,7 @@ def train_segmenter(
     for epoch in bar:
         total = 0.0
         for _ in range(steps_per_epoch):
-            ys = rng.integers(0, h - c + 1, batch_size)
-            xs = rng.integers(0, w - c + 1, batch_size)
-            xb = torch.from_numpy(np.stack([x_all[:, y:y + c, x:x + c] for y, x in zip(ys, xs)])).to(device)
-            yb = torch.from_numpy(np.stack([target[y:y + c, x:x + c] for y, x in zip(ys, xs)])).to(device)
+            xb, yb = _random_chips(rng, x_all, target, c, batch_size, device)
             if (yb == -100).all():
                 continue
             loss = F.cross_entropy(model(xb), yb, ignore_index=-100)
