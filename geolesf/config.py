@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from geolesf.errors import ConfigError
-from geolesf.training import LightningOptions
 
 
 @dataclass
@@ -62,6 +61,26 @@ class ModelConfig:
     name: str = "s2mamba"
     args: dict[str, Any] = field(default_factory=dict)
     """Constructor arguments passed to ``create_model`` (bands and classes are filled in)."""
+
+
+@dataclass
+class LightningOptions:
+    """Trainer settings every method accepts under ``trainer:`` (a base of each method's trainer config)."""
+
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    """Lightning strategy, e.g. ``ddp`` (one process per device; multi-node with ``num_nodes``)."""
+    num_nodes: int = 1
+    num_threads: int | None = None
+    """torch CPU threads (default: torch's own choice)."""
+    precision: Any = None
+    """Lightning precision, e.g. ``bf16-mixed`` (default: Lightning's, 32-bit)."""
+    logger: Any = False
+    """``false`` (default), ``true`` (Lightning's default logger) or ``csv`` / ``tensorboard`` (logs in the run folder)."""
+    callbacks: list[str] = field(default_factory=list)
+    """Extra callbacks as ``package.module:Class`` (constructed without arguments)."""
 
 
 @dataclass

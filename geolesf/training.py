@@ -15,32 +15,12 @@ import dataclasses
 import importlib
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geolesf.config import LightningOptions
 from geolesf.errors import ConfigError
 from geolesf.io.atomic import atomic_path
-
-
-@dataclass
-class LightningOptions:
-    """Trainer settings every method accepts under ``trainer:`` (a base of each method's trainer config)."""
-
-    seed: int = 0
-    accelerator: str = "auto"
-    devices: Any = 1
-    strategy: str = "auto"
-    """Lightning strategy, e.g. ``ddp`` (one process per device; multi-node with ``num_nodes``)."""
-    num_nodes: int = 1
-    num_threads: int | None = None
-    """torch CPU threads (default: torch's own choice)."""
-    precision: Any = None
-    """Lightning precision, e.g. ``bf16-mixed`` (default: Lightning's, 32-bit)."""
-    logger: Any = False
-    """``false`` (default), ``true`` (Lightning's default logger) or ``csv`` / ``tensorboard`` (logs in the run folder)."""
-    callbacks: list[str] = field(default_factory=list)
-    """Extra callbacks as ``package.module:Class`` (constructed without arguments)."""
 
 
 def start_run(out: str | Path, options: LightningOptions) -> Path:

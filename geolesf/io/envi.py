@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from geolesf.errors import DataError
-from geolesf.io.hsi import HSICube, _require_file, resolve_path
+from geolesf.io.cube import HSICube, require_file, resolve_path
 
 ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bin", ".bsq", ".bil", ".bip")
 
@@ -36,7 +36,7 @@ def is_envi(path: Path) -> bool:
 def parse_envi_header(path: str | Path) -> dict[str, Any]:
     """Parse an ENVI ``.hdr`` file into a dict (lower-case keys, ``{...}`` values as lists)."""
     path = Path(path)
-    _require_file(path, "ENVI header")
+    require_file(path, "ENVI header")
     text = path.read_text(errors="replace")
     lines = text.splitlines()
     if not lines or lines[0].strip().upper() != "ENVI":

@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader
 from geolesf.errors import ConfigError, ModelError, TrainingError
 from geolesf.methods.hclip.checkpoint import save as save_hclip_checkpoint
 from geolesf.methods.hclip.data import CropDataset
-from geolesf.training import LightningOptions, make_trainer, start_run, write_json, write_yaml
+from geolesf.config import LightningOptions
+from geolesf.training import make_trainer, start_run, write_json, write_yaml
 
 
 @dataclass
@@ -76,7 +77,7 @@ class HCLIPDataConfig:
 
 @dataclass
 class HCLIPTrainerConfig(LightningOptions):
-    """Lightning options (:class:`geolesf.training.LightningOptions`) + the optimisation schedule."""
+    """Lightning options (:class:`geolesf.config.LightningOptions`) + the optimisation schedule."""
 
     max_steps: int = 80000
     batch_size: int = 4

@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader
 from geolesf.errors import ConfigError, TrainingError
 from geolesf.methods.sam.evaluate import (dice_bce_loss, evaluate_prompts, evaluate_semantic, mask_scores,
                                           prompt_outputs)
-from geolesf.training import LightningOptions, make_trainer, start_run, write_json, write_yaml
+from geolesf.config import LightningOptions
+from geolesf.training import make_trainer, start_run, write_json, write_yaml
 
 __all__ = ["CONFIG", "SamPeftConfig", "SamPeftDataModule", "SamPeftModule", "build_model", "dice_bce_loss",
            "evaluate_prompts", "evaluate_semantic", "mask_scores", "run_config"]
@@ -82,7 +83,7 @@ class SamDataConfig:
 
 @dataclass
 class SamTrainerConfig(LightningOptions):
-    """Lightning options (:class:`geolesf.training.LightningOptions`, seed 42 here) + the fine-tuning schedule."""
+    """Lightning options (:class:`geolesf.config.LightningOptions`, seed 42 here) + the fine-tuning schedule."""
 
     seed: int = 42
     epochs: int = 20

@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader
 from geolesf.errors import ConfigError, TrainingError
 from geolesf.methods.wsod.checkpoint import save as save_wsod_checkpoint
 from geolesf.registry import create_model
-from geolesf.training import LightningOptions, make_trainer, start_run, write_json, write_yaml
+from geolesf.config import LightningOptions
+from geolesf.training import make_trainer, start_run, write_json, write_yaml
 
 SCALES = [480, 576, 688, 864, 1000, 1200]
 

@@ -35,7 +35,8 @@ from geolesf.methods.wsss.checkpoint import save as save_wsss_checkpoint
 from geolesf.methods.wsss.data import TrainCrops, WSSSDataset, open_dataset
 from geolesf.methods.wsss.single_stage import SingleStageOptions, single_stage_loss
 from geolesf.methods.wsss.usage import default_bg_threshold, default_tau, usage_loss
-from geolesf.training import LightningOptions, make_trainer, start_run, write_json, write_yaml
+from geolesf.config import LightningOptions
+from geolesf.training import make_trainer, start_run, write_json, write_yaml
 
 
 @dataclass
