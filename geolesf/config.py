@@ -104,14 +104,32 @@ class TrainerConfig(LightningOptions):
     """Checkpoint to resume training from."""
 
 
-@dataclass
-class TrainConfig:
-    task: str = "hsi"
-    """Which task module runs this config (see :mod:`geolesf.formats`)."""
-    out: str = "runs/run"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+def run_config_class(name: str, *, task: str, out: str, model: type, data: type, trainer: type,
+                     extra: tuple[tuple[str, type, Any], ...] = (), module: str | None = None,
+                     doc: str | None = None) -> type:
+    """The config dataclass of one method's runs: ``task``, ``out``, ``model``, ``data``, ``trainer``.
+
+    Every method's ``train.CONFIG`` is built here, so the top-level layout a YAML file follows is
+    the same everywhere. ``extra`` adds ``(name, type, default)`` fields (a dataclass type as default
+    means "a fresh instance"), placed after ``out``.
+    """
+
+    def default(value: Any) -> Any:
+        if isinstance(value, type) and dataclasses.is_dataclass(value):
+            return field(default_factory=value)
+        return field(default=value)
+
+    fields = [("task", str, field(default=task)), ("out", str, field(default=out))]
+    fields += [(n, t, default(v)) for n, t, v in extra]
+    fields += [("model", model, default(model)), ("data", data, default(data)), ("trainer", trainer, default(trainer))]
+    cls = dataclasses.make_dataclass(name, fields)
+    cls.__module__ = module or __name__
+    cls.__doc__ = doc or f"``task: {task}`` run config: ``out``, ``model``, ``data``, ``trainer`` sections."
+    return cls
+
+
+TrainConfig = run_config_class("TrainConfig", task="hsi", out="runs/run", model=ModelConfig, data=DataConfig,
+                               trainer=TrainerConfig, doc="``task: hsi`` run config (rf, svm, s2mamba).")
 
 
 def _field_names(cls: type) -> list[str]:

@@ -53,20 +53,26 @@ TASKS: dict[str, str] = {
 METHODS: tuple[str, ...] = tuple(dict.fromkeys(FORMATS.values()))
 
 
-@dataclass(frozen=True)
-class PredictRequest:
+@dataclass(frozen=True, kw_only=True)
+class _Request:
+    """What every ``geolesf predict`` / ``evaluate`` run names."""
+
+    checkpoint: str
+    out: str | None = None
+    device: str = "cpu"
+    batch_size: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictRequest(_Request):
     """One ``geolesf predict`` run of one scene, as a method's ``inference.run`` receives it."""
 
     scene: str
-    checkpoint: str
-    out: str
     model_name: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
     tile: int | None = None
     overlap: int | None = None
     blend: str | None = None
-    batch_size: int | None = None
-    device: str = "cpu"
     probabilities: str | None = None
     probabilities_uint8: bool = False
     nodata: float | None = None
@@ -78,18 +84,15 @@ class PredictRequest:
         return {k: getattr(self, k) for k in ("tile", "overlap", "blend") if getattr(self, k) is not None}
 
 
-@dataclass(frozen=True)
-class EvaluateRequest:
-    """One ``geolesf evaluate`` run, as a method's ``evaluate.evaluate`` receives it."""
+@dataclass(frozen=True, kw_only=True)
+class EvaluateRequest(_Request):
+    """One ``geolesf evaluate`` run, as a method's ``evaluate.evaluate`` receives it: a benchmark
+    (``dataset``, ``data_root``, ``what``) or, for hyperspectral checkpoints, a split (``config``,
+    ``overrides``, ``cube``, ``labels``, ``split``)."""
 
-    checkpoint: str
     dataset: str | None = None
     data_root: str | None = None
     what: str | None = None
-    out: str | None = None
-    device: str = "cpu"
-    batch_size: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)
     config: str | None = None
     overrides: tuple[str, ...] = ()
     cube: str | None = None

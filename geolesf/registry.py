@@ -250,3 +250,34 @@ def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> str:
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return sha256_file(path)
+
+
+def model_payload(fmt: str, model_name: str, model_args: dict[str, Any], module: Any) -> dict[str, Any]:
+    """The entries every model checkpoint starts with: format, version, model name and args, CPU state dict."""
+    from geolesf import __version__
+
+    return {
+        "format": fmt,
+        "geolesf_version": __version__,
+        "model_name": model_name,
+        "model_args": dict(model_args),
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+    }
+
+
+def rebuild_model(payload: dict[str, Any], path: Any) -> Any:
+    """The registered model of a :func:`model_payload` checkpoint with its weights, in eval mode."""
+    model = create_model(payload["model_name"], **payload["model_args"])
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ModelError(f"{path}: state dict does not match model '{payload['model_name']}' "
+                         f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+    return model.eval()
+
+
+def float_tensor(a: Any) -> Any:
+    """A float32 tensor of an array stored in a checkpoint (``None`` stays ``None``)."""
+    import numpy as np
+    import torch
+
+    return None if a is None else torch.from_numpy(np.asarray(a, dtype=np.float32))

@@ -3,24 +3,22 @@
 Each method's ``train.run_config(cfg)`` starts with :func:`start_run` (folder created, seeds set, torch
 threads limited), builds its Trainer with :func:`make_trainer` (so ``trainer.logger``, ``precision``,
 ``callbacks``, ``devices``, ``strategy`` and ``num_nodes`` in the YAML reach Lightning instead of being
-hard-coded), and writes ``config.yaml`` / ``metrics.json`` / ``history.json`` with :func:`write_json` and
-:func:`write_yaml` (temporary file beside, then rename: an interrupted run never leaves half a record).
+hard-coded), and writes ``config.yaml`` / ``metrics.json`` / ``history.json`` with
+:func:`geolesf.io.atomic.write_json` and :func:`geolesf.io.atomic.write_yaml` (temporary file beside,
+then rename: an interrupted run never leaves half a record).
 
 Only training code imports this module: it imports Lightning.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from geolesf.config import LightningOptions
 from geolesf.errors import ConfigError
-from geolesf.io.atomic import atomic_path
 
 
 def start_run(out: str | Path, options: LightningOptions) -> Path:
@@ -77,22 +75,3 @@ def make_trainer(options: LightningOptions, out: Path, *, callbacks: list[Any] =
     kwargs.update(fixed)
     kwargs["callbacks"] = [*callbacks, *(_callback(s) for s in options.callbacks)]
     return L.Trainer(**kwargs)
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """``obj`` as indented JSON at ``path``, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
-    return Path(path)
-
-
-def write_yaml(path: str | Path, cfg: Any) -> Path:
-    """A config dataclass (or dict) as YAML at ``path``, atomically."""
-    import yaml
-
-    from geolesf.config import to_dict
-
-    data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
-    with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    return Path(path)

@@ -8,11 +8,14 @@ destination that every predictor and exporter shares.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from geolesf.errors import DataError
 
@@ -50,3 +53,22 @@ def check_tif_out(out: Path, what: str) -> None:
         raise DataError(f"{what} {out}: expected a .tif path for the GeoTIFF output")
     if not out.parent.is_dir():
         raise DataError(f"{what} {out}: folder {out.parent} does not exist")
+
+
+def write_json(path: str | Path, obj: Any, indent: int = 1) -> Path:
+    """``obj`` as indented JSON at ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent, default=str) + "\n")
+    return Path(path)
+
+
+def write_yaml(path: str | Path, cfg: Any) -> Path:
+    """A config dataclass (or dict) as YAML at ``path``, atomically."""
+    import yaml
+
+    from geolesf.config import to_dict
+
+    data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    return Path(path)

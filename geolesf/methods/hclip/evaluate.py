@@ -10,7 +10,6 @@ convention: ignore label skipped, classes with an empty union left out of the me
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -74,7 +73,7 @@ def evaluate_checkpoint(checkpoint: Any, *, dataset: str | None, data_root: str 
     from tqdm import tqdm
 
     from geolesf.data.benchmarks.registry import open_benchmark, prompt_names
-    from geolesf.io.atomic import atomic_path
+    from geolesf.io.atomic import write_json
     from geolesf.metrics.segmentation import SegmentationConfusion
 
     del what, batch_size
@@ -112,8 +111,7 @@ def evaluate_checkpoint(checkpoint: Any, *, dataset: str | None, data_root: str 
     m["summary"] = (f"{dataset}: mIoU {miou:.4f} over {n} images ({ds.num_classes} classes)" if miou is not None
                     else f"{dataset}: no labelled pixels in {n} images")
     path = Path(out) if out else Path(payload["_path"]).parent / f"evaluation_{dataset}.json"
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(m, indent=2))
+    write_json(path, m, indent=2)
     m["written_to"] = str(path)
     return m
 

@@ -38,8 +38,9 @@ from torch.utils.data import DataLoader
 from geolesf.errors import ConfigError, ModelError, TrainingError
 from geolesf.methods.hclip.checkpoint import save as save_hclip_checkpoint
 from geolesf.methods.hclip.data import CropDataset
-from geolesf.config import LightningOptions
-from geolesf.training import make_trainer, start_run, write_json, write_yaml
+from geolesf.config import LightningOptions, run_config_class
+from geolesf.io.atomic import write_json, write_yaml
+from geolesf.training import make_trainer, start_run
 
 
 @dataclass
@@ -90,13 +91,10 @@ class HCLIPTrainerConfig(LightningOptions):
     num_workers: int = 0
 
 
-@dataclass
-class HCLIPConfig:
-    task: str = "hclip"
-    out: str = "runs/hclip"
-    model: HCLIPModelConfig = field(default_factory=HCLIPModelConfig)
-    data: HCLIPDataConfig = field(default_factory=HCLIPDataConfig)
-    trainer: HCLIPTrainerConfig = field(default_factory=HCLIPTrainerConfig)
+HCLIPConfig = run_config_class(
+    "HCLIPConfig", task="hclip", out="runs/hclip", model=HCLIPModelConfig, data=HCLIPDataConfig,
+    trainer=HCLIPTrainerConfig, module=__name__,
+)
 
 
 CONFIG = HCLIPConfig

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from geolesf import __version__
 from geolesf.errors import ModelError
-from geolesf.registry import create_model, write_checkpoint
+from geolesf.registry import float_tensor, model_payload, rebuild_model, write_checkpoint
 
 FORMAT = "geolesf-hsi-patch/1"
 
@@ -62,21 +61,14 @@ class PatchCheckpoint:
 def save(path: str | Path, ckpt: PatchCheckpoint) -> str:
     """Write a ``weights_only``-loadable checkpoint atomically; returns its sha256."""
 
-    def arr(a: np.ndarray | None) -> torch.Tensor | None:
-        return None if a is None else torch.from_numpy(np.asarray(a, dtype=np.float32))
-
     payload = {
-        "format": FORMAT,
-        "geolesf_version": __version__,
-        "model_name": ckpt.model_name,
-        "model_args": dict(ckpt.model_args),
-        "state_dict": {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()},
+        **model_payload(FORMAT, ckpt.model_name, ckpt.model_args, ckpt.model),
         "patch_size": int(ckpt.patch_size),
         "padding": ckpt.padding,
-        "band_mean": arr(ckpt.band_mean),
-        "band_std": arr(ckpt.band_std),
-        "pca_components": arr(ckpt.pca_components),
-        "pca_mean": arr(ckpt.pca_mean),
+        "band_mean": float_tensor(ckpt.band_mean),
+        "band_std": float_tensor(ckpt.band_std),
+        "pca_components": float_tensor(ckpt.pca_components),
+        "pca_mean": float_tensor(ckpt.pca_mean),
         "class_ids": [int(c) for c in ckpt.class_ids],
         "class_names": list(ckpt.class_names),
         "colors": list(ckpt.colors),
@@ -101,12 +93,7 @@ def load(path: str | Path, expected_sha256: str | None = None) -> PatchCheckpoin
         if isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
             raise ModelError(f"{path}: this is a Lightning training checkpoint; use model.pt from the run folder")
         raise ModelError(f"{path}: expected a geolesf '{FORMAT}' checkpoint")
-    model = create_model(payload["model_name"], **payload["model_args"])
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
-    if missing or unexpected:
-        raise ModelError(f"{path}: state dict does not match model '{payload['model_name']}' "
-                         f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
-    model.eval()
+    model = rebuild_model(payload, path)
 
     def arr(t: torch.Tensor | None) -> np.ndarray | None:
         return None if t is None else t.numpy()

@@ -33,7 +33,8 @@ from geolesf.methods.hsi.checkpoint import PatchCheckpoint, save as save_patch_c
 from geolesf.methods.hsi.train import register_trainer
 from geolesf.predict.patches import PatchGatherer, predict_pixels
 from geolesf.registry import create_model
-from geolesf.training import make_trainer, start_run, write_json
+from geolesf.io.atomic import write_json
+from geolesf.training import make_trainer, start_run
 
 
 class _PixelDataset(Dataset):

@@ -37,7 +37,7 @@ from geolesf.data.transforms import PCA, BandNormalizer
 from geolesf.errors import ConfigError, DataError, ModelError
 from geolesf.io.hsi import HSICube, LabelMap, read_cube, read_labels, split_spec
 from geolesf.provenance import machine_info
-from geolesf.training import write_json, write_yaml
+from geolesf.io.atomic import write_json, write_yaml
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,8 +34,9 @@ from torch.utils.data import DataLoader
 from geolesf.errors import ConfigError, TrainingError
 from geolesf.methods.sam.evaluate import (dice_bce_loss, evaluate_prompts, evaluate_semantic, mask_scores,
                                           prompt_outputs)
-from geolesf.config import LightningOptions
-from geolesf.training import make_trainer, start_run, write_json, write_yaml
+from geolesf.config import LightningOptions, run_config_class
+from geolesf.io.atomic import write_json, write_yaml
+from geolesf.training import make_trainer, start_run
 
 __all__ = ["CONFIG", "SamPeftConfig", "SamPeftDataModule", "SamPeftModule", "build_model", "dice_bce_loss",
            "evaluate_prompts", "evaluate_semantic", "mask_scores", "run_config"]
@@ -94,13 +95,10 @@ class SamTrainerConfig(LightningOptions):
     warmup_epochs: int = 1
 
 
-@dataclass
-class SamPeftConfig:
-    task: str = "sam-peft"
-    out: str = "runs/sam_peft"
-    model: SamModelConfig = field(default_factory=SamModelConfig)
-    data: SamDataConfig = field(default_factory=SamDataConfig)
-    trainer: SamTrainerConfig = field(default_factory=SamTrainerConfig)
+SamPeftConfig = run_config_class(
+    "SamPeftConfig", task="sam-peft", out="runs/sam_peft", model=SamModelConfig, data=SamDataConfig,
+    trainer=SamTrainerConfig, module=__name__,
+)
 
 
 CONFIG = SamPeftConfig

@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from geolesf import __version__
 from geolesf.errors import ModelError
-from geolesf.registry import write_checkpoint
+from geolesf.registry import float_tensor, model_payload, rebuild_model, write_checkpoint
 
 FORMAT = "geolesf-segmentation/1"
 
@@ -52,17 +51,10 @@ class SegmentationCheckpoint:
 def save(path: str | Path, ckpt: SegmentationCheckpoint) -> str:
     """Write a ``weights_only``-loadable checkpoint atomically; returns its sha256."""
 
-    def arr(a: np.ndarray | None) -> torch.Tensor | None:
-        return None if a is None else torch.from_numpy(np.asarray(a, dtype=np.float32))
-
     payload = {
-        "format": FORMAT,
-        "geolesf_version": __version__,
-        "model_name": ckpt.model_name,
-        "model_args": dict(ckpt.model_args),
-        "state_dict": {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()},
-        "band_mean": arr(ckpt.band_mean),
-        "band_std": arr(ckpt.band_std),
+        **model_payload(FORMAT, ckpt.model_name, ckpt.model_args, ckpt.model),
+        "band_mean": float_tensor(ckpt.band_mean),
+        "band_std": float_tensor(ckpt.band_std),
         "class_ids": [int(c) for c in ckpt.class_ids],
         "class_names": [str(n) for n in ckpt.class_names],
         "colors": [_colour_hex(c) for c in ckpt.colors],
@@ -88,18 +80,11 @@ def read_checkpoint_payload(path: str | Path) -> tuple[dict[str, Any], str]:
 
 def load(path: str | Path) -> SegmentationCheckpoint:
     """Load a ``geolesf-segmentation/1`` checkpoint and rebuild its model (eval mode)."""
-    from geolesf.registry import create_model
-
     payload, digest = read_checkpoint_payload(path)
     if payload.get("format") != FORMAT:
         raise ModelError(f"{path}: expected a '{FORMAT}' checkpoint, found "
                          f"'{payload.get('format', 'unknown')}'")
-    model = create_model(payload["model_name"], **payload["model_args"])
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
-    if missing or unexpected:
-        raise ModelError(f"{path}: state dict does not match model '{payload['model_name']}' "
-                         f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
-    model.eval()
+    model = rebuild_model(payload, path)
 
     def arr(t: torch.Tensor | None) -> np.ndarray | None:
         return None if t is None else t.numpy().astype(np.float32)

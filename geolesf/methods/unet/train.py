@@ -20,7 +20,7 @@ The checkpoint predicts any scene with ``geolesf predict scene.tif --checkpoint 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,13 @@ import torch
 from torch.nn import functional as F
 
 from geolesf.config import ModelConfig
+from geolesf.config import run_config_class
 from geolesf.errors import ConfigError, DataError
 from geolesf.io.labels import VECTOR_SUFFIXES, rasterize_labels
 from geolesf.methods.unet.checkpoint import SegmentationCheckpoint, save
 from geolesf.methods.unet.evaluate import scene_metrics
 from geolesf.methods.unet.model import unet
-from geolesf.training import write_json, write_yaml
+from geolesf.io.atomic import write_json, write_yaml
 
 
 @dataclass
@@ -71,13 +72,10 @@ class SegTrainerConfig:
     device: str = "cpu"
 
 
-@dataclass
-class SegmentationConfig:
-    task: str = "segmentation"
-    out: str = "runs/segmentation"
-    model: SegModelConfig = field(default_factory=SegModelConfig)
-    data: SegDataConfig = field(default_factory=SegDataConfig)
-    trainer: SegTrainerConfig = field(default_factory=SegTrainerConfig)
+SegmentationConfig = run_config_class(
+    "SegmentationConfig", task="segmentation", out="runs/segmentation", model=SegModelConfig, data=SegDataConfig,
+    trainer=SegTrainerConfig, module=__name__,
+)
 
 
 CONFIG = SegmentationConfig

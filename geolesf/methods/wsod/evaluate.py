@@ -14,7 +14,6 @@ absent), ``limit`` (first N images), ``scales`` (e.g. ``[480]``), ``flip``, ``nm
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +137,7 @@ def _catalog_dirs(name: str) -> list[Path]:
 def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None, data_root: str | None, what: str | None,
                         out: str | None, device: str, batch_size: int | None, options: dict[str, Any]) -> dict[str, Any]:
     """Score a checkpoint on VOC / COCO for ``geolesf evaluate`` (:func:`evaluate` unpacks the request)."""
-    from geolesf.io.atomic import atomic_path
+    from geolesf.io.atomic import write_json
     from geolesf.methods.wsod.proposals import ProposalProvider
 
     unknown = sorted(set(options) - KNOWN)
@@ -174,8 +173,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None, data_roo
     target = Path(out) if out else Path(str(checkpoint)).with_name(f"evaluation_{dataset}.json")
     if not Path(str(checkpoint)).is_file() and not out:
         target = Path(f"evaluation_{dataset}.json")
-    with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(target, result, indent=2)
     result["written_to"] = str(target)
     return result
 

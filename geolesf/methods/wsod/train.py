@@ -37,17 +37,18 @@ from torch.utils.data import DataLoader
 from geolesf.errors import ConfigError, TrainingError
 from geolesf.methods.wsod.checkpoint import save as save_wsod_checkpoint
 from geolesf.registry import create_model
-from geolesf.config import LightningOptions
-from geolesf.training import make_trainer, start_run, write_json, write_yaml
+from geolesf.config import LightningOptions, ModelConfig, run_config_class
+from geolesf.io.atomic import write_json, write_yaml
+from geolesf.training import make_trainer, start_run
 
 SCALES = [480, 576, 688, 864, 1000, 1200]
 
 
 @dataclass
-class WSODModelConfig:
+class WSODModelConfig(ModelConfig):
+    """``args``: constructor arguments of ``ndi-wsod`` (backbone, backbone_weights, refine_times, …)."""
+
     name: str = "ndi-wsod"
-    args: dict[str, Any] = field(default_factory=dict)
-    """Constructor arguments of ``ndi-wsod`` (backbone, backbone_weights, refine_times, …)."""
 
 
 @dataclass
@@ -102,13 +103,10 @@ class WSODTrainerConfig(LightningOptions):
     nms: float = 0.4
 
 
-@dataclass
-class WSODConfig:
-    task: str = "wsod"
-    out: str = "runs/ndi_wsod"
-    model: WSODModelConfig = field(default_factory=WSODModelConfig)
-    data: WSODDataConfig = field(default_factory=WSODDataConfig)
-    trainer: WSODTrainerConfig = field(default_factory=WSODTrainerConfig)
+WSODConfig = run_config_class(
+    "WSODConfig", task="wsod", out="runs/ndi_wsod", model=WSODModelConfig, data=WSODDataConfig,
+    trainer=WSODTrainerConfig, module=__name__,
+)
 
 
 CONFIG = WSODConfig

@@ -35,8 +35,9 @@ from geolesf.methods.wsss.checkpoint import save as save_wsss_checkpoint
 from geolesf.methods.wsss.data import TrainCrops, WSSSDataset, open_dataset
 from geolesf.methods.wsss.single_stage import SingleStageOptions, single_stage_loss
 from geolesf.methods.wsss.usage import default_bg_threshold, default_tau, usage_loss
-from geolesf.config import LightningOptions
-from geolesf.training import make_trainer, start_run, write_json, write_yaml
+from geolesf.config import LightningOptions, run_config_class
+from geolesf.io.atomic import write_json, write_yaml
+from geolesf.training import make_trainer, start_run
 
 
 @dataclass
@@ -108,18 +109,12 @@ class WSSSTrainerConfig(LightningOptions):
     eval_max_side: int | None = None
 
 
-@dataclass
-class WSSSConfig:
-    task: str = "wsss"
-    out: str = "runs/wsss"
-    method: str = "cam"
-    """cam | usage | single-stage."""
-    model: WSSSModelConfig = field(default_factory=WSSSModelConfig)
-    data: WSSSDataConfig = field(default_factory=WSSSDataConfig)
-    cam: CAMConfig = field(default_factory=CAMConfig)
-    usage: UsageConfig = field(default_factory=UsageConfig)
-    single_stage: SingleStageOptions = field(default_factory=SingleStageOptions)
-    trainer: WSSSTrainerConfig = field(default_factory=WSSSTrainerConfig)
+WSSSConfig = run_config_class(
+    "WSSSConfig", task="wsss", out="runs/wsss", model=WSSSModelConfig, data=WSSSDataConfig,
+    trainer=WSSSTrainerConfig,
+    extra=(("method", str, "cam"), ("cam", CAMConfig, CAMConfig), ("usage", UsageConfig, UsageConfig),
+           ("single_stage", SingleStageOptions, SingleStageOptions)), module=__name__,
+)
 
 
 CONFIG = WSSSConfig
