@@ -87,12 +87,12 @@ def shipped_table() -> list[str]:
                 notes.append(f"- {name}: {note}")
             m = cfg.metrics
             rows.append(
-                f"| `{name}:{tag}` | {entry.task or '—'} | {cfg.bands or '—'} | {len(cfg.class_names) or '—'} | "
+                f"| `{name}:{tag}` | {entry.method} / {entry.kind} | {cfg.bands or '—'} | {len(cfg.class_names) or '—'} | "
                 f"{_fmt(m.get('OA'))} | {_fmt(m.get('AA'))} | {_fmt(m.get('kappa'))} | {_params(cfg)} | {speed} | "
                 f"`{cfg.sha256}` |")
             notes.append(f"- `{name}:{tag}` — {cfg.description.rstrip('.')}. Licence: {cfg.licence.rstrip('.')}."
                          + (f" Trained with `{cfg.trained_with}`." if cfg.trained_with else ""))
-    head = ["| weights | task | bands | classes | OA | AA | κ | params | speed | sha256 |",
+    head = ["| weights | method / kind | bands | classes | OA | AA | κ | params | speed | sha256 |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     if not rows:
         return ["No shipped weights are registered."]

@@ -67,7 +67,11 @@ def _predict_in_fresh_interpreter(args: list[str]) -> dict[str, object]:
             "print(json.dumps({'rc': rc, 'lightning': 'lightning' in sys.modules, "
             "'train': sorted(m for m in sys.modules if m == 'geolesf.training' or "
             "(m.startswith('geolesf.methods.') and m.endswith(('.train', '.patch_training'))))}))")
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+    # Two math threads, as when the hashes were recorded: a dask LocalCluster started by an earlier test
+    # leaves OMP/MKL/OPENBLAS_NUM_THREADS=1 in this process's environment, and float32 sums of the
+    # probabilities depend on the thread count in their last bit.
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS") and k != "MALLOC_TRIM_THRESHOLD_"}
+    env.update(OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
