@@ -16,7 +16,7 @@ from geolesf.errors import ConfigError
 from geolesf.methods.sam import build_sam_model, save_sam_checkpoint
 from geolesf.methods.sam.train import CONFIG, dice_bce_loss, mask_scores, run_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = ["--set", "model.variant=tiny", "--set", "trainer.accelerator=cpu", "--set", "data.crop=160",
         "--set", "trainer.epochs=2", "--set", "trainer.steps_per_epoch=3", "--set", "trainer.batch_size=2",
         "--set", "trainer.lr=0.001", "--set", "trainer.warmup_epochs=0"]

@@ -13,7 +13,7 @@ import rasterio
 from geolesf.cli.main import main
 from geolesf.io.labels import rasterize_labels
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "configs" / "segmentation" / "unet_spacenet_buildings.yaml"
 
 

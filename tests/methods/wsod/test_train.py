@@ -13,7 +13,7 @@ import yaml
 from geolesf.cli import main as cli_main
 from geolesf.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = {"backbone": "tiny", "width": 16, "hidden": 32}
 
 
