@@ -1,8 +1,8 @@
 """Import cost of the ``geolesf predict`` path, beyond ``import torch``.
 
 In fresh interpreters: ``import torch`` alone (baseline), then everything ``geolesf predict`` imports
-before its first tile (CLI parser, predictor, the checkpoint's method, the model rebuilt from the
-checkpoint) for an S²Mamba and a unet checkpoint. Reports the medians and whether Lightning was
+before its first tile (CLI parser, predictor, rasterio, tqdm, the checkpoint's method, the model
+rebuilt from the checkpoint) for an S²Mamba and a unet checkpoint. Reports the medians and whether Lightning was
 imported (it must not be: inference never imports training code). Goal: ≤ 1.5 s beyond torch.
 
     python benchmarks/bench_predict_imports.py [--repeats 5]
@@ -31,6 +31,8 @@ t1 = time.perf_counter()
 from geolesf.cli.main import build_parser
 build_parser()
 import geolesf.predict.tiled
+import rasterio  # the predictor opens the scene with it
+from tqdm.auto import tqdm  # progress bar
 from geolesf.predict.model import load_predict_model
 load_predict_model(sys.argv[1])
 t2 = time.perf_counter()

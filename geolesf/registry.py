@@ -201,7 +201,10 @@ def _resolve_checkpoint(spec: str | Path) -> tuple[Path, str | None]:
     text = str(spec)
     if ":" in text and not path.exists():
         name, tag = text.split(":", 1)
-        _load_builtins()
+        if name in BUILTIN_MODELS:  # import only that model's module (not SAM and CLIP for S²Mamba)
+            importlib.import_module(BUILTIN_MODELS[name])
+        else:
+            _load_builtins()
         if name in _REGISTRY:
             entry = _REGISTRY[name]
             if tag not in entry.pretrained:
