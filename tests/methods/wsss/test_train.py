@@ -131,9 +131,10 @@ def test_aerial_demo_cam_from_tags_derived_from_loveda_masks(tmp_path, shared_da
     data = {"dataset": "loveda", "root": str(shared_data / "rs_seg_tiles"), "crop": 64, "scale_range": [1.0, 1.0],
             "options": {"tile": 64, "downsample": 4, "min_fraction": 0.02}}
     cfg = _cfg(tmp_path / "aerial", method="cam", model={"backbone": "simple", "args": {"width": 16, "depth": 3}},
-               data=data, cam={"scales": [1.0]}, trainer={"max_steps": 60, "batch_size": 8})
+               data=data, cam={"scales": [1.0]}, trainer={"epochs": 20, "max_steps": 120, "batch_size": 8})
     run_config(cfg)
     m = json.loads((tmp_path / "aerial" / "metrics.json").read_text())
+    assert m["steps"] == 120  # epochs must not stop the run before max_steps
     print(f"\naerial demo (LoveDA, 48 crops of 64 px): seed mIoU {m['seeds']['mIoU']:.4f}, "
           f"pseudo mIoU {m['pseudo']['mIoU']:.4f}")
     assert m["train_images"] == 48 and m["seeds"]["images"] == 48
