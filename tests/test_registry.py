@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from geolesf.errors import ChecksumError, ModelError
-from geolesf.registry import PretrainedCfg, create_model, list_models, load_pretrained, register_model
+from geolesf.registry import (
+    PretrainedCfg,
+    create_model,
+    list_models,
+    load_pretrained,
+    register_model,
+)
 
 
 @register_model(
@@ -85,8 +91,8 @@ def test_resolve_checkpoint_by_registered_tag(monkeypatch, _isolated_home):
 
 
 def test_shipped_s2mamba_checkpoint_verifies_and_loads():
-    from geolesf.registry import get_entry
     from geolesf.methods.hsi.checkpoint import load as load_patch_checkpoint
+    from geolesf.registry import get_entry
 
     entry = get_entry("s2mamba")
     assert entry.pretrained, "s2mamba has no shipped checkpoint registered"
@@ -102,7 +108,7 @@ def test_builtin_table_matches_the_decorators_and_stays_lazy():
     import subprocess
     import sys
 
-    from geolesf.registry import BUILTIN_MODELS, _REGISTRY, list_models
+    from geolesf.registry import _REGISTRY, BUILTIN_MODELS, list_models
 
     names = list_models()
     assert set(BUILTIN_MODELS) <= set(names)

@@ -18,6 +18,7 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.shared_data("rs_seg_tiles")
 def test_data_list(shared_data: Path, capsys) -> None:
     code, out, _ = run(["data", "list"], capsys)
     assert code == 0

@@ -44,6 +44,7 @@ def scene(tmp_path_factory, shared_data):
     return out
 
 
+@pytest.mark.shared_data("rs_seg_tiles")
 def test_pseudo_label_writes_a_georeferenced_geotiff(checkpoint, scene, tmp_path, capsys):
     import rasterio
 
@@ -75,6 +76,7 @@ def test_pseudo_label_writes_a_georeferenced_geotiff(checkpoint, scene, tmp_path
     assert not list(tmp_path.glob(".*")), "no partial outputs left beside the result"
 
 
+@pytest.mark.shared_data("rs_seg_tiles")
 def test_fixed_tags_restrict_the_classes(checkpoint, scene, tmp_path):
     import rasterio
 
@@ -87,6 +89,7 @@ def test_fixed_tags_restrict_the_classes(checkpoint, scene, tmp_path):
     assert set(np.unique(label[mask > 0]).tolist()) <= {4, 6}
 
 
+@pytest.mark.shared_data("rs_seg_tiles")
 def test_user_errors_exit_2_without_output(checkpoint, scene, tmp_path, capsys):
     cases = [
         (["--ignore-value", "3"], "class id"),

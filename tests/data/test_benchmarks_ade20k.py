@@ -23,6 +23,7 @@ def full(shared_data):
     return ADE20KFull(shared_data / "ade20k_samples")
 
 
+@pytest.mark.shared_data("ade20k_samples")
 def test_every_full_format_sample_parses(full, shared_data):
     folder = shared_data / "ade20k_samples"
     assert len(full) == len(list(folder.glob("*_seg.png"))) == 3
@@ -55,6 +56,7 @@ def test_decode_seg_encoding():
     assert classes.tolist() == [[312, 64, 0]] and len(np.unique(inst)) == 3
 
 
+@pytest.mark.shared_data("ade20k_samples")
 def test_full_vocabulary(shared_data):
     ds = ADE20KFull(shared_data / "ade20k_samples", vocabulary="full")
     s = ds[0]
@@ -62,6 +64,7 @@ def test_full_vocabulary(shared_data):
     assert np.array_equal(s["mask"] + 1, np.where(s["class_map"] == 0, 65536, s["class_map"]))
 
 
+@pytest.mark.shared_data("ade20k_samples")
 def test_sceneparsing_layout(tmp_path, full):
     img_dir = tmp_path / "ADEChallengeData2016" / "images" / "validation"
     ann_dir = tmp_path / "ADEChallengeData2016" / "annotations" / "validation"

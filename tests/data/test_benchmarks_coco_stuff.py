@@ -23,6 +23,7 @@ def test_id_mapping():
     assert COCO_STUFF_CLASSES[11] == "stop sign" and COCO_STUFF_CLASSES[80] == "banner"
 
 
+@pytest.mark.shared_data("coco_samples")
 def test_loader_on_real_coco_annotations(tmp_path, shared_data):
     from pycocotools.coco import COCO
 

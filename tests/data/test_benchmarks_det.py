@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 
 from geolesf.data.benchmarks.coco_det import COCODetection
-from geolesf.data.benchmarks.voc_det import VOC_CLASSES, VOCDetection, find_year_dir, parse_voc_xml
+from geolesf.data.benchmarks.voc_det import (
+    VOC_CLASSES,
+    VOCDetection,
+    find_year_dir,
+    parse_voc_xml,
+)
 from geolesf.errors import DataError
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_parse_voc_xml_real_sample(shared_data):
     ann = parse_voc_xml(shared_data / "voc_samples/mmdet_VOCdevkit/VOC2007/Annotations/000001.xml")
     assert ann.image_id == "000001" and (ann.width, ann.height) == (353, 500)
@@ -31,6 +37,7 @@ def test_parse_voc_xml_difficult_and_unknown_class(tmp_path):
         parse_voc_xml(tmp_path / "b.xml")
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_voc_dataset_samples(shared_data):
     root = shared_data / "voc_samples" / "mmdet_VOCdevkit"
     ds = VOCDetection(root, "2007", split=None)
@@ -64,6 +71,7 @@ def test_voc_difficult_objects_not_in_image_labels(tmp_path):
     assert item["difficult"].tolist() == [True, False]
 
 
+@pytest.mark.shared_data("coco_samples")
 def test_coco_dataset_samples(shared_data):
     root = shared_data / "coco_samples"
     ds = COCODetection(root / "test_coco.json", root)

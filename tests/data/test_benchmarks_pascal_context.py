@@ -37,6 +37,7 @@ def layout(tmp_path, shared_data):
     return tmp_path, names, masks
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_pc59_and_pc60(layout):
     root, names, masks = layout
     ds = open_benchmark("pascal_context59", root)
@@ -49,6 +50,7 @@ def test_pc59_and_pc60(layout):
     assert with_bg.num_classes == 60 and np.array_equal(with_bg[0]["mask"], masks[names[0]])
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_pc459_from_mat(layout):
     root, names, masks = layout
     ds = open_benchmark("pascal_context459", root)
@@ -58,6 +60,7 @@ def test_pc459_from_mat(layout):
     assert np.array_equal(s["mask"], np.where(raw == 0, 65535, raw - 1))
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_missing_split_is_data_error(layout):
     root, *_ = layout
     with pytest.raises(DataError, match="split list"):

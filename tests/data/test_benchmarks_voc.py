@@ -24,6 +24,7 @@ def flat(shared_data):
     return VOCSegmentation(shared_data / "voc_samples" / "deeplabv3plus_val")
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_every_sample_parses(flat, shared_data):
     targets = sorted((shared_data / "voc_samples" / "deeplabv3plus_val").glob("*_target.png"))
     assert len(flat) == len(targets) == 3
@@ -37,6 +38,7 @@ def test_every_sample_parses(flat, shared_data):
         assert np.array_equal(VOC_PALETTE[s["mask"]], rgb)
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_voc20_drops_background(shared_data):
     ds = VOCSegmentation(shared_data / "voc_samples" / "deeplabv3plus_val", include_background=False)
     assert ds.num_classes == 20 and ds.class_names[0] == "aeroplane"
@@ -71,6 +73,7 @@ def _devkit(tmp_path, flat):
     return base, names
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_devkit_index_png_and_sbd_aug_lists(tmp_path, flat):
     base, names = _devkit(tmp_path, flat)
     val = VOCSegmentation(tmp_path, "val")
@@ -83,6 +86,7 @@ def test_devkit_index_png_and_sbd_aug_lists(tmp_path, flat):
         VOCSegmentation(tmp_path, "test")
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_miou_equals_direct_confusion_computation(flat):
     """mIoU of SegmentationConfusion == IoU from an explicit per-class count over the real masks."""
     cm = SegmentationConfusion(21)

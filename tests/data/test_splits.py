@@ -113,6 +113,7 @@ def test_dase_split_counts(gt, dase_mask):
     assert np.mean(gt[on1] == DASE_INDIAN_PINES_REMAP[1]) > 0.99
 
 
+@pytest.mark.shared_data("indian_pines_fixed_split")
 def test_fixed_spectralformer_split(shared_data, gt):
     folder = shared_data / "indian_pines_fixed_split"
     tr = read_labels(folder / "IndianTR123_temp123.tif").data
@@ -145,6 +146,7 @@ def test_make_split_dispatch(gt, dase_mask, tmp_path):
         make_split(DataConfig(split="count"), gt)
 
 
+@pytest.mark.shared_data("indian_pines_fixed_split")
 def test_make_split_fixed_mat_with_tr_te(shared_data, gt, tmp_path):
     import scipy.io
 

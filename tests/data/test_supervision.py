@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from geolesf.errors import DataError
 from geolesf.data.supervision import (
     boxes_from_vector,
     boxes_to_pseudo_mask,
@@ -16,6 +15,7 @@ from geolesf.data.supervision import (
     read_tile_tags,
     tags_from_mask,
 )
+from geolesf.errors import DataError
 
 
 def test_tags_from_mask_hand_case():

@@ -11,7 +11,13 @@ import rasterio
 import torch
 
 from geolesf.errors import DataError
-from geolesf.export.stac import CLASSIFICATION_V1, PROJECTION_V1, stac_item, validate_item, write_stac_item
+from geolesf.export.stac import (
+    CLASSIFICATION_V1,
+    PROJECTION_V1,
+    stac_item,
+    validate_item,
+    write_stac_item,
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from geolesf.io.hsi import HSICube, read_cube
 from geolesf.colors import default_palette
+from geolesf.io.hsi import HSICube, read_cube
 from geolesf.io.writers import (
     read_class_names,
     write_class_map,

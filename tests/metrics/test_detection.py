@@ -111,6 +111,7 @@ def _coco_gt_as_detections(path):
     return {k: Detections(*v) for k, v in dets.items()}
 
 
+@pytest.mark.shared_data("coco_samples")
 def test_coco_ground_truth_as_detections_gives_ap_one(shared_data):
     ann = shared_data / "coco_samples" / "test_coco.json"
     dets = _coco_gt_as_detections(ann)
@@ -119,6 +120,7 @@ def test_coco_ground_truth_as_detections_gives_ap_one(shared_data):
     assert stats["AP50"] == pytest.approx(1.0) and stats["AP75"] == pytest.approx(1.0)
 
 
+@pytest.mark.shared_data("coco_samples")
 def test_coco_perturbed_detections_score_lower(shared_data):
     ann = shared_data / "coco_samples" / "test_coco.json"
     dets = _coco_gt_as_detections(ann)

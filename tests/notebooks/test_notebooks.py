@@ -10,6 +10,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+#: Shared (not redistributable) data a notebook reads; the others run on the shipped data.
+NOTEBOOK_DATA = {"03_sam_peft_aerial": ("rs_seg_tiles",), "04_weak_supervision_tags": ("rs_seg_tiles", "voc_samples")}
+RUNS = [pytest.param(p, id=p.stem, marks=[pytest.mark.shared_data(*NOTEBOOK_DATA[p.stem])] if p.stem in NOTEBOOK_DATA else [])
+        for p in NOTEBOOKS]
 
 
 def test_there_are_notebooks():
@@ -30,7 +34,7 @@ def test_outputs_are_stripped(path):
         f"{path.name} needs a cell tagged 'parameters' (small settings via GEOLESF_NOTEBOOK_FAST)"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", RUNS)
 def test_notebook_runs(path, shared_data, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

@@ -6,13 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dask.array
 import numpy as np
 import pytest
-import torch
-
-import dask.array
 import rasterio
 import rioxarray
+import torch
 
 import geolesf  # noqa: F401  (registers the accessor)
 from geolesf.errors import ConfigError, DataError

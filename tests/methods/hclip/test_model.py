@@ -10,10 +10,10 @@ from geolesf.data.benchmarks.ade20k import ADE20KFull
 from geolesf.data.benchmarks.voc import VOCSegmentation
 from geolesf.errors import ChecksumError, ConfigError, ModelError
 from geolesf.methods.hclip.backbone import build_clip, load_clip_state_dict
-from geolesf.methods.hclip.prompts import build_prompts, get_templates
-from geolesf.registry import create_model, list_models
 from geolesf.methods.hclip.data import _resize_short
+from geolesf.methods.hclip.prompts import build_prompts, get_templates
 from geolesf.methods.hclip.train import segmentation_loss
+from geolesf.registry import create_model, list_models
 
 TINY = dict(tiny=True, block_size=16, hidden=32, guidance_dim=16, text_guidance_dim=16,
             decoder_dims=(16, 8), decoder_guidance_dims=(16, 8))
@@ -34,6 +34,7 @@ def _batch(samples, size=64):
     return torch.stack(imgs), torch.stack(masks)
 
 
+@pytest.mark.shared_data("ade20k_samples", "voc_samples")
 @pytest.mark.parametrize("which", ["ade20k", "voc"])
 def test_real_image_forward_backward(model, shared_data, which):
     if which == "ade20k":
@@ -144,6 +145,7 @@ def test_guided_conv_equals_concatenation():
     assert torch.allclose(conv(x, g), F.conv2d(cat, weight, conv.conv_x.bias, padding=1), atol=1e-5)
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_learns_a_real_voc_image(shared_data):
     """40 AdamW steps on the trainable (PEFT + head) parameters fit one real VOC image: loss falls, IoU rises."""
     from geolesf.metrics.segmentation import SegmentationConfusion

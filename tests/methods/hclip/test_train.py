@@ -42,6 +42,7 @@ def test_shipped_config_loads_unchanged():
                                                      "data.dataset=voc", "data.root=/nonexistent"]))
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_train_writes_run_folder(run):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 2 and np.isfinite(metrics["final_loss"])
@@ -54,6 +55,7 @@ def test_train_writes_run_folder(run):
     assert model.relation.params["image"].abs().sum() > 0
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_cli_evaluate_miou(run, shared_data, capsys):
     rc = main(["evaluate", "--checkpoint", str(run / "hclip.pt"), "--dataset", "voc", "--data-root",
                str(shared_data / "voc_samples" / "deeplabv3plus_val"), "--option", "short_side=64",
@@ -69,6 +71,7 @@ def test_cli_evaluate_miou(run, shared_data, capsys):
     assert m["mIoU"] == pytest.approx(float(np.mean(tp[union > 0] / union[union > 0])))
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_cli_predict_geotiff_with_classes(run, shared_data, tmp_path, capsys):
     import rasterio
     from rasterio.windows import Window
@@ -98,6 +101,7 @@ def test_cli_predict_geotiff_with_classes(run, shared_data, tmp_path, capsys):
     assert values - {ds.nodata} <= set(names)
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_predict_without_classes_of_wrong_model_is_error(run, shared_data, tmp_path, capsys):
     rc = main(["predict", str(shared_data / "rasterio_landsat7" / "RGB.byte.tif"), "--model", "unet",
                "--checkpoint", str(run / "hclip.pt"), "--out", str(tmp_path / "x.tif")])
@@ -116,6 +120,7 @@ def test_upsampled_argmax_matches_full_upsampling():
     assert np.array_equal(upsampled_argmax(logits, (40, 50), chunk=8), full.numpy())
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_sliding_window_covers_image_and_matches_single_window(run):
     import torch
 
@@ -134,6 +139,7 @@ def test_sliding_window_covers_image_and_matches_single_window(run):
         assert torch.allclose(whole, model(x, names)[0], atol=1e-5)
 
 
+@pytest.mark.shared_data("ade20k_samples", "voc_samples")
 def test_cli_evaluate_ade20k_full_format_samples(run, shared_data, tmp_path, capsys):
     """Zero-shot ADE-150 scoring straight from the full-format samples (their 150-class view)."""
     out = tmp_path / "ade.json"

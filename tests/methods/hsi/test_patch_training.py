@@ -19,11 +19,11 @@ from torch import nn
 from geolesf.cli.main import main
 from geolesf.config import DataConfig, ModelConfig, TrainConfig, TrainerConfig
 from geolesf.errors import TrainingError
-from geolesf.registry import register_model
 from geolesf.methods.hsi.checkpoint import load as load_patch_checkpoint
-from geolesf.predict.patches import PatchGatherer
 from geolesf.methods.hsi.evaluate import evaluate_checkpoint
 from geolesf.methods.hsi.train import run_hsi
+from geolesf.predict.patches import PatchGatherer
+from geolesf.registry import register_model
 
 
 class _TinyPatchNet(nn.Module):

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from geolesf.errors import ChecksumError, ConfigError, DataError, ModelError
-from geolesf.methods.sam import build_sam_model, build_sam_segmenter, load_sam_state, save_sam_checkpoint
+from geolesf.methods.sam import (
+    build_sam_model,
+    build_sam_segmenter,
+    load_sam_state,
+    save_sam_checkpoint,
+)
 from geolesf.methods.sam.checkpoint import (
     dense_sam_state_dict,
     fold_peft_checkpoint,

@@ -111,6 +111,7 @@ def test_cli_train_predict_evaluate_prompted(shared_data, tiny_ckpt, tmp_path, c
     assert rc == 2 and "--prompts" in capsys.readouterr().err
 
 
+@pytest.mark.shared_data("rs_seg_tiles")
 def test_cli_semantic_train_and_tiled_predict_keeps_crs(shared_data, tiny_ckpt, tmp_path):
     import rasterio
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from geolesf.registry import create_model, list_models
@@ -18,6 +19,7 @@ def test_registered():
     assert "ndi-wsod" in list_models()
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_real_image_forward_backward_tiny_backbone(shared_data):
     from geolesf.methods.wsod.proposals import selective_search
 
@@ -48,6 +50,7 @@ def test_real_image_forward_backward_tiny_backbone(shared_data):
     assert float(model.losses(out2, rois, labels)["ncl"].detach()) > 0
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_detect_returns_scores_and_boxes_in_image_frame(shared_data):
     torch.manual_seed(0)
     item = _voc_sample(shared_data)

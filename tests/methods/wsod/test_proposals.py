@@ -9,9 +9,15 @@ import pytest
 import scipy.io
 
 from geolesf.errors import ConfigError, DataError
-from geolesf.methods.wsod.proposals import ProposalProvider, clean_boxes, load_proposal_file, selective_search
+from geolesf.methods.wsod.proposals import (
+    ProposalProvider,
+    clean_boxes,
+    load_proposal_file,
+    selective_search,
+)
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_selective_search_on_real_image(shared_data):
     from PIL import Image
 

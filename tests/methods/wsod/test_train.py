@@ -35,6 +35,7 @@ def trained(shared_data, tmp_path_factory):
     return out
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_train_writes_checkpoint_metrics_config(trained):
     import torch
 
@@ -52,6 +53,7 @@ def test_train_writes_checkpoint_metrics_config(trained):
     assert again["task"] == "wsod" and again["model"]["args"] == TINY
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_evaluate_cli_voc2007(trained, shared_data, tmp_path, capsys):
     out = tmp_path / "ev.json"
     # no --data-root: the catalog finds the VOC2007 sample under $GEOLESF_DATA
@@ -65,13 +67,14 @@ def test_evaluate_cli_voc2007(trained, shared_data, tmp_path, capsys):
     assert set(res["AP_11point"]) == {"dog", "person"}
 
 
+@pytest.mark.shared_data("coco_samples")
 def test_evaluate_cli_coco_runs_pycocotools(shared_data, tmp_path, capsys):
     """A one-class checkpoint scored on the real COCO samples through pycocotools."""
     import torch
 
-    from geolesf.registry import create_model
     from geolesf.methods.wsod.checkpoint import save as save_wsod_checkpoint
     from geolesf.methods.wsod.train import WSODConfig, WSODModelConfig
+    from geolesf.registry import create_model
 
     torch.manual_seed(0)
     cfg = WSODConfig(model=WSODModelConfig(args=TINY))
@@ -87,12 +90,14 @@ def test_evaluate_cli_coco_runs_pycocotools(shared_data, tmp_path, capsys):
     assert 0.0 <= res["AP"] <= 1.0 and res["images"] == 2
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_evaluate_cli_bad_data_root_is_a_clear_error(trained, tmp_path, capsys):
     rc = cli_main.main(["evaluate", "--checkpoint", str(trained / "ndi.pt"), "--dataset", "voc2007",
                         "--data-root", str(tmp_path)])
     assert rc == 2 and "no VOC2007/Annotations" in capsys.readouterr().err
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_evaluate_rejects_unknown_option(trained):
     from geolesf.methods.wsod.evaluate import evaluate_checkpoint
 
@@ -101,6 +106,7 @@ def test_evaluate_rejects_unknown_option(trained):
                             device="cpu", batch_size=None, options={"bogus": 1})
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_predict_cli_real_geotiff_writes_styled_gpkg_in_scene_crs(trained, shared_data, tmp_path, capsys):
     import geopandas as gpd
     import rasterio
@@ -132,6 +138,7 @@ def test_predict_cli_real_geotiff_writes_styled_gpkg_in_scene_crs(trained, share
     assert out.with_suffix(".qml").exists()
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_predict_refuses_wrong_model_name(trained, tmp_path, shared_data):
     rc = cli_main.main(["predict", str(shared_data / "rasterio_landsat7" / "RGB.byte.tif"), "--model", "unet",
                         "--checkpoint", str(trained / "ndi.pt"), "--out", str(tmp_path / "x.gpkg")])

@@ -8,7 +8,12 @@ import torch
 from torch.nn import functional as F
 
 from geolesf.errors import ModelError
-from geolesf.methods.wsss.cam import cams_to_seeds, multiscale_cams, normalise_cams, scores_to_seeds
+from geolesf.methods.wsss.cam import (
+    cams_to_seeds,
+    multiscale_cams,
+    normalise_cams,
+    scores_to_seeds,
+)
 from geolesf.registry import create_model
 
 TINY = {

@@ -10,6 +10,7 @@ from geolesf.errors import ConfigError, DataError
 from geolesf.methods.wsss.data import TrainCrops, open_dataset
 
 
+@pytest.mark.shared_data("coco_samples")
 def test_coco_semantic_masks_match_the_instance_annotations(shared_data):
     from pycocotools.coco import COCO
 
@@ -32,6 +33,7 @@ def test_coco_semantic_masks_match_the_instance_annotations(shared_data):
     assert wd.background and wd.fg_names == ["person"] and wd.class_ids == [0, 1]
 
 
+@pytest.mark.shared_data("rs_seg_tiles")
 def test_aerial_tiles_tags_equal_the_classes_in_each_crop(shared_data):
     from PIL import Image
 
@@ -47,6 +49,7 @@ def test_aerial_tiles_tags_equal_the_classes_in_each_crop(shared_data):
     assert len(pots) == 4 and pots.class_ids == [0, 1, 2, 3, 4, 5]
 
 
+@pytest.mark.shared_data("rs_seg_tiles")
 def test_aerial_tags_file_replaces_derived_tags(tmp_path, shared_data):
     csv = tmp_path / "tags.csv"
     rows = [f"2_10_0_0_512_512_{r}_{c},building" for r in (0, 256) for c in (0, 256)]
@@ -58,6 +61,7 @@ def test_aerial_tags_file_replaces_derived_tags(tmp_path, shared_data):
         open_dataset("potsdam", shared_data / "rs_seg_tiles", tile=256, tags_file=str(csv))
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_voc_samples_tags_and_training_crops(shared_data):
     ds = open_dataset("voc2012", shared_data / "voc_samples" / "deeplabv3plus_val", "val")
     assert len(ds) == 3 and ds.background and len(ds.fg_names) == 20

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from geolesf.registry import create_model
 from geolesf.methods.wsss.inference import SeedScores
+from geolesf.registry import create_model
 
 
 def test_seed_scores_use_detected_or_fixed_classes():

@@ -6,7 +6,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from geolesf.methods.wsss.reassign import class_prototypes, label_reassign_loss, reassign_labels
+from geolesf.methods.wsss.reassign import (
+    class_prototypes,
+    label_reassign_loss,
+    reassign_labels,
+)
 
 
 def _case():

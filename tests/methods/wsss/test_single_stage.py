@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geolesf.registry import create_model
 from geolesf.methods.wsss.single_stage import (
     SingleStageOptions,
     SingleStageWSSS,
@@ -14,6 +13,7 @@ from geolesf.methods.wsss.single_stage import (
     segment,
     single_stage_loss,
 )
+from geolesf.registry import create_model
 
 
 @pytest.mark.parametrize("backbone,kw", [("simple", {"width": 8, "depth": 2}),

@@ -73,6 +73,7 @@ def _direct_seed_miou(ckpt: Path, root: Path, max_side: int) -> float:
     return float(np.mean(tp[union > 0] / union[union > 0]))
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_voc_cam_run_folder_and_seed_evaluator_agrees_with_direct_computation(voc_cam, shared_data, capsys):
     ckpt = voc_cam / "model.pt"
     for name in ("model.pt", "config.yaml", "history.json", "metrics.json"):
@@ -92,6 +93,7 @@ def test_voc_cam_run_folder_and_seed_evaluator_agrees_with_direct_computation(vo
     assert 0.0 < m["mIoU"] < 1.0 and 0.0 < m["coverage"] <= 1.0
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_voc_cam_pseudo_stage_and_final_needs_single_stage(voc_cam, shared_data, capsys):
     root = shared_data / "voc_samples" / "deeplabv3plus_val"
     base = ["evaluate", "--checkpoint", str(voc_cam / "model.pt"), "--dataset", "voc2012", "--data-root", str(root),
@@ -105,6 +107,7 @@ def test_voc_cam_pseudo_stage_and_final_needs_single_stage(voc_cam, shared_data,
     assert err.startswith("error: ") and "single-stage" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.shared_data("voc_samples")
 def test_single_stage_vit_on_voc_scores_every_stage(tmp_path, shared_data):
     cfg = _cfg(tmp_path / "ss", method="single-stage", model=VIT,
                data={"dataset": "voc2012", "root": str(shared_data / "voc_samples" / "deeplabv3plus_val"),
@@ -121,6 +124,7 @@ def test_single_stage_vit_on_voc_scores_every_stage(tmp_path, shared_data):
     assert {"cls", "seg", "aa", "lr", "loss"} <= set(hist[-1])
 
 
+@pytest.mark.shared_data("rs_seg_tiles")
 def test_aerial_demo_cam_from_tags_derived_from_loveda_masks(tmp_path, shared_data, capsys):
     """Train a tiny CAM on image-level tags of LoveDA crops; its seeds beat the untrained model's."""
     from geolesf.methods.wsss.checkpoint import build_model
@@ -148,6 +152,7 @@ def test_aerial_demo_cam_from_tags_derived_from_loveda_masks(tmp_path, shared_da
     assert m["seeds"]["mIoU"] > untrained + 0.02
 
 
+@pytest.mark.shared_data("rs_seg_tiles")
 def test_usage_method_trains_with_the_temperature_rule(tmp_path, shared_data):
     cfg = _cfg(tmp_path / "usage", method="usage", model=SIMPLE,
                data={"dataset": "potsdam", "root": str(shared_data / "rs_seg_tiles"), "crop": 64,

@@ -11,7 +11,6 @@ from torch.nn import functional as F
 
 from geolesf.errors import ConfigError
 from geolesf.methods.wsss.cam import CAMNet
-from geolesf.registry import create_model
 from geolesf.methods.wsss.usage import (
     default_bg_threshold,
     default_tau,
@@ -21,6 +20,7 @@ from geolesf.methods.wsss.usage import (
     temperature_pool,
     usage_loss,
 )
+from geolesf.registry import create_model
 
 
 def test_pool_is_gap_at_large_tau_and_gmp_at_small_tau():
