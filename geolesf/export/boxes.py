@@ -25,7 +25,7 @@ from geolesf.io.atomic import atomic_path
 def boxes_qml(class_ids: Sequence[int], class_names: Sequence[str], colors: Sequence[Any],
               field: str = "class_id", width_mm: float = 0.6) -> str:
     """Categorised QML: an outline-only symbol per class, labelled with the class name."""
-    from geolesf.export.qgis import vector_qml
+    from geolesf.io.qml import vector_qml
 
     return vector_qml(class_ids, class_names, colors, field=field, outline_mm=width_mm)
 
@@ -68,8 +68,9 @@ def write_boxes_gpkg(
     """Write detections (pixel boxes, 0-based class indices) as a styled GeoPackage layer."""
     import geopandas as gpd
 
-    from geolesf.export.qgis import write_layer_style, write_qml
     from geolesf.colors import default_palette
+    from geolesf.export.qgis import write_layer_style
+    from geolesf.io.qml import write_qml
 
     gpkg = Path(gpkg)
     if gpkg.suffix.lower() != ".gpkg":

@@ -93,7 +93,8 @@ def polygonize(
     import shapely.geometry
     from rasterio.features import shapes
 
-    from geolesf.export.qgis import raster_qml, vector_qml, write_layer_style, write_qml
+    from geolesf.export.qgis import write_layer_style
+    from geolesf.io.qml import raster_qml, vector_qml, write_qml
 
     classmap, gpkg = Path(classmap), Path(gpkg)
     if gpkg.suffix.lower() != ".gpkg":

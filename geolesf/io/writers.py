@@ -19,8 +19,6 @@ from geolesf.errors import DataError
 from geolesf.io.atomic import atomic_path
 
 
-
-
 def _as_mapping(values: Mapping[int, Any] | Sequence[Any] | None) -> dict[int, Any]:
     """A ``{pixel value: item}`` dict from a mapping or a sequence indexed by pixel value."""
     if values is None:
@@ -110,7 +108,7 @@ def write_class_map(
                 dst.update_tags(**all_tags)
                 dst.set_band_description(1, description[:1000])
     if qml:
-        from geolesf.export.qgis import raster_qml, write_qml
+        from geolesf.io.qml import raster_qml, write_qml
 
         styled = [v for v in sorted(names) if v != nodata]
         write_qml(Path(path).with_suffix(".qml"),

@@ -87,6 +87,6 @@ def finalize_cogs(paths: _cog.PartialPaths, plan: RowPlan, overview_resampling: 
 def write_style(out: Path, pm: PredictModel, qml: bool) -> None:
     """``qml``: the QGIS style (paletted legend with class names) beside ``out``."""
     if qml:
-        from geolesf.export.qgis import raster_qml, write_qml
+        from geolesf.io.qml import raster_qml, write_qml
 
         write_qml(out.with_suffix(".qml"), raster_qml(pm.class_ids, pm.class_names, pm.colors))

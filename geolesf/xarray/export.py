@@ -54,9 +54,9 @@ def write_classmap(da: Any, path: Path, *, gpkg: Path | str | bool = True, stac:
     from rasterio.windows import Window
     from tqdm.auto import tqdm
 
-    from geolesf.export.qgis import raster_qml, write_qml
     from geolesf.io import cog as _cog
     from geolesf.io.atomic import check_tif_out
+    from geolesf.io.qml import raster_qml, write_qml
     from geolesf.xarray.georef import _spatial_dims, georef
 
     path = Path(path)

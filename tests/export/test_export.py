@@ -10,8 +10,8 @@ import rasterio
 
 from geolesf.cli.main import main
 from geolesf.errors import DataError
-from geolesf.export.qgis import raster_qml, vector_qml
 from geolesf.export.vector import polygonize
+from geolesf.io.qml import raster_qml, vector_qml
 
 NAMES = ["water", "forest", "field"]
 COLOURS = [(31, 120, 180), (51, 160, 44), (255, 255, 153)]
