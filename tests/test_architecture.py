@@ -6,6 +6,8 @@
   ``xarray``) and every method module that inference uses never reach Lightning, a training module
   (``geolesf.training``, a method's ``train`` / ``patch_training``) or ``geolesf.cli`` — directly or through
   other geolesf modules, counting imports inside functions too;
+- the packages form layers (:data:`LAYERS`): a module imports only its own layer or lower ones, and a method
+  package never imports another method package;
 - no module over 450 lines, no function over 80.
 """
 
@@ -21,6 +23,19 @@ ROOT = Path(__file__).resolve().parents[1] / "geolesf"
 SHARED = ("predict", "export", "io", "data", "metrics", "ops", "peft", "xarray")
 TRAINING_MODULES = ("train", "patch_training")
 EVALUATION_MODULES = ("evaluate", "pseudo_label")
+
+#: Top-level package or module → layer; a module may import only from its own layer or a lower one.
+LAYERS = {
+    "": 0, "errors": 0, "paths": 0, "colors": 0, "provenance": 0,
+    "config": 1,
+    "io": 2,
+    "registry": 3, "ops": 3, "metrics": 3, "peft": 3,
+    "data": 4, "formats": 4, "training": 4,
+    "predict": 5, "export": 5,
+    "xarray": 6,
+    "methods": 7,
+    "cli": 8,
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -150,6 +165,25 @@ def test_the_rule_sees_a_violation(monkeypatch):
     assert _path_to_forbidden("geolesf.io.cog") == ["geolesf.io.cog", "lightning"]
     importer = next(m for m in _protected() if "geolesf.io.cog" in INTERNAL.get(m, ()))
     assert _path_to_forbidden(importer)[-2:] == ["geolesf.io.cog", "lightning"]
+
+
+def _top(mod: str) -> str:
+    return mod.split(".")[1] if mod.count(".") else ""
+
+
+def test_every_package_has_a_layer():
+    assert {_top(m) for m in MODULES} <= set(LAYERS), sorted({_top(m) for m in MODULES} - set(LAYERS))
+
+
+def test_imports_go_down_the_layers_and_methods_stay_apart():
+    wrong = []
+    for mod, deps in INTERNAL.items():
+        for dep in deps:
+            if LAYERS[_top(dep)] > LAYERS[_top(mod)]:
+                wrong.append(f"{mod} → {dep}")
+            if _top(mod) == _top(dep) == "methods" and mod.split(".")[2] != dep.split(".")[2]:
+                wrong.append(f"{mod} → {dep} (another method)")
+    assert wrong == []
 
 
 def test_every_method_has_the_protocol_modules():
