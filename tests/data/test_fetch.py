@@ -24,6 +24,20 @@ class _RangeHandler(BaseHTTPRequestHandler):
     """Serves ``server.root``; honours ``Range: bytes=N-`` unless ``server.honour_range`` is off."""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        # The client can return (and the test read ``server.requests``) as soon as the last body
+        # byte reaches it, before this thread has stored ``record["sent"]``; so every request is
+        # counted as in flight until its handler has finished, and ``LoopbackServer.requests``
+        # waits for that (``LoopbackServer.wait_idle``).
+        with self.server.in_flight:
+            self.server.pending += 1
+        try:
+            self._serve()
+        finally:
+            with self.server.in_flight:
+                self.server.pending -= 1
+                self.server.in_flight.notify_all()
+
+    def _serve(self) -> None:
         server = self.server
         rng = self.headers.get("Range")
         path = server.root / self.path.split("?")[0].lstrip("/")
@@ -72,11 +86,20 @@ class LoopbackServer:
         self.httpd.requests = []
         self.httpd.honour_range = True
         self.httpd.cut_after = None
+        self.httpd.pending = 0
+        self.httpd.in_flight = threading.Condition()
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def requests(self) -> list[dict]:
+        """The requests served so far, read only once every handler has finished writing its response."""
+        self.wait_idle()
         return self.httpd.requests
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        with self.httpd.in_flight:
+            if not self.httpd.in_flight.wait_for(lambda: self.httpd.pending == 0, timeout=timeout):
+                raise AssertionError(f"loopback server: {self.httpd.pending} handler(s) still running after {timeout} s")
 
     def url(self, name: str) -> str:
         host, port = self.httpd.server_address[:2]

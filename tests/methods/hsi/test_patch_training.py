@@ -99,6 +99,10 @@ def test_train_writes_run_folder_and_checkpoint(crop, tmp_path):
     assert payload["model_name"] == "test-patchnet" and payload["patch_size"] == 5
     ckpt = load_patch_checkpoint(out / "model.pt")
     assert ckpt.in_bands == cube.shape[2]
+    # normalize: scene (the official recipe) → statistics of every pixel of the cube, as stored
+    flat = cube.reshape(-1, cube.shape[2]).astype(np.float64)
+    np.testing.assert_allclose(ckpt.band_mean, flat.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(ckpt.band_std, flat.std(0), rtol=1e-6)
     assert ckpt.class_ids == [int(c) for c in np.unique(gt) if c > 0]
 
     # evaluate rebuilds the same split and reproduces the training run's test metrics

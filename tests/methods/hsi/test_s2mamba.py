@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 from geolesf.errors import ModelError
 from geolesf.methods.hsi import s2mamba as s2m
 from geolesf.ops.selective_scan import selective_scan_reference
 from geolesf.registry import create_model
+
+from tests.methods.hsi import s2mamba_spec as spec
 
 OFFICIAL_KEYS = {
     "patch_embed.proj.0.weight", "patch_embed.proj.0.bias",
@@ -58,12 +63,25 @@ def test_initialisation():
     a_logs = sd["layers.0.blocks.0.PCS.A_logs"]
     torch.testing.assert_close(-torch.exp(a_logs), -torch.arange(1, 17.0).expand(512, 16))
     assert torch.all(sd["layers.0.blocks.0.BSS.Ds_spectral"] == 1)
-    dt0 = F.softplus(sd["layers.0.blocks.0.PCS.dt_projs_bias"])
-    assert dt0.min() >= 1e-4 - 1e-7 and dt0.max() <= 0.1 + 1e-6
-    assert sd["layers.0.blocks.0.PCS.dt_projs_weight"].abs().max() <= 0.5 + 1e-6  # U(±rank^-1/2), rank 4
-    head = sd["head.weight"]
-    assert 0.01 < head.std() < 0.03  # trunc_normal(std 0.02), cut at ±2 absolute as timm does
-    assert torch.all(sd["head.bias"] == 0)
+    # Distributions, not ranges: Kolmogorov–Smirnov against the specified law (seeded, so deterministic;
+    # a wrong scale, e.g. dt_max 1.0, U(±1) or std 0.05, gives p-values far below 1e-3).
+    for branch, name in (("PCS", "dt_projs"), ("BSS", "dt_projs")):
+        suffix = "_spectral" if branch == "BSS" else ""
+        dt0 = F.softplus(sd[f"layers.0.blocks.0.{branch}.{name}_bias{suffix}"].double())
+        assert dt0.min() >= 1e-3 * (1 - 1e-5) and dt0.max() <= 0.1 * (1 + 1e-5)
+        lo, hi = math.log(1e-3), math.log(1e-1)  # dt₀ log-uniform on [1e-3, 1e-1]
+        assert stats.kstest(dt0.log().flatten().numpy(), stats.uniform(lo, hi - lo).cdf).pvalue > 1e-3
+        w = sd[f"layers.0.blocks.0.{branch}.{name}_weight{suffix}"]
+        assert w.abs().max() <= 0.5  # U(±rank^-1/2), rank 4
+        assert stats.kstest(w.flatten().numpy(), stats.uniform(-0.5, 1.0).cdf).pvalue > 1e-3
+    for key in ("head.weight", "layers.0.fusion.FFN_softmax.net.1.weight", "layers.0.blocks.0.PCS.in_proj.weight"):
+        w = sd[key].flatten().numpy()  # trunc_normal(std 0.02); the ±2 cut never binds at this std
+        assert stats.kstest(w, stats.norm(0, 0.02).cdf).pvalue > 1e-3, key
+    for key in ("head.bias", "layers.0.fusion.FFN_softmax.net.1.bias", "layers.0.fusion.FFN_softmax.net.3.bias"):
+        assert torch.all(sd[key] == 0), key
+    # x_proj keeps nn.Linear's default: U(±1/sqrt(fan_in)), fan_in = d_inner = 128
+    w = sd["layers.0.blocks.0.PCS.x_proj_weight"].flatten().numpy()
+    assert stats.kstest(w, stats.uniform(-128 ** -0.5, 2 * 128 ** -0.5).cdf).pvalue > 1e-3
 
 
 def test_bad_input_shape_is_a_model_error():
@@ -213,24 +231,136 @@ def test_overfits_32_random_patches():
 # --- converter -----------------------------------------------------------------------------------
 
 
-def test_converter_strips_prefix_and_loads(tmp_path):
-    src = small()
-    official = {f"module.{k}": v.clone() for k, v in src.state_dict().items()}
-    path = tmp_path / "official_state.pt"
+# The official checkpoint is built *in the official layout* from an independent forward's own
+# parameters (tests/methods/hsi/s2mamba_spec.py, written from methods.md §2 with plain torch ops),
+# with the ``module.`` prefix of a DataParallel checkpoint; geolesf loads it through its converter
+# and must reproduce the independent forward. The name/layout mapping below is part of the test.
+
+SPEC_BANDS, SPEC_CLASSES, SPEC_PATCH, SPEC_DIM, SPEC_STATE = 16, 5, 7, 8, 4
+
+
+def _spec_params(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random parameters in the independent forward's layout (float32-representable float64)."""
+    g = torch.Generator().manual_seed(seed)
+    params = {}
+    for name, shape in spec.spec_shapes(SPEC_BANDS, SPEC_CLASSES, SPEC_PATCH, SPEC_DIM, SPEC_STATE).items():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == "A_log":
+            v = torch.empty(shape, dtype=torch.float64).uniform_(-1.0, 1.5, generator=g)
+        elif leaf == "dt_bias":
+            v = torch.empty(shape, dtype=torch.float64).uniform_(-3.0, 0.5, generator=g)
+        elif leaf in ("D", "g"):  # skip weights and LayerNorm gains around 1
+            v = 1.0 + 0.3 * torch.randn(shape, dtype=torch.float64, generator=g)
+        elif name == "gate.W2":  # large enough that the 0.1 cut-off is exercised
+            v = 1.5 * torch.randn(shape, dtype=torch.float64, generator=g)
+        elif len(shape) == 1:  # biases, LayerNorm shifts
+            v = 0.2 * torch.randn(shape, dtype=torch.float64, generator=g)
+        else:
+            fan_in = math.prod(shape[1:])
+            v = torch.randn(shape, dtype=torch.float64, generator=g) / math.sqrt(fan_in)
+        params[name] = v.float().double()  # both models then hold exactly the same numbers
+    return params
+
+
+def _official_state_dict(p: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """The independent parameters under the official ``PURE-melo/S2Mamba`` names and layouts."""
+
+    def branch(br: str, k_dirs: int, suffix: str, norm: str) -> dict[str, torch.Tensor]:
+        dirs = [f"{br}.dir{k}" for k in range(k_dirs)]
+        return {
+            "in_proj.weight": torch.cat([p[f"{br}.W_x"], p[f"{br}.W_z"]], 0),  # chunk(2): x first, then z
+            "conv2d.weight": p[f"{br}.conv.k"][:, None],  # depthwise: (C, 1, 3, 3)
+            "conv2d.bias": p[f"{br}.conv.b"],
+            f"x_proj_weight{suffix}": torch.stack(
+                [torch.cat([p[f"{d}.W_dt_low"], p[f"{d}.W_B"], p[f"{d}.W_C"]], 0) for d in dirs]),
+            f"dt_projs_weight{suffix}": torch.stack([p[f"{d}.W_dt"] for d in dirs]),
+            f"dt_projs_bias{suffix}": torch.stack([p[f"{d}.dt_bias"] for d in dirs]),
+            f"A_logs{suffix}": torch.cat([p[f"{d}.A_log"] for d in dirs]),  # (K·C, N), direction-major
+            f"Ds{suffix}": torch.cat([p[f"{d}.D"] for d in dirs]),
+            f"{norm}.weight": p[f"{br}.out_ln.g"], f"{norm}.bias": p[f"{br}.out_ln.b"],
+            "out_proj.weight": p[f"{br}.W_out"],
+        }
+
+    sd = {
+        "patch_embed.proj.0.weight": p["embed.W"][:, :, None, None], "patch_embed.proj.0.bias": p["embed.b"],
+        "layers.0.blocks.0.ln.weight": p["ln.g"], "layers.0.blocks.0.ln.bias": p["ln.b"],
+        **{f"layers.0.blocks.0.PCS.{k}": v for k, v in branch("pcs", 4, "", "out_norm").items()},
+        **{f"layers.0.blocks.0.BSS.{k}": v for k, v in branch("bss", 2, "_spectral", "out_norm_spectral").items()},
+        "layers.0.fusion.FFN_softmax.net.0.weight": p["gate.ln.g"], "layers.0.fusion.FFN_softmax.net.0.bias": p["gate.ln.b"],
+        "layers.0.fusion.FFN_softmax.net.1.weight": p["gate.W1"], "layers.0.fusion.FFN_softmax.net.1.bias": p["gate.b1"],
+        "layers.0.fusion.FFN_softmax.net.3.weight": p["gate.W2"], "layers.0.fusion.FFN_softmax.net.3.bias": p["gate.b2"],
+        "norm.weight": p["head.ln.g"], "norm.bias": p["head.ln.b"],
+        "head.weight": p["head.W"], "head.bias": p["head.b"],
+    }
+    return {prefix + k: v.float().clone() for k, v in sd.items()}
+
+
+def _outputs(model, x):
+    """Logits plus the PCS, BSS and layer outputs of a geolesf model (forward hooks)."""
+    seen = {}
+    blk = model.layers[0].blocks[0]
+    hooks = [mod.register_forward_hook(lambda m, i, o, key=key: seen.__setitem__(key, o))
+             for key, mod in (("pcs", blk.PCS), ("bss", blk.BSS), ("layer", model.layers[0]))]
+    try:
+        with torch.no_grad():
+            seen["logits"] = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("true_reverse", [False, True], ids=["official", "paper_reverse"])
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_official_checkpoint_matches_independent_forward(tmp_path, backend, true_reverse):
+    p = _spec_params(seed=1)
+    official = _official_state_dict(p)
+    assert set(official) == {f"module.{k}" for k in OFFICIAL_KEYS}
+    path = tmp_path / "official_dataparallel_state.pt"
     torch.save(official, path)
-    dst = small()
-    sd = s2m.convert_official_checkpoint(torch.load(path, weights_only=True), dst)
-    dst.load_state_dict(sd)
-    x = torch.randn(2, 12, 5, 5)
-    src.eval(), dst.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(dst(x), src(x))
-    # a pickled whole model (the official torch.save(model, ...) format)
+    model = s2m.s2mamba_from_official(path, scan_backend=backend, bss_true_reverse=true_reverse).eval()
+    assert (model.hparams["in_chans"], model.hparams["num_classes"], model.hparams["patch_size"],
+            model.hparams["dims"], model.hparams["d_state"]) == (SPEC_BANDS, SPEC_CLASSES, SPEC_PATCH, SPEC_DIM,
+                                                                 SPEC_STATE)
+
+    x = torch.randn(3, SPEC_BANDS, SPEC_PATCH, SPEC_PATCH, generator=torch.Generator().manual_seed(2))
+    want = spec.forward(p, x.double(), true_reverse=true_reverse)
+    # the gate cut-off is exercised, and no gate weight sits so close to 0.1 that rounding could flip it
+    assert (want["gate"] == 0).any() and (want["gate"] > 0).all(-1).any()
+    assert ((want["gate"] - spec.GATE_THRESHOLD).abs() > 1e-4).all()
+
+    got = _outputs(model, x)
+    for key in ("pcs", "bss", "layer", "logits"):
+        torch.testing.assert_close(got[key].double(), want[key], atol=2e-5, rtol=1e-5, msg=lambda m, k=key: f"{k}: {m}")
+
+    # the same checkpoint through convert_official_checkpoint into a model built by the registry
+    dst = small(in_chans=SPEC_BANDS, num_classes=SPEC_CLASSES, patch_size=SPEC_PATCH, dims=SPEC_DIM,
+                d_state=SPEC_STATE, scan_backend=backend, bss_true_reverse=true_reverse).eval()
+    dst.load_state_dict(s2m.convert_official_checkpoint(torch.load(path, weights_only=True), dst))
+    torch.testing.assert_close(_outputs(dst, x)["logits"].double(), want["logits"], atol=2e-5, rtol=1e-5)
+
+
+def test_official_pickled_whole_model_loads(tmp_path):
+    """The official script pickles the whole module; the converter takes its state_dict."""
+    p = _spec_params(seed=3)
+    # stands in for the official class (not importable here): plain nested modules holding the
+    # official names, wrapped in DataParallel so that its state dict carries ``module.``
+    stand_in = torch.nn.Module()
+    for key, value in _official_state_dict(p, prefix="").items():
+        *path, leaf = key.split(".")
+        mod = stand_in
+        for part in path:
+            if not hasattr(mod, part):
+                mod.add_module(part, torch.nn.Module())
+            mod = getattr(mod, part)
+        mod.register_parameter(leaf, torch.nn.Parameter(value))
+    assert all(k.startswith("module.") for k in torch.nn.DataParallel(stand_in).state_dict())
     whole = tmp_path / "official_model.pt"
-    torch.save(src, whole)
+    torch.save(torch.nn.DataParallel(stand_in), whole)
     model = s2m.s2mamba_from_official(whole, scan_backend="cpu").eval()
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), src(x))
+    x = torch.randn(2, SPEC_BANDS, SPEC_PATCH, SPEC_PATCH, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(_outputs(model, x)["logits"].double(), spec.forward(p, x.double())["logits"],
+                               atol=2e-5, rtol=1e-5)
 
 
 def test_converter_rejects_wrong_shapes_and_keys():

@@ -10,6 +10,7 @@ import rasterio
 import scipy.io
 import yaml
 from rasterio.transform import from_origin
+from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
 from geolesf import registry
 from geolesf.config import DataConfig, ModelConfig, TrainConfig, TrainerConfig
@@ -45,8 +46,6 @@ def test_run_folder(crop, tmp_path, capsys):
     folder, cube, gt = crop
     out = run_hsi(_cfg(folder, tmp_path / "run", split="random", train_fraction=0.2))
     m = json.loads((out / "metrics.json").read_text())
-    for key in ("OA", "AA", "kappa", "per_class", "confusion_matrix", "macro_IoU", "split"):
-        assert key in m
     ids = [c for c in np.unique(gt) if c > 0]
     assert m["class_ids"] == [int(c) for c in ids]
     assert m["per_class"][0]["name"] == ("Corn-notill" if ids[0] == 2 else f"class_{ids[0]}")
@@ -62,6 +61,21 @@ def test_run_folder(crop, tmp_path, capsys):
         cmap = src.read(1)
         assert cmap.shape == gt.shape and src.colormap(1)
     assert set(np.unique(cmap)) <= {int(c) for c in ids}  # original ids, every pixel predicted
+    # the metrics are those of the written class map on the test pixels, computed here independently
+    test = prepare_scene(_cfg(folder, tmp_path / "unused", split="random", train_fraction=0.2)).split.test
+    truth, pred = gt[test].astype(int), cmap[test].astype(int)
+    recalls = [float(np.mean(pred[truth == c] == c)) for c in ids]
+    precisions = [float(np.mean(truth[pred == c] == c)) if (pred == c).any() else 0.0 for c in ids]
+    assert m["num_samples"] == int(test.sum())
+    assert m["OA"] == pytest.approx(float(np.mean(pred == truth)), abs=1e-12)
+    assert m["AA"] == pytest.approx(float(np.mean(recalls)), abs=1e-12)
+    assert m["kappa"] == pytest.approx(cohen_kappa_score(truth, pred), abs=1e-9)
+    assert [pc["recall"] for pc in m["per_class"]] == pytest.approx(recalls, abs=1e-12)
+    assert [pc["precision"] for pc in m["per_class"]] == pytest.approx(precisions, abs=1e-12)
+    assert [pc["support"] for pc in m["per_class"]] == [int((truth == c).sum()) for c in ids]
+    assert np.array_equal(np.asarray(m["confusion_matrix"]), confusion_matrix(truth, pred, labels=ids))
+    iou = [np.sum((pred == c) & (truth == c)) / np.sum((pred == c) | (truth == c)) for c in ids]
+    assert m["macro_IoU"] == pytest.approx(float(np.mean(iou)), abs=1e-12)
     assert (out / "preview.png").stat().st_size > 1000
     assert "OA" in capsys.readouterr().out
 
@@ -108,9 +122,69 @@ def test_non_consecutive_ids(crop):
     assert scene.class_ids == [int(c) for c in np.unique(gt) if c > 0]
     assert scene.y.max() == scene.num_classes - 1 and scene.y.min() == -1
     assert scene.features.dtype == np.float32
-    assert scene.info["normalization"]["fitted_on"] == "train pixels"
     cfg.data.pca = 5
     assert prepare_scene(cfg).num_features == 5
+
+
+def _scene_with_cube(crop, tmp_path, name, cube, **data):
+    folder, _, _ = crop
+    path = tmp_path / f"{name}.mat"
+    scipy.io.savemat(path, {"X": cube.astype(np.float32)})
+    cfg = _cfg(folder, "unused", split="random", train_fraction=0.2, **data)
+    cfg.data.cube = str(path)
+    return prepare_scene(cfg)
+
+
+def _fitted(scene):
+    """Everything fitted on data: band mean/std and, with PCA, its components and mean."""
+    out = {"mean": scene.normalizer.mean, "std": scene.normalizer.std}
+    if scene.pca is not None:
+        out |= {"pca_components": scene.pca._pca.components_, "pca_mean": scene.pca._pca.mean_}
+    return out
+
+
+@pytest.mark.parametrize("pca", [None, 5], ids=["zscore", "zscore+pca"])
+def test_statistics_are_fitted_on_train_pixels_only(crop, tmp_path, pca):
+    """Changing every non-training pixel (test pixels +1000, unlabelled +500) must not move any
+    fitted statistic; changing the training pixels must (so the comparison can fail)."""
+    _, cube, _ = crop
+    cube = cube.astype(np.float64)
+    base = _scene_with_cube(crop, tmp_path, "base", cube, pca=pca)
+    train, test = base.split.train, base.split.test
+    assert train.sum() > 100 and test.sum() > 100 and not (train & test).any()
+
+    moved = cube.copy()
+    moved[test] += 1000.0
+    moved[~train & ~test] += 500.0
+    other = _scene_with_cube(crop, tmp_path, "test_moved", moved, pca=pca)
+    assert np.array_equal(other.split.train, train) and np.array_equal(other.split.test, test)
+    for key, value in _fitted(base).items():
+        assert np.array_equal(_fitted(other)[key], value), f"{key} moved when only non-training pixels changed"
+    assert np.array_equal(other.features[train], base.features[train])
+    # the z-score itself, computed here from the training pixels of the raw cube
+    np.testing.assert_allclose(base.normalizer.mean, cube[train].mean(0), rtol=1e-12)
+    np.testing.assert_allclose(base.normalizer.std, cube[train].std(0), rtol=1e-12)
+
+    # a per-band shift of *all* training pixels is absorbed by the z-score before PCA, so move half of them
+    rows, cols = np.nonzero(train)
+    half = np.zeros_like(train)
+    half[rows[::2], cols[::2]] = True
+    moved_train = cube.copy()
+    moved_train[half] += 1000.0
+    third = _scene_with_cube(crop, tmp_path, "train_moved", moved_train, pca=pca)
+    np.testing.assert_allclose(_fitted(third)["mean"], _fitted(base)["mean"] + 1000.0 * half.sum() / train.sum(),
+                               rtol=1e-9)
+    if pca:
+        assert not np.allclose(np.abs(_fitted(third)["pca_components"]), np.abs(_fitted(base)["pca_components"]),
+                               atol=1e-2)
+
+
+def test_scene_normalisation_uses_every_pixel(crop, tmp_path):
+    """``normalize: scene`` is the official S²Mamba recipe (methods.md §2.1): all pixels count."""
+    _, cube, _ = crop
+    cube = cube.astype(np.float64)
+    scene = _scene_with_cube(crop, tmp_path, "scene", cube, normalize="scene")
+    np.testing.assert_allclose(scene.normalizer.mean, cube.reshape(-1, cube.shape[2]).mean(0), rtol=1e-12)
 
 
 def test_unknown_task_and_pluggable_trainer(crop, tmp_path, monkeypatch):
