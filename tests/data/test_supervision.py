@@ -86,7 +86,8 @@ def test_points_and_scribbles_rasterised_in_the_raster_crs(tmp_path, shared_data
     scr = rasterize_sparse(lpath, shape=shape, transform=transform, crs=crs, kind="scribble")
     assert (scr[50, 10:31] == 2).all() and (scr[40] == 255).all()
     wide = rasterize_sparse(lpath, shape=shape, transform=transform, crs=crs, kind="scribble", width_px=5)
-    assert (wide == 2).sum() > (scr == 2).sum()
+    # a 5-px stroke along row 50 (centre y = 50.5) covers rows 48..52 and leaves rows ≤ 46 and ≥ 54 unlabelled
+    assert (wide[48:53, 20] == 2).all() and (wide[:47, 20] == 255).all() and (wide[54:, 20] == 255).all()
     with pytest.raises(DataError, match="Point"):
         rasterize_sparse(lpath, shape=shape, transform=transform, crs=crs, kind="point")
 
@@ -106,7 +107,10 @@ def test_boxes_from_vector_and_pseudo_masks(tmp_path, shared_data):
     assert mask[0, 0] == 1 and mask[3, 3] == 2 and mask[9, 9] == 0  # the small box stays on top
     assert (mask == 2).sum() == 4 and (mask == 1).sum() == 64 - 4
     ell = boxes_to_pseudo_mask(np.array([[0, 0, 10, 10]]), [5], (10, 10), fill="ellipse")
-    assert ell[5, 5] == 5 and ell[0, 0] == 0 and 60 < (ell == 5).sum() < 90  # π·25 ≈ 78.5 pixels
+    # pixel centres (i + ½, j + ½) with ((x − 5)/5)² + ((y − 5)/5)² ≤ 1: per quadrant the offsets
+    # {½, 1½, 2½, 3½, 4½} give 5 + 5 + 4 + 4 + 2 = 20 pixels → 80 in all
+    assert ell[5, 5] == 5 and ell[0, 0] == 0 and (ell == 5).sum() == 80
+    assert ell[0].tolist() == [0, 0, 0, 5, 5, 5, 5, 0, 0, 0]  # y = ½: (x − 5)² ≤ 25 − 20.25 → x ∈ {3½ … 6½}
 
 
 def test_partial_cross_entropy_uses_labelled_pixels_only():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -69,3 +71,59 @@ def test_loss_is_cross_entropy_on_the_reassigned_pixel():
     correct[0, 1, 0] = 0
     loss, moved = label_reassign_loss(logits, emb, correct, torch.tensor([[True, True]]))
     assert loss.item() == 0.0 and not moved.any()
+
+
+def test_reassign_q_and_loss_hand_computed_with_two_moved_pixels():
+    """1×4 map, 2-D embeddings, three classes (class 2 not allowed), T = 0.1, threshold 0.9.
+
+    e = (1,0) (1,0) (0,1) (0,1) with pseudo labels 0 1 1 0: μ₀ = mean(e0, e3) = (½, ½),
+    μ₁ = mean(e1, e2) = (½, ½) — equal prototypes, q = (½, ½): nothing moves. Labels 0 0 1 0 instead:
+    μ₀ = mean(e0, e1, e3) = (⅔, ⅓), μ₁ = e2 = (0, 1). Pixel 3 (label 0, e = (0,1)):
+    cos(e3, μ₀) = 1/√5, cos(e3, μ₁) = 1 → q₁ = 1/(1 + exp((1/√5 − 1)/0.1)) > 0.9 → moved to 1.
+    Pixels 0, 1 (label 0, e = (1,0)): cos(·, μ₀) = 2/√5, cos(·, μ₁) = 0 → q₀ = 1/(1 + exp(−(2/√5)/0.1)), stays.
+    """
+    emb = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0, 1.0]]]])
+    allowed = torch.tensor([[True, True, False]])
+    _, moved = reassign_labels(emb, torch.tensor([[[0, 1, 1, 0]]]), allowed)
+    assert not moved.any()
+    labels = torch.tensor([[[0, 0, 1, 0]]])
+    q1_px3 = 1 / (1 + math.exp((1 / math.sqrt(5) - 1) / 0.1))
+    assert q1_px3 > 0.9
+    new, moved = reassign_labels(emb, labels, allowed)
+    assert new.tolist() == [[[0, 0, 1, 1]]] and moved.tolist() == [[[False, False, False, True]]]
+    # just above q₁ nothing moves; just below, it does
+    assert not reassign_labels(emb, labels, allowed, threshold=q1_px3 + 1e-4)[1].any()
+    assert reassign_labels(emb, labels, allowed, threshold=q1_px3 - 1e-4)[1].sum().item() == 1
+    # two moved pixels: pixel 0 and pixel 3 both carry the wrong label (1 0 1 0 → 0 0 1 1)
+    labels2 = torch.tensor([[[1, 0, 1, 0]]])  # μ₀ = mean(e1, e3) = (½, ½), μ₁ = mean(e0, e2) = (½, ½)
+    assert not reassign_labels(emb, labels2, allowed)[1].any()  # symmetric prototypes: no evidence
+    emb3 = torch.tensor([[[[1.0, 1.0, 1.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 1.0, 1.0]]]])
+    labels3 = torch.tensor([[[1, 0, 0, 1, 0]]])  # μ₀ = mean(e1, e2, e4) = (⅔, ⅓), μ₁ = mean(e0, e3) = (½, ½)
+    # pixel 0 (label 1, e = (1,0)): cos μ₀ = 2/√5, cos μ₁ = 1/√2 → q₀ = 1/(1 + exp((1/√2 − 2/√5)/0.1))
+    q0_px0 = 1 / (1 + math.exp((1 / math.sqrt(2) - 2 / math.sqrt(5)) / 0.1))
+    # pixel 4 (label 0, e = (0,1)): cos μ₀ = 1/√5, cos μ₁ = 1/√2 → q₁ = 1/(1 + exp((1/√5 − 1/√2)/0.1))
+    q1_px4 = 1 / (1 + math.exp((1 / math.sqrt(5) - 1 / math.sqrt(2)) / 0.1))
+    assert q0_px0 < 0.9 < q1_px4  # only pixel 4 moves at 0.9; both at threshold 0.5
+    allowed3 = torch.tensor([[True, True]])
+    assert reassign_labels(emb3, labels3, allowed3)[1].tolist() == [[[False, False, False, False, True]]]
+    new, moved = reassign_labels(emb3, labels3, allowed3, threshold=0.5)
+    assert moved.tolist() == [[[True, False, False, False, True]]] and new.tolist() == [[[0, 0, 0, 1, 1]]]
+    # L_LR = mean over the two moved pixels of −log softmax(z)[ỹ]
+    z = [[0.5, -1.0], [0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [1.5, 0.5]]  # logits per pixel (class 0, class 1)
+    logits = torch.tensor(z).T.reshape(1, 2, 1, 5).contiguous().requires_grad_(True)
+    loss, _ = label_reassign_loss(logits, emb3, labels3, allowed3, threshold=0.5)
+
+    def nll(v, k):
+        return -(v[k] - math.log(math.exp(v[0]) + math.exp(v[1])))
+
+    expect = (nll(z[0], 0) + nll(z[4], 1)) / 2
+    assert loss.item() == pytest.approx(expect, abs=1e-6)
+    loss.backward()
+    # ∂L/∂z = (softmax(z) − onehot(ỹ)) / 2 on the moved pixels, 0 elsewhere; its sign makes gradient
+    # descent raise the re-assigned class
+    for px, target in ((0, 0), (4, 1)):
+        p = [math.exp(v) / (math.exp(z[px][0]) + math.exp(z[px][1])) for v in z[px]]
+        for k in range(2):
+            assert logits.grad[0, k, 0, px].item() == pytest.approx((p[k] - (k == target)) / 2, abs=1e-6)
+        assert logits.grad[0, target, 0, px].item() < 0
+    assert logits.grad[0, :, 0, 1:4].abs().max().item() == 0.0

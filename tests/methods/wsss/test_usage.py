@@ -54,13 +54,38 @@ def test_area_receiving_gradient_shrinks_with_tau():
     assert areas[0] == 64 and areas[-1] < 10
 
 
+def _pool(values, tau):
+    """``s = Σ_p softmax_p(v/τ) · v_p`` written out."""
+    w = [math.exp(v / tau) for v in values]
+    return sum(wi * v for wi, v in zip(w, values)) / sum(w)
+
+
+def _soft_margin(scores, tags):
+    """Multi-label soft-margin loss ``−1/C Σ_c [y log σ(s) + (1 − y) log(1 − σ(s))]`` written out."""
+    sig = [1 / (1 + math.exp(-v)) for v in scores]
+    return -sum(t * math.log(q) + (1 - t) * math.log(1 - q) for q, t in zip(sig, tags)) / len(tags)
+
+
 def test_generation_loss_hand_computed():
     maps = torch.tensor([[[[0.0, 2.0]], [[-1.0, -3.0]]]])
     labels = torch.tensor([[1.0, 0.0]])
-    s = temperature_pool(maps, 1.0)[0]
-    sig = torch.sigmoid(s)
-    expect = -(torch.log(sig[0]) + torch.log(1 - sig[1])) / 2
-    assert generation_loss(maps, labels, 1.0).item() == pytest.approx(expect.item(), abs=1e-6)
+    e = math.e
+    s0 = 2 * e**2 / (1 + e**2)  # softmax([0, 2]) · [0, 2]
+    s1 = (-e**-1 - 3 * e**-3) / (e**-1 + e**-3)
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    expect = -(math.log(sig(s0)) + math.log(1 - sig(s1))) / 2
+    assert generation_loss(maps, labels, 1.0).item() == pytest.approx(expect, abs=1e-6)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.1, 5.0])
+def test_generation_loss_on_2x2_maps_three_classes_two_images(tau):
+    m = [[[[0.5, -0.2], [1.0, 0.1]], [[-1.0, 0.3], [0.0, 2.0]], [[0.2, 0.2], [0.4, -0.6]]],
+         [[[-0.3, 0.0], [0.7, 0.9]], [[1.2, -0.4], [0.5, 0.5]], [[-2.0, 1.0], [0.0, 0.3]]]]
+    tags = [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+    expect = sum(_soft_margin([_pool([v for row in mc for v in row], tau) for mc in mi], ti)
+                 for mi, ti in zip(m, tags)) / 2
+    got = generation_loss(torch.tensor(m), torch.tensor(tags), tau)
+    assert got.item() == pytest.approx(expect, abs=1e-6)
 
 
 def test_regularisation_loss_hand_computed():
@@ -98,16 +123,78 @@ class _Plain(nn.Module):
         return self.body(x), []
 
 
-def test_usage_loss_total_and_backward():
+class _Affine(nn.Module):
+    """``cam_logits(x) = w·x + P (+ 0.25 when adjusted)``: not flip-equivariant because of the fixed ``P``."""
+
+    POS = [[[0.4, 0.0, -0.3]], [[0.1, 0.5, 0.2]]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.5))
+
+    def cam_logits(self, x, adjust=False):
+        return self.w * x + torch.tensor([self.POS]) + (0.25 if adjust else 0.0)
+
+
+X = [[[0.2, 1.0, -0.5]], [[0.3, -0.1, 0.6]]]  # one image, 2 classes, a 1×3 map
+
+
+def _usage_hand(w, tau, lam, tags):
+    """``L_gen(τ) + λ·L_reg`` for :class:`_Affine` with the flip view, written out (methods.md §5.2)."""
+    pos = [row[0] for row in _Affine.POS]
+    x = [row[0] for row in X]
+    m1 = [[w * xv + pv for xv, pv in zip(x[c], pos[c])] for c in range(2)]
+    # view 2: A = flip, adjusted network, A⁻¹ = flip back → w·x + flip(P) + 0.25
+    m2 = [[w * xv + pv + 0.25 for xv, pv in zip(x[c], pos[c][::-1])] for c in range(2)]
+    gen = _soft_margin([_pool(m, tau) for m in m1], tags)
+
+    def norm(m):
+        r = [max(v, 0.0) for v in m]
+        return [v / (max(r) + 1e-5) for v in r]
+
+    per_class = [sum(abs(a - b) for a, b in zip(norm(m1[c]), norm(m2[c]))) / 3 for c in range(2)]
+    labelled = [per_class[c] for c in range(2) if tags[c] > 0]
+    reg = sum(labelled) / len(labelled)
+    return gen, reg, gen + lam * reg
+
+
+@pytest.mark.parametrize("tags", [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+def test_usage_loss_hand_computed_with_gradient(tags):
+    model = _Affine()
+    out = usage_loss(model, torch.tensor([X]), torch.tensor([tags]), tau=0.5, lam=0.7, augmentation="flip",
+                     adjust=True)
+    gen, reg, total = _usage_hand(1.5, 0.5, 0.7, tags)
+    assert out["gen"].item() == pytest.approx(gen, abs=1e-6)
+    assert out["reg"].item() == pytest.approx(reg, abs=1e-6)
+    assert out["loss"].item() == pytest.approx(total, abs=1e-6)
+    assert reg > 0.05  # the case is not trivially equivariant
+    out["loss"].backward()
+    eps = 1e-4
+    fd = (_usage_hand(1.5 + eps, 0.5, 0.7, tags)[2] - _usage_hand(1.5 - eps, 0.5, 0.7, tags)[2]) / (2 * eps)
+    assert model.w.grad.item() == pytest.approx(fd, abs=1e-4)
+    # λ = 0: the regulariser neither counts nor reaches the gradient
+    model.w.grad = None
+    out0 = usage_loss(model, torch.tensor([X]), torch.tensor([tags]), tau=0.5, lam=0.0, augmentation="flip")
+    assert out0["loss"].item() == pytest.approx(gen, abs=1e-6) and out0["reg"].item() == 0.0
+    out0["loss"].backward()
+    fd0 = (_usage_hand(1.5 + eps, 0.5, 0.7, tags)[0] - _usage_hand(1.5 - eps, 0.5, 0.7, tags)[0]) / (2 * eps)
+    assert model.w.grad.item() == pytest.approx(fd0, abs=1e-4)
+
+
+def test_usage_loss_backward_reaches_a_real_vit():
     torch.manual_seed(3)
     m = create_model("cam", num_classes=3, backbone="vit", embed_dim=16, depth=1, num_heads=2, patch_size=8,
                      img_size=32)
     x = torch.randn(2, 3, 32, 32)
     labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     out = usage_loss(m, x, labels, tau=default_tau(True), lam=0.5, augmentation="flip_rescale", adjust=True)
-    assert out["loss"].item() == pytest.approx((out["gen"] + 0.5 * out["reg"]).item(), rel=1e-6)
     out["loss"].backward()
-    assert m.classifier.weight.grad is not None and torch.isfinite(m.classifier.weight.grad).all()
+    g = m.classifier.weight.grad
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+    # the logits returned are the τ-pooled scores of the un-adjusted first view
+    with torch.no_grad():
+        maps = m.cam_logits(x)
+    assert torch.allclose(out["logits"], temperature_pool(maps, default_tau(True)), atol=1e-6)
 
 
 def test_defaults_follow_the_backbone_rule():
