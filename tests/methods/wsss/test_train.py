@@ -109,7 +109,14 @@ def test_voc_cam_pseudo_stage_and_final_needs_single_stage(voc_cam, shared_data,
             "--option", "max_side=96", "--option", "scales=[1.0]"]
     assert main(base + ["--what", "pseudo", "--out", str(voc_cam / "pseudo.json")]) == 0
     m = json.loads((voc_cam / "pseudo.json").read_text())
-    assert m["what"] == "pseudo" and 0.0 < m["mIoU"] < 1.0
+    from geolesf.methods.wsss.checkpoint import load as load_wsss_checkpoint
+    from geolesf.methods.wsss.data import open_dataset
+    from geolesf.methods.wsss.evaluate import evaluate_bundle
+
+    direct = evaluate_bundle(load_wsss_checkpoint(voc_cam / "model.pt"), open_dataset("voc2012", root, "val"),
+                             "pseudo", {"max_side": 96, "scales": [1.0], "progress": False})
+    assert m["what"] == "pseudo" and m["images"] == direct["images"] == 3
+    assert m["mIoU"] == direct["mIoU"] and m["coverage"] == direct["coverage"]  # the CLI passes every option
     capsys.readouterr()
     assert main(base + ["--what", "final"]) == 2
     err = capsys.readouterr().err.strip()
