@@ -22,9 +22,17 @@ Hosts (:func:`apply_cross_block`):
 relation tensors, no γ, no quaternion layer), so the four methods differ only in that switch.
 
 Initialisation follows the code: adapter ``down`` kaiming-uniform(a=√5) with zero bias, ``up``
-zeros; quaternion ``R = 0``, ``I, J, K ~ U[0, 1)``. The LoRA ``init_weights`` helper of the
-official repository is NOT FOUND in the published tree; geolesf uses the LoRA convention
-(``A`` kaiming-uniform(a=√5), ``B = 0``), so every wrapped model equals frozen SAM at init.
+zeros; quaternion ``R = 0``, ``I, J, K ~ U[0, 1)``. LoRA host, ``lora_init`` (methods.md §3.3):
+
+* ``"official"`` (default): the official ``init_weights`` (``remote/model/utils.py``), which
+  ``remote/model/model_proxy_SAM_box.py`` applies with ``.apply(init_weights)`` to each of the four
+  bias-free LoRA Linears ``A_q, B_q, A_v, B_v`` at model build — ``xavier_normal_`` on the weight of
+  every ``nn.Linear`` (std ``√(2/(fan_in+fan_out))``), so **both** factors are random and the wrapped
+  model does *not* equal frozen SAM at init. It is applied to those four Linears only: the quaternion
+  projectors, ``γ`` and the relation tensors keep their own initialisation (as in the code). Order
+  as in the code: ``A_q, A_v, B_q, B_v`` for ``TAM_CP_relation``, ``A_q, B_q, A_v, B_v`` for plain LoRA.
+* ``"zero_b"`` — **deviation** from the official code: the usual LoRA convention (``A``
+  kaiming-uniform(a=√5), ``B = 0``), which makes the initial model equal to frozen SAM exactly.
 
 The quaternion weight uses the code's layout (``remote/quaternion_ops.py``): the four block
 *columns* are ``[R; −I; −J; −K]``, ``[I; R; −K; J]``, ``[J; K; R; −I]``, ``[K; −J; I; R]`` and
@@ -45,6 +53,7 @@ from torch.nn import functional as F
 from geolesf.errors import ConfigError, ModelError
 
 HOSTS = ("adapter", "lora")
+LORA_INITS = ("official", "zero_b")
 DEFAULT_RANK = {"adapter": 16, "lora": 4}
 
 
@@ -146,8 +155,11 @@ class CrossBlockAdapter(_Orchestrated):
 class CrossBlockLoRAQKV(_Orchestrated):
     """LoRA on the q and v thirds of a fused qkv Linear (``TAM_CP_relation``; plain LoRA without relation)."""
 
-    def __init__(self, qkv: nn.Linear, rank: int = 4, relation: RelationMatrix | None = None, slot: int = 0) -> None:
+    def __init__(self, qkv: nn.Linear, rank: int = 4, relation: RelationMatrix | None = None, slot: int = 0,
+                 init: str = "official") -> None:
         super().__init__(relation, slot, rank, 2)
+        if init not in LORA_INITS:
+            raise ConfigError(f"lora_init must be one of {', '.join(LORA_INITS)}, found '{init}'")
         self.qkv = qkv
         dim = qkv.in_features
         if qkv.out_features != 3 * dim:
@@ -157,10 +169,17 @@ class CrossBlockLoRAQKV(_Orchestrated):
         self.b_q = nn.Linear(rank, dim, bias=False)
         self.a_v = nn.Linear(dim, rank, bias=False)
         self.b_v = nn.Linear(rank, dim, bias=False)
+        self.init = init
         with torch.no_grad():
-            for a, b in ((self.a_q, self.b_q), (self.a_v, self.b_v)):
-                nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
-                nn.init.zeros_(b.weight)
+            if init == "official":  # init_weights: xavier_normal_ on every nn.Linear (no biases here)
+                order = ((self.a_q, self.a_v, self.b_q, self.b_v) if relation is not None
+                         else (self.a_q, self.b_q, self.a_v, self.b_v))
+                for lin in order:
+                    nn.init.xavier_normal_(lin.weight)
+            else:  # zero_b (deviation): B = 0, the wrapped qkv equals the frozen one at init
+                for a, b in ((self.a_q, self.b_q), (self.a_v, self.b_v)):
+                    nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
+                    nn.init.zeros_(b.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x)
@@ -183,8 +202,11 @@ class CrossBlockLoRAQKV(_Orchestrated):
 
 
 def apply_cross_block(encoder: nn.Module, host: str, relation: bool = True, rank: int | None = None,
-                      dropout: float = 0.1) -> RelationMatrix | None:
+                      dropout: float = 0.1, lora_init: str = "official") -> RelationMatrix | None:
     """Wrap every block of a SAM ``ImageEncoderViT`` in place; returns the shared relation (or None).
+
+    ``lora_init`` (LoRA host only): ``"official"`` (xavier-normal ``A`` and ``B``, the official
+    ``init_weights``) or ``"zero_b"`` (deviation: ``B = 0``, initial model = frozen SAM).
 
     The relation module is attached to the encoder as ``encoder.cobo_relation`` so its two
     tensors appear once in the state dict (``image_encoder.cobo_relation.FacT_c`` / ``FacT_p``).
@@ -194,6 +216,8 @@ def apply_cross_block(encoder: nn.Module, host: str, relation: bool = True, rank
     blocks = getattr(encoder, "blocks", None)
     if not blocks:
         raise ModelError(f"{type(encoder).__name__} has no ViT blocks to wrap")
+    if lora_init not in LORA_INITS:
+        raise ConfigError(f"lora_init must be one of {', '.join(LORA_INITS)}, found '{lora_init}'")
     rank = int(rank or DEFAULT_RANK[host])
     if relation and rank % 4:
         raise ConfigError(f"cross-block rank must be a multiple of 4 (quaternion projector), found {rank}")
@@ -207,7 +231,7 @@ def apply_cross_block(encoder: nn.Module, host: str, relation: bool = True, rank
             dim = blk.norm2.normalized_shape[0]
             blk.mlp = CrossBlockAdapter(blk.mlp, dim, rank, shared, slot, dropout)
         else:
-            blk.attn.qkv = CrossBlockLoRAQKV(blk.attn.qkv, rank, shared, slot)
+            blk.attn.qkv = CrossBlockLoRAQKV(blk.attn.qkv, rank, shared, slot, init=lora_init)
     return shared
 
 

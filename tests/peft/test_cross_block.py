@@ -36,20 +36,100 @@ def _hamilton(q, x):
                         a1 * d2 + b1 * c2 - c1 * b2 + d1 * a2], -1)
 
 
-@pytest.mark.parametrize("host", ["adapter", "lora"])
+@pytest.mark.parametrize("host,lora_init", [("adapter", "official"), ("lora", "zero_b")])
 @pytest.mark.parametrize("relation", [True, False])
-def test_wrapped_encoder_equals_frozen_sam_at_init(host, relation):
+def test_wrapped_encoder_equals_frozen_sam_at_init(host, lora_init, relation):
+    """Adapter host (``up = 0`` in the official code) and the LoRA host's ``zero_b`` deviation
+    (``B = 0``) leave the encoder exactly equal to frozen SAM at init. The official LoRA init does
+    not (``test_lora_official_init_is_xavier_normal_on_both_factors``)."""
     enc = _tiny_encoder()
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         before = enc(x)
-    shared = apply_cross_block(enc, host, relation=relation)
+    shared = apply_cross_block(enc, host, relation=relation, lora_init=lora_init)
     enc.eval()
     with torch.no_grad():
         after = enc(x)
     assert torch.equal(before, after)
+    if host == "lora":
+        for blk in enc.blocks:
+            assert blk.attn.qkv.init == "zero_b"
+            assert torch.count_nonzero(blk.attn.qkv.b_q.weight) == 0
+            assert torch.count_nonzero(blk.attn.qkv.b_v.weight) == 0
+            assert torch.count_nonzero(blk.attn.qkv.a_q.weight) == blk.attn.qkv.a_q.weight.numel()
     if relation:
         assert torch.equal(shared.coefficients(), torch.ones_like(shared.coefficients()))
+
+
+@pytest.mark.parametrize("relation", [True, False])
+def test_lora_official_init_is_xavier_normal_on_both_factors(relation):
+    """Default ``lora_init="official"`` = SAM-COBOT's ``init_weights`` (remote/model/utils.py), applied to
+    A_q, B_q, A_v, B_v at build: ``xavier_normal_`` → N(0, 2/(fan_in+fan_out)) for *both* factors.
+
+    At vit_b width (768, rank 4) each factor has std √(2/772) = 0.05090; the 4 factors of one block
+    give 4·3072 = 12288 samples, so the sample std is within ±1.3 % (1σ) of it; tolerance 5 %.
+    kaiming-uniform(a=√5) (the LoRA convention for A) has std 1/√(3·768) = 0.02083 and B = 0 has 0:
+    both fail. Normal, not uniform: P(|x| < σ) = 0.6827 (uniform: 0.5774), checked to ±0.02.
+    """
+    torch.manual_seed(3)
+    dim, rank = 768, 4
+    qkv = torch.nn.Linear(dim, 3 * dim)
+    shared = RelationMatrix(rank, 2) if relation else None
+    mod = CrossBlockLoRAQKV(qkv, rank, shared, 0)  # default init
+    assert mod.init == "official"
+    std = (2.0 / (dim + rank)) ** 0.5
+    assert abs(std - 0.05090) < 1e-5
+    factors = [m.weight.detach() for m in (mod.a_q, mod.b_q, mod.a_v, mod.b_v)]
+    for w in factors:
+        assert w.abs().min() > 0  # every entry random, none zero
+        assert abs(float(w.std()) / std - 1) < 0.10  # each factor alone (3072 samples)
+    pooled = torch.cat([w.flatten() for w in factors])
+    assert pooled.numel() == 4 * dim * rank == 12288
+    assert abs(float(pooled.std()) / std - 1) < 0.05
+    assert abs(float(pooled.mean())) < 3 * std / pooled.numel() ** 0.5
+    assert abs(float((pooled.abs() < std).float().mean()) - 0.6827) < 0.02
+    # init_weights touches the four Linears only: the quaternion projectors and γ keep their own init
+    if relation:
+        assert torch.equal(mod.gamma, torch.ones(2 * rank))
+        for q in mod.quaternion:
+            assert torch.equal(q.r_weight, torch.zeros(1, 1))
+            assert all(bool((w >= 0).all() and (w < 1).all()) for w in (q.i_weight, q.j_weight, q.k_weight))
+    # not the frozen qkv at init: ΔW = B·Q(…)·A ≠ 0 on the q and v thirds, 0 on k
+    x = torch.randn(5, dim)
+    with torch.no_grad():
+        out = mod(x) - qkv(x)
+    assert out[:, :dim].abs().max() > 1e-3 and out[:, 2 * dim:].abs().max() > 1e-3
+    assert torch.count_nonzero(out[:, dim:2 * dim]) == 0
+
+
+def test_lora_official_init_equals_seeded_xavier_normal_calls(monkeypatch):
+    """Exact equality with ``torch.nn.init.xavier_normal_`` under the same seed: replay the RNG state
+    captured just before the init calls, in the code's order (TAM_CP_relation: A_q, A_v, B_q, B_v)."""
+    states = []
+    real = torch.nn.init.xavier_normal_
+
+    def spy(tensor, *args, **kwargs):
+        states.append(torch.get_rng_state())
+        return real(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.init, "xavier_normal_", spy)
+    torch.manual_seed(11)
+    mod = CrossBlockLoRAQKV(torch.nn.Linear(32, 96), 4, RelationMatrix(4, 2), 0)
+    monkeypatch.setattr(torch.nn.init, "xavier_normal_", real)
+    assert len(states) == 4  # one call per LoRA factor, nothing else
+    torch.set_rng_state(states[0])
+    expected = []
+    for shape in ((4, 32), (4, 32), (32, 4), (32, 4)):
+        w = torch.empty(shape)
+        real(w)
+        expected.append(w)
+    for w, e in zip((mod.a_q.weight, mod.a_v.weight, mod.b_q.weight, mod.b_v.weight), expected):
+        assert torch.equal(w, e)
+
+
+def test_lora_init_option_is_validated():
+    with pytest.raises(ConfigError, match="lora_init"):
+        apply_cross_block(_tiny_encoder(), "lora", lora_init="zeros")
 
 
 def test_adapter_bottleneck_at_init_is_quaternion_of_twice_d():

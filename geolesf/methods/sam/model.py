@@ -40,8 +40,12 @@ MODES = ("prompt", "semantic")
 
 def apply_method(sam: nn.Module, method: str, *, host: str = "adapter", rank: int | None = None,
                  scope: str = "neck", ratio: float = 1.0, rank_multiple: int = 4,
-                 train_decoder: bool = True) -> dict[str, Any]:
-    """Rewrite ``sam.image_encoder`` for ``method`` and set ``requires_grad``; returns what was done."""
+                 train_decoder: bool = True, lora_init: str = "official") -> dict[str, Any]:
+    """Rewrite ``sam.image_encoder`` for ``method`` and set ``requires_grad``; returns what was done.
+
+    ``lora_init`` (LoRA host): ``official`` (xavier-normal A and B, the official ``init_weights``) or
+    ``zero_b`` (deviation: B = 0, so the initial model equals frozen SAM).
+    """
     if method not in METHODS:
         raise ConfigError(f"SAM PEFT method must be one of {', '.join(METHODS)}, found '{method}'")
     enc = sam.image_encoder
@@ -55,11 +59,13 @@ def apply_method(sam: nn.Module, method: str, *, host: str = "adapter", rank: in
         train_singular_values_only(enc)
     elif method in ("cobo", "lora", "adapter"):
         host = method if method in ("lora", "adapter") else host
-        apply_cross_block(enc, host, relation=method == "cobo", rank=rank)
+        apply_cross_block(enc, host, relation=method == "cobo", rank=rank, lora_init=lora_init)
         for p in enc.parameters():
             if id(p) not in base:
                 p.requires_grad_(True)
         info["host"] = host
+        if host == "lora":
+            info["lora_init"] = lora_init
     elif method == "full":
         for p in enc.parameters():
             p.requires_grad_(True)
@@ -156,11 +162,12 @@ def build_sam_segmenter(method: str, *, variant: str = "vit_b", checkpoint: str 
                         checkpoint_sha256: str | None = None, mode: str = "prompt", num_classes: int = 1,
                         in_bands: int = 3, rgb_bands: Sequence[int] | None = None, train_decoder: bool = True,
                         host: str = "adapter", rank: int | None = None, scope: str = "neck",
-                        ratio: float = 1.0, rank_multiple: int = 4, shape: dict[str, Any] | None = None
-                        ) -> SamSegmenter:
+                        ratio: float = 1.0, rank_multiple: int = 4, shape: dict[str, Any] | None = None,
+                        lora_init: str = "official") -> SamSegmenter:
     """Build SAM (``variant``), load ``checkpoint`` (sha256-checked), apply ``method``.
 
-    ``mode='semantic'`` needs ``num_classes ≥ 2``; ``shape`` overrides SAM widths (tests).
+    ``mode='semantic'`` needs ``num_classes ≥ 2``; ``shape`` overrides SAM widths (tests);
+    ``lora_init`` (``official`` | ``zero_b``) picks the LoRA-host initialisation (YAML ``model.args``).
     Without ``checkpoint`` the weights are random (parameter counting, tests).
     """
     if mode == "semantic" and num_classes < 2:
@@ -173,7 +180,7 @@ def build_sam_segmenter(method: str, *, variant: str = "vit_b", checkpoint: str 
         load_into_sam(sam, state, str(checkpoint))
         del state
     info = apply_method(sam, method, host=host, rank=rank, scope=scope, ratio=ratio, rank_multiple=rank_multiple,
-                        train_decoder=train_decoder)
+                        train_decoder=train_decoder, lora_init=lora_init)
     info.update(variant=variant, checkpoint=Path(checkpoint).name if checkpoint else None)
     model = SamSegmenter(sam, BandStem(in_bands, rgb_bands), mode, num_classes if mode == "semantic" else 1, info)
     model.base_sha256 = digest

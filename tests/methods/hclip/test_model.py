@@ -75,10 +75,41 @@ def test_open_vocabulary_any_class_list_and_arbitrary_sizes(model):
 
 
 def test_registry_and_parameter_report(model):
+    """Exact PEFT-only share of the tiny test model (b = 16), from its shapes.
+
+    Tiny CLIP: width 64 in both towers, 2 + 2 blocks, 64 px input / patch 16 → 1 + 4² = 17 image tokens,
+    77 text tokens, embed 32, vocabulary 49,408.
+    * rotation: 2 towers × 2 blocks × 3 (q, k, v) × 64/16 = 4 Cayley blocks × 16·15/2 = 120 → 5,760;
+    * DCRC: Φ 2·2 = 4, Ψ_image 2·2 = 4, Ψ_text 2·2 = 4 → 12;
+    * positional embeddings: 17·64 + 77·64 = 1,088 + 4,928 = 6,016;
+    → PEFT-only 11,788.
+    CLIP: one block of width 64 has ln 2·(2·64) = 256, in_proj 3·64² + 3·64 = 12,480, out_proj
+    64² + 64 = 4,160, MLP (4·64² + 256) + (4·64² + 64) = 33,088 → 49,984. Image tower
+    64·3·16·16 + 64 + 17·64 + 2·64 + 2·49,984 + 2·64 + 64·32 = 152,576; text tower
+    49,408·64 + 77·64 + 2·49,984 + 2·64 + 64·32 + 1 = 3,269,185; total 3,421,761.
+    Share 11,788 / 3,421,761 = 0.3445 % (ViT-B/16 default: 0.6050 %, vs the paper's ≈4 %, see
+    tests/peft/test_orthogonal.py::test_parameter_share_vitb16_exact).
+    """
     assert "hclip" in list_models()
     rep = model.parameter_report()
-    assert rep["peft_trainable"] + rep["head"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert 0 < rep["peft_ratio"] < rep["total_ratio"] < 1
+    block = 2 * (2 * 64) + (3 * 64 * 64 + 3 * 64) + (64 * 64 + 64) + (4 * 64 * 64 + 4 * 64) + (4 * 64 * 64 + 64)
+    assert block == 49_984
+    image = 64 * 3 * 16 * 16 + 64 + 17 * 64 + 2 * 64 + 2 * block + 2 * 64 + 64 * 32
+    text = 49408 * 64 + 77 * 64 + 2 * block + 2 * 64 + 64 * 32 + 1
+    assert (image, text) == (152_576, 3_269_185)
+    rotation = 2 * 2 * 3 * (64 // 16) * (16 * 15 // 2)
+    relation = 2 * 2 + 2 * 2 + 2 * 2
+    positional = 17 * 64 + 77 * 64
+    assert (rotation, relation, positional) == (5_760, 12, 6_016)
+    peft = rotation + relation + positional
+    assert {k: rep[k] for k in ("clip_parameters", "rotation", "relation", "positional", "peft_trainable")} == {
+        "clip_parameters": image + text, "rotation": rotation, "relation": relation, "positional": positional,
+        "peft_trainable": 11_788}
+    assert rep["peft_ratio"] == peft / (image + text) and round(100 * rep["peft_ratio"], 4) == 0.3445
+    # the head is reported apart; every trainable tensor is counted exactly once
+    assert rep["head"] == sum(p.numel() for p in model.head.parameters()) > 0
+    assert rep["total_trainable"] == peft + rep["head"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert rep["total_ratio"] == (peft + rep["head"]) / (image + text)
 
 
 def test_prompts():

@@ -46,7 +46,8 @@ def test_shipped_config_loads_unchanged():
 def test_train_writes_run_folder(run):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 2 and np.isfinite(metrics["final_loss"])
-    assert metrics["classes"] == 20 and metrics["parameters"]["peft_trainable"] > 0
+    # tiny CLIP, b = 16: 5,760 rotation + 12 DCRC + 6,016 positional (tests/methods/hclip/test_model.py)
+    assert metrics["classes"] == 20 and metrics["parameters"]["peft_trainable"] == 11_788
     assert (run / "config.yaml").is_file()
     model, payload, digest = load_hclip_checkpoint(run / "hclip.pt")
     assert payload["format"] == "geolesf-hclip/1" and payload["clip_state"] and digest == metrics["sha256"]
@@ -139,9 +140,37 @@ def test_sliding_window_covers_image_and_matches_single_window(run):
         assert torch.allclose(whole, model(x, names)[0], atol=1e-5)
 
 
+def _ade_scored_pixels(folder):
+    """Pixels of ADE_train_00016869 that the ADE-150 view scores, derived from the raw files.
+
+    Read independently of geolesf: the JPEG's size, the ``_seg.png`` class code R/10·256 + G and the
+    JSON's object names. Unscored: code 0 (unlabelled) and objects whose WordNet synonyms name none of
+    the 150 ADE classes — here only "central reservation" (the median strip; ADE-150 has road and
+    sidewalk, not it). Every other object of this image (building, road, sky, tree, car, person, …)
+    is an ADE-150 class.
+    """
+    from PIL import Image
+
+    stem = folder / "ADE_train_00016869"
+    with Image.open(f"{stem}.jpg") as im:
+        w, h = im.size
+    with Image.open(f"{stem}_seg.png") as im:
+        rgb = np.asarray(im.convert("RGB")).astype(np.int64)
+    code = rgb[..., 0] // 10 * 256 + rgb[..., 1]
+    objects = json.loads(Path(f"{stem}.json").read_bytes().decode("latin-1"))["annotation"]["object"]
+    ndx = {o["name"]: int(o["name_ndx"]) for o in objects if int(o.get("parts", {}).get("part_level", 0)) == 0}
+    unlabelled = int((code == 0).sum())
+    median_strip = int((code == ndx["central reservation"]).sum())
+    return (h, w), unlabelled, median_strip
+
+
 @pytest.mark.shared_data("ade20k_samples", "voc_samples")
 def test_cli_evaluate_ade20k_full_format_samples(run, shared_data, tmp_path, capsys):
-    """Zero-shot ADE-150 scoring straight from the full-format samples (their 150-class view)."""
+    """Zero-shot ADE-150 scoring straight from the full-format samples (their 150-class view).
+
+    Scored pixels of the first sample: 1536·2048 − 89,604 (unlabelled) − 43,609 ("central
+    reservation", not an ADE-150 class) = 3,012,515 (see :func:`_ade_scored_pixels`).
+    """
     out = tmp_path / "ade.json"
     rc = main(["evaluate", "--checkpoint", str(run / "hclip.pt"), "--dataset", "ade20k", "--data-root",
                str(shared_data / "ade20k_samples"), "--out", str(out), "--option", "short_side=64",
@@ -150,4 +179,6 @@ def test_cli_evaluate_ade20k_full_format_samples(run, shared_data, tmp_path, cap
     m = json.loads(out.read_text())
     assert len(m["per_class_IoU"]) == 150 and m["images"] == 1
     cm = np.array(m["confusion_matrix"])
-    assert cm.sum() == m["pixels"] == 1536 * 2048 - 133213  # all pixels but the unmapped ones
+    (h, w), unlabelled, median_strip = _ade_scored_pixels(shared_data / "ade20k_samples")
+    assert (h, w, unlabelled, median_strip) == (1536, 2048, 89_604, 43_609)
+    assert cm.sum() == m["pixels"] == h * w - unlabelled - median_strip == 3_012_515

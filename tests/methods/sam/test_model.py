@@ -70,6 +70,24 @@ def test_registered_models_and_loaded_weights(tiny_ckpt):
     assert torch.equal(model.sam.mask_decoder.iou_token.weight, ref["mask_decoder.iou_token.weight"])
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert any("a_q" in n for n in names) and all(not n.startswith("sam.prompt_encoder") for n in names)
+    # LoRA host: official init (xavier-normal A and B) by default, zero_b (deviation, B = 0) on request
+    assert model.info["lora_init"] == "official"
+    qkv = model.sam.image_encoder.blocks[0].attn.qkv
+    assert qkv.init == "official" and torch.count_nonzero(qkv.b_q.weight) == qkv.b_q.weight.numel()
+    base = build_sam_model("tiny")
+    base.load_state_dict(ref)
+    base.eval()
+    img = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        ref_emb = base.image_encoder(img)
+        assert not torch.allclose(model.sam.image_encoder.eval()(img), ref_emb, atol=1e-4)
+    zero_b = create_model("sam-lora", variant="tiny", checkpoint=str(path), lora_init="zero_b")
+    assert zero_b.info["lora_init"] == "zero_b"
+    assert torch.count_nonzero(zero_b.sam.image_encoder.blocks[1].attn.qkv.b_v.weight) == 0
+    with torch.no_grad():
+        assert torch.equal(zero_b.sam.image_encoder.eval()(img), ref_emb)
+    with pytest.raises(ConfigError, match="lora_init"):
+        create_model("sam-cobo", host="lora", variant="tiny", lora_init="xavier")
     frozen_dec = create_model("sam-parser", variant="tiny", checkpoint=str(path), train_decoder=False)
     assert sorted(n for n, p in frozen_dec.named_parameters() if p.requires_grad) == [
         "sam.image_encoder.neck.0.vector_S", "sam.image_encoder.neck.2.vector_S"]
