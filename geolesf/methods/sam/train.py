@@ -55,7 +55,7 @@ class SamModelConfig:
     checkpoint_sha256: str | None = None
     """Optional expected sha256 of ``checkpoint``."""
     args: dict[str, Any] = field(default_factory=dict)
-    """Method arguments: scope, ratio, host, rank, train_decoder, rgb_bands, shape."""
+    """Method arguments: scope, ratio, host, rank, lora_init (official | zero_b), train_decoder, rgb_bands, shape."""
 
 
 @dataclass
