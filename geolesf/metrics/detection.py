@@ -1,21 +1,34 @@
 """Detection metrics: PASCAL VOC AP / mAP (11-point and all-point), CorLoc, COCO AP via pycocotools.
 
-VOC AP follows the official devkit (``VOCevaldet.m`` / the py-faster-rcnn ``voc_eval`` port)
-rule for rule:
+VOC AP follows the devkit rules:
 
 * detections of one class are sorted by descending score (ties keep their input order) and
   each is matched to the ground-truth box of the same image with the largest IoU;
 * IoU uses the devkit's inclusive pixel convention (``w = x2 - x1 + 1``; ``pixel_offset=1``);
-* IoU > 0.5 (strictly greater, as the devkit's ``ovmax > ovthresh``) with a *difficult* box:
-  the detection is ignored (neither TP nor FP); with a non-difficult box not yet matched: TP;
-  with one already matched: FP (a duplicate detection); otherwise FP;
+* a detection *hits* its best box when the IoU passes the threshold (0.5) under ``iou_rule``:
+  a hit on a *difficult* box is ignored (neither TP nor FP); on a non-difficult box not yet
+  matched: TP; on one already matched: FP (a duplicate detection); no hit: FP;
 * recall is TP / (number of non-difficult boxes); AP is either the **11-point** interpolated
   value (mean over t ∈ {0, 0.1, …, 1} of the maximum precision at recall ≥ t; VOC2007, the WSOD
   convention, ``use_07_metric=True``) or the **area** under the monotone precision envelope
   (VOC2010+, all points).
 
+The matching rule (``iou_rule``) is where the references differ, and only at IoU exactly 0.5:
+
+* ``"ge"`` — IoU ≥ 0.5: the official PASCAL VOC MATLAB devkit (``VOCevaldet.m``,
+  ``if ovmax>=VOCopts.minoverlap``) and the wording of methods.md;
+* ``"gt"`` — IoU > 0.5: the Python port in py-faster-rcnn's ``voc_eval.py``
+  (``if ovmax > ovthresh``), inherited by OICR / PCL and by the **NDI-WSOD official code**
+  (``GC-WSL/NDI``: ``lib/datasets/voc_eval.py`` for mAP, run by default since
+  ``voc_dataset_evaluator.evaluate_boxes`` has ``use_matlab=False``, and ``lib/datasets/dis_eval.py``
+  for CorLoc, also ``ovmax > ovthresh``). ``"gt"`` is therefore the default here, for AP and
+  CorLoc alike; pass ``iou_rule="ge"`` for the MATLAB devkit's numbers.
+
+A detection with IoU exactly 0.5 to its only ground-truth box scores AP 0 under ``"gt"`` and
+AP 1 under ``"ge"``.
+
 CorLoc (methods.md "Segmentation and detection metrics"): for every (image, positive class)
-pair, 1 when the top-scoring detection of that class has IoU ≥ 0.5 with any ground-truth box of
+pair, 1 when the top-scoring detection of that class hits (``iou_rule``) any ground-truth box of
 that class; averaged per class, then over classes. As in PCL's ``dis_eval``, difficult boxes
 count as ground truth here (the image is positive for the class either way).
 
@@ -33,7 +46,25 @@ from typing import Any
 
 import numpy as np
 
-from geolesf.errors import DataError
+from geolesf.errors import ConfigError, DataError
+
+
+IOU_RULES = {"gt": "IoU > threshold (py-faster-rcnn / OICR / PCL / NDI-WSOD voc_eval.py)",
+             "ge": "IoU >= threshold (PASCAL VOC MATLAB devkit VOCevaldet.m)"}
+DEFAULT_IOU_RULE = "gt"
+
+
+def check_iou_rule(rule: str) -> str:
+    """``rule`` if it is ``"gt"`` or ``"ge"``, else a one-line :class:`ConfigError`."""
+    if rule not in IOU_RULES:
+        raise ConfigError(f"iou_rule: expected 'gt' (IoU > 0.5, py-faster-rcnn/NDI-WSOD) or 'ge' "
+                          f"(IoU >= 0.5, VOC MATLAB devkit), found {rule!r}")
+    return rule
+
+
+def iou_hit(iou: Any, threshold: float, rule: str = DEFAULT_IOU_RULE) -> Any:
+    """Whether ``iou`` passes ``threshold`` under ``rule`` (``"gt"``: ``>``, ``"ge"``: ``>=``)."""
+    return iou >= threshold if check_iou_rule(rule) == "ge" else iou > threshold
 
 
 @dataclass
@@ -107,8 +138,10 @@ def voc_class_pr(
     cls: int,
     iou_threshold: float = 0.5,
     pixel_offset: float = 1.0,
+    iou_rule: str = DEFAULT_IOU_RULE,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Recall and precision arrays of class ``cls`` and its number of non-difficult boxes."""
+    check_iou_rule(iou_rule)
     gt_boxes, gt_diff, used = {}, {}, {}
     npos = 0
     for image_id, gt in ground_truth.items():
@@ -138,7 +171,7 @@ def voc_class_pr(
             continue
         ious = box_iou(boxes_all[k][None], candidates, pixel_offset)[0]
         j = int(np.argmax(ious))
-        if ious[j] > iou_threshold:
+        if iou_hit(ious[j], iou_threshold, iou_rule):
             if gt_diff[image_id][j]:
                 continue
             if not used[image_id][j]:
@@ -162,14 +195,18 @@ def voc_map(
     use_07_metric: bool = True,
     iou_threshold: float = 0.5,
     pixel_offset: float = 1.0,
+    iou_rule: str = DEFAULT_IOU_RULE,
 ) -> dict[str, Any]:
     """Per-class AP and mAP over the classes that have at least one non-difficult box.
 
-    Returns ``{"mAP", "AP": {name: ap}, "metric": "11point"|"area", "classes_scored"}``.
+    ``iou_rule``: ``"gt"`` (IoU > 0.5; py-faster-rcnn's ``voc_eval.py`` as used by OICR, PCL and
+    the NDI-WSOD official evaluation; the default) or ``"ge"`` (IoU ≥ 0.5; the VOC MATLAB devkit).
+    Returns ``{"mAP", "AP": {name: ap}, "metric": "11point"|"area", "classes_scored", "iou_rule"}``.
     """
+    check_iou_rule(iou_rule)
     aps: dict[str, float] = {}
     for c, name in enumerate(class_names):
-        rec, prec, npos = voc_class_pr(detections, ground_truth, c, iou_threshold, pixel_offset)
+        rec, prec, npos = voc_class_pr(detections, ground_truth, c, iou_threshold, pixel_offset, iou_rule)
         if npos == 0:
             continue
         aps[name] = voc_ap(rec, prec, use_07_metric) if len(rec) else 0.0
@@ -178,6 +215,7 @@ def voc_map(
         "AP": aps,
         "metric": "11point" if use_07_metric else "area",
         "classes_scored": len(aps),
+        "iou_rule": iou_rule,
     }
 
 
@@ -187,8 +225,14 @@ def corloc(
     class_names: Sequence[str],
     iou_threshold: float = 0.5,
     pixel_offset: float = 1.0,
+    iou_rule: str = DEFAULT_IOU_RULE,
 ) -> dict[str, Any]:
-    """Correct localisation: per class, the share of positive images whose top box hits a GT box."""
+    """Correct localisation: per class, the share of positive images whose top box hits a GT box.
+
+    ``iou_rule`` as in :func:`voc_map`; the default ``"gt"`` is PCL's / NDI-WSOD's ``dis_eval``
+    (``ovmax > ovthresh``), ``"ge"`` the "IoU ≥ 0.5" wording of methods.md.
+    """
+    check_iou_rule(iou_rule)
     hits: dict[int, list[int]] = {}
     for image_id, gt in ground_truth.items():
         det = detections.get(image_id)
@@ -198,11 +242,12 @@ def corloc(
             if det is not None and np.any(det.labels == c):
                 mine = det.labels == c
                 top = det.boxes[mine][int(np.argmax(det.scores[mine]))]
-                ok = int(np.max(box_iou(top[None], gt.boxes[gt.labels == c], pixel_offset)) >= iou_threshold)
+                best = float(np.max(box_iou(top[None], gt.boxes[gt.labels == c], pixel_offset)))
+                ok = int(iou_hit(best, iou_threshold, iou_rule))
             hits.setdefault(c, []).append(ok)
     per_class = {class_names[c]: float(np.mean(v)) for c, v in sorted(hits.items())}
     return {"CorLoc": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
-            "per_class": per_class}
+            "per_class": per_class, "iou_rule": iou_rule}
 
 
 # ------------------------------------------------------------------------------------------ COCO

@@ -13,6 +13,9 @@ branch, NGIS seeds for branch 0, MIST for branches k > 0 and for the Fast R-CNN 
 regressed boxes (or the mean of the refinement branches and the proposals without Fast R-CNN).
 Input images are normalised inside the model (``pixel_mean``/``pixel_std`` in 0–255 units,
 ``bgr`` channel order: the Caffe VGG16 convention by default).
+``nice_variant`` picks the NICE threshold/eps: ``"standalone"`` (``NDI.py``: v ≥ ``ndi_tau``,
+eps 1e-5; the default, as methods.md) or ``"training"`` (the official training path,
+``model_builder.py``: v ≥ 0.001, eps 1e-6); see :mod:`geolesf.methods.wsod.ndi`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from torchvision.ops import roi_align, roi_pool
 from geolesf.errors import ModelError
 from geolesf.methods.wsod import oicr
 from geolesf.methods.wsod.backbones import build_backbone, load_vgg16_weights
-from geolesf.methods.wsod.ndi import NDIMemory, ncl_loss, nice_loss
+from geolesf.methods.wsod.ndi import NDIMemory, ncl_loss, nice_loss, nice_params
 from geolesf.methods.wsod.wsddn import WSDDNHead, image_scores, mil_loss
 from geolesf.registry import register_model
 
@@ -52,6 +55,7 @@ class NDIWSOD(nn.Module):
         use_ndi: bool = True,
         ndi_length: int = 5,
         ndi_tau: float = 0.05,
+        nice_variant: str = "standalone",
         ncl_alpha: float = 0.3,
         top_ratio: float = 0.15,
         seed_iou: float = 0.2,
@@ -97,6 +101,11 @@ class NDIWSOD(nn.Module):
             nn.init.normal_(self.frcnn_bbox.weight, std=0.001)
             nn.init.zeros_(self.frcnn_bbox.bias)
         self.ndi = NDIMemory(num_classes, dim, ndi_length, ndi_tau)
+        try:
+            self.nice_tau, self.nice_eps = nice_params(nice_variant, ndi_tau)
+        except ValueError as e:
+            raise ModelError(f"ndi-wsod: {e}") from None
+        self.nice_variant = nice_variant
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -139,7 +148,7 @@ class NDIWSOD(nn.Module):
             self.ndi.update(feats, mil_score, labels)
             losses["ncl"], n_cos = ncl_loss(feats, mil_score, self.ndi, self.ncl_alpha)
             similarity = n_cos.cpu().numpy()
-            nice = nice_loss(mil_score, labels, self.ndi.tau)
+            nice = nice_loss(mil_score, labels, self.nice_tau, self.nice_eps)
         boxes = rois.detach().cpu().numpy().astype(np.float64)
         lab_np = labels.cpu().numpy()
         previous = mil_score.detach().cpu().numpy()
@@ -151,7 +160,7 @@ class NDIWSOD(nn.Module):
                                     torch.as_tensor(a.weights, dtype=prob.dtype, device=prob.device))
             losses[f"refine{k}"] = loss * (self.refine0_weight if k == 0 else 1.0)
             if self.use_ndi:
-                nice = nice + nice_loss(prob, labels, self.ndi.tau)
+                nice = nice + nice_loss(prob, labels, self.nice_tau, self.nice_eps)
             previous = prob.detach().cpu().numpy()[:, 1:]
         if self.use_ndi:
             losses["nice"] = nice

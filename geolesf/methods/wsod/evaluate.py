@@ -9,7 +9,9 @@ over the test scales (+ flip), per-class NMS (0.4), at most 100 detections per i
 ``--option`` keys: ``split`` (VOC list; default ``test``, or every annotation when the list is
 absent), ``limit`` (first N images), ``scales`` (e.g. ``[480]``), ``flip``, ``nms``,
 ``score_threshold`` (default 1e-5, Detectron's ``TEST.SCORE_THRESH``), ``max_per_image`` (100), ``proposals`` (file or
-``selective_search``), ``annotations`` / ``images`` (COCO files).
+``selective_search``), ``annotations`` / ``images`` (COCO files), ``iou_rule`` (VOC mAP and CorLoc:
+``gt`` = IoU > 0.5, the default, as the NDI-WSOD official ``voc_eval.py`` / ``dis_eval.py``
+(py-faster-rcnn port); ``ge`` = IoU ≥ 0.5, the VOC MATLAB devkit; see :mod:`geolesf.metrics.detection`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from geolesf.errors import ConfigError, DataError
 from geolesf.methods.wsod.checkpoint import load as load_wsod_checkpoint
 
 KNOWN = {"split", "limit", "scales", "flip", "nms", "score_threshold", "max_per_image", "proposals",
-         "annotations", "images", "proposal_max_side", "max_proposals"}
+         "annotations", "images", "proposal_max_side", "max_proposals", "iou_rule"}
 
 
 def postprocess(scores: np.ndarray, boxes: np.ndarray, nms: float = 0.4, score_threshold: float = 1e-5,
@@ -61,9 +63,11 @@ def corloc_boxes(scores: np.ndarray, boxes: np.ndarray) -> Any:
 
 def evaluate_dataset(model: Any, dataset: Any, proposals: Any, *, scales: list[int], max_size: int = 2000,
                      flip: bool = True, nms: float = 0.4, score_threshold: float = 1e-5, max_per_image: int = 100,
-                     coco: bool = False) -> dict[str, Any]:
-    """Run the detector over ``dataset`` and score it (VOC mAP + CorLoc, or COCO AP)."""
-    from geolesf.metrics.detection import GroundTruth, coco_evaluate, coco_results, corloc, voc_map
+                     coco: bool = False, iou_rule: str = "gt") -> dict[str, Any]:
+    """Run the detector over ``dataset`` and score it (VOC mAP + CorLoc under ``iou_rule``, or COCO AP)."""
+    from geolesf.metrics.detection import GroundTruth, check_iou_rule, coco_evaluate, coco_results, corloc, voc_map
+
+    check_iou_rule(iou_rule)
 
     dets, tops, gts = {}, {}, {}
     for i in tqdm(range(len(dataset)), desc="wsod evaluate", unit="img", leave=False):
@@ -80,13 +84,15 @@ def evaluate_dataset(model: Any, dataset: Any, proposals: Any, *, scales: list[i
         return {"images": len(dets), **stats,
                 "summary": f"AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}  AP75 {stats['AP75']:.4f}  "
                            f"({len(dets)} images, pycocotools)"}
-    m07 = voc_map(dets, gts, names, use_07_metric=True)
-    marea = voc_map(dets, gts, names, use_07_metric=False)
-    cl = corloc(tops, gts, names)
+    m07 = voc_map(dets, gts, names, use_07_metric=True, iou_rule=iou_rule)
+    marea = voc_map(dets, gts, names, use_07_metric=False, iou_rule=iou_rule)
+    cl = corloc(tops, gts, names, iou_rule=iou_rule)
+    rule = "IoU>0.5" if iou_rule == "gt" else "IoU>=0.5"
     return {"images": len(dets), "mAP_11point": m07["mAP"], "mAP_area": marea["mAP"], "CorLoc": cl["CorLoc"],
             "AP_11point": m07["AP"], "AP_area": marea["AP"], "CorLoc_per_class": cl["per_class"],
+            "iou_rule": iou_rule,
             "summary": f"mAP@0.5 {m07['mAP']:.4f} (11-point)  {marea['mAP']:.4f} (area)  CorLoc {cl['CorLoc']:.4f}  "
-                       f"({len(dets)} images, {m07['classes_scored']} classes with objects)"}
+                       f"({len(dets)} images, {m07['classes_scored']} classes with objects, {rule})"}
 
 
 def _dataset_for(name: str, data_root: str | None, opts: dict[str, Any]) -> tuple[Any, bool]:
@@ -145,6 +151,12 @@ def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None, data_roo
         raise ConfigError(f"--option {unknown[0]}: unknown for wsod evaluation (known: {', '.join(sorted(KNOWN))})")
     if not dataset:
         raise ConfigError("--dataset: required for a wsod checkpoint (voc2007, voc2012 or coco2017)")
+    iou_rule = str(options.get("iou_rule", "gt"))
+    if iou_rule not in ("gt", "ge"):
+        raise ConfigError(f"--option iou_rule: expected gt (IoU > 0.5, NDI-WSOD/py-faster-rcnn) or ge "
+                          f"(IoU >= 0.5, VOC MATLAB devkit), found {iou_rule!r}")
+    if "iou_rule" in options and dataset.lower().startswith("coco"):
+        raise ConfigError("--option iou_rule: applies to VOC mAP/CorLoc only; COCO AP is pycocotools' own matching")
     model, payload, digest = load_wsod_checkpoint(checkpoint, device)
     data, is_coco = _dataset_for(dataset.lower(), data_root, options)
     if options.get("limit"):
@@ -167,7 +179,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None, data_roo
                               flip=bool(options.get("flip", test.get("flip", True))),
                               nms=float(options.get("nms", test.get("nms", 0.4))),
                               score_threshold=float(options.get("score_threshold", 1e-5)),
-                              max_per_image=int(options.get("max_per_image", 100)), coco=is_coco)
+                              max_per_image=int(options.get("max_per_image", 100)), coco=is_coco,
+                              iou_rule=iou_rule)
     result.update({"dataset": dataset, "checkpoint": str(checkpoint), "checkpoint_sha256": digest,
                    "scales": scales})
     target = Path(out) if out else Path(str(checkpoint)).with_name(f"evaluation_{dataset}.json")

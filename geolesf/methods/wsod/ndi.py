@@ -13,9 +13,18 @@ code, so a later proposal sees the merges of earlier ones.
 Also returns the per-proposal similarity used by NGIS (0 where not computed).
 
 **NICE** (:func:`nice_loss`): proposals whose top class is not an image label (and, with a
-background column, not background) and whose score is ≥ τ: ``L = −Σ log(1 − v + 1e-5) / R``
+background column, not background) and whose score is ≥ a threshold: ``L = −Σ log(1 − v + eps) / R``
 (the official code divides by the number of *all* proposals, i.e. a mean over proposals of the
-masked term).
+masked term). The official repository ``GC-WSL/NDI`` has two versions of this loss, selected here
+by ``variant`` (model argument ``nice_variant``):
+
+* ``"standalone"`` (default) — ``NDI.py`` ``Build_NDI.NICE_loss``, the form methods.md §7.3
+  specifies: threshold τ (``ndi_tau``, 0.05), ``eps = 1e-5``;
+* ``"training"`` — the path the official training script actually runs,
+  ``lib/modeling/model_builder.py`` ``NICE_loss`` → ``bce(1 − v, flag)``: proposals are dropped
+  only when ``value < 0.001`` (threshold 0.001, independent of τ), ``eps = 1e-6``.
+
+Both keep τ = 0.05 for the memory and NCL.
 """
 
 from __future__ import annotations
@@ -84,8 +93,27 @@ def ncl_loss(features: torch.Tensor, mil_score: torch.Tensor, memory: NDIMemory,
     return loss, n_cos
 
 
+NICE_VARIANTS = {
+    "standalone": (None, 1e-5),  # NDI.py: threshold τ (the memory's, 0.05), eps 1e-5
+    "training": (0.001, 1e-6),   # model_builder.py: `flag[value<0.001]=0`, bce eps 1e-6
+}
+
+
+def nice_params(variant: str, tau: float = 0.05) -> tuple[float, float]:
+    """``(threshold, eps)`` of NICE ``variant`` (``"standalone"`` uses ``tau``); ValueError otherwise."""
+    if variant not in NICE_VARIANTS:
+        raise ValueError(f"nice_variant: expected 'standalone' (NDI.py: v >= tau, eps 1e-5) or 'training' "
+                         f"(model_builder.py: v >= 0.001, eps 1e-6), found {variant!r}")
+    threshold, eps = NICE_VARIANTS[variant]
+    return (float(tau) if threshold is None else threshold), eps
+
+
 def nice_loss(scores: torch.Tensor, image_labels: torch.Tensor, tau: float = 0.05, eps: float = 1e-5) -> torch.Tensor:
-    """Negative-instance classification loss on ``(R, C)`` MIL or ``(R, C+1)`` refinement scores."""
+    """Negative-instance classification loss on ``(R, C)`` MIL or ``(R, C+1)`` refinement scores.
+
+    ``tau``: proposals with top score below it are skipped; ``eps`` inside the log. The defaults are
+    the standalone ``NDI.py`` values; :func:`nice_params` gives those of the official training path.
+    """
     labels = image_labels.to(scores.device)
     v, idx = scores.max(dim=1)
     flag = torch.ones_like(v, dtype=torch.bool)

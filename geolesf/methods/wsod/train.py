@@ -101,6 +101,8 @@ class WSODTrainerConfig(LightningOptions):
     test_scales: list[int] = field(default_factory=lambda: list(SCALES))
     test_flip: bool = True
     nms: float = 0.4
+    iou_rule: str = "gt"
+    """VOC mAP/CorLoc matching after training: ``gt`` (IoU > 0.5, NDI-WSOD's voc_eval.py) or ``ge`` (MATLAB devkit)."""
 
 
 WSODConfig = run_config_class(
@@ -265,6 +267,9 @@ def run_config(cfg: WSODConfig) -> Path:
         raise ConfigError(f"trainer.iterations and trainer.iter_size must be ≥ 1, found {tr.iterations}, {tr.iter_size}")
     if not d.scales:
         raise ConfigError("data.scales: expected at least one training scale")
+    if tr.iou_rule not in ("gt", "ge"):
+        raise ConfigError(f"trainer.iou_rule: expected gt (IoU > 0.5, NDI-WSOD/py-faster-rcnn) or ge "
+                          f"(IoU >= 0.5, VOC MATLAB devkit), found {tr.iou_rule!r}")
     out = start_run(cfg.out, tr)
     data = WSODDataModule(cfg)
     module = WSODModule(cfg, len(data.class_names))
@@ -285,7 +290,8 @@ def run_config(cfg: WSODConfig) -> Path:
 
         metrics["evaluation"] = evaluate_dataset(model, data.test_dataset(), proposal_provider(d),
                                                  scales=tr.test_scales, max_size=d.max_size, flip=tr.test_flip,
-                                                 nms=tr.nms, coco=d.dataset.lower().startswith("coco"))
+                                                 nms=tr.nms, coco=d.dataset.lower().startswith("coco"),
+                                                 iou_rule=tr.iou_rule)
     write_json(out / "metrics.json", metrics)
     write_yaml(out / "config.yaml", cfg)
     print(f"wrote {ckpt}")

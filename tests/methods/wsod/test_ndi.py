@@ -81,3 +81,75 @@ def test_ncl_ignores_low_scores_and_empty_memory():
     f = torch.randn(2, 2)
     loss, n_cos = ncl_loss(f, torch.tensor([[0.2, 0.1], [0.01, 0.02]]), mem)
     assert float(loss) == 0.0 and n_cos.tolist() == [0.0, 0.0]
+
+
+def _nice_case():
+    """Class 0 in the image. Rows: negative v = 0.99999 | positive top class | negative v = 0.02 | v = 0.0005
+    | negative v = 0.05 exactly (= tau: counted, ``v >= tau``) | negative v = 0.07."""
+    labels = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    mil = torch.tensor([[0.00001, 0.99999], [0.6, 0.2], [0.001, 0.02], [0.0002, 0.0005], [0.0, 0.05], [0.01, 0.07]],
+                       dtype=torch.float64)
+    return mil, labels
+
+
+def test_nice_standalone_variant_ndi_py_tau_005_eps_1e5():
+    from geolesf.methods.wsod.ndi import nice_params
+
+    assert nice_params("standalone") == (0.05, 1e-5)
+    assert nice_params("standalone", tau=0.1) == (0.1, 1e-5)  # follows ndi_tau
+    mil, labels = _nice_case()
+    # rows 0, 4, 5 count (row 2 is below tau = 0.05); eps 1e-5 matters next to 1 - v = 1e-5
+    expected = -(math.log(1e-5 + 1e-5) + math.log(0.95 + 1e-5) + math.log(0.93 + 1e-5)) / 6
+    assert float(nice_loss(mil, labels, *nice_params("standalone"))) == pytest.approx(expected, rel=1e-9)
+    assert float(nice_loss(mil, labels)) == pytest.approx(expected, rel=1e-9)  # the defaults
+
+
+def test_nice_training_variant_model_builder_threshold_0001_eps_1e6():
+    from geolesf.methods.wsod.ndi import nice_params
+
+    assert nice_params("training") == (0.001, 1e-6)
+    assert nice_params("training", tau=0.3) == (0.001, 1e-6)  # fixed in model_builder.py, not tau
+    mil, labels = _nice_case()
+    # rows 0, 2, 4, 5 count (0.02 >= 0.001), row 3 does not (0.0005 < 0.001)
+    expected = -(math.log(1e-5 + 1e-6) + math.log(0.98 + 1e-6) + math.log(0.95 + 1e-6) + math.log(0.93 + 1e-6)) / 6
+    assert float(nice_loss(mil, labels, *nice_params("training"))) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="nice_variant: expected 'standalone'"):
+        nice_params("official")
+
+
+def test_detector_nice_variant_reaches_the_loss():
+    import numpy as np
+
+    from geolesf.errors import ModelError
+    from geolesf.registry import create_model
+
+    torch.manual_seed(0)
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    rois = torch.tensor([[x, y, x + 15, y + 15] for x in (0, 16, 32, 48) for y in (0, 24, 40)], dtype=torch.float32)
+    labels = torch.tensor([1.0, 0.0, 0.0])
+    values = {}
+    for variant, (tau, eps) in (("standalone", (0.05, 1e-5)), ("training", (0.001, 1e-6))):
+        torch.manual_seed(0)
+        model = create_model("ndi-wsod", num_classes=3, backbone="tiny", width=8, hidden=16, dropout=0.0,
+                             nice_variant=variant)
+        assert (model.nice_tau, model.nice_eps) == (tau, eps)
+        out = model(model.preprocess(image), rois)
+        got = float(model.losses(out, rois, labels)["nice"].detach())
+        mil, refine = out["mil_score"].detach(), [p.detach() for p in out["refine"]]
+        # recomputed here without nice_loss: count top-class negatives with v >= tau, mean over R
+        want = 0.0
+        for k, s in enumerate([mil] + refine):
+            v, c = s.max(dim=1)
+            if k > 0:
+                keep = (c != 0) & (labels[(c - 1).clamp(min=0)] <= 0)
+            else:
+                keep = labels[c] <= 0
+            keep &= v >= tau
+            want += float(-(torch.log(1 - v[keep].double() + eps)).sum() / len(v))
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-9)
+        values[variant] = got
+    # with random weights the MIL scores (softmax x softmax over 12 proposals) lie below 0.05:
+    # only the training variant's 0.001 threshold sees them
+    assert values["training"] > values["standalone"]
+    with pytest.raises(ModelError, match="nice_variant"):
+        create_model("ndi-wsod", num_classes=3, backbone="tiny", width=8, hidden=16, nice_variant="ndi")

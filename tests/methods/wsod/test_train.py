@@ -17,10 +17,79 @@ REPO = Path(__file__).resolve().parents[3]
 TINY = {"backbone": "tiny", "width": 16, "hidden": 32}
 
 
+def _voc_sample_set(shared_data):
+    from geolesf.data.benchmarks.voc_det import VOCDetection
+
+    return VOCDetection(shared_data / "voc_samples" / "mmdet_VOCdevkit", "2007", split=None)
+
+
+def _spy_detections(mp):
+    """Record, in call order, the detections (after NMS) and CorLoc top boxes the evaluator scores."""
+    from geolesf.methods.wsod import evaluate as ev
+
+    seen = {"dets": [], "tops": []}
+    post, tops = ev.postprocess, ev.corloc_boxes
+
+    def record_post(*a, **k):
+        seen["dets"].append(post(*a, **k))
+        return seen["dets"][-1]
+
+    def record_tops(*a, **k):
+        seen["tops"].append(tops(*a, **k))
+        return seen["tops"][-1]
+
+    mp.setattr(ev, "postprocess", record_post)
+    mp.setattr(ev, "corloc_boxes", record_tops)
+    return seen
+
+
+def _iou_plus1(box, gts):
+    """VOC IoU (inclusive pixels) of one box with each row of gts, written out here independently."""
+    iw = np.clip(np.minimum(box[2], gts[:, 2]) - np.maximum(box[0], gts[:, 0]) + 1, 0, None)
+    ih = np.clip(np.minimum(box[3], gts[:, 3]) - np.maximum(box[1], gts[:, 1]) + 1, 0, None)
+    inter = iw * ih
+    area_box = (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+    area_gts = (gts[:, 2] - gts[:, 0] + 1) * (gts[:, 3] - gts[:, 1] + 1)
+    return inter / (area_box + area_gts - inter)
+
+
+def _reference_voc_one_image(item, det, top, strict=True):
+    """11-point AP per class with objects, and CorLoc, for a single image (devkit loop, IoU > 0.5)."""
+    hit = (lambda o: o > 0.5) if strict else (lambda o: o >= 0.5)
+    gts, labels, diff = np.asarray(item["boxes"], float), np.asarray(item["labels"]), np.asarray(item["difficult"])
+    aps, cls_hits = {}, {}
+    for c in sorted(set(labels.tolist())):
+        g, gd = gts[labels == c], diff[labels == c]
+        npos = int((~gd).sum())
+        if npos:
+            mine = np.flatnonzero(det.labels == c)
+            mine = mine[np.argsort(-det.scores[mine], kind="stable")]
+            used, tp, fp = np.zeros(len(g), bool), [], []
+            for k in mine:
+                o = _iou_plus1(det.boxes[k], g)
+                j = int(np.argmax(o))
+                if hit(o[j]) and gd[j]:
+                    continue
+                is_tp = bool(hit(o[j]) and not used[j])
+                used[j] |= is_tp
+                tp.append(int(is_tp))
+                fp.append(int(not is_tp))
+            tp, fp = np.cumsum(tp), np.cumsum(fp)
+            rec, prec = tp / npos, tp / np.maximum(tp + fp, 1e-300)
+            aps[c] = sum(max([p for r, p in zip(rec, prec) if r >= t], default=0.0) for t in np.arange(11) / 10) / 11
+        t = int(np.flatnonzero(top.labels == c)[0])
+        cls_hits[c] = float(hit(_iou_plus1(top.boxes[t], g).max()))
+    return aps, float(np.mean(list(aps.values()))), float(np.mean(list(cls_hits.values())))
+
+
+class _RunDir(type(Path())):
+    """The run folder, carrying what the spy saw during the evaluation after training."""
+
+
 @pytest.fixture(scope="module")
 def trained(shared_data, tmp_path_factory):
     """A two-step run on the real VOC2007 sample (tiny backbone, small proposals)."""
-    out = tmp_path_factory.mktemp("wsod") / "run"
+    out = _RunDir(tmp_path_factory.mktemp("wsod") / "run")
     cfg = {
         "task": "wsod", "out": str(out),
         "model": {"name": "ndi-wsod", "args": TINY},
@@ -31,12 +100,15 @@ def trained(shared_data, tmp_path_factory):
     }
     path = out.parent / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    assert cli_main.main(["train", "--config", str(path)]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        seen = _spy_detections(mp)
+        assert cli_main.main(["train", "--config", str(path)]) == 0
+    out.seen = seen  # type: ignore[attr-defined]
     return out
 
 
 @pytest.mark.shared_data("voc_samples")
-def test_train_writes_checkpoint_metrics_config(trained):
+def test_train_writes_checkpoint_metrics_config(trained, shared_data):
     import torch
 
     assert {p.name for p in trained.iterdir()} >= {"ndi.pt", "metrics.json", "config.yaml"}
@@ -48,27 +120,50 @@ def test_train_writes_checkpoint_metrics_config(trained):
     assert m["steps"] == 2 and np.isfinite(m["final_loss"])
     assert {"mil", "refine0", "ncl", "nice", "frcnn_cls"} <= set(m["history"][0])
     ev = m["evaluation"]
-    assert 0.0 <= ev["mAP_11point"] <= 1.0 and 0.0 <= ev["CorLoc"] <= 1.0 and ev["images"] == 1
+    assert ev["images"] == 1 and ev["iou_rule"] == "gt"
+    # the reported numbers, recomputed here from the checkpoint's detections with an independent devkit loop
+    [det], [top] = trained.seen["dets"], trained.seen["tops"]
+    aps, m_ap, cl = _reference_voc_one_image(_voc_sample_set(shared_data)[0], det, top)
+    names = payload["class_names"]
+    assert ev["AP_11point"] == pytest.approx({names[c]: v for c, v in aps.items()}, abs=1e-12)
+    assert ev["mAP_11point"] == pytest.approx(m_ap, abs=1e-12) and ev["CorLoc"] == pytest.approx(cl, abs=1e-12)
     again = yaml.safe_load((trained / "config.yaml").read_text())
     assert again["task"] == "wsod" and again["model"]["args"] == TINY
 
 
 @pytest.mark.shared_data("voc_samples")
-def test_evaluate_cli_voc2007(trained, shared_data, tmp_path, capsys):
+@pytest.mark.parametrize("rule", ["gt", "ge"])
+def test_evaluate_cli_voc2007(trained, shared_data, tmp_path, capsys, monkeypatch, rule):
     out = tmp_path / "ev.json"
+    seen = _spy_detections(monkeypatch)
     # no --data-root: the catalog finds the VOC2007 sample under $GEOLESF_DATA
     rc = cli_main.main(["evaluate", "--checkpoint", str(trained / "ndi.pt"), "--dataset", "voc2007",
-                        "--out", str(out), "--option", "scales=[160]", "--option", "flip=false"])
+                        "--out", str(out), "--option", "scales=[160]", "--option", "flip=false",
+                        "--option", f"iou_rule={rule}"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "11-point" in printed and "CorLoc" in printed
+    assert "11-point" in printed and "CorLoc" in printed and ("IoU>0.5" if rule == "gt" else "IoU>=0.5") in printed
     res = json.loads(out.read_text())
     assert set(res) >= {"mAP_11point", "mAP_area", "CorLoc", "AP_11point"} and res["images"] == 1
-    assert set(res["AP_11point"]) == {"dog", "person"}
+    assert set(res["AP_11point"]) == {"dog", "person"} and res["iou_rule"] == rule
+    # the written numbers, recomputed from the scored detections by the independent devkit loop
+    [det], [top] = seen["dets"], seen["tops"]
+    aps, m_ap, cl = _reference_voc_one_image(_voc_sample_set(shared_data)[0], det, top, strict=rule == "gt")
+    names = {11: "dog", 14: "person"}
+    assert res["AP_11point"] == pytest.approx({names[c]: v for c, v in aps.items()}, abs=1e-12)
+    assert res["mAP_11point"] == pytest.approx(m_ap, abs=1e-12) and res["CorLoc"] == pytest.approx(cl, abs=1e-12)
+
+
+@pytest.mark.shared_data("voc_samples")
+def test_evaluate_cli_rejects_unknown_iou_rule(trained, capsys):
+    rc = cli_main.main(["evaluate", "--checkpoint", str(trained / "ndi.pt"), "--dataset", "voc2007",
+                        "--option", "iou_rule=geq"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--option iou_rule: expected gt" in err and "'geq'" in err
 
 
 @pytest.mark.shared_data("coco_samples")
-def test_evaluate_cli_coco_runs_pycocotools(shared_data, tmp_path, capsys):
+def test_evaluate_cli_coco_runs_pycocotools(shared_data, tmp_path, capsys, monkeypatch):
     """A one-class checkpoint scored on the real COCO samples through pycocotools."""
     import torch
 
@@ -81,13 +176,35 @@ def test_evaluate_cli_coco_runs_pycocotools(shared_data, tmp_path, capsys):
     cfg.data.proposal_max_side, cfg.data.max_proposals = 160, 100
     ckpt = tmp_path / "ndi.pt"
     save_wsod_checkpoint(ckpt, create_model("ndi-wsod", num_classes=1, **TINY), cfg, ["person"])
+    seen = _spy_detections(monkeypatch)
     rc = cli_main.main(["evaluate", "--checkpoint", str(ckpt), "--dataset", "coco2017",
                         "--data-root", str(shared_data / "coco_samples"), "--option", "scales=[160]",
                         "--option", "flip=false", "--option", "limit=2"])
     assert rc == 0
     assert "AP50" in capsys.readouterr().out
     res = json.loads((tmp_path / "evaluation_coco2017.json").read_text())
-    assert 0.0 <= res["AP"] <= 1.0 and res["images"] == 2
+    assert res["images"] == 2
+    # pycocotools called directly on the same detections (records built here, not by coco_results)
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(shared_data / "coco_samples" / "test_coco.json"))
+        image_ids = sorted(gt.getImgIds())[:2]
+        cat = min(gt.getCatIds())  # class index 0 of the one-class checkpoint
+        records = [{"image_id": i, "category_id": cat, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "score": float(sc)} for i, d in zip(image_ids, seen["dets"]) for b, sc in zip(d.boxes.tolist(), d.scores)]
+        ev = COCOeval(gt, gt.loadRes(records), "bbox")
+        ev.params.imgIds = image_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+    assert [res[k] for k in keys] == [float(v) for v in ev.stats]
+    assert len(records) > 0
 
 
 @pytest.mark.shared_data("voc_samples")
@@ -191,3 +308,32 @@ def test_train_set_scales_and_flips_proposals_with_the_image():
         assert item["image"][y1 + 1:y2, x1 + 1:x2].min() == 255  # the box still frames the block
         seen.add(int(x1))
     assert seen == {10, 70}  # both the original and the mirrored position occur
+
+
+def test_evaluate_dataset_threads_iou_rule_to_map_and_corloc():
+    """A fake detector whose only box has IoU exactly 0.5 with the only object: mAP/CorLoc 0 (gt) vs 1 (ge)."""
+    from geolesf.methods.wsod.evaluate import evaluate_dataset
+
+    class OneImage:
+        classes = ("thing",)
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return {"image": np.zeros((20, 20, 3), np.uint8), "image_id": "a",
+                    "boxes": np.array([[0, 0, 9, 9]], float), "labels": np.array([0]), "difficult": np.array([False])}
+
+    class Fake:
+        def detect(self, image, rois, scales, max_size, flip):
+            # one proposal: background 0.1, "thing" 0.9; its box 10 x 5 px inside the 10 x 10 object
+            return np.array([[0.1, 0.9]]), np.array([[0, 0, 9, 4, 0, 0, 9, 4]], float)
+
+    for rule, want in (("gt", 0.0), ("ge", 1.0)):
+        res = evaluate_dataset(Fake(), OneImage(), lambda i, im: np.zeros((1, 4), np.float32), scales=[20],
+                               flip=False, iou_rule=rule)
+        assert res["iou_rule"] == rule
+        for key in ("mAP_11point", "mAP_area", "CorLoc"):
+            assert res[key] == pytest.approx(want, abs=1e-12), (rule, key)
+    with pytest.raises(ConfigError, match="iou_rule"):
+        evaluate_dataset(Fake(), OneImage(), lambda i, im: np.zeros((1, 4), np.float32), scales=[20], iou_rule="x")
