@@ -91,13 +91,10 @@ class HCLIPTrainerConfig(LightningOptions):
     num_workers: int = 0
 
 
-HCLIPConfig = run_config_class(
+CONFIG = HCLIPConfig = run_config_class(
     "HCLIPConfig", task="hclip", out="runs/hclip", model=HCLIPModelConfig, data=HCLIPDataConfig,
     trainer=HCLIPTrainerConfig, module=__name__,
 )
-
-
-CONFIG = HCLIPConfig
 
 
 # --------------------------------------------------------------------------------------------

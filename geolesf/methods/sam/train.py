@@ -95,13 +95,10 @@ class SamTrainerConfig(LightningOptions):
     warmup_epochs: int = 1
 
 
-SamPeftConfig = run_config_class(
+CONFIG = SamPeftConfig = run_config_class(
     "SamPeftConfig", task="sam-peft", out="runs/sam_peft", model=SamModelConfig, data=SamDataConfig,
     trainer=SamTrainerConfig, module=__name__,
 )
-
-
-CONFIG = SamPeftConfig
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,13 +72,10 @@ class SegTrainerConfig:
     device: str = "cpu"
 
 
-SegmentationConfig = run_config_class(
+CONFIG = SegmentationConfig = run_config_class(
     "SegmentationConfig", task="segmentation", out="runs/segmentation", model=SegModelConfig, data=SegDataConfig,
     trainer=SegTrainerConfig, module=__name__,
 )
-
-
-CONFIG = SegmentationConfig
 
 
 def _check(cfg: SegmentationConfig) -> None:

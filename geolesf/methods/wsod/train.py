@@ -105,13 +105,10 @@ class WSODTrainerConfig(LightningOptions):
     """VOC mAP/CorLoc matching after training: ``gt`` (IoU > 0.5, NDI-WSOD's voc_eval.py) or ``ge`` (MATLAB devkit)."""
 
 
-WSODConfig = run_config_class(
+CONFIG = WSODConfig = run_config_class(
     "WSODConfig", task="wsod", out="runs/ndi_wsod", model=WSODModelConfig, data=WSODDataConfig,
     trainer=WSODTrainerConfig, module=__name__,
 )
-
-
-CONFIG = WSODConfig
 
 
 def build_dataset(data: WSODDataConfig, split: str | None) -> Any:

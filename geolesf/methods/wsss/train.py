@@ -109,15 +109,12 @@ class WSSSTrainerConfig(LightningOptions):
     eval_max_side: int | None = None
 
 
-WSSSConfig = run_config_class(
+CONFIG = WSSSConfig = run_config_class(
     "WSSSConfig", task="wsss", out="runs/wsss", model=WSSSModelConfig, data=WSSSDataConfig,
     trainer=WSSSTrainerConfig,
     extra=(("method", str, "cam"), ("cam", CAMConfig, CAMConfig), ("usage", UsageConfig, UsageConfig),
            ("single_stage", SingleStageOptions, SingleStageOptions)), module=__name__,
 )
-
-
-CONFIG = WSSSConfig
 
 
 class WSSSDataModule(L.LightningDataModule):

@@ -142,7 +142,7 @@ def pcs(p, u):
 
 
 def bss(p, u, true_reverse: bool = False):
-    n, patch = u.shape[0], u.shape[1]
+    patch = u.shape[1]
     x, z = _front(p, "bss", u)
     inner = x.shape[1]
     positions = [(r, c) for r in range(patch) for c in range(patch)]
