@@ -98,11 +98,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     message = f"needs shared data not shipped with geolesf: {why}; {where}"
     if REQUIRED:
         pytest.fail(f"{message} ({REQUIRE_ENV} is set)", pytrace=False)
+    MISSING.update(missing)
     pytest.skip(message)
 
 
 #: Data tests (marked ``shared_data``) that ran and that were skipped in this session.
 DATA_TESTS: Counter = Counter()
+#: Shared folders that skipped tests needed, with how many tests needed each.
+MISSING: Counter = Counter()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -120,9 +123,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     source = f"GEOLESF_DATA={SHARED_ROOT}" if SHARED_ROOT else f"shipped data only ({NO_SHARED_REASON})"
     line = f"data tests (shared, not redistributable): {counts['ran']} ran, {counts['skipped']} skipped; {source}"
-    if counts["skipped"] and SHARED_ROOT is None:
-        line += " — point GEOLESF_DATA at the shared data folder to run them"
     terminalreporter.write_line(line)
+    if counts["skipped"]:
+        why = ", ".join(f"{f} ({NOT_REDISTRIBUTABLE.get(f, 'shared data only')}): {n}" for f, n in MISSING.most_common())
+        terminalreporter.write_line(f"skipped because geolesf may not ship the data they need — {why}; point "
+                                    "GEOLESF_DATA at the shared data folder to run them")
 
 
 @pytest.fixture(autouse=True)
