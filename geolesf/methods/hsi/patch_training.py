@@ -14,6 +14,12 @@ Checkpoints (``model.pt``) are plain dictionaries of tensors and primitives, loa
 ``torch.load(..., weights_only=True)``: state dict, model name and constructor arguments,
 band statistics (and PCA) used to normalise the input, class ids / names / colours and
 the patch geometry. Lightning's own ``last.ckpt`` is kept beside it for ``--resume``.
+
+``trainer.resume`` goes through :func:`resume_checkpoint`: a local file only (a URL or any
+other fsspec path is refused with a :class:`~geolesf.errors.ConfigError` before anything is
+fetched), read with ``torch.load(weights_only=True)`` to check it holds only tensors and plain
+containers, then handed to Lightning with ``weights_only=True`` so nothing in it is unpickled
+as code.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from geolesf.errors import DataError, TrainingError
+from geolesf.errors import ConfigError, DataError, TrainingError
 from geolesf.methods.hsi.checkpoint import PatchCheckpoint, save as save_patch_checkpoint
 from geolesf.methods.hsi.train import register_trainer
 from geolesf.predict.patches import PatchGatherer, predict_pixels
@@ -244,6 +250,34 @@ def _plot_history(path: Path, history: list[dict[str, float]], title: str) -> No
     plt.close(fig)
 
 
+def resume_checkpoint(value: str | Path | None) -> Path | None:
+    """The verified local Lightning checkpoint that ``trainer.resume`` names (None: start afresh).
+
+    Refuses, with a one-line :class:`ConfigError` naming ``trainer.resume``: a URL or fsspec
+    path (``scheme://…``, ``a::b``; Lightning would fetch it and unpickle it with
+    ``weights_only=False``), a missing file, and a file that ``torch.load(weights_only=True)``
+    cannot read (a pickle that would call arbitrary code is one of those).
+    """
+    if value is None or str(value).strip() == "":
+        return None
+    text = str(value).strip()
+    if "://" in text or "::" in text:
+        raise ConfigError(f"trainer.resume: {text} is not a local file (remote checkpoints are never loaded; "
+                          "download it yourself and give its path)")
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"trainer.resume: {path}: checkpoint file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - anything but tensors and plain containers is refused
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ConfigError(f"trainer.resume: {path}: not a weights-only Lightning checkpoint "
+                          f"({exc.__class__.__name__}: {reason[:200]})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise ConfigError(f"trainer.resume: {path}: not a Lightning checkpoint (no 'state_dict')")
+    return path.resolve()
+
+
 def _fit(module: HSIClassificationModule, data: PixelDataModule, cfg: Any, out_dir: Path) -> HistoryCallback:
     """Fit ``module`` with the config's Lightning options; ``last.ckpt`` saved every epoch."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -264,7 +298,8 @@ def _fit(module: HSIClassificationModule, data: PixelDataModule, cfg: Any, out_d
         # Deterministic kernels, but no NaN-filling of every torch.empty (a debugging aid that
         # Lightning's deterministic mode switches on and that nearly doubles a CPU training step).
         torch.utils.deterministic.fill_uninitialized_memory = False
-    trainer.fit(module, datamodule=data, ckpt_path=tr.resume)
+    # verified again here for callers of _fit that did not go through train_patch_model
+    trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(tr.resume), weights_only=True)
     if trainer.global_rank != 0:
         # A DDP process that Lightning launched by re-running the command (strategy=ddp, or a
         # SLURM/torchrun task): its share of training is done; rank 0 writes model.pt and the run folder.
@@ -302,6 +337,7 @@ def train_patch_model(scene: Any, cfg: Any, out_dir: Path) -> PatchPredictor:
     ``history.json`` and ``curves.png`` into ``out_dir``.
     """
     tr = cfg.trainer
+    resume_checkpoint(tr.resume)  # refuse a URL or unsafe file before the run folder is written
     out_dir = start_run(out_dir, tr)
     data = PixelDataModule(scene, cfg.data.patch_size, cfg.data.padding, tr.batch_size, tr.seed)
     args = _model_args(cfg, scene)

@@ -7,6 +7,17 @@ is compiled with the system C compiler (about a second) into a shared library ca
 the kernel source files' bytes, the compiler, the flags and the CPU (so editing the C source
 rebuilds it), loaded with ctypes and run over batch ranges on ``torch.get_num_threads()``
 threads. ``GEOLESF_SCAN_NATIVE=0`` disables it.
+
+Loading a shared library runs its code, so the cache is trusted only when it is safe:
+
+* the cache folder (``$GEOLESF_KERNEL_CACHE`` or ``<tmp>/geolesf-kernels-<uid>``) must be a real
+  folder (checked with ``lstat``: a symlink is refused), owned by the current user and not
+  writable by group or others. An untrusted one is not used: a ``RuntimeWarning`` names it and
+  the kernel is built in a fresh private temp folder (``mkdtemp``, mode 0700) instead;
+* each library ``selective_scan_<key>.so`` has a ``.so.sha256`` sidecar, written atomically at
+  compile time; the library is loaded only if both are regular files owned by the user, not
+  group/other-writable, and the library's sha256 matches the sidecar. Otherwise it is rebuilt
+  (and replaced), never loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -47,20 +59,78 @@ def _kernel_source_bytes() -> bytes:
     return b"\0".join(name.encode() + b"\0" + (KERNEL_DIR / name).read_bytes() for name in KERNEL_SOURCES)
 
 
+def _untrusted_reason(st: os.stat_result, *, folder: bool) -> str | None:
+    """Why an ``lstat`` result is not safe to trust for the kernel cache (None: it is)."""
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symlink"
+    if folder and not stat.S_ISDIR(st.st_mode):
+        return "is not a folder"
+    if not folder and not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
+    if st.st_mode & 0o022:
+        return f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def _private_temp_cache() -> Path:
+    return Path(tempfile.mkdtemp(prefix="geolesf-kernels-"))
+
+
 def _kernel_cache_dir() -> Path:
+    """The kernel cache folder, trusted only if it is a real folder of ours that others cannot write.
+
+    ``$GEOLESF_KERNEL_CACHE`` (created with mode 0700 if missing) or ``<tmp>/geolesf-kernels-<uid>``.
+    An untrusted folder (a symlink, another owner, group/other-writable) is refused with a
+    ``RuntimeWarning`` and a fresh private temp folder is used for this process instead.
+    """
     value = os.environ.get(KERNEL_CACHE_ENV_VAR)
     if value:
         path = Path(value).expanduser()
-        path.mkdir(parents=True, exist_ok=True)
+        source = f"{KERNEL_CACHE_ENV_VAR}={value}"
+    else:
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        path = Path(tempfile.gettempdir()) / f"geolesf-kernels-{uid}"
+        source = "the default kernel cache"
+    try:
+        if not os.path.lexists(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700, exist_ok=True)
+        reason = _untrusted_reason(os.lstat(path), folder=True)
+    except OSError as exc:
+        reason = f"cannot be used ({exc.strerror or exc})"
+    if reason is None:
         return path
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    path = Path(tempfile.gettempdir()) / f"geolesf-kernels-{uid}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    st = path.stat()
-    # a shared temp folder: only trust a cache folder that is ours and private
-    if hasattr(os, "getuid") and (st.st_uid != uid or st.st_mode & 0o022):
-        path = Path(tempfile.mkdtemp(prefix="geolesf-kernels-"))
-    return path
+    fallback = _private_temp_cache()
+    warnings.warn(
+        f"geolesf: {source}: {path} {reason}; not loading native kernels from it, "
+        f"building in the private folder {fallback} instead", RuntimeWarning, stacklevel=2,
+    )
+    return fallback
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verified_library(lib_path: Path) -> bool:
+    """Whether a cached library may be loaded: it and its ``.sha256`` sidecar are regular files of
+    ours that others cannot write, and the library's sha256 is the one recorded when it was built."""
+    sidecar = lib_path.with_name(lib_path.name + ".sha256")
+    try:
+        if _untrusted_reason(os.lstat(lib_path), folder=False) is not None:
+            return False
+        if _untrusted_reason(os.lstat(sidecar), folder=False) is not None:
+            return False
+        recorded = sidecar.read_text(encoding="ascii").strip()
+        return len(recorded) == 64 and recorded == _sha256_file(lib_path)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _cpu_id() -> str:
@@ -86,11 +156,13 @@ def _build_flag_sets():
 
 def _cached_build(compiler, flags, source, cache, errors):
     """Path of the library built from the package's kernel source with these flags, compiling it
-    into the cache unless it is there already; None (with a line added to errors) if it fails."""
+    into the cache unless a verified copy (sha256 sidecar, see the module docstring) is there
+    already; None (with a line added to errors) if it fails."""
     parts = [source] + [s.encode() for s in (compiler, *flags, platform.machine(), _cpu_id())]
     key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:24]
     lib_path = cache / f"selective_scan_{key}.so"
-    if lib_path.is_file():
+    sidecar = lib_path.with_name(lib_path.name + ".sha256")
+    if _verified_library(lib_path):
         return lib_path
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         out = Path(tmp) / lib_path.name
@@ -102,7 +174,17 @@ def _cached_build(compiler, flags, source, cache, errors):
         if proc.returncode != 0 or not out.is_file():
             errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
             return None
+        os.chmod(out, 0o755)
+        digest_tmp = Path(tmp) / sidecar.name
+        digest_tmp.write_text(_sha256_file(out) + "\n", encoding="ascii")
+        os.chmod(digest_tmp, 0o644)
+        # both renames are atomic (same folder); a reader that sees a new library with an old
+        # sidecar finds a mismatch and rebuilds rather than loading it
         os.replace(out, lib_path)
+        os.replace(digest_tmp, sidecar)
+    if not _verified_library(lib_path):
+        errors.append(f"{lib_path}: changed while it was being cached")
+        return None
     return lib_path
 
 
@@ -145,7 +227,8 @@ def native_kernel_available() -> bool:
     """Whether the compiled C kernel of the ``cpu`` backend can be used in this process.
 
     Compiled on first use with the system C compiler (about a second), cached in
-    ``$GEOLESF_KERNEL_CACHE`` or a private folder under the system temp directory.
+    ``$GEOLESF_KERNEL_CACHE`` or a private folder under the system temp directory (trusted only
+    if owned by the user and not group/other-writable; see the module docstring).
     ``GEOLESF_SCAN_NATIVE=0`` disables it; without a compiler the pure-PyTorch
     implementation is used.
     """
