@@ -68,6 +68,7 @@ def _write(scene: Any, checkpoint: Any, out: Path, *, margin: Any, ignore_value:
            presence: Any, scales: Any, flip: Any, tile: Any, overlap: Any, batch_size: Any, device: Any, nodata: Any,
            progress: Any, block: Any, started: float) -> "PseudoLabelResult":
     import tempfile
+    import time
 
     from geolesf.methods.wsss.checkpoint import load as load_wsss_checkpoint
     from geolesf.methods.wsss.inference import to_predict_model
