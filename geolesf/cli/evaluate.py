@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="ground truth for --cube")
     p.add_argument("--split", help="random | count | fixed | dase | disjoint")
     p.add_argument("--out", help="where to write the metrics JSON (default evaluation.json beside the checkpoint)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out JSON (never the checkpoint or another input)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="pixels (HSI, default 1024) or images per forward pass")
     b = p.add_argument_group("benchmark evaluation (non-HSI checkpoints)")
@@ -52,8 +54,16 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, batch_size=args.batch_size, options=parse_options(args.options), config=args.config,
         overrides=tuple(args.overrides), cube=args.cube, labels=args.labels, split=args.split,
     )
-    fmt = formats.checkpoint_format(args.checkpoint)
-    m = formats.evaluator(fmt, args.checkpoint).evaluate(request)
+    # --out: locked for the run, never an input, an existing file only with --overwrite (geolesf.io.atomic).
+    # The default report beside the checkpoint is this command's own and is refreshed.
+    from geolesf.io.atomic import check_outputs, output_lock
+
+    inputs = {"--checkpoint": args.checkpoint, "--config": args.config, "--cube": args.cube, "--labels": args.labels}
+    with output_lock(args.out):
+        if args.out is not None:
+            check_outputs(inputs, {"--out": args.out}, overwrite=args.overwrite)
+        fmt = formats.checkpoint_format(args.checkpoint)
+        m = formats.evaluator(fmt, args.checkpoint).evaluate(request)
     print(m.get("summary", ""))
     if m.get("written_to"):
         print(f"wrote {m['written_to']}")

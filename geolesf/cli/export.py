@@ -20,6 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--connectivity", type=int, choices=(4, 8), default=4,
                    help="pixel connectivity of polygons (default 4)")
     p.add_argument("--no-qml", action="store_true", help="do not write .qml sidecar files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --gpkg and .qml files (never the class map)")
     p.set_defaults(func=run)
 
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = polygonize(args.classmap, args.gpkg, layer=args.layer, connectivity=args.connectivity,
-                            qml=not args.no_qml)
+                            qml=not args.no_qml, overwrite=args.overwrite)
     # geolesf's own warnings become one "note:" line each; the libraries' echoes of the same
     # missing-CRS fact (rasterio, pyogrio) are dropped.
     for w in caught:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -35,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default 4096 tiled, 1024 whole-cube)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--no-preview", action="store_true", help="do not write the PNG preview")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (class map, .qml, .png preview, .stac.json, probabilities); "
+                   "an output is never allowed to be an input")
     p.add_argument("--stac", action="store_true",
                    help="also write a STAC Item beside each class map (<name>.stac.json): classes, projection, "
                    "provenance; validated offline with pystac")
@@ -120,9 +125,22 @@ def run_distributed(args: argparse.Namespace) -> int:
                    if getattr(args, n, None) not in (None, False)]
     if unsupported:
         raise ConfigError(f"{', '.join(unsupported)}: not available with several scenes or a dask cluster")
-    from geolesf.predict.distributed import predict_distributed, scene_outputs
+    from geolesf.predict.distributed import scene_outputs
 
     outs = scene_outputs(scenes, args.out_dir) if args.out_dir is not None else [args.out]
+    from pathlib import Path
+
+    written: dict[str, object] = {}
+    for o in outs:
+        written.update(_sidecars(args, Path(o), qml=True, preview=False,
+                                 label="--out" if args.out_dir is None else "output"))
+    with _policy(args, scenes, written, outs):
+        return _run_distributed(args, scenes, outs)
+
+
+def _run_distributed(args: argparse.Namespace, scenes: list[str], outs: list) -> int:
+    from geolesf.predict.distributed import predict_distributed
+
     kwargs = {k: getattr(args, k) for k in ("tile", "overlap", "blend", "nodata") if getattr(args, k) is not None}
     if args.batch_size is not None:
         kwargs["batch_size"] = kwargs["pixel_batch"] = args.batch_size
@@ -134,6 +152,40 @@ def run_distributed(args: argparse.Namespace) -> int:
         print(f"wrote {r.out} ({r.width}×{r.height} px, {r.parts} parts on {len(r.workers)} worker(s))")
         _write_stac(args, r.out)
     return 0
+
+
+def _sidecars(args: argparse.Namespace, out: "Path", *, qml: bool, preview: bool,
+              label: str = "--out") -> dict[str, object]:
+    """``{label: path}`` of everything one class map ``out`` brings with it."""
+    written: dict[str, object] = {label: out}
+    if qml:
+        written[f"style of {label}"] = out.with_suffix(".qml")
+    if preview:
+        written[f"preview of {label}"] = out.with_suffix(".png")
+    if getattr(args, "stac", False):
+        from geolesf.export.stac import stac_path
+
+        written[f"STAC Item of {label}"] = stac_path(out)
+    return written
+
+
+def _inputs(args: argparse.Namespace, scenes: list[str]) -> dict[str, object]:
+    ins: dict[str, object] = {("input scene" if len(scenes) == 1 else f"input scene {s}"): s for s in scenes}
+    ins["--checkpoint"] = args.checkpoint
+    if getattr(args, "prompts", None):
+        ins["--prompts"] = args.prompts
+    return ins
+
+
+@contextmanager
+def _policy(args: argparse.Namespace, scenes: list[str], written: dict[str, object], locked: list) -> Iterator[None]:
+    """The output policy (geolesf.io.atomic): the destinations are locked against other geolesf runs for
+    the whole run, no output is an input, and none is replaced without --overwrite."""
+    from geolesf.io.atomic import check_outputs, output_lock
+
+    with output_lock(*locked):
+        check_outputs(_inputs(args, scenes), written, overwrite=bool(getattr(args, "overwrite", False)))
+        yield
 
 
 def _write_stac(args: argparse.Namespace, out: object, probabilities: object = None) -> None:
@@ -166,6 +218,22 @@ def run(args: argparse.Namespace) -> int:
     scene = args.scene[0] if isinstance(args.scene, list) else args.scene
     if args.out is None:
         raise ConfigError("--out: give the output class-map path (.tif), or --out-dir for several scenes")
+    from pathlib import Path
+
+    out = Path(args.out)
+    probs = Path(args.probabilities) if args.probabilities else None
+    whole = _whole_cube(scene)
+    written = _sidecars(args, out, qml=not whole, preview=not args.no_preview)
+    if probs is not None:
+        written["--probabilities"] = probs
+    with _policy(args, [scene], written, [out, probs]):
+        return _run_one(args, scene)
+
+
+def _run_one(args: argparse.Namespace, scene: str) -> int:
+    from geolesf import formats
+    from geolesf.errors import ConfigError
+
     req = request(args, scene)
     method = formats.inference(formats.checkpoint_format(req.checkpoint), req.checkpoint)
     if hasattr(method, "run"):

@@ -40,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--nodata", type=float, default=None, help="input nodata value, overriding the scene's own")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (never the input scene)")
     p.set_defaults(func=run)
 
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         args.scene, args.checkpoint, args.out, margin=args.margin, ignore_value=args.ignore_value, stage=args.stage,
         tags=args.tags, presence=args.presence, scales=scales, flip=not args.no_flip, tile=args.tile,
         overlap=args.overlap if args.overlap is not None else min(64, args.tile // 4), batch_size=args.batch_size,
-        device=args.device, nodata=args.nodata,
+        device=args.device, nodata=args.nodata, overwrite=args.overwrite,
     )
     print(f"wrote {res.out} ({res.width}×{res.height} px, {100 * res.labelled_fraction:.1f}% labelled, "
           f"{res.seconds:.1f} s)")

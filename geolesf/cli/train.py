@@ -100,6 +100,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--lr", type=float, help="deep models: learning rate [trainer.lr]")
     g.add_argument("--batch-size", type=int, help="deep models: batch size [trainer.batch_size]")
     g.add_argument("--out", metavar="DIR", help="run folder [out]")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train into a run folder that already holds files (default: it must be empty or new, "
+                   "unless trainer.resume continues a checkpoint)")
     p.set_defaults(func=run)
     return p
 
@@ -123,6 +126,19 @@ def build_config(args: argparse.Namespace) -> tuple[object, object]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from geolesf.io.atomic import check_run_folder, output_lock
+
     module, cfg = build_config(args)
-    module.run_config(cfg)
+    out = getattr(cfg, "out", None)
+    resume = getattr(getattr(cfg, "trainer", None), "resume", None)
+    if not out:
+        module.run_config(cfg)
+        return 0
+    # One run per folder at a time; an existing folder with files only with --overwrite or a resume.
+    from pathlib import Path
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        check_run_folder(out, overwrite=getattr(args, "overwrite", False), resume=bool(resume))
+        module.run_config(cfg)
     return 0

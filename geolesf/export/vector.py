@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from geolesf.errors import DataError
-from geolesf.io.atomic import atomic_path
+from geolesf.io.atomic import atomic_path, check_outputs, output_lock
 
 
 @dataclass
@@ -86,15 +86,14 @@ def polygonize(
     layer: str | None = None,
     connectivity: int = 4,
     qml: bool = True,
+    overwrite: bool = True,
 ) -> ExportResult:
-    """Write the class map's polygons to ``gpkg`` (styled) and ``.qml`` sidecars beside both files."""
-    import geopandas as gpd
-    import rasterio
-    import shapely.geometry
-    from rasterio.features import shapes
+    """Write the class map's polygons to ``gpkg`` (styled) and ``.qml`` sidecars beside both files.
 
-    from geolesf.export.qgis import write_layer_style
-    from geolesf.io.qml import raster_qml, vector_qml, write_qml
+    The class map is never written over; with ``overwrite=False`` (the CLI without --overwrite) an
+    existing GeoPackage or ``.qml`` is refused (a raster style with the same bytes is rewritten).
+    """
+    from geolesf.io.qml import raster_qml
 
     classmap, gpkg = Path(classmap), Path(gpkg)
     if gpkg.suffix.lower() != ".gpkg":
@@ -105,6 +104,32 @@ def polygonize(
         raise DataError(f"connectivity must be 4 or 8, found {connectivity}")
     info = read_class_info(classmap)
     layer = layer or gpkg.stem
+    rq_text = raster_qml(info.class_ids, info.class_names, info.colors)
+    vq_path = gpkg.with_suffix(".qml")
+    if vq_path.resolve() == classmap.with_suffix(".qml").resolve():
+        vq_path = gpkg.with_name(f"{gpkg.stem}.vector.qml")
+    written: dict[str, Any] = {"--gpkg": gpkg}
+    if qml:
+        written["style of --gpkg"] = vq_path
+        # The class map's own style is replaced without --overwrite only by the same bytes.
+        rq_path = classmap.with_suffix(".qml")
+        if not (rq_path.is_file() and rq_path.read_text(encoding="utf-8", errors="replace") == rq_text):
+            written["style of the class map"] = rq_path
+    with output_lock(gpkg):
+        check_outputs({"class map": classmap}, written, overwrite=overwrite)
+        return _polygonize(classmap, gpkg, info, layer, connectivity, qml, rq_text, vq_path)
+
+
+def _polygonize(classmap: Path, gpkg: Path, info: ClassMapInfo, layer: str, connectivity: int, qml: bool,
+                rq_text: str, vq_path: Path) -> ExportResult:
+    import geopandas as gpd
+    import rasterio
+    import shapely.geometry
+    from rasterio.features import shapes
+
+    from geolesf.export.qgis import write_layer_style
+    from geolesf.io.qml import vector_qml, write_qml
+
     with rasterio.open(classmap) as src:
         arr = src.read(1)
     mask = arr != info.nodata if info.nodata is not None else None
@@ -132,9 +157,6 @@ def polygonize(
         write_layer_style(tmp, layer, vqml)
     vq = rq = None
     if qml:
-        rq = write_qml(classmap.with_suffix(".qml"), raster_qml(info.class_ids, info.class_names, info.colors))
-        vq_path = gpkg.with_suffix(".qml")
-        if vq_path.resolve() == rq.resolve():
-            vq_path = gpkg.with_name(f"{gpkg.stem}.vector.qml")
+        rq = write_qml(classmap.with_suffix(".qml"), rq_text)
         vq = write_qml(vq_path, vqml)
     return ExportResult(gpkg=gpkg, layer=layer, features=len(gdf), qml=vq, raster_qml=rq)

@@ -43,6 +43,7 @@ from typing import Any
 
 from geolesf.errors import ConfigError, DataError, GeolesfError, ModelError
 from geolesf.io import cog as _cog
+from geolesf.io.atomic import output_lock
 from geolesf.predict.model import PredictModel, as_predict_model
 from geolesf.predict.options import TilingOptions, check_inputs, output_dtype
 from geolesf.predict.output import (
@@ -227,7 +228,8 @@ def _prepare(scene: Path, out: Path, probs: Path | None, pm: PredictModel, opts:
     opts = opts.for_model(pm)
     out_dtype, nodata_out = output_dtype(pm.class_ids, opts.out_nodata)
     plan = opts.row_plan(H, W, want_probs=probs is not None, out_dtype=out_dtype, nodata_out=nodata_out)
-    check_free_space(out, H, W, out_dtype, len(pm.class_ids) if probs is not None else 0, plan.prob_u8, out.name)
+    check_free_space(out, H, W, out_dtype, len(pm.class_ids) if probs is not None else 0, plan.prob_u8, out.name,
+                     probs=probs)
     part_rows = part_rows or default_part_rows(plan, len(pm.class_ids))
     return _Scene(scene=scene, out=out, probs=probs, plan=plan, parts=split_rows(H, opts.block, part_rows),
                   tags=scene_tags(pm, opts, name), paths=_cog.PartialPaths(out, probs), crs=crs, transform=transform)
@@ -322,14 +324,16 @@ def predict_distributed(
                          batch_size=batch_size, pixel_batch=pixel_batch, probabilities_dtype=probabilities_dtype,
                          nodata=nodata, out_nodata=out_nodata, block=block, device=device)
     pm, ref = _model_ref(model, model_name, options, class_names, colors)
-    jobs = [_prepare(s, d, p, pm, opts, part_rows) for s, d, p in zip(scenes, outs, probs)]
-    finish = functools.partial(_finish, pm=pm, overview_resampling=overview_resampling, qml=qml)
-    if client is None:
-        if workers is None and scheduler is None:
-            workers = 1 if str(device).startswith("cuda") else (os.cpu_count() or 1)
-        with dask_client(workers=workers, scheduler=scheduler, quiet=not progress) as c:
-            return _execute(c, jobs, pm, ref, finish, retries, progress)
-    return _execute(client, jobs, pm, ref, finish, retries, progress)
+    # One run per destination at a time (the partial files have fixed names beside each output).
+    with output_lock(*outs, *[p for p in probs if p is not None]):
+        jobs = [_prepare(s, d, p, pm, opts, part_rows) for s, d, p in zip(scenes, outs, probs)]
+        finish = functools.partial(_finish, pm=pm, overview_resampling=overview_resampling, qml=qml)
+        if client is None:
+            if workers is None and scheduler is None:
+                workers = 1 if str(device).startswith("cuda") else (os.cpu_count() or 1)
+            with dask_client(workers=workers, scheduler=scheduler, quiet=not progress) as c:
+                return _execute(c, jobs, pm, ref, finish, retries, progress)
+        return _execute(client, jobs, pm, ref, finish, retries, progress)
 
 
 def _execute(client: Any, jobs: list[_Scene], pm: PredictModel, ref: Any, finish: Callable[[_Scene], None],

@@ -14,33 +14,34 @@ from typing import Any
 import numpy as np
 
 from geolesf import __version__
-from geolesf.errors import ConfigError, DataError
 from geolesf.io import cog as _cog
-from geolesf.io.atomic import check_tif_out
+from geolesf.io.atomic import check_outputs, check_space, check_tif_out
 from geolesf.predict.model import PredictModel
 from geolesf.predict.options import TilingOptions
 from geolesf.predict.rowloop import RowPlan
 
 
 def check_destinations(source: Any, out: Path, probs: Path | None) -> None:
-    """``out`` (and ``probs``) are writable GeoTIFF paths, distinct from each other and from ``source``."""
+    """``out`` (and ``probs``) are writable GeoTIFF paths, distinct from each other and from ``source``
+    (resolved paths, and the same inode for symlinks and hard links)."""
     check_tif_out(out, "--out")
     if probs is not None:
         check_tif_out(probs, "--probabilities")
-        if probs.resolve() == out.resolve():
-            raise ConfigError("--probabilities must differ from --out")
-    if isinstance(source, (str, Path)) and Path(source).resolve() == out.resolve():
-        raise DataError(f"--out {out} is the input scene; choose another path")
+    inputs = {"input scene": source} if isinstance(source, (str, Path)) else {}
+    # Existing outputs are the caller's policy (the CLI's --overwrite); inputs are never written.
+    check_outputs(inputs, {"--out": out, "--probabilities": probs}, overwrite=True)
 
 
 def check_free_space(out: Path, height: int, width: int, out_dtype: str, prob_bands: int, prob_u8: bool,
-                     what: str) -> None:
-    """Refuse to start when the folder of ``out`` cannot hold ``what`` (class map and probabilities)."""
-    need = _cog.estimate_bytes(height, width, np.dtype(out_dtype).itemsize, prob_bands, 1 if prob_u8 else 4)
-    free = _cog.free_bytes(out.parent)
-    if need > free:
-        raise DataError(f"{out.parent}: about {need / 1e9:.1f} GB are needed for {what}, "
-                        f"only {free / 1e9:.1f} GB are free")
+                     what: str, probs: Path | None = None) -> None:
+    """Refuse to start when the folder of ``out`` (and that of ``probs``) cannot hold ``what``: the
+    class map and the probabilities, each as temporary GeoTIFF + COG (:func:`geolesf.io.cog.estimate_bytes`)."""
+    need_map = _cog.estimate_bytes(height, width, np.dtype(out_dtype).itemsize, 0, 1)
+    need_probs = _cog.estimate_bytes(height, width, 0, prob_bands, 1 if prob_u8 else 4)
+    needs = [(out, need_map)]
+    if prob_bands:
+        needs.append((probs if probs is not None else out, need_probs))
+    check_space(needs, what)
 
 
 def scene_tags(pm: PredictModel, opts: TilingOptions, source_name: str) -> dict[str, str]:

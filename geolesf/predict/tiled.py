@@ -31,6 +31,7 @@ from typing import Any
 
 from geolesf.colors import hex_to_rgb
 from geolesf.io import cog as _cog
+from geolesf.io.atomic import output_lock
 from geolesf.predict import resume as _resume
 from geolesf.predict.model import PredictModel, as_predict_model, load_predict_model
 from geolesf.predict.options import TilingOptions, check_inputs, output_dtype
@@ -91,12 +92,14 @@ def predict_raster(
     probs_path = Path(probabilities) if probabilities is not None else None
     check_destinations(source, out, probs_path)
     pm = as_predict_model(model, class_names=class_names, colors=colors)
-    src = open_source(source, nodata)
-    try:
-        check_inputs(src, pm, opts.tile)
-        return _stream(src, pm, opts.for_model(pm), out, probs_path, settings)
-    finally:
-        src.close()
+    # One run per destination at a time: the partial files and resume state have fixed names.
+    with output_lock(out, probs_path):
+        src = open_source(source, nodata)
+        try:
+            check_inputs(src, pm, opts.tile)
+            return _stream(src, pm, opts.for_model(pm), out, probs_path, settings)
+        finally:
+            src.close()
 
 
 def _stream(src: Any, pm: PredictModel, opts: TilingOptions, out: Path, probs_path: Path | None,
@@ -106,7 +109,7 @@ def _stream(src: Any, pm: PredictModel, opts: TilingOptions, out: Path, probs_pa
     plan = opts.row_plan(src.height, src.width, want_probs=probs_path is not None, out_dtype=out_dtype,
                          nodata_out=nodata_out)
     check_free_space(out, src.height, src.width, out_dtype, len(pm.class_ids) if probs_path else 0,
-                     opts.prob_u8, "the output")
+                     opts.prob_u8, "the output", probs=probs_path)
     tags = scene_tags(pm, opts, src.name)
     fp = _resume.fingerprint({
         "source": src.identity(), "tags": tags, "batch_size": opts.batch_size, "block": opts.block,
@@ -134,6 +137,11 @@ def predict_file(
     4096). ``preview`` also writes a PNG beside ``out`` when the scene has at most 25 Mpx.
     ``options`` go to the checkpoint format's loader (e.g. ``classes`` for open-vocabulary models).
     """
+    if preview:
+        from geolesf.io.atomic import check_outputs
+
+        check_outputs({"input scene": scene, "--checkpoint": checkpoint},
+                      {"preview of --out": Path(out).with_suffix(".png")}, overwrite=True)
     pm = load_predict_model(checkpoint, model_name, options)
     if pm.kind == "pixel":
         kwargs["pixel_batch"] = batch_size or 4096

@@ -51,12 +51,7 @@ def _blocks(data: Any) -> Any:
 def write_classmap(da: Any, path: Path, *, gpkg: Path | str | bool = True, stac: bool = False, block: int = 512,
                    progress: bool = True) -> dict[str, Path]:
     """Write ``da`` (``(y, x)`` integer class ids) as ``path`` (COG) + ``.qml`` (+ ``.gpkg``, ``.stac.json``)."""
-    from rasterio.windows import Window
-    from tqdm.auto import tqdm
-
-    from geolesf.io import cog as _cog
-    from geolesf.io.atomic import check_tif_out
-    from geolesf.io.qml import raster_qml, write_qml
+    from geolesf.io.atomic import check_tif_out, output_lock
     from geolesf.xarray.georef import _spatial_dims, georef
 
     path = Path(path)
@@ -80,10 +75,29 @@ def write_classmap(da: Any, path: Path, *, gpkg: Path | str | bool = True, stac:
         nodata = next(v for v in (0, 255, 65535) if v not in ids)
     tags = {k: str(da.attrs[k]) for k in PROVENANCE_ATTRS if k in da.attrs and da.attrs[k] is not None}
     tags.setdefault("source", str(da.name or "DataArray"))
-    paths = _cog.PartialPaths(path, None)
-    paths.remove()
+    with output_lock(path):
+        return _write_locked(da, path, gpkg=gpkg, stac=stac, block=block, progress=progress, ids=ids, names=names,
+                             colors=colors, crs=crs, transform=transform, nodata=int(nodata), dtype=dtype, tags=tags)
+
+
+def _write_locked(da: Any, path: Path, *, gpkg: Any, stac: bool, block: int, progress: bool, ids: Any, names: Any,
+                  colors: Any, crs: Any, transform: Any, nodata: int, dtype: str, tags: dict) -> dict[str, Path]:
+    """:func:`write_classmap` once ``path`` is locked against other geolesf runs."""
+    import os
+    import tempfile
+
+    from rasterio.windows import Window
+    from tqdm.auto import tqdm
+
+    from geolesf.io import cog as _cog
+    from geolesf.io.qml import raster_qml, write_qml
+
+    # A temporary name unique per run (pid + random): nothing here is resumed.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial.tif", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
     height, width = da.shape
-    dst = _cog.open_temp(paths.tmp, height=height, width=width, count=1, dtype=dtype, nodata=int(nodata),
+    dst = _cog.open_temp(tmp, height=height, width=width, count=1, dtype=dtype, nodata=int(nodata),
                          crs=crs, transform=transform, block=block)
     try:
         _cog.write_class_metadata(dst, ids, names, colors, int(nodata), tags)
@@ -93,11 +107,11 @@ def write_classmap(da: Any, path: Path, *, gpkg: Path | str | bool = True, stac:
                                 disable=not progress, dynamic_ncols=True):
             dst.write(arr.astype(dtype), 1, window=Window(c0, r0, arr.shape[1], arr.shape[0]))
         dst.close()
-        _cog.finalize_cog(paths.tmp, path, block=block, resampling="nearest", predictor=False)
+        _cog.finalize_cog(tmp, path, block=block, resampling="nearest", predictor=False)
     except BaseException:
         if not dst.closed:
             dst.close()
-        paths.remove()
+        tmp.unlink(missing_ok=True)
         raise
     written = {"tif": path, "qml": write_qml(path.with_suffix(".qml"), raster_qml(ids, names, colors))}
     if gpkg:

@@ -19,6 +19,7 @@ the output and are removed; the output appears only when complete.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from geolesf.errors import ConfigError, DataError
+from geolesf.io.atomic import check_outputs, output_lock
 
 
 @dataclass
@@ -44,17 +46,34 @@ def write_pseudo_labels(scene: str | Path, checkpoint: str | Path, out: str | Pa
                         ignore_value: int = 255, stage: str | None = None, tags: Any = None,
                         presence: float = 0.5, scales: tuple[float, ...] = (1.0,), flip: bool = True,
                         tile: int = 512, overlap: int = 64, batch_size: int = 4, device: str = "cpu",
-                        nodata: float | None = None, block: int = 512, progress: bool = True) -> PseudoLabelResult:
+                        nodata: float | None = None, block: int = 512, progress: bool = True,
+                        overwrite: bool = True) -> PseudoLabelResult:
     """Write the pseudo-label GeoTIFF ``out`` for ``scene`` (see the module docstring)."""
+    import time
+
+    started = time.perf_counter()
+    out = Path(out)
+    _check_out(out, ignore_value)
+    # One run per destination (geolesf.io.atomic): lock, then no input is written and an existing
+    # output only with ``overwrite`` (the CLI's --overwrite; library callers replace by default).
+    with output_lock(out):
+        check_outputs({"input scene": scene, "--checkpoint": checkpoint}, {"--out": out}, overwrite=overwrite)
+        return _write(scene, checkpoint, out, margin=margin, ignore_value=ignore_value, stage=stage, tags=tags,
+                      presence=presence, scales=scales, flip=flip, tile=tile, overlap=overlap,
+                      batch_size=batch_size, device=device, nodata=nodata, progress=progress, block=block,
+                      started=started)
+
+
+def _write(scene: Any, checkpoint: Any, out: Path, *, margin: Any, ignore_value: int, stage: Any, tags: Any,
+           presence: Any, scales: Any, flip: Any, tile: Any, overlap: Any, batch_size: Any, device: Any, nodata: Any,
+           progress: Any, block: Any, started: float) -> "PseudoLabelResult":
+    import tempfile
     import time
 
     from geolesf.methods.wsss.checkpoint import load as load_wsss_checkpoint
     from geolesf.methods.wsss.inference import to_predict_model
     from geolesf.predict.tiled import predict_raster
 
-    started = time.perf_counter()
-    out = Path(out)
-    _check_out(out, ignore_value)
     bundle = load_wsss_checkpoint(checkpoint)
     if int(ignore_value) in bundle.class_ids:
         raise ConfigError(f"--ignore-value {ignore_value} is also a class id of this checkpoint; choose another")
@@ -68,9 +87,8 @@ def write_pseudo_labels(scene: str | Path, checkpoint: str | Path, out: str | Pa
         if tags:
             opts["tags"] = tags
     pm = to_predict_model(bundle, opts)
-    parts = out.parent / f".{out.name}.parts"
-    shutil.rmtree(parts, ignore_errors=True)
-    parts.mkdir()
+    # unique per run (pid + random): nothing here is resumed
+    parts = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".parts", dir=out.parent))
     try:
         res = predict_raster(scene, pm, parts / "class.tif", tile=tile, overlap=overlap, batch_size=batch_size,
                              blend_on="logits" if stage == "seeds" else "probabilities",
