@@ -38,11 +38,11 @@ def _close_progress_bars() -> None:
     tqdm = sys.modules.get("tqdm")
     if tqdm is None:
         return
+    import contextlib
+
     for bar in list(getattr(tqdm.tqdm, "_instances", ())):
-        try:
+        with contextlib.suppress(Exception):  # a broken bar must not hide the error
             bar.close()
-        except Exception:  # noqa: BLE001 - a broken bar must not hide the error
-            pass
     sys.stderr.flush()
 
 
@@ -50,7 +50,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+def _format_warning(message, category, filename, lineno, line=None) -> str:
     """A warning on the terminal as one ``warning: …`` line (no source file, no code line)."""
     return f"warning: {_one_line(message) if isinstance(message, Warning) else message}\n"
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - only OSError and GDAL I/O errors become one line
+    except Exception as exc:  # only OSError and GDAL I/O errors become one line
         message = os_error_message(exc)
         if args.debug or message is None:
             raise

@@ -26,7 +26,14 @@ import numpy as np
 
 from geolesf.errors import DataError
 from geolesf.io import envi
-from geolesf.io.cube import HSICube, LabelMap, check_budget, require_file, resolve_path, split_spec
+from geolesf.io.cube import (
+    HSICube,
+    LabelMap,
+    check_budget,
+    require_file,
+    resolve_path,
+    split_spec,
+)
 
 MAT_SUFFIXES = (".mat",)
 
@@ -75,7 +82,7 @@ def _load_mat(path: Path) -> dict[str, np.ndarray]:
     try:
         # variable headers (name, shape, class) only: sizes are checked before anything is decompressed
         variables = scipy.io.whosmat(str(path))
-    except Exception as exc:  # scipy raises several types for broken files  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - scipy raises several types for broken files
         raise DataError(f"{path}: not a readable MATLAB file ({' '.join(str(exc).split())})") from None
     total = 0
     for name, shape, mclass in variables:
@@ -85,7 +92,7 @@ def _load_mat(path: Path) -> dict[str, np.ndarray]:
         raw = scipy.io.loadmat(str(path))
     except MemoryError:
         raise DataError(f"{path}: out of memory while loading; the file holds {_describe_whos(variables)}") from None
-    except Exception as exc:  # scipy raises several types for broken files  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - scipy raises several types for broken files
         raise DataError(f"{path}: not a readable MATLAB file ({' '.join(str(exc).split())})") from None
     return {
         k: v for k, v in raw.items()

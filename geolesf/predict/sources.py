@@ -97,10 +97,9 @@ class RasterioSource:
         return {"path": str(self.path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
     def read(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
-        from rasterio.windows import Window
-
         from rasterio._err import CPLE_BaseError
         from rasterio.errors import RasterioError
+        from rasterio.windows import Window
 
         win = Window(c0, r0, c1 - c0, r1 - r0)
         try:
@@ -144,7 +143,7 @@ class ArraySource:
                 self.crs = self.crs if self.crs is not None else rio.crs
                 self.transform = self.transform if self.transform is not None else rio.transform()
                 self.source_nodata = rio.nodata
-            except Exception:  # noqa: BLE001 - rioxarray raises several types for arrays without georeferencing
+            except Exception:
                 pass
         if self.source_nodata is None and hasattr(array, "attrs"):
             self.source_nodata = array.attrs.get("_FillValue", array.attrs.get("nodata"))

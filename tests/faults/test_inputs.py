@@ -108,7 +108,7 @@ def test_nan_inf_pixels_are_nodata_on_file_and_xarray_paths(scene, tmp_path):
     torch.manual_seed(0)
     pm = as_predict_model(unet(in_chans=3, num_classes=4, base=4, depth=2).eval(),
                           class_names=["a", "b", "c", "d"])
-    kw = dict(tile=32, overlap=8)
+    kw = {"tile": 32, "overlap": 8}
     with pytest.warns(UserWarning, match="NaN/±Inf pixels are treated as nodata"):
         ref = predict_raster(path, pm, tmp_path / "ref.tif", progress=False, **kw)
     with rasterio.open(ref.out) as ds:
@@ -239,6 +239,26 @@ def test_out_is_an_existing_folder(scene, checkpoint, tmp_path):
     r = geolesf("predict", scene, "--checkpoint", checkpoint, "--out", folder, "--no-preview")
     r.assert_user_error(str(folder.name), "is a folder")
     assert _files(folder) == {"keep.txt"} and _files(tmp_path) == {"map.tif"}
+
+
+def test_read_only_destination_in_process(scene, checkpoint, tmp_path, monkeypatch, capsys):
+    """The destination refuses writes (EACCES / EROFS, as for a non-root user or a read-only mount)."""
+    from geolesf.cli import main as cli
+    from geolesf.io import cog
+
+    out = tmp_path / "ro" / "map.tif"
+    out.parent.mkdir()
+    for code, words in ((errno.EACCES, "permission denied"), (errno.EROFS, "read-only file system")):
+        def refuse(path, *args, code=code, **kwargs):
+            raise OSError(code, os.strerror(code), str(path))
+
+        monkeypatch.setattr(cog, "open_temp", refuse)
+        rc = cli.main(["predict", str(scene), "--checkpoint", str(checkpoint), "--out", str(out), "--no-preview"])
+        err = capsys.readouterr().err
+        errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+        assert rc == 2 and "Traceback" not in err and len(errors) == 1, err
+        assert str(out.parent) in errors[0] and words in errors[0]
+        assert _files(out.parent) == set()
 
 
 @pytest.mark.parametrize("code, words", [
