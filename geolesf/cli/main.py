@@ -33,6 +33,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_progress_bars() -> None:
+    """Close tqdm bars left open by an exception, so that the error starts its own line."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is None:
+        return
+    import contextlib
+
+    for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+        with contextlib.suppress(Exception):  # a broken bar must not hide the error
+            bar.close()
+    sys.stderr.flush()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning on the terminal as one ``warning: …`` line (no source file, no code line)."""
+    return f"warning: {_one_line(message) if isinstance(message, Warning) else message}\n"
+
+
+def os_error_message(exc: BaseException) -> str | None:
+    """One line for an OSError a user can cause (permissions, full or read-only disk, folder for a file)
+    or a GDAL/rasterio read or write failure (truncated file, disk full while GDAL writes).
+
+    None for the others, which are bugs and keep their traceback.
+    """
+    import errno
+
+    if type(exc).__module__.startswith("rasterio") and (isinstance(exc, OSError) or "CPLE_" in type(exc).__name__
+                                                        or "IOError" in type(exc).__name__):
+        return _one_line(exc) or type(exc).__name__
+    if not isinstance(exc, OSError):
+        return None
+
+    # a rename (temp file → destination) names the destination, the path the user gave
+    path = exc.filename2 if exc.filename2 is not None else exc.filename if exc.filename is not None else ""
+    where = f"{path}: " if path else ""
+    reasons = {
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+        errno.EISDIR: "is a folder, expected a file",
+        errno.ENOTDIR: "a part of the path is not a folder",
+        errno.ENOENT: "no such file or folder",
+        errno.EFBIG: "file too large for the file system",
+        errno.ENAMETOOLONG: "file name too long",
+    }
+    if isinstance(exc, PermissionError) and exc.errno not in reasons:
+        return f"{where}permission denied"
+    if exc.errno in reasons:
+        return f"{where}{reasons[exc.errno]}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -43,18 +101,33 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         os.environ["GEOLESF_OFFLINE"] = "1"
+    import warnings
+
     from geolesf.errors import GeolesfError
 
+    formatwarning = warnings.formatwarning
+    if not args.debug:
+        warnings.formatwarning = _format_warning
     try:
         return int(args.func(args) or 0)
     except GeolesfError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        _close_progress_bars()
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # only OSError and GDAL I/O errors become one line
+        message = os_error_message(exc)
+        if args.debug or message is None:
+            raise
+        _close_progress_bars()
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":  # pragma: no cover

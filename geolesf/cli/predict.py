@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from geolesf.cli import argtypes
+
 if TYPE_CHECKING:
     from geolesf.formats import PredictRequest
 
@@ -32,10 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="model.pt written by 'geolesf train', or MODEL:TAG of a shipped checkpoint "
                    "(sha256-verified), e.g. s2mamba:indian_pines_dase")
     p.add_argument("--out", default=None, help="output class-map GeoTIFF (.tif) of a single scene")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=argtypes.positive_int, default=None,
                    help="tiles per forward pass for dense models (default 16); pixels for patch models "
                    "(default 4096 tiled, 1024 whole-cube)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", type=argtypes.device, help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--no-preview", action="store_true", help="do not write the PNG preview")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (class map, .qml, .png preview, .stac.json, probabilities); "
@@ -44,8 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also write a STAC Item beside each class map (<name>.stac.json): classes, projection, "
                    "provenance; validated offline with pystac")
     g = p.add_argument_group("tiled prediction (GeoTIFF scenes)")
-    g.add_argument("--tile", type=int, default=None, help="tile side in pixels (default 512)")
-    g.add_argument("--overlap", type=int, default=None, help="overlap between tiles in pixels (default 64)")
+    g.add_argument("--tile", type=argtypes.positive_int, default=None, help="tile side in pixels (default 512)")
+    g.add_argument("--overlap", type=argtypes.non_negative_int, default=None, help="overlap between tiles in pixels (default 64)")
     g.add_argument("--blend", choices=("cosine", "linear", "none"), default=None,
                    help="overlap blending window (default cosine)")
     g.add_argument("--probabilities", default=None, metavar="PROBS.tif",
@@ -58,15 +60,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d = p.add_argument_group("many scenes on a dask cluster (GeoTIFF scenes)")
     d.add_argument("--out-dir", default=None, metavar="DIR",
                    help="write one class map per scene into DIR as <scene stem>.tif (needed for several scenes)")
-    d.add_argument("--workers", type=int, default=None, metavar="N",
+    d.add_argument("--workers", type=argtypes.positive_int, default=None, metavar="N",
                    help="run on a local dask cluster of N single-threaded worker processes (default with "
                    "several scenes: one per CPU core); same bytes as one process")
     d.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on an existing dask scheduler, e.g. tcp://dask-scheduler:8786 (workers must "
                    "read the scenes and checkpoint at the same paths)")
-    d.add_argument("--part-rows", type=int, default=None, metavar="ROWS",
+    d.add_argument("--part-rows", type=argtypes.positive_int, default=None, metavar="ROWS",
                    help="output rows per dask task, a multiple of 512 (default: about four tiles)")
-    d.add_argument("--retries", type=int, default=3, help="retries of a failed dask task (default 3)")
+    d.add_argument("--retries", type=argtypes.non_negative_int, default=3, help="retries of a failed dask task (default 3)")
     m = p.add_argument_group("model-specific inputs")
     m.add_argument("--classes", default=None, metavar="NAME,NAME,...",
                    help="class names for open-vocabulary models (e.g. hclip): \"building,road,tree,water\"")

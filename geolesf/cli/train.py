@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from geolesf.cli import argtypes
+
 DESCRIPTION = """\
 Train a model into a run folder. The config's top-level 'task:' key chooses what is trained:
 hsi (default: per-pixel hyperspectral classifiers rf, svm, s2mamba), segmentation (a dense
@@ -89,16 +91,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--cube", metavar="PATH[:KEY]", help="cube: .mat, ENVI .hdr, GeoTIFF [data.cube]")
     g.add_argument("--labels", metavar="PATH[:KEY]", help="ground truth, 0 = unlabelled [data.labels]")
     g.add_argument("--split", choices=("random", "count", "fixed", "dase", "disjoint"), help="split protocol [data.split]")
-    g.add_argument("--train-fraction", type=float, metavar="F", help="fraction of each class for training [data.train_fraction]")
-    g.add_argument("--per-class", type=int, metavar="N", help="training pixels per class, count split [data.per_class]")
+    g.add_argument("--train-fraction", type=argtypes.fraction, metavar="F", help="fraction of each class for training [data.train_fraction]")
+    g.add_argument("--per-class", type=argtypes.positive_int, metavar="N", help="training pixels per class, count split [data.per_class]")
     g.add_argument("--train-map", metavar="PATH", help="fixed split training map, or DASE mask [data.train_map]")
     g.add_argument("--test-map", metavar="PATH", help="fixed split test map [data.test_map]")
-    g.add_argument("--patch-size", type=int, metavar="P", help="odd patch side; also sets the leakage report and disjoint buffer [data.patch_size]")
+    g.add_argument("--patch-size", type=argtypes.positive_int, metavar="P", help="odd patch side; also sets the leakage report and disjoint buffer [data.patch_size]")
     g.add_argument("--seed", type=int, help="split and model seed [trainer.seed]")
     g.add_argument("--seeds", type=_seed_list, metavar="S,S,...", help="several seeds, one run each, mean ± std [trainer.seeds]")
-    g.add_argument("--epochs", type=int, help="deep models: epochs [trainer.epochs]")
-    g.add_argument("--lr", type=float, help="deep models: learning rate [trainer.lr]")
-    g.add_argument("--batch-size", type=int, help="deep models: batch size [trainer.batch_size]")
+    g.add_argument("--epochs", type=argtypes.positive_int, help="deep models: epochs [trainer.epochs]")
+    g.add_argument("--lr", type=argtypes.positive_float, help="deep models: learning rate [trainer.lr]")
+    g.add_argument("--batch-size", type=argtypes.positive_int, help="deep models: batch size [trainer.batch_size]")
     g.add_argument("--out", metavar="DIR", help="run folder [out]")
     p.add_argument("--overwrite", action="store_true",
                    help="train into a run folder that already holds files (default: it must be empty or new, "

@@ -146,7 +146,8 @@ def _parse_file(c: _Checker, raw: Any, where: str) -> FileEntry:
         raise c.fail(f"{where}.{sorted(unknown)[0]}", f"unknown key (allowed: {', '.join(sorted(_FILE_KEYS))})")
     name = c.get(raw, "name", where, str)
     pure = PurePosixPath(name)
-    if pure.is_absolute() or ".." in pure.parts or "\\" in name:
+    if (pure.is_absolute() or ".." in pure.parts or "\\" in name or not pure.parts or name.endswith("/")
+            or "." in name.split("/")):
         raise c.fail(f"{where}.name", f"must be a relative POSIX path inside the dataset folder, found {name!r}")
     urls = c.strings(raw, "urls", where) + c.strings(raw, "url", where)
     for i, url in enumerate(urls):

@@ -2,7 +2,8 @@
 
 A download goes to ``<dest>/<file>.part``. An interrupted download leaves the ``.part``
 behind and the next attempt asks the server only for the missing bytes (HTTP ``Range``).
-When the last byte is in, the size and checksum are checked; a bad ``.part`` is deleted and
+A stream that grows past the catalog's size is stopped at once (and the ``.part`` removed),
+never written to the end. When the last byte is in, the size and checksum are checked; a bad ``.part`` is deleted and
 nothing appears at the destination. A good one is renamed into place in one step.
 
 ``GEOLESF_OFFLINE=1`` (or ``geolesf --offline``) makes every download refuse before any
@@ -107,6 +108,10 @@ def _stream(url: str, part: Path, *, size: int | None, session: Any, timeout: fl
             raise FetchError(f"{url}: HTTP {response.status_code} {reason}".rstrip())
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else size
+        if size is not None and total is not None and total > size:
+            part.unlink(missing_ok=True)
+            raise DownloadChecksumError(f"{part.name[:-5]}: server announces {total:,} bytes, the catalog records "
+                                        f"{size:,}; not downloaded")
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
@@ -114,7 +119,15 @@ def _stream(url: str, part: Path, *, size: int | None, session: Any, timeout: fl
         try:
             with open(part, mode) as fh:
                 for chunk in response.iter_content(CHUNK):
+                    if size is not None and have + len(chunk) > size:
+                        # never write past the catalog's size: a wrong or hostile stream stops here
+                        fh.close()
+                        part.unlink(missing_ok=True)
+                        raise DownloadChecksumError(
+                            f"{part.name[:-5]}: download exceeds the catalog's size of {size:,} bytes; stopped "
+                            "and removed it")
                     fh.write(chunk)
+                    have += len(chunk)
                     bar.update(len(chunk))
         except requests.RequestException as exc:
             raise FetchError(f"{url}: download interrupted ({exc.__class__.__name__}); run again to resume") from None

@@ -37,9 +37,12 @@ class ClassMapInfo:
 def read_class_info(path: str | Path) -> ClassMapInfo:
     """Class ids, names and colours of a class-map GeoTIFF (``CLASS_NAMES`` + colour table)."""
     import rasterio
+    from rasterio._err import CPLE_BaseError
     from rasterio.errors import NotGeoreferencedWarning
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a file (class-map GeoTIFF)")
     if not path.is_file():
         raise DataError(f"{path}: class map not found")
     try:
@@ -56,8 +59,8 @@ def read_class_info(path: str | Path) -> ClassMapInfo:
                 if src.count != 1 or np.dtype(src.dtypes[0]).kind not in "iu":
                     raise DataError(f"{path}: expected a single-band integer class map, found "
                                     f"{src.count} band(s) of {src.dtypes[0]}")
-    except rasterio.errors.RasterioIOError as exc:
-        raise DataError(f"{path}: cannot be opened as a raster ({exc})") from None
+    except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+        raise DataError(f"{path}: cannot be opened as a raster ({' '.join(str(exc).split())})") from None
     raw = tags.get("CLASS_NAMES")
     names = {int(k): v for k, v in json.loads(raw).items()} if raw else {}
     if not names:
@@ -130,8 +133,14 @@ def _polygonize(classmap: Path, gpkg: Path, info: ClassMapInfo, layer: str, conn
     from geolesf.export.qgis import write_layer_style
     from geolesf.io.qml import vector_qml, write_qml
 
-    with rasterio.open(classmap) as src:
-        arr = src.read(1)
+    from rasterio._err import CPLE_BaseError
+
+    try:
+        with rasterio.open(classmap) as src:
+            arr = src.read(1)
+    except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+        raise DataError(f"{classmap}: cannot read the class map, truncated or corrupt? "
+                        f"({' '.join(str(exc).split())})") from None
     mask = arr != info.nodata if info.nodata is not None else None
     if arr.dtype.kind == "u" and arr.dtype.itemsize > 2:
         arr = arr.astype(np.int32)

@@ -101,8 +101,50 @@ def resolve_path(path: str | Path) -> Path:
 
 
 def require_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a file ({what})")
     if not path.is_file():
         raise DataError(f"{path}: {what} file not found")
+
+
+# --------------------------------------------------------------------------------------------
+# memory budget
+
+BUDGET_ENV = "GEOLESF_MAX_ARRAY_BYTES"
+"""Largest array (bytes) a whole-cube reader may allocate; default: half the RAM, at most 16 GiB."""
+
+
+def array_budget() -> int:
+    """The memory budget of one in-memory array read from a file (``$GEOLESF_MAX_ARRAY_BYTES``)."""
+    import os
+
+    text = os.environ.get(BUDGET_ENV, "").strip()
+    if text:
+        try:
+            value = int(float(text))
+        except ValueError:
+            raise DataError(f"{BUDGET_ENV}={text!r}: expected a number of bytes") from None
+        if value < 1:
+            raise DataError(f"{BUDGET_ENV}={text!r}: expected a positive number of bytes")
+        return value
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 32 << 30
+    return int(min(16 << 30, ram // 2))
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
+
+
+def check_budget(nbytes: int, where: str, shape: Any = None) -> None:
+    """Refuse (:class:`DataError`) an array of ``nbytes`` above :func:`array_budget`, before allocating it."""
+    budget = array_budget()
+    if nbytes > budget:
+        dims = f" {tuple(shape)}" if shape is not None else ""
+        raise DataError(f"{where}: array{dims} needs {_gib(nbytes)} in memory, over the budget of {_gib(budget)} "
+                        f"(set {BUDGET_ENV} to raise it)")
 
 
 # --------------------------------------------------------------------------------------------

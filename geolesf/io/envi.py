@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from geolesf.errors import DataError
-from geolesf.io.cube import HSICube, require_file, resolve_path
+from geolesf.io.cube import HSICube, check_budget, require_file, resolve_path
 
 ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bin", ".bsq", ".bil", ".bip")
 
@@ -117,15 +117,26 @@ def read_envi(spec: str | Path) -> HSICube:
         raise DataError(f"{hdr}: ENVI interleave must be bsq, bil or bip; found '{interleave}'")
     if byte_order not in (0, 1):
         raise DataError(f"{hdr}: ENVI byte order must be 0 or 1; found {byte_order}")
+    for field_name, value in (("samples", samples), ("lines", lines), ("bands", bands)):
+        if value < 1:
+            raise DataError(f"{hdr}: ENVI field '{field_name}' must be at least 1, found {value}")
+    if offset < 0:
+        raise DataError(f"{hdr}: ENVI field 'header offset' must be 0 or more, found {offset}")
     dtype = np.dtype(("<" if byte_order == 0 else ">") + ENVI_DTYPES[dtype_code])
     expected = offset + samples * lines * bands * dtype.itemsize
+    require_file(data_path, "ENVI data")
     actual = data_path.stat().st_size
     if actual != expected:
         raise DataError(
             f"{data_path}: file has {actual} bytes; header {hdr.name} ({samples} samples × {lines} "
             f"lines × {bands} bands × {dtype.itemsize} bytes + offset {offset}) expects {expected}"
         )
-    flat = np.fromfile(data_path, dtype=dtype, offset=offset, count=samples * lines * bands)
+    # sizes checked against the file (above) and the memory budget before anything is allocated
+    check_budget(expected - offset, str(data_path), (lines, samples, bands))
+    try:
+        flat = np.fromfile(data_path, dtype=dtype, offset=offset, count=samples * lines * bands)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{data_path}: cannot read the ENVI data ({' '.join(str(exc).split())})") from None
     if interleave == "bsq":
         data = flat.reshape(bands, lines, samples).transpose(1, 2, 0)
     elif interleave == "bil":

@@ -26,9 +26,27 @@ import numpy as np
 
 from geolesf.errors import DataError
 from geolesf.io import envi
-from geolesf.io.cube import HSICube, LabelMap, require_file, resolve_path, split_spec
+from geolesf.io.cube import (
+    HSICube,
+    LabelMap,
+    check_budget,
+    require_file,
+    resolve_path,
+    split_spec,
+)
 
 MAT_SUFFIXES = (".mat",)
+
+
+# bytes per element of a MATLAB class as loadmat returns it (cell/struct/object: a generous guess)
+_MAT_ITEMSIZE = {
+    "double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4,
+    "int64": 8, "uint64": 8, "logical": 1, "char": 4, "sparse": 8,
+}
+
+
+def _describe_whos(variables: list) -> str:
+    return ", ".join(f"{n} {tuple(s)} {c}" for n, s, c in variables) or "nothing"
 
 
 def _load_mat(path: Path) -> dict[str, np.ndarray]:
@@ -37,11 +55,23 @@ def _load_mat(path: Path) -> dict[str, np.ndarray]:
 
     if h5py.is_hdf5(str(path)):
         out: dict[str, np.ndarray] = {}
-        with h5py.File(path, "r") as fh:
+        try:
+            fh = h5py.File(path, "r")
+        except OSError as exc:
+            raise DataError(f"{path}: not a readable MATLAB v7.3 file ({' '.join(str(exc).split())})") from None
+        with fh:
+            total = 0
+            for key, obj in fh.items():
+                if isinstance(obj, h5py.Dataset) and not key.startswith("#") and obj.dtype.kind in "biuf":
+                    total += int(np.prod(obj.shape, dtype=np.int64)) * obj.dtype.itemsize
+                    check_budget(total, f"{path}:{key}", obj.shape[::-1])
             for key, obj in fh.items():
                 if key.startswith("#") or not isinstance(obj, h5py.Dataset):
                     continue
-                arr = obj[()]
+                try:
+                    arr = obj[()]
+                except (OSError, ValueError) as exc:
+                    raise DataError(f"{path}:{key}: cannot read ({' '.join(str(exc).split())})") from None
                 if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
                     continue
                 # h5py sees MATLAB's column-major arrays with the axes reversed.
@@ -50,9 +80,20 @@ def _load_mat(path: Path) -> dict[str, np.ndarray]:
     import scipy.io
 
     try:
+        # variable headers (name, shape, class) only: sizes are checked before anything is decompressed
+        variables = scipy.io.whosmat(str(path))
+    except Exception as exc:  # noqa: BLE001 - scipy raises several types for broken files
+        raise DataError(f"{path}: not a readable MATLAB file ({' '.join(str(exc).split())})") from None
+    total = 0
+    for name, shape, mclass in variables:
+        total += int(np.prod(shape, dtype=np.int64)) * _MAT_ITEMSIZE.get(mclass, 8)
+        check_budget(total, f"{path}:{name}", shape)
+    try:
         raw = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises several types for broken files
-        raise DataError(f"{path}: not a readable MATLAB file ({exc})") from None
+    except MemoryError:
+        raise DataError(f"{path}: out of memory while loading; the file holds {_describe_whos(variables)}") from None
+    except Exception as exc:  # noqa: BLE001 - scipy raises several types for broken files
+        raise DataError(f"{path}: not a readable MATLAB file ({' '.join(str(exc).split())})") from None
     return {
         k: v for k, v in raw.items()
         if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
@@ -117,13 +158,16 @@ def _read_mat_labels(path: Path, key: str | None) -> LabelMap:
 
 def _read_rasterio(path: Path) -> tuple[np.ndarray, Any, list[str], list[float] | None]:
     import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 
     require_file(path, "raster")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
+                check_budget(src.count * src.height * src.width * np.dtype(src.dtypes[0]).itemsize, str(path),
+                             (src.height, src.width, src.count))
                 arr = src.read()
                 names = [d or f"band_{i + 1}" for i, d in enumerate(src.descriptions)]
                 wavelengths: list[float] | None = []
@@ -139,8 +183,9 @@ def _read_rasterio(path: Path) -> tuple[np.ndarray, Any, list[str], list[float] 
                     "crs": src.crs,
                     "transform": None if src.transform.is_identity else src.transform,
                 }
-    except RasterioIOError as exc:
-        raise DataError(f"{path}: cannot be opened as a raster ({exc})") from None
+    except (RasterioIOError, RasterioError, CPLE_BaseError) as exc:
+        raise DataError(f"{path}: cannot be read as a raster, truncated or corrupt? "
+                        f"({' '.join(str(exc).split())})") from None
     return arr, meta, names, wavelengths
 
 
@@ -196,6 +241,27 @@ def read_cube(spec: str | Path, check: bool = True) -> HSICube:
     if check:
         check_finite(cube)
     return cube
+
+
+def read_cube_for_prediction(spec: str | Path) -> tuple[HSICube, np.ndarray | None]:
+    """A cube to classify whole: pixels with NaN/±Inf in any band are nodata, as in the tiled predictor.
+
+    Returns ``(cube, valid)``: the non-finite values replaced by 0 (they never reach the model) and the
+    ``(H, W)`` mask of pixels to classify, or None when every pixel is finite. Warns with their count.
+    """
+    cube = read_cube(spec, check=False)
+    data = cube.data
+    if data.dtype.kind not in "fc":
+        return cube, None
+    finite = np.isfinite(data)
+    valid = finite.all(axis=2)
+    if valid.all():
+        return cube, None
+    bad = int((~valid).sum())
+    warnings.warn(f"{cube.path}: {bad:,} NaN/±Inf pixels are treated as nodata (not classified)", UserWarning,
+                  stacklevel=2)
+    cube.data = np.where(finite, data, np.zeros((), data.dtype))
+    return cube, valid
 
 
 def _as_label_array(arr: np.ndarray, where: str) -> np.ndarray:

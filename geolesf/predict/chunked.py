@@ -54,6 +54,8 @@ class ChunkPlan:
     batch_size: int
     pixel_batch: int
     device: str
+    name: str = "array"
+    warn_nonfinite: bool = True
 
     @property
     def n_classes(self) -> int:
@@ -69,10 +71,16 @@ class ChunkPlan:
         return min(ys), max(ys) + self.th, min(xs), max(xs) + self.tw
 
 
-def _valid(data: np.ndarray, nodata: float | None) -> np.ndarray:
+def _valid(data: np.ndarray, nodata: float | None, name: str = "array", warn: bool = True
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """``(data, valid)`` as the file-based predictor reads them: NaN/±Inf pixels are nodata, their values 0."""
     from geolesf.predict.sources import ArraySource
 
-    return ArraySource(data, nodata).read(0, data.shape[1], 0, data.shape[2])[1]
+    src = ArraySource(data, nodata)
+    src.name = name
+    if not warn:
+        src._warned = [True]
+    return src.read(0, data.shape[1], 0, data.shape[2])
 
 
 def _runner(plan: ChunkPlan, th: int, tw: int) -> Any:
@@ -106,7 +114,7 @@ def _dense_chunk(plan: ChunkPlan, data: np.ndarray, er0: int, ec0: int, r0: int,
                  tick: Callable[[int], None] | None) -> np.ndarray:
     C, th, tw = plan.n_classes, plan.th, plan.tw
     runner = _runner(plan, th, tw)
-    valid_all = _valid(data, plan.nodata_in)
+    data, valid_all = _valid(data, plan.nodata_in, plan.name, plan.warn_nonfinite)
     h, w = r1 - r0, c1 - c0
     total = np.zeros((C + 1, h, w), dtype=np.float32)
     nrow, ncol = len(plan.rows), len(plan.cols)
@@ -151,7 +159,8 @@ def _pixel_chunk(plan: ChunkPlan, data: np.ndarray, er0: int, ec0: int, r0: int,
     runner = _runner(plan, h, w)
     r = runner.halo
     pads = (r - (r0 - er0), r - (er0 + data.shape[1] - r1), r - (c0 - ec0), r - (ec0 + data.shape[2] - c1))
-    valid = _valid(data, plan.nodata_in)[r0 - er0:r1 - er0, c0 - ec0:c1 - ec0]
+    data, valid = _valid(data, plan.nodata_in, plan.name, plan.warn_nonfinite)
+    valid = valid[r0 - er0:r1 - er0, c0 - ec0:c1 - ec0]
     acc = np.zeros((C + 1, h, w), dtype=np.float32)
     if valid.any():
         wt = plan.windows(h, w, False, False, False, False) * valid
@@ -207,7 +216,7 @@ def plan_from_options(source: Any, pm: Any, opts: TilingOptions, probabilities: 
         cols=_blend.tile_starts(W, tile, overlap), windows=windows,
         lut=np.asarray(pm.class_ids, dtype=out_dtype), nodata_out=nodata_out, nodata_in=source.nodata,
         softmax=opts.blend_on == "probabilities", probabilities=probabilities, batch_size=opts.batch_size,
-        pixel_batch=opts.pixel_batch, device=opts.device,
+        pixel_batch=opts.pixel_batch, device=opts.device, name=str(getattr(source, "name", "array")),
     )
 
 

@@ -89,7 +89,8 @@ class GeolesfDataArrayAccessor(_Accessor):
         dense models; patch models read each pixel's ``P×P`` neighbourhood). A dask-backed input gives
         a lazy result with the input's spatial chunks; a numpy-backed one is computed now.
 
-        Nodata: ``nodata`` overrides the input's (``rio.nodata`` / ``_FillValue``). Class maps use
+        Nodata: ``nodata`` overrides the input's (``rio.nodata`` / ``_FillValue``); pixels with a NaN or
+        ±Inf in any band are nodata too (as in the file-based predictor), with a warning. Class maps use
         ``out_nodata`` (default 0, or 255 when 0 is a class id); probabilities use NaN.
         """
         from geolesf import __version__
@@ -109,7 +110,16 @@ class GeolesfDataArrayAccessor(_Accessor):
             data = data.rechunk({0: -1})
             values = chunked.predict_dask(plan, data)
         else:
-            values = chunked.predict_numpy(plan, np.asarray(data), progress=progress)
+            data = np.asarray(data)
+            if data.dtype.kind in "fc":
+                bad = int((~np.isfinite(data).all(axis=0)).sum())
+                if bad:
+                    import warnings
+
+                    warnings.warn(f"{src.name}: {bad:,} NaN/±Inf pixels are treated as nodata (not classified)",
+                                  UserWarning, stacklevel=2)
+                plan.warn_nonfinite = False
+            values = chunked.predict_numpy(plan, data, progress=progress)
         ydim, xdim = arr.dims[1], arr.dims[2]
         coords = {k: v for k, v in arr.coords.items() if set(v.dims) <= {ydim, xdim}}
         dense = pm.kind == "dense"

@@ -49,7 +49,7 @@ def classify_cube(
 ) -> SceneResult:
     import torch
 
-    from geolesf.io.hsi import read_cube
+    from geolesf.io.hsi import read_cube_for_prediction
     from geolesf.io.writers import write_class_map, write_preview_png
     from geolesf.methods.hsi.checkpoint import load as load_patch_checkpoint
     from geolesf.predict.patches import predict_scene
@@ -62,7 +62,7 @@ def classify_cube(
     ckpt = load_patch_checkpoint(checkpoint)
     if model_name is not None and model_name != ckpt.model_name:
         raise ModelError(f"{checkpoint} holds a '{ckpt.model_name}' model, not '{model_name}'")
-    cube = read_cube(cube_spec)
+    cube, valid = read_cube_for_prediction(cube_spec)  # NaN/±Inf pixels: nodata (0), as in the tiled path
     check_bands(cube.data.shape[2], ckpt.in_bands, str(cube_spec), ckpt.model_name)
     x = ckpt.normalise(cube.data)
     model = ckpt.model.to(device)
@@ -74,6 +74,8 @@ def classify_cube(
     if ids.max() > 255:
         raise DataError(f"{checkpoint}: class id {ids.max()} does not fit a uint8 class map")
     class_map = ids[index_map].astype(np.uint8)
+    if valid is not None:
+        class_map[~valid] = 0
     names = {0: "unlabelled", **dict(zip(ckpt.class_ids, ckpt.class_names))}
     colors = {0: (0, 0, 0), **{cid: tuple(c) for cid, c in zip(ckpt.class_ids, ckpt.colors)}}
     tags: dict[str, Any] = {

@@ -121,6 +121,23 @@ def _class_legend(data: Any, gt: LabelMap, class_ids: list[int]) -> tuple[list[s
     return names, colors
 
 
+def warn_classes(class_ids: list[int], labels: np.ndarray, test: np.ndarray, where: str, split_name: str) -> None:
+    """A :class:`UserWarning` for labels with a single class (OA/AA/kappa say nothing) and for
+    classes without test pixels (their accuracy is not measured)."""
+    import warnings
+
+    if len(class_ids) == 1:
+        warnings.warn(f"labels {where} hold a single class (id {class_ids[0]}): accuracy is trivially "
+                      "1.0 and says nothing about the model", UserWarning, stacklevel=3)
+    untested = [c for c in class_ids if not test[labels == c].any()]
+    if untested and len(untested) < len(class_ids):
+        warnings.warn(f"classes {untested} have no test pixels in split '{split_name}': their accuracy is not "
+                      "measured", UserWarning, stacklevel=3)
+    elif untested:
+        warnings.warn(f"split '{split_name}' has no test pixels: no accuracy is measured", UserWarning,
+                      stacklevel=3)
+
+
 def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
     """Read cube and labels, split, measure leakage and fit normalisation/PCA for ``cfg``."""
     data = cfg.data
@@ -148,6 +165,7 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
     missing = [c for c in class_ids if not split.train[labels == c].any()]
     if missing and verbose:
         print(f"warning: classes {missing} have no training pixels in split '{split.name}'")
+    warn_classes(class_ids, labels, split.test, gt.path, split.name)
     leak = leakage_report(split, data.patch_size)
 
     x = cube.data.astype(np.float32)
