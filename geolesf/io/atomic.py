@@ -125,6 +125,8 @@ def check_outputs(inputs: Any, outputs: Any, *, overwrite: bool = False) -> None
             if _same_file(out, prev):
                 raise ConfigError(f"{olabel} {out} and {plabel} {prev} are the same file; choose different paths")
         seen.append((olabel, out))
+        if out.is_dir():
+            raise DataError(f"{olabel} {out}: is a folder, expected a file")
     if overwrite:
         return
     for olabel, out in outs:

@@ -76,13 +76,22 @@ def open_temps(paths: _cog.PartialPaths, plan: RowPlan, pm: PredictModel, crs: A
 
 
 def finalize_cogs(paths: _cog.PartialPaths, plan: RowPlan, overview_resampling: str) -> None:
-    """The closed temporary GeoTIFF(s) become Cloud-Optimized GeoTIFFs at their destinations."""
-    _cog.finalize_cog(paths.tmp, paths.dest, block=plan.block,
-                      resampling=overview_resampling, predictor=False)
+    """The closed temporary GeoTIFF(s) become Cloud-Optimized GeoTIFFs at their destinations.
+
+    The probabilities (the larger file, where a full disk shows first) are finished first, and removed
+    again if the class map then fails: a failed run leaves neither destination behind.
+    """
     if paths.probs is not None:
         assert paths.tmp_probs is not None
         _cog.finalize_cog(paths.tmp_probs, paths.probs, block=plan.block,
                           resampling="average", predictor=not plan.prob_u8)
+    try:
+        _cog.finalize_cog(paths.tmp, paths.dest, block=plan.block,
+                          resampling=overview_resampling, predictor=False)
+    except BaseException:
+        if paths.probs is not None:
+            paths.probs.unlink(missing_ok=True)
+        raise
 
 
 def write_style(out: Path, pm: PredictModel, qml: bool) -> None:

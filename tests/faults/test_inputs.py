@@ -298,7 +298,7 @@ def test_out_of_space_while_writing(scene, checkpoint, tmp_path, monkeypatch, ca
         assert code == 2 and "Traceback" not in err
         errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
         assert len(errors) == 1 and str(probs) in errors[0] and "o space left" in errors[0], err
-        assert not probs.exists()
+        assert not probs.exists() and not (tmp_path / "map.tif").exists()  # nothing half-written is left
 
 
 def test_devices_refused_at_parse_time(scene, checkpoint, tmp_path):
