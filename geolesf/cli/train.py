@@ -133,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
     module, cfg = build_config(args)
     out = getattr(cfg, "out", None)
     resume = getattr(getattr(cfg, "trainer", None), "resume", None)
-    if not out:
+    if not out or _launched_rank():
+        # A process that Lightning's DDP launcher started for rank > 0 reruns this command: the
+        # rank-0 process holds the run folder's lock and has checked it already.
         module.run_config(cfg)
         return 0
     # One run per folder at a time; an existing folder with files only with --overwrite or a resume.
@@ -144,3 +146,10 @@ def run(args: argparse.Namespace) -> int:
         check_run_folder(out, overwrite=getattr(args, "overwrite", False), resume=bool(resume))
         module.run_config(cfg)
     return 0
+
+
+def _launched_rank() -> bool:
+    """Whether this process is a non-zero rank started by a distributed launcher (Lightning, torchrun)."""
+    import os
+
+    return any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
