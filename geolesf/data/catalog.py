@@ -59,7 +59,9 @@ def load_file(path: Path) -> DatasetEntry:
 
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # PyYAML raises ValueError for bad dates/!!int
         raise DataError(f"{path}: not valid YAML ({exc})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None

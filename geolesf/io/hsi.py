@@ -37,15 +37,18 @@ def _load_mat(path: Path) -> dict[str, np.ndarray]:
 
     if h5py.is_hdf5(str(path)):
         out: dict[str, np.ndarray] = {}
-        with h5py.File(path, "r") as fh:
-            for key, obj in fh.items():
-                if key.startswith("#") or not isinstance(obj, h5py.Dataset):
-                    continue
-                arr = obj[()]
-                if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-                    continue
-                # h5py sees MATLAB's column-major arrays with the axes reversed.
-                out[key] = np.ascontiguousarray(arr.T)
+        try:
+            with h5py.File(path, "r") as fh:
+                for key, obj in fh.items():
+                    if key.startswith("#") or not isinstance(obj, h5py.Dataset):
+                        continue
+                    arr = obj[()]
+                    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+                        continue
+                    # h5py sees MATLAB's column-major arrays with the axes reversed.
+                    out[key] = np.ascontiguousarray(arr.T)
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:  # HDF5 errors on broken files
+            raise DataError(f"{path}: not a readable MATLAB v7.3 (HDF5) file ({exc})") from None
         return out
     import scipy.io
 
