@@ -179,7 +179,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected true/false, found {value!r}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.lstrip("-").isdigit():
+            if isinstance(value, str) and value.isascii() and value.removeprefix("-").isdigit():
                 return int(value)
             raise ConfigError(f"{where}: expected an integer, found {value!r}")
         return value
@@ -189,7 +189,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return float(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{where}: expected a number, found {value!r}") from None
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: number out of range, found {value!r}") from None
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: expected a string, found {value!r}")
@@ -247,7 +250,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # PyYAML raises ValueError for bad dates/!!int
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")

@@ -110,8 +110,8 @@ def method_module(method: str, part: str) -> ModuleType:
     return importlib.import_module(f"geolesf.methods.{method}.{part}")
 
 
-def method_of(fmt: str | None, checkpoint: Any) -> str:
-    if fmt not in FORMATS:
+def method_of(fmt: Any, checkpoint: Any) -> str:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise ModelError(f"{checkpoint}: not a checkpoint geolesf can use (format '{fmt}'; "
                          f"known: {', '.join(sorted(FORMATS))})")
     return FORMATS[fmt]

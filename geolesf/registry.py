@@ -270,8 +270,11 @@ def model_payload(fmt: str, model_name: str, model_args: dict[str, Any], module:
 
 def rebuild_model(payload: dict[str, Any], path: Any) -> Any:
     """The registered model of a :func:`model_payload` checkpoint with its weights, in eval mode."""
-    model = create_model(payload["model_name"], **payload["model_args"])
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    try:
+        model = create_model(payload["model_name"], **payload["model_args"])
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # malformed payload or weights of another shape
+        raise ModelError(f"{path}: malformed checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
     if missing or unexpected:
         raise ModelError(f"{path}: state dict does not match model '{payload['model_name']}' "
                          f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from geolesf.cli import argtypes
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from geolesf.formats import PredictRequest
 
 TILED_ONLY = ("tile", "overlap", "blend", "probabilities", "nodata", "resume")
@@ -156,7 +158,7 @@ def _run_distributed(args: argparse.Namespace, scenes: list[str], outs: list) ->
     return 0
 
 
-def _sidecars(args: argparse.Namespace, out: "Path", *, qml: bool, preview: bool,
+def _sidecars(args: argparse.Namespace, out: Path, *, qml: bool, preview: bool,
               label: str = "--out") -> dict[str, object]:
     """``{label: path}`` of everything one class map ``out`` brings with it."""
     written: dict[str, object] = {label: out}
@@ -212,7 +214,6 @@ def request(args: argparse.Namespace, scene: str) -> "PredictRequest":
 
 
 def run(args: argparse.Namespace) -> int:
-    from geolesf import formats
     from geolesf.errors import ConfigError
 
     if _distributed(args):

@@ -59,11 +59,15 @@ def load_file(path: Path) -> DatasetEntry:
 
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise DataError(f"{path}: not valid YAML{where} ({' '.join(str(problem).split())})") from None
+    except (ValueError, RecursionError) as exc:  # PyYAML raises ValueError for bad dates/!!int
+        raise DataError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     return parse_entry(raw, path)

@@ -143,7 +143,7 @@ def _parse_file(c: _Checker, raw: Any, where: str) -> FileEntry:
         raise c.fail(where, f"expected a mapping, found {type(raw).__name__}")
     unknown = set(raw) - _FILE_KEYS
     if unknown:
-        raise c.fail(f"{where}.{sorted(unknown)[0]}", f"unknown key (allowed: {', '.join(sorted(_FILE_KEYS))})")
+        raise c.fail(f"{where}.{sorted(unknown, key=str)[0]}", f"unknown key (allowed: {', '.join(sorted(_FILE_KEYS))})")
     name = c.get(raw, "name", where, str)
     pure = PurePosixPath(name)
     if (pure.is_absolute() or ".." in pure.parts or "\\" in name or not pure.parts or name.endswith("/")
@@ -238,7 +238,7 @@ def parse_entry(raw: Any, source: Path) -> DatasetEntry:
         raise DataError(f"{source}: expected a mapping at the top level, found {type(raw).__name__}")
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        raise c.fail(sorted(unknown)[0], f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})")
+        raise c.fail(sorted(unknown, key=str)[0], f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})")
     name = c.get(raw, "name", "", str)
     if not _NAME.match(name):
         raise c.fail("name", f"expected lowercase letters, digits and '_', found {name!r}")

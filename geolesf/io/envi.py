@@ -109,6 +109,9 @@ def read_envi(spec: str | Path) -> HSICube:
     offset = _header_int(header, "header offset", hdr, default=0)
     byte_order = _header_int(header, "byte order", hdr, default=0)
     interleave = str(header.get("interleave", "bsq")).strip().lower()
+    if min(samples, lines, bands) < 1 or offset < 0:
+        raise DataError(f"{hdr}: ENVI samples, lines, bands must be >= 1 and header offset >= 0; found "
+                        f"{samples}, {lines}, {bands}, offset {offset}")
     if dtype_code not in ENVI_DTYPES:
         raise DataError(
             f"{hdr}: unsupported ENVI data type {dtype_code} (supported: {sorted(ENVI_DTYPES)})"

@@ -59,23 +59,24 @@ def _load_mat(path: Path) -> dict[str, np.ndarray]:
             fh = h5py.File(path, "r")
         except OSError as exc:
             raise DataError(f"{path}: not a readable MATLAB v7.3 file ({' '.join(str(exc).split())})") from None
-        with fh:
-            total = 0
-            for key, obj in fh.items():
-                if isinstance(obj, h5py.Dataset) and not key.startswith("#") and obj.dtype.kind in "biuf":
-                    total += int(np.prod(obj.shape, dtype=np.int64)) * obj.dtype.itemsize
-                    check_budget(total, f"{path}:{key}", obj.shape[::-1])
-            for key, obj in fh.items():
-                if key.startswith("#") or not isinstance(obj, h5py.Dataset):
-                    continue
-                try:
+        try:
+            with fh:
+                total = 0
+                for key, obj in fh.items():
+                    if isinstance(obj, h5py.Dataset) and not key.startswith("#") and obj.dtype.kind in "biuf":
+                        total += int(np.prod(obj.shape, dtype=np.int64)) * obj.dtype.itemsize
+                        check_budget(total, f"{path}:{key}", obj.shape[::-1])
+                for key, obj in fh.items():
+                    if key.startswith("#") or not isinstance(obj, h5py.Dataset):
+                        continue
                     arr = obj[()]
-                except (OSError, ValueError) as exc:
-                    raise DataError(f"{path}:{key}: cannot read ({' '.join(str(exc).split())})") from None
-                if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-                    continue
-                # h5py sees MATLAB's column-major arrays with the axes reversed.
-                out[key] = np.ascontiguousarray(arr.T)
+                    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+                        continue
+                    # h5py sees MATLAB's column-major arrays with the axes reversed.
+                    out[key] = np.ascontiguousarray(arr.T)
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:  # HDF5 errors on broken files
+            raise DataError(f"{path}: not a readable MATLAB v7.3 (HDF5) file "
+                            f"({' '.join(str(exc).split())})") from None
         return out
     import scipy.io
 

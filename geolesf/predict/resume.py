@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 from geolesf.errors import DataError
 
 STATE_FORMAT = "geolesf-tiled-resume/1"
+_META_KEYS = {"fingerprint", "next_row", "flushed", "carry_start", "tiles_done", "tiles_skipped"}
 
 
 def fingerprint(parts: dict[str, Any]) -> str:
@@ -73,9 +75,9 @@ def load_state(path: Path, expected_fingerprint: str) -> ResumeState:
             carry = z["carry"]
             pending_ids = z["pending_ids"]
             pending_probs = z["pending_probs"] if "pending_probs" in z.files else None
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: unreadable resume state ({exc}); delete it and run without --resume") from None
-    if meta.get("format") != STATE_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT or not _META_KEYS <= set(meta):
         raise DataError(f"{path}: not a geolesf resume state")
     if meta["fingerprint"] != expected_fingerprint:
         raise DataError(

@@ -96,22 +96,30 @@ def load(path: str | Path, expected_sha256: str | None = None) -> PatchCheckpoin
     model = rebuild_model(payload, path)
 
     def arr(t: torch.Tensor | None) -> np.ndarray | None:
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(f"expected a tensor or None, found {type(t).__name__}")
         return None if t is None else t.numpy()
 
-    return PatchCheckpoint(
-        model=model,
-        model_name=payload["model_name"],
-        model_args=payload["model_args"],
-        patch_size=payload["patch_size"],
-        padding=payload["padding"],
-        band_mean=arr(payload["band_mean"]),
-        band_std=arr(payload["band_std"]),
-        pca_components=arr(payload["pca_components"]),
-        pca_mean=arr(payload["pca_mean"]),
-        class_ids=payload["class_ids"],
-        class_names=payload["class_names"],
-        colors=payload["colors"],
-        extra=payload["extra"],
-        path=path,
-        sha256=digest,
-    )
+    try:
+        ckpt = PatchCheckpoint(
+            model=model,
+            model_name=payload["model_name"],
+            model_args=payload["model_args"],
+            patch_size=payload["patch_size"],
+            padding=payload["padding"],
+            band_mean=arr(payload["band_mean"]),
+            band_std=arr(payload["band_std"]),
+            pca_components=arr(payload["pca_components"]),
+            pca_mean=arr(payload["pca_mean"]),
+            class_ids=payload["class_ids"],
+            class_names=payload["class_names"],
+            colors=payload["colors"],
+            extra=payload["extra"],
+            path=path,
+            sha256=digest,
+        )
+        if any(a is not None and a.ndim != 1 for a in (ckpt.band_mean, ckpt.band_std)):
+            raise ValueError("band statistics must be 1-D")
+    except (KeyError, TypeError, ValueError) as exc:  # a key missing or of the wrong type
+        raise ModelError(f"{path}: malformed '{FORMAT}' checkpoint ({exc.__class__.__name__}: {exc})") from None
+    return ckpt

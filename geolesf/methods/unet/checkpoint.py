@@ -87,15 +87,20 @@ def load(path: str | Path) -> SegmentationCheckpoint:
     model = rebuild_model(payload, path)
 
     def arr(t: torch.Tensor | None) -> np.ndarray | None:
+        if t is not None and (not isinstance(t, torch.Tensor) or t.ndim != 1):
+            raise TypeError("band statistics must be 1-D tensors")
         return None if t is None else t.numpy().astype(np.float32)
 
-    return SegmentationCheckpoint(
-        model=model, model_name=payload["model_name"], model_args=payload["model_args"],
-        band_mean=arr(payload["band_mean"]), band_std=arr(payload["band_std"]),
-        class_ids=list(payload["class_ids"]), class_names=list(payload["class_names"]),
-        colors=list(payload["colors"]), extra=dict(payload.get("extra", {})),
-        path=Path(path), sha256=digest,
-    )
+    try:
+        return SegmentationCheckpoint(
+            model=model, model_name=payload["model_name"], model_args=payload["model_args"],
+            band_mean=arr(payload["band_mean"]), band_std=arr(payload["band_std"]),
+            class_ids=list(payload["class_ids"]), class_names=list(payload["class_names"]),
+            colors=list(payload["colors"]), extra=dict(payload.get("extra", {})),
+            path=Path(path), sha256=digest,
+        )
+    except (KeyError, TypeError, ValueError) as exc:  # a key missing or of the wrong type
+        raise ModelError(f"{path}: malformed '{FORMAT}' checkpoint ({exc.__class__.__name__}: {exc})") from None
 
 
 # --------------------------------------------------------------------------------------------
