@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any
+
+
+def _parse(text: str, cast: type, what: str) -> Any:
+    try:
+        return cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
 
 
 def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+    return _parse(text, int, "an integer")
 
 
 def positive_int(text: str) -> int:
@@ -33,12 +38,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def _float(text: str) -> float:
+    return _parse(text, float, "a number")
+
+
 def positive_float(text: str) -> float:
     """A finite float > 0 (learning rate)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    value = _float(text)
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, found {text}")
     return value
@@ -46,10 +52,7 @@ def positive_float(text: str) -> float:
 
 def fraction(text: str) -> float:
     """A float in (0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    value = _float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), found {text}")
     return value
