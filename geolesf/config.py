@@ -103,6 +103,13 @@ class TrainerConfig(LightningOptions):
     resume: str | None = None
     """Checkpoint to resume training from."""
 
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"trainer.{name} must be at least 1, found {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"trainer.lr must be above 0, found {self.lr}")
+
 
 def run_config_class(name: str, *, task: str, out: str, model: type, data: type, trainer: type,
                      extra: tuple[tuple[str, type, Any], ...] = (), module: str | None = None,

@@ -198,6 +198,8 @@ def _resolve_checkpoint(spec: str | Path) -> tuple[Path, str | None]:
     path = Path(spec)
     if path.is_file():
         return path, None
+    if path.is_dir():
+        raise ModelError(f"{path}: is a folder, expected a checkpoint file (e.g. {path / 'model.pt'})")
     text = str(spec)
     if ":" in text and not path.exists():
         name, tag = text.split(":", 1)

@@ -50,6 +50,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unit_interval(text: str) -> float:
+    """A float in [0, 1] (a score margin)."""
+    value = _float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, found {text}")
+    return value
+
+
 def fraction(text: str) -> float:
     """A float in (0, 1)."""
     value = _float(text)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from geolesf.cli import argtypes
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -41,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--what", help="what to score, for methods with stages (e.g. seeds | pseudo | final)")
     b.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="evaluator-specific option (repeatable; VALUE is YAML)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", type=argtypes.device, default="cpu", help="torch device (default cpu)")
     p.set_defaults(func=run)
 
 

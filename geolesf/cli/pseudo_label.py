@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from geolesf.cli import argtypes
+
 DESCRIPTION = """\
 Run a weakly supervised checkpoint (geolesf-wsss/1: CAM, USAGE or single-stage, from
 'geolesf train' with task: wsss) over a scene with the tiled, streaming predictor and write a
@@ -24,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scene", help="input scene (any RGB raster rasterio opens, uint8 values)")
     p.add_argument("--checkpoint", required=True, help="model.pt of a wsss run (geolesf-wsss/1)")
     p.add_argument("--out", required=True, help="output pseudo-label GeoTIFF (.tif)")
-    p.add_argument("--margin", type=float, default=None,
+    p.add_argument("--margin", type=argtypes.unit_interval, default=None,
                    help="minimum best-vs-second score margin for a label (default: the checkpoint's, 0.1)")
     p.add_argument("--ignore-value", type=int, default=255, help="label of uncertain / no-data pixels (default 255)")
     p.add_argument("--stage", choices=("seeds", "final"), default="seeds",
@@ -39,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default min(64, tile/4))")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--nodata", type=float, default=None, help="input nodata value, overriding the scene's own")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", type=argtypes.device, default="cpu", help="torch device (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out (never the input scene)")
     p.set_defaults(func=run)
 

@@ -319,6 +319,9 @@ def test_devices_refused_at_parse_time(scene, checkpoint, tmp_path):
     (("predict", "s.tif", "--checkpoint", "m.pt", "--tile", "0"), "--tile"),
     (("predict", "s.tif", "--checkpoint", "m.pt", "--overlap", "-1"), "--overlap"),
     (("predict", "s.tif", "--checkpoint", "m.pt", "--workers", "0"), "--workers"),
+    (("pseudo-label", "s.tif", "--checkpoint", "m.pt", "--out", "p.tif", "--margin", "1.5"), "--margin"),
+    (("pseudo-label", "s.tif", "--checkpoint", "m.pt", "--out", "p.tif", "--device", "banana"), "--device"),
+    (("evaluate", "--checkpoint", "m.pt", "--device", "banana"), "--device"),
 ])
 def test_numbers_refused_at_parse_time(args, fragment, tmp_path):
     _parse_error(geolesf(*args, cwd=tmp_path), fragment)
@@ -426,6 +429,21 @@ def test_folder_as_scene(checkpoint, tmp_path):
 
     with pytest.raises(DataError, match="is a folder, expected a file"):
         read_cube(folder)
+
+
+def test_folder_as_checkpoint(scene, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    r = geolesf("predict", scene, "--checkpoint", folder, "--out", tmp_path / "m.tif")
+    r.assert_user_error(str(folder), "is a folder, expected a checkpoint file")
+    assert _files(tmp_path) == {"run"}
+
+
+@pytest.mark.parametrize("key, value", [("epochs", "-1"), ("batch_size", "0"), ("lr", "0")])
+def test_trainer_numbers_in_a_config_are_refused(key, value, tmp_path):
+    r = geolesf("train", "--set", f"trainer.{key}={value}", "--set", f"out={tmp_path / 'run'}", cwd=tmp_path)
+    r.assert_user_error(f"trainer.{key}")
+    assert not (tmp_path / "run").exists()
 
 
 def test_broken_catalog_yaml_is_one_line(tmp_path):
