@@ -25,9 +25,9 @@ DEMO_CKPT := s2mamba:indian_pines_dase
 
 demo: $(VENV)/.installed
 	mkdir -p demo_out
-	$(BIN)/geolesf predict $(DEMO_CUBE) --model s2mamba --checkpoint $(DEMO_CKPT) --out demo_out/indian_pines_s2mamba.tif
-	$(BIN)/geolesf evaluate --checkpoint $(DEMO_CKPT) --out demo_out/evaluation.json
-	$(BIN)/geolesf export demo_out/indian_pines_s2mamba.tif --gpkg demo_out/indian_pines_s2mamba.gpkg
+	$(BIN)/geolesf predict $(DEMO_CUBE) --model s2mamba --checkpoint $(DEMO_CKPT) --out demo_out/indian_pines_s2mamba.tif --overwrite
+	$(BIN)/geolesf evaluate --checkpoint $(DEMO_CKPT) --out demo_out/evaluation.json --overwrite
+	$(BIN)/geolesf export demo_out/indian_pines_s2mamba.tif --gpkg demo_out/indian_pines_s2mamba.gpkg --overwrite
 	@echo "demo outputs in demo_out/: class map (.tif + .qml), preview (.png), GeoPackage, evaluation.json"
 
 test: $(VENV)/.installed
