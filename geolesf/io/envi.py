@@ -109,9 +109,11 @@ def read_envi(spec: str | Path) -> HSICube:
     offset = _header_int(header, "header offset", hdr, default=0)
     byte_order = _header_int(header, "byte order", hdr, default=0)
     interleave = str(header.get("interleave", "bsq")).strip().lower()
-    if min(samples, lines, bands) < 1 or offset < 0:
-        raise DataError(f"{hdr}: ENVI samples, lines, bands must be >= 1 and header offset >= 0; found "
-                        f"{samples}, {lines}, {bands}, offset {offset}")
+    for field_name, value in (("samples", samples), ("lines", lines), ("bands", bands)):
+        if value < 1:
+            raise DataError(f"{hdr}: ENVI field '{field_name}' must be at least 1, found {value}")
+    if offset < 0:
+        raise DataError(f"{hdr}: ENVI field 'header offset' must be 0 or more, found {offset}")
     if dtype_code not in ENVI_DTYPES:
         raise DataError(
             f"{hdr}: unsupported ENVI data type {dtype_code} (supported: {sorted(ENVI_DTYPES)})"
@@ -120,11 +122,6 @@ def read_envi(spec: str | Path) -> HSICube:
         raise DataError(f"{hdr}: ENVI interleave must be bsq, bil or bip; found '{interleave}'")
     if byte_order not in (0, 1):
         raise DataError(f"{hdr}: ENVI byte order must be 0 or 1; found {byte_order}")
-    for field_name, value in (("samples", samples), ("lines", lines), ("bands", bands)):
-        if value < 1:
-            raise DataError(f"{hdr}: ENVI field '{field_name}' must be at least 1, found {value}")
-    if offset < 0:
-        raise DataError(f"{hdr}: ENVI field 'header offset' must be 0 or more, found {offset}")
     dtype = np.dtype(("<" if byte_order == 0 else ">") + ENVI_DTYPES[dtype_code])
     expected = offset + samples * lines * bands * dtype.itemsize
     require_file(data_path, "ENVI data")
