@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import torch
+
+from tests.checkpoints import seeded_unet_checkpoint
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "geolesf" / "embedded"
 
@@ -32,20 +33,6 @@ def _pixels(path: Path) -> tuple[str, dict[str, str]]:
     with rasterio.open(path) as src:
         tags = {k: v for k, v in src.tags().items() if k not in ("geolesf_version", "source", "weights_sha256")}
         return hashlib.sha256(src.read().tobytes()).hexdigest(), tags
-
-
-def _unet_checkpoint(path: Path) -> Path:
-    from geolesf.methods.unet.checkpoint import SegmentationCheckpoint, save
-    from geolesf.methods.unet.model import unet
-
-    torch.manual_seed(0)
-    args = dict(in_chans=3, num_classes=4, base=4, depth=2)
-    save(path, SegmentationCheckpoint(
-        model=unet(**args).eval(), model_name="unet", model_args=args,
-        band_mean=np.array([60, 55, 50], np.float32), band_std=np.array([30, 30, 30], np.float32),
-        class_ids=[1, 2, 3, 4], class_names=["water", "forest", "field", "urban"],
-        colors=["#1f78b4", "#33a02c", "#ffff99", "#e31a1c"]))
-    return path
 
 
 def _hsi_geotiff(path: Path) -> Path:
@@ -87,7 +74,7 @@ def test_s2mamba_geotiff_prediction_never_imports_lightning(tmp_path):
 
 
 def test_unet_prediction_never_imports_lightning_and_is_unchanged(tmp_path, shared_data):
-    ckpt = _unet_checkpoint(tmp_path / "unet.pt")
+    ckpt = seeded_unet_checkpoint(tmp_path / "unet.pt")
     scene = shared_data / "rasterio_landsat7" / "RGB.byte.tif"
     out = _predict_in_fresh_interpreter([str(scene), "--checkpoint", str(ckpt), "--out", str(tmp_path / "map.tif"),
                                          "--tile", "256", "--overlap", "32", "--batch-size", "4",

@@ -15,23 +15,10 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from tests.checkpoints import seeded_unet_checkpoint
 from tests.faults.conftest import digest, geolesf
 
 torch = pytest.importorskip("torch")
-
-
-def _unet_checkpoint(path: Path) -> Path:
-    from geolesf.methods.unet.checkpoint import SegmentationCheckpoint, save
-    from geolesf.methods.unet.model import unet
-
-    torch.manual_seed(0)
-    args = dict(in_chans=3, num_classes=4, base=4, depth=2)
-    save(path, SegmentationCheckpoint(
-        model=unet(**args).eval(), model_name="unet", model_args=args,
-        band_mean=np.array([60, 55, 50], np.float32), band_std=np.array([30, 30, 30], np.float32),
-        class_ids=[1, 2, 3, 4], class_names=["water", "forest", "field", "urban"],
-        colors=["#1f78b4", "#33a02c", "#ffff99", "#e31a1c"]))
-    return path
 
 
 def _scene(path: Path, driver: str = "GTiff", size: int = 48) -> Path:
@@ -46,7 +33,7 @@ def _scene(path: Path, driver: str = "GTiff", size: int = 48) -> Path:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _unet_checkpoint(tmp_path_factory.mktemp("ckpt") / "unet.pt")
+    return seeded_unet_checkpoint(tmp_path_factory.mktemp("ckpt") / "unet.pt")
 
 
 def _leftovers(folder: Path, keep: set[str]) -> list[str]:
