@@ -431,6 +431,24 @@ def test_folder_as_scene(checkpoint, tmp_path):
         read_cube(folder)
 
 
+@pytest.mark.parametrize("state", ["truncated", "misshaped"])
+def test_bad_resume_state_is_one_line(state, scene, checkpoint, tmp_path):
+    """A resume state that is cut short, or a valid archive holding the wrong arrays: one line, no output."""
+    out = tmp_path / "m.tif"
+    resume_file = tmp_path / ".m.tif.resume.npz"
+    if state == "truncated":
+        np.savez(resume_file, meta=np.frombuffer(b'{"format": "geolesf-tiled-resume/1"}', np.uint8),
+                 carry=np.zeros((3, 4, 80), np.float32), pending_ids=np.zeros((4, 80), np.uint8))
+        resume_file.write_bytes(resume_file.read_bytes()[:100])
+    else:
+        np.savez(resume_file, something=np.zeros(3))
+    (tmp_path / ".m.tif.partial.tif").write_bytes(b"")
+    before = digest(resume_file)
+    r = geolesf("predict", scene, "--checkpoint", checkpoint, "--out", out, "--resume")
+    r.assert_user_error(str(resume_file), "resume state")
+    assert not out.exists() and digest(resume_file) == before
+
+
 def test_folder_as_checkpoint(scene, tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
