@@ -342,18 +342,12 @@ def s2mamba(in_chans: int, num_classes: int, patch_size: int = 7, dims: int = 64
                    bss_true_reverse, scan_backend)
 
 
-def _state_dict_of(src: Any) -> dict[str, torch.Tensor]:
+def _state_dict_of(src: Any, trusted: bool = False) -> dict[str, torch.Tensor]:
     if isinstance(src, (str, Path)):
         path = Path(src)
         if not path.is_file():
             raise ModelError(f"{path}: official checkpoint not found")
-        # The official script pickles the whole module (torch.save(model, ...)); unpickling runs code
-        # from the file, so this converter must only be used on files you trust.
-        try:
-            src = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"{path}: cannot unpickle the official checkpoint ({exc.__class__.__name__}: {exc}); "
-                             "the official model classes must be importable, or save model.state_dict() instead") from None
+        src = _load_official(path, trusted)
     if hasattr(src, "state_dict") and callable(src.state_dict):
         src = src.state_dict()
     if isinstance(src, dict) and "state_dict" in src and isinstance(src["state_dict"], dict):
@@ -361,6 +355,25 @@ def _state_dict_of(src: Any) -> dict[str, torch.Tensor]:
     if not isinstance(src, dict):
         raise ModelError(f"expected an official S²Mamba model or state dict, found {type(src).__name__}")
     return {k.removeprefix("module.").removeprefix("model."): v for k, v in src.items()}
+
+
+def _load_official(path: Path, trusted: bool) -> Any:
+    """A state dict is read weights-only. The official script pickles the whole module
+    (``torch.save(model, ...)``), and unpickling that runs code from the file: only with ``trusted=True``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
+        if not trusted:
+            raise ModelError(f"{path}: not a plain state dict (a pickled whole model runs code when it is loaded); "
+                             "load it only if you trust the file: s2mamba_from_official(path, trusted=True), "
+                             "or save model.state_dict() from the official code") from None
+        first = exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"{path}: cannot unpickle the official checkpoint ({exc.__class__.__name__}: {exc}; "
+                         f"weights-only: {first.__class__.__name__}); the official model classes must be "
+                         "importable, or save model.state_dict() instead") from None
 
 
 def _infer_args(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -378,13 +391,15 @@ def _infer_args(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     return dict(in_chans=in_chans, num_classes=num_classes, patch_size=patch, dims=dims, d_state=d_state)
 
 
-def convert_official_checkpoint(src: Any, model: S2Mamba | None = None) -> dict[str, torch.Tensor]:
-    """Official weights (pickled whole model ``.pt``, a model, or a state dict) → geolesf state dict.
+def convert_official_checkpoint(src: Any, model: S2Mamba | None = None, *, trusted: bool = False
+                                ) -> dict[str, torch.Tensor]:
+    """Official weights (a state dict file, a model, a state dict, or — with ``trusted=True`` — a
+    pickled whole model ``.pt``) → geolesf state dict.
 
     Strips ``module.`` prefixes; when ``model`` is given, checks every key and shape against it
     and raises :class:`ModelError` naming the first difference.
     """
-    sd = _state_dict_of(src)
+    sd = _state_dict_of(src, trusted)
     if model is not None:
         own = model.state_dict()
         missing = [k for k in own if k not in sd]
@@ -398,9 +413,12 @@ def convert_official_checkpoint(src: Any, model: S2Mamba | None = None) -> dict[
     return sd
 
 
-def s2mamba_from_official(src: Any, **overrides: Any) -> S2Mamba:
-    """Build an :class:`S2Mamba` whose shape is read from official weights and load them."""
-    sd = _state_dict_of(src)
+def s2mamba_from_official(src: Any, *, trusted: bool = False, **overrides: Any) -> S2Mamba:
+    """Build an :class:`S2Mamba` whose shape is read from official weights and load them.
+
+    ``trusted=True`` also reads a pickled whole model (the official script's format), which runs code
+    from the file; without it only state dicts are read (weights-only)."""
+    sd = _state_dict_of(src, trusted)
     args = {**_infer_args(sd), **overrides}
     model = S2Mamba(**args)
     model.load_state_dict(convert_official_checkpoint(sd, model))

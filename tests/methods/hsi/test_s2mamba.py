@@ -357,7 +357,9 @@ def test_official_pickled_whole_model_loads(tmp_path):
     assert all(k.startswith("module.") for k in torch.nn.DataParallel(stand_in).state_dict())
     whole = tmp_path / "official_model.pt"
     torch.save(torch.nn.DataParallel(stand_in), whole)
-    model = s2m.s2mamba_from_official(whole, scan_backend="cpu").eval()
+    with pytest.raises(ModelError, match="trusted=True"):  # a whole pickled model runs code: only when trusted
+        s2m.s2mamba_from_official(whole, scan_backend="cpu")
+    model = s2m.s2mamba_from_official(whole, trusted=True, scan_backend="cpu").eval()
     x = torch.randn(2, SPEC_BANDS, SPEC_PATCH, SPEC_PATCH, generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(_outputs(model, x)["logits"].double(), spec.forward(p, x.double())["logits"],
                                atol=2e-5, rtol=1e-5)
