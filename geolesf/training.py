@@ -73,5 +73,21 @@ def make_trainer(options: LightningOptions, out: Path, *, callbacks: list[Any] =
     if options.precision is not None:
         kwargs["precision"] = options.precision
     kwargs.update(fixed)
+    check_run_length(kwargs.get("max_epochs"), kwargs.get("max_steps"))
     kwargs["callbacks"] = [*callbacks, *(_callback(s) for s in options.callbacks)]
     return L.Trainer(**kwargs)
+
+
+def check_run_length(max_epochs: int | None, max_steps: int | None) -> None:
+    """A :class:`ConfigError` for a run that would never start or never stop.
+
+    Lightning reads ``-1`` as "no limit": ``max_epochs=-1`` with no positive ``max_steps`` trains forever.
+    """
+    steps_bound = max_steps is not None and max_steps >= 1
+    if max_steps is not None and max_steps != -1 and max_steps < 1:
+        raise ConfigError(f"trainer: max_steps must be at least 1 (or -1 for no step limit), found {max_steps}")
+    if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
+        raise ConfigError(f"trainer.epochs must be at least 1, found {max_epochs}")
+    if max_epochs == -1 and not steps_bound:
+        raise ConfigError("trainer: epochs -1 with no positive max_steps would train forever; give epochs >= 1 "
+                          "or max_steps >= 1")

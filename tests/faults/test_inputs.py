@@ -481,3 +481,18 @@ def test_catalog_file_name_dot_refused(tmp_path, name):
         f"name: mine\ntitle: Mine\nmodality: rgb\nfiles:\n  - name: '{name}'\n    url: http://x.invalid/a\n")
     with pytest.raises(DataError, match="name"):
         load_file(tmp_path / "mine.yaml")
+
+
+@pytest.mark.parametrize("epochs, steps, fragment", [
+    (-1, -1, "would train forever"), (-1, None, "would train forever"), (0, None, "trainer.epochs must be at least 1"),
+    (-5, 10, "trainer.epochs must be at least 1"), (5, 0, "max_steps must be at least 1"),
+])
+def test_lightning_runs_that_never_end_or_start_are_refused(epochs, steps, fragment):
+    """Every Lightning method builds its Trainer through training.make_trainer, which checks the run length."""
+    from geolesf.errors import ConfigError
+    from geolesf.training import check_run_length
+
+    with pytest.raises(ConfigError, match=fragment):
+        check_run_length(epochs, steps)
+    check_run_length(-1, 100)  # epochs unbounded, steps bounded: a finite run
+    check_run_length(5, -1)
