@@ -352,3 +352,24 @@ def test_unverified_library_in_trusted_cache_is_rebuilt(tmp_path, sidecar):
     name = _expected_names()[0]
     recorded = (cache / (name + ".sha256")).read_text().strip()
     assert recorded == hashlib.sha256((cache / name).read_bytes()).hexdigest()
+
+
+@pytest.mark.shared_data("voc_samples")
+def test_train_with_a_pickle_payload_as_proposals_is_refused(shared_data, tmp_path):
+    """The issue's reproduction through the CLI: ``geolesf train`` with ``data.proposals=evil.pkl``."""
+    import yaml
+
+    marker = tmp_path / "MARKER"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"000001": _System(marker)}, protocol=2))
+    cfg = {
+        "task": "wsod", "out": str(tmp_path / "run"),
+        "model": {"name": "ndi-wsod", "args": {"backbone": "tiny", "width": 16, "hidden": 32}},
+        "data": {"dataset": "voc2007", "root": str(shared_data / "voc_samples" / "mmdet_VOCdevkit"), "split": None,
+                 "proposals": str(evil), "scales": [160]},
+        "trainer": {"iterations": 1, "iter_size": 1, "lr_steps": [1], "accelerator": "cpu", "evaluate": False},
+    }
+    (tmp_path / "wsod.yaml").write_text(yaml.safe_dump(cfg))
+    r = geolesf("train", "--config", tmp_path / "wsod.yaml")
+    r.assert_user_error(str(evil))
+    assert not marker.exists()
