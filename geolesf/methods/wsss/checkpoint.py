@@ -103,8 +103,8 @@ def load(spec: str | Path) -> WSSSBundle:
         return WSSSBundle(
             method=payload["method"], model=model, model_args=payload["model_args"],
             class_names=list(payload["class_names"]), class_ids=list(payload["class_ids"]),
-            colors=list(payload["colors"]), background=bool(payload["background"]), mean=tuple(payload["mean"]),
-            std=tuple(payload["std"]), cam=dict(payload["cam"]), single_stage=dict(payload.get("single_stage") or {}),
+            colors=list(payload["colors"]), background=bool(payload["background"]),
+            mean=tuple(float(v) for v in payload["mean"]), std=tuple(float(v) for v in payload["std"]), cam=dict(payload["cam"]), single_stage=dict(payload.get("single_stage") or {}),
             extra=dict(payload.get("extra") or {}), sha256=digest, path=path,
         )
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
