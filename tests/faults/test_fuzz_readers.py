@@ -222,15 +222,25 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 
 def _seed(name: str) -> bytes:
+    if name not in SEEDS and name in METHOD_SEEDS:  # built on first use, once per module
+        METHOD_SEEDS[name](METHOD_ROOT[0])
     return SEEDS[name]
 
 
 SEEDS: dict[str, bytes] = {}
+METHOD_ROOT: list[Path] = []
+
+
+@pytest.fixture(scope="module")
+def method_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the method checkpoints (and the SAM base file a PEFT checkpoint points to) live for the module."""
+    return tmp_path_factory.mktemp("method_seeds")
 
 
 @pytest.fixture(autouse=True)
-def _seeds_loaded(seeds: dict[str, bytes]) -> None:
+def _seeds_loaded(seeds: dict[str, bytes], method_root: Path) -> None:
     SEEDS.update(seeds)
+    METHOD_ROOT[:] = [method_root]
 
 
 def from_seed(name: str, **kwargs: Any) -> st.SearchStrategy[bytes]:
@@ -489,13 +499,22 @@ HOSTILE_VALUES: list[Any] = [None, "x", "", -1, 0, 10**20, 1.5, float("nan"), []
 
 
 @st.composite
-def malformed_payload(draw: st.DrawFn, seed: str) -> bytes:
-    """The seed checkpoint's payload with keys dropped or replaced by values of the wrong type."""
+def malformed_payload(draw: st.DrawFn, seed: str, state_keys: tuple[str, ...] = ("state_dict",),
+                      pinned: dict[str, Any] | None = None) -> bytes:
+    """The seed checkpoint's payload with keys dropped or replaced by values of the wrong type.
+
+    ``arg`` changes one entry of a nested dict (``model_args`` unless the drawn key is another dict, such
+    as a method's settings); ``state`` replaces a tensor of one of ``state_keys`` (the dicts of weights)
+    by one of the wrong shape or value. ``pinned`` model arguments (the size of a model: a CLIP or SAM
+    variant) are never changed and are restored whenever ``model_args`` is still a dict, so the fuzz
+    never builds a full-size network.
+    """
     import io
 
     import torch
 
-    payload = torch.load(io.BytesIO(SEEDS[seed]), map_location="cpu", weights_only=True)
+    pinned = dict(pinned or {})
+    payload = torch.load(io.BytesIO(_seed(seed)), map_location="cpu", weights_only=True)
     for _ in range(draw(st.integers(1, 3))):
         key = draw(st.sampled_from(sorted(payload)))
         op = draw(st.sampled_from(["drop", "value", "value", "arg", "state", "tensor"]))
@@ -503,20 +522,35 @@ def malformed_payload(draw: st.DrawFn, seed: str) -> bytes:
             payload.pop(key)
         elif op == "value":
             payload[key] = draw(st.sampled_from(HOSTILE_VALUES))
-        elif op == "arg" and isinstance(payload.get("model_args"), dict):
-            arg = draw(st.sampled_from(sorted(payload["model_args"]) + ["bogus"]))
-            # Only small values: a huge depth or width makes the constructor run for hours (not a reader bug).
-            payload["model_args"][arg] = draw(st.sampled_from([None, "x", -1, 0, 1, 3, 2.5, [3]]))
-        elif op == "state" and isinstance(payload.get("state_dict"), dict) and payload["state_dict"]:
-            name = draw(st.sampled_from(sorted(payload["state_dict"])))
-            payload["state_dict"][name] = draw(st.sampled_from([torch.zeros(1), torch.zeros(2, 3, 1, 1),
-                                                                 torch.tensor(float("nan"))]))
+        elif op == "arg":
+            target = key if isinstance(payload.get(key), dict) and key not in state_keys else "model_args"
+            if isinstance(payload.get(target), dict):
+                names = sorted(str(k) for k in payload[target] if k not in pinned or target != "model_args")
+                arg = draw(st.sampled_from(names + ["bogus"]))
+                # Only small values: a huge depth or width makes the constructor run for hours (not a reader bug).
+                payload[target][arg] = draw(st.sampled_from([None, "x", -1, 0, 1, 3, 2.5, [3]]))
+        elif op == "state":
+            dicts = [k for k in state_keys if isinstance(payload.get(k), dict) and payload[k]]
+            if dicts:
+                weights = payload[draw(st.sampled_from(dicts))]
+                name = draw(st.sampled_from(sorted(weights)))
+                old = weights[name]
+                wrong = torch.zeros(*old.shape[:-1], old.shape[-1] + 1) if getattr(old, "ndim", 0) else torch.zeros(2)
+                weights[name] = draw(st.sampled_from([torch.zeros(1), torch.zeros(2, 3, 1, 1),
+                                                      torch.tensor(float("nan")), wrong]))
         elif op == "tensor":
             payload[key] = draw(st.sampled_from([torch.zeros(0), torch.zeros(5), torch.zeros(2, 2),
                                                  torch.tensor(1.0), torch.zeros(2, dtype=torch.int64)]))
+    if pinned and isinstance(payload.get("model_args"), dict):
+        payload["model_args"].update(pinned)
     buf = io.BytesIO()
     torch.save(payload, buf)
     return buf.getvalue()
+
+
+def payloads(seed: str, **kwargs: Any) -> st.SearchStrategy[bytes]:
+    """Malformed payloads and mutated bytes of a checkpoint seed."""
+    return st.one_of(st.deferred(lambda: malformed_payload(seed, **kwargs)), from_seed(seed))
 
 
 def _load_predict_model(path: Path) -> None:
@@ -526,7 +560,7 @@ def _load_predict_model(path: Path) -> None:
 
 
 @FUZZ
-@given(data=st.one_of(st.deferred(lambda: malformed_payload("unet")), from_seed("unet")))
+@given(data=payloads("unet"))
 def test_fuzz_unet_checkpoint(data: bytes) -> None:
     from geolesf.methods.unet.checkpoint import load
 
@@ -535,7 +569,7 @@ def test_fuzz_unet_checkpoint(data: bytes) -> None:
 
 
 @FUZZ
-@given(data=st.one_of(st.deferred(lambda: malformed_payload("patch")), from_seed("patch")))
+@given(data=payloads("patch"))
 def test_fuzz_hsi_checkpoint(data: bytes) -> None:
     from geolesf.methods.hsi.checkpoint import load
 
@@ -551,3 +585,121 @@ def test_unhashable_checkpoint_format(tmp_path: Path) -> None:
         _load_predict_model(tmp_path / "model.pt")
     except GeolesfError:
         pass
+
+
+# --------------------------------------------------------------------------------------------
+# method checkpoints: wsss, wsod, hclip, sam (tiny models, each seed built once per module)
+
+
+def _seed_wsss(root: Path) -> None:
+    import torch
+
+    from geolesf.methods.wsss.checkpoint import WSSSBundle, save
+    from geolesf.registry import create_model
+
+    torch.manual_seed(0)
+    args = {"num_classes": 2, "backbone": "simple", "width": 4, "depth": 2}
+    save(root / "wsss.pt", WSSSBundle(
+        method="cam", model=create_model("cam", **args).eval(), model_args=args,
+        class_names=["background", "a", "b"], class_ids=[0, 1, 2], colors=["#000000", "#ff0000", "#00ff00"],
+        background=True, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+        cam={"bg_threshold": 0.3, "scales": [1.0], "flip": True, "margin": 0.1, "pool": "gap"}))
+    SEEDS["wsss"] = (root / "wsss.pt").read_bytes()
+
+
+def _seed_wsod(root: Path) -> None:
+    import torch
+
+    from geolesf.methods.wsod.checkpoint import save
+    from geolesf.methods.wsod.train import WSODConfig, WSODModelConfig
+    from geolesf.registry import create_model
+
+    torch.manual_seed(0)
+    tiny = {"backbone": "tiny", "width": 8, "hidden": 16}
+    save(root / "ndi.pt", create_model("ndi-wsod", num_classes=2, **tiny), WSODConfig(model=WSODModelConfig(args=tiny)),
+         ["a", "b"])
+    SEEDS["wsod"] = (root / "ndi.pt").read_bytes()
+
+
+HCLIP_TINY: dict[str, Any] = dict(tiny=True, block_size=16, hidden=32, guidance_dim=16, text_guidance_dim=16,
+                                  decoder_dims=(16, 8), decoder_guidance_dims=(16, 8))
+
+
+def _seed_hclip(root: Path) -> None:
+    import torch
+
+    from geolesf.methods.hclip.checkpoint import save
+    from geolesf.registry import create_model
+
+    torch.manual_seed(0)
+    save(root / "hclip.pt", create_model("hclip", **HCLIP_TINY), HCLIP_TINY, ["a", "b"])  # random init: no download
+    SEEDS["hclip"] = (root / "hclip.pt").read_bytes()
+
+
+def _seed_sam(root: Path) -> None:
+    import torch
+
+    from geolesf.methods.sam import build_sam_model, save_sam_checkpoint
+    from geolesf.methods.sam.checkpoint import save
+    from geolesf.registry import create_model
+
+    torch.manual_seed(0)
+    base = root / "sam_tiny.pth"
+    save_sam_checkpoint(build_sam_model("tiny"), base)
+    args = {"variant": "tiny", "host": "lora", "mode": "semantic", "num_classes": 2}
+    save(root / "peft.pt", create_model("sam-cobo", checkpoint=str(base), **args), model_name="sam-cobo",
+         model_args=args, base_checkpoint=base, band_lo=np.zeros(3), band_hi=np.full(3, 255.0), class_ids=[0, 1],
+         class_names=["background", "building"], colors=[(0, 0, 0), (200, 30, 30)], extra={"crop": 64})
+    SEEDS["sam"] = (root / "peft.pt").read_bytes()
+
+
+METHOD_SEEDS: dict[str, Callable[[Path], None]] = {"wsss": _seed_wsss, "wsod": _seed_wsod, "hclip": _seed_hclip,
+                                                    "sam": _seed_sam}
+
+
+@pytest.fixture(scope="module")
+def cached_clip_tokenizer() -> Any:
+    """open_clip's tokenizer built once (reading its BPE vocabulary is most of a tiny hclip's build time)."""
+    import functools
+
+    import open_clip
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(open_clip, "get_tokenizer", functools.lru_cache(maxsize=None)(open_clip.get_tokenizer))
+        yield
+
+
+@FUZZ
+@given(data=payloads("wsss"))
+def test_fuzz_wsss_checkpoint(data: bytes) -> None:
+    from geolesf.methods.wsss.checkpoint import load
+
+    check("model.pt", data, load)
+    check("model.pt", data, _load_predict_model)
+
+
+@FUZZ
+@given(data=payloads("wsod"))
+def test_fuzz_wsod_checkpoint(data: bytes) -> None:
+    from geolesf.methods.wsod.checkpoint import load
+
+    check("ndi.pt", data, load)
+    check("ndi.pt", data, _load_predict_model)
+
+
+@FUZZ
+@given(data=payloads("hclip", state_keys=("state_dict", "clip_state"), pinned={"tiny": True}))
+def test_fuzz_hclip_checkpoint(data: bytes, cached_clip_tokenizer: Any) -> None:
+    from geolesf.methods.hclip.checkpoint import load
+
+    check("hclip.pt", data, load)
+    check("hclip.pt", data, _load_predict_model)
+
+
+@FUZZ
+@given(data=payloads("sam", state_keys=("trainable",), pinned={"variant": "tiny"}))
+def test_fuzz_sam_checkpoint(data: bytes) -> None:
+    from geolesf.methods.sam.checkpoint import load
+
+    check("peft.pt", data, load)
+    check("peft.pt", data, _load_predict_model)

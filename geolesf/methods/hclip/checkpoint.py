@@ -33,17 +33,20 @@ def load(checkpoint: str | Path) -> tuple[Any, dict[str, Any], str]:
     payload, digest, path = read_checkpoint(checkpoint)
     if payload.get("format") != FORMAT:
         raise ModelError(f"{path}: expected a '{FORMAT}' checkpoint, found '{payload.get('format')}'")
-    model = create_model("hclip", **payload["model_args"])
-    state = dict(payload["state_dict"])
-    if payload.get("clip_state"):
-        state.update(payload["clip_state"])
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    frozen = set(model.frozen_keys())
-    missing = [k for k in missing if not (k in frozen and not payload.get("clip_state"))]
-    if missing or unexpected:
-        raise ModelError(f"{path}: state dict does not match hclip (missing {missing[:3]}, unexpected "
-                         f"{list(unexpected)[:3]})")
-    model.set_classes(payload.get("class_names") or ["object"])
+    try:
+        model = create_model("hclip", **payload["model_args"])
+        state = dict(payload["state_dict"])
+        if payload.get("clip_state"):
+            state.update(payload["clip_state"])
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        frozen = set(model.frozen_keys())
+        missing = [k for k in missing if not (k in frozen and not payload.get("clip_state"))]
+        if missing or unexpected:
+            raise ModelError(f"{path}: state dict does not match hclip (missing {missing[:3]}, unexpected "
+                             f"{list(unexpected)[:3]})")
+        model.set_classes(payload.get("class_names") or ["object"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise ModelError(f"{path}: malformed checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
     model.eval()
     payload["_path"] = str(path)
     return model, payload, digest

@@ -71,9 +71,17 @@ def load(checkpoint: str | Path, base_checkpoint: str | Path | None = None,
 
     ``base_checkpoint`` overrides the SAM file recorded at training time (same sha256 required).
     """
+    payload, digest, path = read_peft_payload(checkpoint)
+    try:
+        return _rebuild(payload, digest, path, base_checkpoint, model_name)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise ModelError(f"{path}: malformed checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+
+
+def _rebuild(payload: dict[str, Any], digest: str, path: Path, base_checkpoint: str | Path | None,
+             model_name: str | None) -> tuple[Any, dict[str, Any], str]:
     from geolesf.registry import create_model
 
-    payload, digest, path = read_peft_payload(checkpoint)
     if model_name is not None and model_name != payload["model_name"]:
         raise ModelError(f"{path} holds a '{payload['model_name']}' model, not '{model_name}'")
     base = Path(base_checkpoint) if base_checkpoint else Path(payload["base_checkpoint"])

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geolesf.errors import ConfigError, DataError
+from geolesf.errors import ConfigError, DataError, ModelError
 
 
 def predict_model(checkpoint: Any, model_name: str | None, options: dict[str, Any]) -> Any:
@@ -30,14 +30,17 @@ def predict_model(checkpoint: Any, model_name: str | None, options: dict[str, An
     from geolesf.predict.model import PredictModel
 
     model, payload, digest = load_peft_model(checkpoint, options.get("base_checkpoint"), model_name)
-    if payload["mode"] != "semantic":
-        raise ConfigError(f"{checkpoint}: a prompt-mode SAM checkpoint needs --prompts (boxes/points vector file)")
-    lo, hi = payload["band_lo"].numpy(), payload["band_hi"].numpy()
-    return PredictModel(
-        module=model, name=payload["model_name"], kind="dense", class_ids=list(payload["class_ids"]),
-        class_names=list(payload["class_names"]), colors=list(payload["colors"]), sha256=digest,
-        in_bands=len(lo), normalise=lambda x: scale_to_255(x, lo, hi), size_divisor=model.size_divisor,
-    )
+    try:  # a malformed payload (keys missing, values of the wrong type) is one line naming the file
+        if payload["mode"] != "semantic":
+            raise ConfigError(f"{checkpoint}: a prompt-mode SAM checkpoint needs --prompts (boxes/points vector file)")
+        lo, hi = payload["band_lo"].numpy(), payload["band_hi"].numpy()
+        return PredictModel(
+            module=model, name=payload["model_name"], kind="dense", class_ids=list(payload["class_ids"]),
+            class_names=list(payload["class_names"]), colors=list(payload["colors"]), sha256=digest,
+            in_bands=len(lo), normalise=lambda x: scale_to_255(x, lo, hi), size_divisor=model.size_divisor,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"{checkpoint}: malformed checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
 
 
 def _read_prompts(path: str | Path, crs: Any) -> list[tuple[str, np.ndarray]]:

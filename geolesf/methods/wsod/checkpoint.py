@@ -38,6 +38,9 @@ def load(checkpoint: str | Path, device: str = "cpu") -> tuple[Any, dict[str, An
     payload, digest, path = read_checkpoint(checkpoint)
     if payload.get("format") != FORMAT:
         raise ModelError(f"{path}: expected a '{FORMAT}' checkpoint, found '{payload.get('format')}'")
-    model = create_model(payload["model_name"], **payload["model_args"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = create_model(payload["model_name"], **payload["model_args"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise ModelError(f"{path}: malformed checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
     return model.to(device).eval(), payload, digest

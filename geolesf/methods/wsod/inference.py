@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from geolesf.errors import ConfigError, DataError, ModelError
+from geolesf.methods.wsod.checkpoint import FORMAT
 from geolesf.predict.boxes import TileDetections, merge_tile_detections
 
 KNOWN = {"score_threshold", "nms", "merge_iou", "merge_ios", "scales", "flip", "max_per_tile", "bands"}
@@ -120,6 +121,15 @@ def detect_scene(scene: str | Path, checkpoint: str | Path, out: str | Path, *, 
     # Detector boxes use inclusive pixel indices; polygons cover whole pixels (right/bottom edge + 1).
     edges = boxes + np.array([0.0, 0.0, 1.0, 1.0])
     return write_boxes_gpkg(out, edges, scores, labels, payload["class_names"], crs=src.crs, transform=src.transform)
+
+
+def predict_model(checkpoint: Any, model_name: str | None, options: dict[str, Any]) -> Any:
+    """The :mod:`geolesf.formats` inference entry: a detector has no dense PredictModel (one-line error)."""
+    from geolesf.methods.wsod.checkpoint import load as load_wsod_checkpoint
+
+    load_wsod_checkpoint(checkpoint)  # a malformed checkpoint says so first
+    raise ModelError(f"{checkpoint}: a '{FORMAT}' detection checkpoint predicts boxes, not a class raster; "
+                     "use geolesf predict SCENE --checkpoint it --out boxes.gpkg")
 
 
 def run(request: Any) -> int:

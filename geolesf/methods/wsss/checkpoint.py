@@ -91,18 +91,21 @@ def load(spec: str | Path) -> WSSSBundle:
     payload, digest, path = read_checkpoint(spec)
     if payload.get("format") != FORMAT:
         raise ModelError(f"{path}: expected a {FORMAT} checkpoint, found format '{payload.get('format')}'")
-    model = build_model(payload["method"], payload["model_args"], payload.get("single_stage"))
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: weights do not fit the model ({str(exc).splitlines()[0]})") from None
-    model.eval()
-    net = model.cam if payload["method"] == "single-stage" else model
-    net.pool = payload["cam"].get("pool", "gap")
-    return WSSSBundle(
-        method=payload["method"], model=model, model_args=payload["model_args"],
-        class_names=list(payload["class_names"]), class_ids=list(payload["class_ids"]),
-        colors=list(payload["colors"]), background=bool(payload["background"]), mean=tuple(payload["mean"]),
-        std=tuple(payload["std"]), cam=dict(payload["cam"]), single_stage=dict(payload.get("single_stage") or {}),
-        extra=dict(payload.get("extra") or {}), sha256=digest, path=path,
-    )
+    try:  # a malformed payload (keys missing, values of the wrong type) is one line naming the file
+        model = build_model(payload["method"], payload["model_args"], payload.get("single_stage"))
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError as exc:
+            raise ModelError(f"{path}: weights do not fit the model ({str(exc).splitlines()[0]})") from None
+        model.eval()
+        net = model.cam if payload["method"] == "single-stage" else model
+        net.pool = payload["cam"].get("pool", "gap")
+        return WSSSBundle(
+            method=payload["method"], model=model, model_args=payload["model_args"],
+            class_names=list(payload["class_names"]), class_ids=list(payload["class_ids"]),
+            colors=list(payload["colors"]), background=bool(payload["background"]),
+            mean=tuple(float(v) for v in payload["mean"]), std=tuple(float(v) for v in payload["std"]), cam=dict(payload["cam"]), single_stage=dict(payload.get("single_stage") or {}),
+            extra=dict(payload.get("extra") or {}), sha256=digest, path=path,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise ModelError(f"{path}: malformed checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
