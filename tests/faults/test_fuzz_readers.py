@@ -559,22 +559,24 @@ def _load_predict_model(path: Path) -> None:
     load_predict_model(path)
 
 
+def check_checkpoint(name: str, data: bytes, method: str) -> None:
+    """``data`` as checkpoint ``name`` through the method's ``checkpoint.load`` and through ``load_predict_model``."""
+    from geolesf.formats import method_module
+
+    check(name, data, method_module(method, "checkpoint").load)
+    check(name, data, _load_predict_model)
+
+
 @FUZZ
 @given(data=payloads("unet"))
 def test_fuzz_unet_checkpoint(data: bytes) -> None:
-    from geolesf.methods.unet.checkpoint import load
-
-    check("model.pt", data, load)
-    check("model.pt", data, _load_predict_model)
+    check_checkpoint("model.pt", data, "unet")
 
 
 @FUZZ
 @given(data=payloads("patch"))
 def test_fuzz_hsi_checkpoint(data: bytes) -> None:
-    from geolesf.methods.hsi.checkpoint import load
-
-    check("model.pt", data, load)
-    check("model.pt", data, _load_predict_model)
+    check_checkpoint("model.pt", data, "hsi")
 
 
 def test_unhashable_checkpoint_format(tmp_path: Path) -> None:
@@ -672,34 +674,22 @@ def cached_clip_tokenizer() -> Any:
 @FUZZ
 @given(data=payloads("wsss"))
 def test_fuzz_wsss_checkpoint(data: bytes) -> None:
-    from geolesf.methods.wsss.checkpoint import load
-
-    check("model.pt", data, load)
-    check("model.pt", data, _load_predict_model)
+    check_checkpoint("model.pt", data, "wsss")
 
 
 @FUZZ
 @given(data=payloads("wsod"))
 def test_fuzz_wsod_checkpoint(data: bytes) -> None:
-    from geolesf.methods.wsod.checkpoint import load
-
-    check("ndi.pt", data, load)
-    check("ndi.pt", data, _load_predict_model)
+    check_checkpoint("ndi.pt", data, "wsod")
 
 
 @FUZZ
 @given(data=payloads("hclip", state_keys=("state_dict", "clip_state"), pinned={"tiny": True}))
 def test_fuzz_hclip_checkpoint(data: bytes, cached_clip_tokenizer: Any) -> None:
-    from geolesf.methods.hclip.checkpoint import load
-
-    check("hclip.pt", data, load)
-    check("hclip.pt", data, _load_predict_model)
+    check_checkpoint("hclip.pt", data, "hclip")
 
 
 @FUZZ
 @given(data=payloads("sam", state_keys=("trainable",), pinned={"variant": "tiny"}))
 def test_fuzz_sam_checkpoint(data: bytes) -> None:
-    from geolesf.methods.sam.checkpoint import load
-
-    check("peft.pt", data, load)
-    check("peft.pt", data, _load_predict_model)
+    check_checkpoint("peft.pt", data, "sam")

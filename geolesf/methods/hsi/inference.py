@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from geolesf import __version__
-from geolesf.errors import DataError, ModelError
+from geolesf.errors import DataError
 
 
 @dataclass
@@ -49,19 +49,17 @@ def classify_cube(
 ) -> SceneResult:
     import torch
 
+    from geolesf.io.atomic import check_tif_out
     from geolesf.io.hsi import read_cube_for_prediction
     from geolesf.io.writers import write_class_map, write_preview_png
     from geolesf.methods.hsi.checkpoint import load as load_patch_checkpoint
+    from geolesf.predict.model import check_model_name
     from geolesf.predict.patches import predict_scene
 
     out = Path(out)
-    if out.suffix.lower() not in (".tif", ".tiff"):
-        raise DataError(f"--out {out}: expected a .tif path for the GeoTIFF class map")
-    if not out.parent.exists():
-        raise DataError(f"--out {out}: folder {out.parent} does not exist")
+    check_tif_out(out, "--out")
     ckpt = load_patch_checkpoint(checkpoint)
-    if model_name is not None and model_name != ckpt.model_name:
-        raise ModelError(f"{checkpoint} holds a '{ckpt.model_name}' model, not '{model_name}'")
+    check_model_name(checkpoint, ckpt.model_name, model_name)
     cube, valid = read_cube_for_prediction(cube_spec)  # NaN/±Inf pixels: nodata (0), as in the tiled path
     check_bands(cube.data.shape[2], ckpt.in_bands, str(cube_spec), ckpt.model_name)
     x = ckpt.normalise(cube.data)

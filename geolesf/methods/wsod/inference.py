@@ -30,6 +30,7 @@ from tqdm import tqdm
 from geolesf.errors import ConfigError, DataError, ModelError
 from geolesf.methods.wsod.checkpoint import FORMAT
 from geolesf.predict.boxes import TileDetections, merge_tile_detections
+from geolesf.predict.model import check_model_name
 
 KNOWN = {"score_threshold", "nms", "merge_iou", "merge_ios", "scales", "flip", "max_per_tile", "bands"}
 
@@ -80,8 +81,7 @@ def detect_scene(scene: str | Path, checkpoint: str | Path, out: str | Path, *, 
         raise ConfigError(f"--option {unknown[0]}: unknown for ndi-wsod prediction (known: {', '.join(sorted(KNOWN))})")
     check_geometry(tile, overlap, "none", None)
     model, payload, _ = load_wsod_checkpoint(checkpoint, device)
-    if model_name is not None and model_name != payload.get("model_name"):
-        raise ModelError(f"{checkpoint} holds a '{payload.get('model_name')}' model, not '{model_name}'")
+    check_model_name(checkpoint, payload.get("model_name"), model_name)
     src = open_source(scene)
     bands = [int(b) for b in opts.get("bands", [1, 2, 3] if src.count >= 3 else [1])]
     if any(b < 1 or b > src.count for b in bands) or len(bands) not in (1, 3):

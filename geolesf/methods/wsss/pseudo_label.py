@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from geolesf.errors import ConfigError, DataError
-from geolesf.io.atomic import check_outputs, output_lock
+from geolesf.io.atomic import check_outputs, check_tif_out, output_lock
 
 
 @dataclass
@@ -107,10 +107,7 @@ def _write(scene: Any, checkpoint: Any, out: Path, *, margin: Any, ignore_value:
 
 
 def _check_out(out: Path, ignore_value: int) -> None:
-    if out.suffix.lower() not in (".tif", ".tiff"):
-        raise DataError(f"--out {out}: expected a .tif path")
-    if not out.parent.is_dir():
-        raise DataError(f"--out {out}: folder {out.parent} does not exist")
+    check_tif_out(out, "--out")
     if not 0 <= int(ignore_value) <= 255:
         raise ConfigError(f"--ignore-value {ignore_value}: expected 0..255 (the output is uint8)")
 
