@@ -54,6 +54,19 @@ class DataConfig:
     """Names of the label ids (``{1: Alfalfa, ...}``); default ``class_<id>``."""
     mask_unlabelled: bool = False
     """Class map: write 0 on pixels unlabelled in the ground truth (default: predict every pixel)."""
+    label_field: str | None = None
+    """Vector labels (GeoPackage, GeoJSON, Shapefile): the attribute holding the class (integer ids or names)."""
+    all_touched: bool = False
+    """Vector labels: burn every pixel a polygon touches (default: pixels whose centre is inside)."""
+    test_labels: str | None = None
+    """Separate validation labels (raster or vector, same field): the test pixels of the run."""
+    cv_blocks: int | None = None
+    """Spatial block cross-validation with K folds (mean ± std and leakage per fold)."""
+    drop_bands: Any = None
+    """Bands to drop before training: ``water`` (atmospheric water-vapour absorption), wavelength
+    ranges in nm (``[[1340, 1460], [1790, 1960]]``), or a mix (``[water, [350, 400]]``)."""
+    windowed: Any = "auto"
+    """Read the cube through windows instead of whole: ``auto`` (when it exceeds the memory budget), true, false."""
 
 
 @dataclass
@@ -102,6 +115,8 @@ class TrainerConfig(LightningOptions):
     scan_backend: str = "auto"
     resume: str | None = None
     """Checkpoint to resume training from."""
+    scene_map: bool = True
+    """Classify the whole scene after training (classmap.tif, preview.png); false skips it."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):

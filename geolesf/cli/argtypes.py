@@ -89,3 +89,25 @@ def device(text: str) -> str:
         if not torch.backends.mps.is_available():
             raise argparse.ArgumentTypeError("mps was asked for but is not available here; use --device cpu")
     return text
+
+
+def band_ranges(text: str) -> list[Any]:
+    """``water,350-400`` → ``["water", [350.0, 400.0]]``: named band sets and wavelength ranges in nm."""
+    out: list[Any] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if item.isalpha():
+            out.append(item.lower())
+            continue
+        lo, sep, hi = item.partition("-")
+        try:
+            low, high = float(lo), float(hi)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected a name such as 'water' or a range LOW-HIGH in nm") from None
+        if not sep or not 0 <= low < high:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected a range LOW-HIGH in nm with LOW < HIGH")
+        out.append([low, high])
+    if not out:
+        raise argparse.ArgumentTypeError("expected 'water' and/or wavelength ranges LOW-HIGH in nm")
+    return out

@@ -62,6 +62,12 @@ FLAG_KEYS = {
     "lr": "trainer.lr",
     "batch_size": "trainer.batch_size",
     "out": "out",
+    "label_field": "data.label_field",
+    "all_touched": "data.all_touched",
+    "test_labels": "data.test_labels",
+    "cv_blocks": "data.cv_blocks",
+    "drop_bands": "data.drop_bands",
+    "scene_map": "trainer.scene_map",
 }
 
 
@@ -102,6 +108,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--lr", type=argtypes.positive_float, help="deep models: learning rate [trainer.lr]")
     g.add_argument("--batch-size", type=argtypes.positive_int, help="deep models: batch size [trainer.batch_size]")
     g.add_argument("--out", metavar="DIR", help="run folder [out]")
+    g.add_argument("--label-field", metavar="NAME", help="vector labels: attribute holding the class id or name [data.label_field]")
+    g.add_argument("--all-touched", action="store_true", default=None, help="vector labels: burn every pixel a polygon touches [data.all_touched]")
+    g.add_argument("--test-labels", metavar="PATH", help="separate validation labels, raster or vector [data.test_labels]")
+    g.add_argument("--cv-blocks", type=argtypes.positive_int, metavar="K", help="spatial block cross-validation with K folds [data.cv_blocks]")
+    g.add_argument("--drop-bands", type=argtypes.band_ranges, metavar="SPEC", help="'water' and/or wavelength ranges in nm, e.g. water,350-400 [data.drop_bands]")
+    g.add_argument("--no-scene-map", dest="scene_map", action="store_false", default=None, help="skip classifying the whole scene after training [trainer.scene_map]")
     p.add_argument("--overwrite", action="store_true",
                    help="train into a run folder that already holds files (default: it must be empty or new, "
                    "unless trainer.resume continues a checkpoint)")
