@@ -120,6 +120,46 @@ def s2mamba_speed_table() -> list[str]:
     return lines
 
 
+def gpu_table() -> list[str]:
+    r = _load("gpu")
+    if not r:
+        return []
+    lines = ["### On a lent GPU (`python benchmarks/bench_gpu.py`)", "",
+             f"Machine: {r['device']}, torch {r['torch']} (CUDA {r['cuda']}), mamba_ssm {r['mamba_ssm'] or 'absent'} "
+             "(built from its PyPI sdist for sm_90 on that machine). Float32 inputs; errors against the "
+             "reference backend run in float64 (batch 64).", "",
+             "| scan shape | backend | max abs err y / grads | fwd B256 | fwd+bwd B256 | fwd B1024 | fwd+bwd B1024 |",
+             "|---|---|---|---|---|---|---|"]
+    for shape, e in r.get("scan", {}).items():
+        for backend in r["backends"]:
+            err = e["max_abs_err_vs_reference_float64"][backend]
+            t = {b: e["seconds"][f"{backend}/B{b}"] for b in (256, 1024)}
+            lines.append(f"| {shape} | {backend} | {err['y']:.1e} / {err['grads']:.1e} | "
+                         + " | ".join(f"{t[b][k] * 1e3:.2f} ms" for b in (256, 1024) for k in ("forward", "forward_backward"))
+                         + " |")
+    inf = r.get("s2mamba_inference", {})
+    if "runs" in inf:
+        lines += ["", "| S²Mamba | backend | figure |", "|---|---|---|"]
+        for key, v in inf["runs"].items():
+            backend, batch = key.split("/")
+            agree = inf["class_agreement_with_cpu_backend"].get(backend, float("nan"))
+            lines.append(f"| whole-scene map, Indian Pines, batch {batch[1:]} | {backend} | "
+                         f"{v['pixels_per_second']:,.0f} px/s (classes equal to cpu backend: {agree:.1%}) |")
+        for backend, v in r.get("s2mamba_training", {}).items():
+            if isinstance(v, dict):
+                lines.append(f"| training epoch, 10 % random split ({v['train_pixels']} px, batch 64, plain loop) | "
+                             f"{backend} | {v['seconds_per_epoch']:.3f} s/epoch |")
+    scan = r.get("scan", {})
+    if all(k in scan for k in ("PCS", "BSS")) and "reference" in r["backends"]:
+        slow = [scan[k]["seconds"]["cpu/B1024"]["forward_backward"] / scan[k]["seconds"]["reference/B1024"]["forward_backward"]
+                for k in ("PCS", "BSS")]
+        lines += ["", f"- On CUDA tensors the `cpu` backend's chunked PyTorch path is {min(slow):.1f}–{max(slow):.1f}× slower "
+                  "than `reference` (fwd+bwd, B 1024): it is built for CPU caches, and `auto` falls back to it when "
+                  "mamba_ssm is absent. Measured here so that #21 can route `auto` on CUDA."]
+    lines.append("")
+    return lines
+
+
 def predict_table() -> list[str]:
     r = _load("predict")
     if not r:
@@ -203,7 +243,7 @@ def distributed_table() -> list[str]:
 
 
 def main() -> None:
-    body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(), *predict_table(),
+    body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(), *gpu_table(), *predict_table(),
             *predict_peer_table(), *distributed_table()]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
