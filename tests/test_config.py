@@ -61,9 +61,9 @@ def test_override_needs_equals():
 def test_shipped_configs_load():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[1] / "geolesf" / "configs"
     files = sorted(root.rglob("*.yaml"))
-    assert files, "configs/ holds no YAML files"
+    assert files, "geolesf/configs/ holds no YAML files"
     from geolesf.config import peek_task
     from geolesf.formats import task_module
 

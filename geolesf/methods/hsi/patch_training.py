@@ -209,6 +209,11 @@ class PatchPredictor:
         with torch.inference_mode():
             return predict_pixels(self.model, self.gather, rows, cols, self.batch_size).reshape(h, w)
 
+    def classify_pixels(self, scene: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Class indices of the pixels ``(rows, cols)`` only (``trainer.scene_map: false``)."""
+        with torch.inference_mode():
+            return predict_pixels(self.model, self.gather, rows, cols, self.batch_size)
+
 
 def _model_args(cfg: Any, scene: Any) -> dict[str, Any]:
     """Constructor arguments: the config's, plus bands/classes/patch filled in from the data."""
