@@ -20,11 +20,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
-DEMO_CUBE := geolesf/embedded/indian_pines/IP_200_M.mat
+# a catalog dataset name: the Indian Pines cube shipped in the package
+DEMO_CUBE := indian_pines
 DEMO_CKPT := s2mamba:indian_pines_dase
 
 demo: $(VENV)/.installed
-	mkdir -p demo_out
 	$(BIN)/geolesf predict $(DEMO_CUBE) --model s2mamba --checkpoint $(DEMO_CKPT) --out demo_out/indian_pines_s2mamba.tif --overwrite
 	$(BIN)/geolesf evaluate --checkpoint $(DEMO_CKPT) --out demo_out/evaluation.json --overwrite
 	$(BIN)/geolesf export demo_out/indian_pines_s2mamba.tif --gpkg demo_out/indian_pines_s2mamba.gpkg --overwrite

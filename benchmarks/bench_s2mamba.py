@@ -4,7 +4,7 @@
    selective-scan backend. The ``reference`` backend is timed on a slice of the scene (it is the
    readable definition, not a production path); the others on all 21,025 pixels.
 2. Training time per epoch for the official Indian Pines configuration
-   (``configs/s2mamba/indian_pines.yaml``: fixed SpectralFormer split, 695 training pixels, batch 64),
+   (``geolesf/configs/s2mamba/indian_pines.yaml``: fixed SpectralFormer split, 695 training pixels, batch 64),
    measured over a few epochs of the real Lightning loop. Needs ``GEOLESF_DATA`` for the fixed maps;
    without it the 10 % random split (1,025 pixels) is used and the JSON says so.
 
@@ -67,10 +67,10 @@ def epoch_time(epochs: int) -> dict[str, object]:
     overrides = [f"trainer.epochs={epochs}", "trainer.eval_every=0"]
     data = os.environ.get("GEOLESF_DATA")
     if data and Path(data, "indian_pines_fixed_split").is_dir():
-        cfg = load_config(TrainConfig, ROOT / "configs/s2mamba/indian_pines.yaml", overrides)
+        cfg = load_config(TrainConfig, ROOT / "geolesf/configs/s2mamba/indian_pines.yaml", overrides)
         split = "fixed (SpectralFormer maps)"
     else:
-        cfg = load_config(TrainConfig, ROOT / "configs/s2mamba/indian_pines_random10.yaml", overrides)
+        cfg = load_config(TrainConfig, ROOT / "geolesf/configs/s2mamba/indian_pines_random10.yaml", overrides)
         split = "random 10 % (fixed maps not available)"
     scene = prepare_scene(cfg)
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,10 +4,10 @@ Training S²Mamba for 400 epochs takes tens of minutes on 2 CPU cores, so the ru
 the CLI (commands below, also recorded in each run's ``config.yaml``) and this script gathers their
 ``metrics.json`` / ``summary.json`` with the split, leakage and epochs used:
 
-    geolesf train --config configs/s2mamba/indian_pines_random10.yaml --out runs/bench/s2m_random10
-    geolesf train --config configs/s2mamba/indian_pines.yaml          --out runs/bench/s2m_fixed
-    geolesf train --config configs/s2mamba/indian_pines_dase.yaml --epochs 100 --out runs/bench/s2m_dase100
-    geolesf train --config configs/s2mamba/indian_pines_random10.yaml --split disjoint --out runs/bench/s2m_disjoint
+    geolesf train --config s2mamba/indian_pines_random10 --out runs/bench/s2m_random10
+    geolesf train --config s2mamba/indian_pines          --out runs/bench/s2m_fixed
+    geolesf train --config s2mamba/indian_pines_dase --epochs 100 --out runs/bench/s2m_dase100
+    geolesf train --config s2mamba/indian_pines_random10 --split disjoint --out runs/bench/s2m_disjoint
     python benchmarks/bench_s2mamba_accuracy.py runs/bench/s2m_*
 """
 

@@ -1,7 +1,8 @@
 """Typed run configurations loaded from YAML and overridable from the command line.
 
-A run is described by a tree of dataclasses (:class:`TrainConfig`). YAML files in
-``configs/`` fill it; ``--set section.key=value`` overrides single values (the value is
+A run is described by a tree of dataclasses (:class:`TrainConfig`). YAML files fill it (a path,
+or the name of a config shipped in ``geolesf/configs/``, e.g. ``s2mamba/indian_pines``:
+:func:`geolesf.paths.find_config`); ``--set section.key=value`` overrides single values (the value is
 parsed as YAML, so ``--set trainer.seeds=[0,1,2]`` works). An unknown key is an error
 that names the key and suggests the closest valid one. The resolved config is saved in
 every run folder so a run can be reproduced from it.
@@ -267,9 +268,9 @@ def apply_override(data: dict[str, Any], cls: type, assignment: str) -> None:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    from geolesf.paths import find_config
+
+    path = find_config(path)  # a file, or a shipped config by name (s2mamba/indian_pines)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except UnicodeDecodeError as exc:

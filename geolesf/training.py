@@ -21,13 +21,21 @@ from geolesf.config import LightningOptions
 from geolesf.errors import ConfigError
 
 
-def start_run(out: str | Path, options: LightningOptions) -> Path:
-    """Create the run folder, seed Python/numpy/torch, set torch threads; returns the folder."""
+def start_run(out: str | Path, options: LightningOptions, record: Any = None) -> Path:
+    """Create the run folder, seed Python/numpy/torch, set torch threads; returns the folder.
+
+    ``record`` (the run's config) is written to ``config.yaml`` now, so an interrupted run still says
+    what it was; methods rewrite it at the end when training filled in values.
+    """
     import lightning as L
     import torch
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if record is not None:
+        from geolesf.io.atomic import write_yaml
+
+        write_yaml(out / "config.yaml", record)
     L.seed_everything(options.seed, workers=True, verbose=False)
     if options.num_threads:
         torch.set_num_threads(int(options.num_threads))

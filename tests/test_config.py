@@ -61,9 +61,9 @@ def test_override_needs_equals():
 def test_shipped_configs_load():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[1] / "geolesf" / "configs"
     files = sorted(root.rglob("*.yaml"))
-    assert files, "configs/ holds no YAML files"
+    assert files, "geolesf/configs/ holds no YAML files"
     from geolesf.config import peek_task
     from geolesf.formats import task_module
 
@@ -73,3 +73,44 @@ def test_shipped_configs_load():
         tasks.add(task)
         load_config(task_module(task).CONFIG, path)
     assert {"hsi", "segmentation", "sam-peft", "hclip", "wsss", "wsod"} <= tasks
+
+
+def test_shipped_config_by_name_from_any_folder(tmp_path, monkeypatch):
+    from geolesf.paths import configs_root, find_config, packaged_configs
+
+    monkeypatch.chdir(tmp_path)
+    target = configs_root() / "s2mamba" / "indian_pines.yaml"
+    for text in ("s2mamba/indian_pines", "s2mamba/indian_pines.yaml", "configs/s2mamba/indian_pines.yaml",
+                 "geolesf/configs/s2mamba/indian_pines.yaml"):
+        assert find_config(text) == target, text
+    assert "baselines/indian_pines_rf" in packaged_configs() and len(packaged_configs()) >= 19
+    (tmp_path / "s2mamba").mkdir()
+    (tmp_path / "s2mamba" / "indian_pines.yaml").write_text("out: mine\n")
+    assert find_config("s2mamba/indian_pines.yaml").resolve() == (tmp_path / "s2mamba" / "indian_pines.yaml").resolve()
+    with pytest.raises(ConfigError, match=r"config file not found .*close to it: s2mamba/indian_pines.*--list-configs"):
+        load_config(TrainConfig, "s2mamba/indain_pines")
+
+
+def test_shipped_hsi_configs_resolve_their_data_from_any_folder(tmp_path, monkeypatch):
+    """The Indian Pines configs name catalog datasets, so they run outside the clone (shipped data only)."""
+    from geolesf.data.sources import resolve_data
+    from geolesf.io.hsi import read_cube, read_labels
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GEOLESF_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("GEOLESF_DATA", raising=False)
+    for name in ("baselines/indian_pines_rf", "baselines/indian_pines_svm", "s2mamba/indian_pines_dase",
+                 "s2mamba/indian_pines_random10"):
+        data = resolve_data(load_config(TrainConfig, name).data)
+        assert read_cube(data.cube).shape == (145, 145, 200), name
+        assert read_labels(data.labels).shape == (145, 145), name
+
+
+@pytest.mark.shared_data("indian_pines_fixed_split")
+def test_fixed_split_config_finds_its_maps_in_geolesf_data(shared_data, tmp_path, monkeypatch):
+    from geolesf.data.sources import resolve_data
+
+    monkeypatch.chdir(tmp_path)
+    data = resolve_data(load_config(TrainConfig, "s2mamba/indian_pines").data)
+    assert data.train_map == str(shared_data / "indian_pines_fixed_split" / "IndianTR123_temp123.tif")
+    assert data.test_map == str(shared_data / "indian_pines_fixed_split" / "IndianTE123_temp123.tif")

@@ -15,7 +15,7 @@ VERIFY_HELP = (
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "data",
-        help="dataset catalog: list, info, verify, fetch",
+        help="dataset catalog: list, info, verify, path, fetch",
         description="The dataset catalog (geolesf/data_catalog/*.yaml). Files are looked for in "
         "$GEOLESF_DATA/<hint>, then $GEOLESF_HOME/data/<name>/, then the data shipped with geolesf.",
     )
@@ -26,6 +26,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p_verify = sub.add_parser("verify", help="check local files against their sha256", description=VERIFY_HELP)
     p_verify.add_argument("name", help="dataset name")
     p_verify.add_argument("--file", action="append", metavar="F", help="only this file (repeatable)")
+    p_path = sub.add_parser(
+        "path", help="print the local path of a dataset's files (one a line)",
+        description="Print the local path of a dataset's files, one a line: every required file, one --file, "
+        "or the files of a --role (cube, ground_truth, train_map, ...). For use in a shell: "
+        "geolesf predict $(geolesf data path indian_pines --role cube) ... Exit status 2 (and how to "
+        "obtain it) when a file is not present locally.",
+    )
+    p_path.add_argument("name", help="dataset name")
+    which = p_path.add_mutually_exclusive_group()
+    which.add_argument("--file", metavar="F", help="this file (name as in `geolesf data info`)")
+    which.add_argument("--role", metavar="ROLE", help="the files of this role, e.g. cube or ground_truth")
     p_fetch = sub.add_parser(
         "fetch",
         help="download a dataset (resumable, sha256-checked)",
@@ -181,4 +192,10 @@ def run(args: argparse.Namespace) -> int:
         return _cmd_info(args.name)
     if args.data_command == "verify":
         return _cmd_verify(args.name, args.file)
+    if args.data_command == "path":
+        from geolesf.data.sources import dataset_file_paths
+
+        for path in dataset_file_paths(args.name, file=args.file, role=args.role):
+            print(path)
+        return 0
     return _cmd_fetch(args)

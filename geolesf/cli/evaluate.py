@@ -29,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="run config (default: config.yaml beside the checkpoint)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set data.split=dase (repeatable)")
-    p.add_argument("--cube", help="cube to evaluate on (PATH or PATH.mat:KEY)")
-    p.add_argument("--labels", help="ground truth for --cube")
+    p.add_argument("--cube", help="cube to evaluate on (PATH, PATH.mat:KEY or a catalog dataset name such as indian_pines)")
+    p.add_argument("--labels", help="ground truth for --cube (a path or a catalog dataset name)")
     p.add_argument("--split", help="random | count | fixed | dase | disjoint")
     p.add_argument("--out", help="where to write the metrics JSON (default evaluation.json beside the checkpoint)")
     p.add_argument("--overwrite", action="store_true",

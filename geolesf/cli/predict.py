@@ -28,14 +28,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--resume after an interruption; dense (unet) and per-pixel patch (S²Mamba) checkpoints both "
         "work. MATLAB .mat and ENVI cubes (no georeferencing) are classified whole, in memory.",
     )
-    p.add_argument("scene", nargs="+", help="input scene: GeoTIFF, or a cube PATH / PATH.mat:KEY / ENVI .hdr; "
-                   "several GeoTIFFs (e.g. scenes/*.tif) with --out-dir")
+    p.add_argument("scene", nargs="+", help="input scene: GeoTIFF, or a cube PATH / PATH.mat:KEY / ENVI .hdr, or a "
+                   "catalog dataset name (e.g. indian_pines); several GeoTIFFs (e.g. scenes/*.tif) with --out-dir")
     p.add_argument("--model", default=None, help="model name; must match the checkpoint (default: the "
                    "checkpoint's own)")
     p.add_argument("--checkpoint", required=True,
                    help="model.pt written by 'geolesf train', or MODEL:TAG of a shipped checkpoint "
                    "(sha256-verified), e.g. s2mamba:indian_pines_dase")
-    p.add_argument("--out", default=None, help="output class-map GeoTIFF (.tif) of a single scene")
+    p.add_argument("--out", default=None, help="output class-map GeoTIFF (.tif) of a single scene (a missing "
+                   "folder is created, and removed again if the run fails)")
     p.add_argument("--batch-size", type=argtypes.positive_int, default=None,
                    help="tiles per forward pass for dense models (default 16); pixels for patch models "
                    "(default 4096 tiled, 1024 whole-cube)")
@@ -138,7 +139,9 @@ def run_distributed(args: argparse.Namespace) -> int:
     for o in outs:
         written.update(_sidecars(args, Path(o), qml=True, preview=False,
                                  label="--out" if args.out_dir is None else "output"))
-    with _policy(args, scenes, written, outs):
+    from geolesf.io.atomic import output_folders
+
+    with output_folders(*outs), _policy(args, scenes, written, outs):
         return _run_distributed(args, scenes, outs)
 
 
@@ -216,6 +219,10 @@ def request(args: argparse.Namespace, scene: str) -> "PredictRequest":
 def run(args: argparse.Namespace) -> int:
     from geolesf.errors import ConfigError
 
+    from geolesf.data.sources import resolve_source
+
+    scenes = args.scene if isinstance(args.scene, list) else [args.scene]
+    args.scene = [resolve_source(s, "scene", flag="scene") for s in scenes]  # dataset names → local files
     if _distributed(args):
         return run_distributed(args)
     scene = args.scene[0] if isinstance(args.scene, list) else args.scene
@@ -229,7 +236,9 @@ def run(args: argparse.Namespace) -> int:
     written = _sidecars(args, out, qml=not whole, preview=not args.no_preview)
     if probs is not None:
         written["--probabilities"] = probs
-    with _policy(args, [scene], written, [out, probs]):
+    from geolesf.io.atomic import output_folders
+
+    with output_folders(out, probs), _policy(args, [scene], written, [out, probs]):
         return _run_one(args, scene)
 
 

@@ -32,17 +32,19 @@ Settings come from --config YAML, then the shortcut flags, then --set KEY=VALUE 
 
 EPILOG = """\
 examples:
-  geolesf train --model rf --cube IP_200_M.mat --labels Indian_pines_gt.mat \\
+  geolesf train --model rf --cube indian_pines --labels indian_pines \\
       --split random --train-fraction 0.1 --seed 0 --out runs/ip_rf
   geolesf train --model svm --cube cube.tif --labels gt.tif --split disjoint --out runs/x
-  geolesf train --config configs/baselines/indian_pines_rf.yaml --set data.split=dase
-  geolesf train --config configs/baselines/indian_pines_rf.yaml --seeds 0,1,2,3,4
-  geolesf train --config configs/segmentation/unet_landsat7.yaml --set trainer.epochs=5
+  geolesf train --config baselines/indian_pines_rf --set data.split=dase
+  geolesf train --config baselines/indian_pines_rf --seeds 0,1,2,3,4
+  geolesf train --config segmentation/unet_spacenet_buildings --set trainer.epochs=5
+  geolesf train --list-configs
 
 splits: random (fraction per class), count (--per-class N, at most 50%% of a class),
 fixed (--train-map [--test-map]), dase (IEEE GRSS DASE Indian Pines mask), disjoint
 (whole blocks, buffer of patch_size//2 px so no test patch sees a training pixel).
-A .mat source may name its array as PATH:KEY.
+A .mat source may name its array as PATH:KEY. --cube/--labels/--train-map/--test-map also take a
+catalog dataset name (e.g. indian_pines: its cube, its ground truth; see `geolesf data path`).
 """
 
 # flag destination → dotted config key
@@ -89,13 +91,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", metavar="YAML", help="run configuration (e.g. configs/baselines/indian_pines_rf.yaml)")
+    p.add_argument("--config", metavar="YAML|NAME", help="run configuration: a YAML file, or the name of a config "
+                   "shipped with geolesf, e.g. s2mamba/indian_pines (see --list-configs)")
+    p.add_argument("--list-configs", action="store_true", help="list the shipped configs (names for --config) and exit")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set data.split=dase (repeatable; VALUE is YAML)")
     g = p.add_argument_group("shortcuts (each sets one config key)")
     g.add_argument("--model", help="registered model name: rf, svm, s2mamba, ... [model.name]")
-    g.add_argument("--cube", metavar="PATH[:KEY]", help="cube: .mat, ENVI .hdr, GeoTIFF [data.cube]")
-    g.add_argument("--labels", metavar="PATH[:KEY]", help="ground truth, 0 = unlabelled [data.labels]")
+    g.add_argument("--cube", metavar="PATH[:KEY]|NAME", help="cube: .mat, ENVI .hdr, GeoTIFF, or a catalog dataset name such as indian_pines [data.cube]")
+    g.add_argument("--labels", metavar="PATH[:KEY]|NAME", help="ground truth, 0 = unlabelled, or a catalog dataset name [data.labels]")
     g.add_argument("--split", choices=("random", "count", "fixed", "dase", "disjoint"), help="split protocol [data.split]")
     g.add_argument("--train-fraction", type=argtypes.fraction, metavar="F", help="fraction of each class for training [data.train_fraction]")
     g.add_argument("--per-class", type=argtypes.positive_int, metavar="N", help="training pixels per class, count split [data.per_class]")
@@ -142,6 +146,12 @@ def build_config(args: argparse.Namespace) -> tuple[object, object]:
 def run(args: argparse.Namespace) -> int:
     from geolesf.io.atomic import check_run_folder, output_lock
 
+    if getattr(args, "list_configs", False):
+        from geolesf.paths import configs_root, packaged_configs
+
+        print(f"# shipped configs (in {configs_root()}); use as --config NAME")
+        print("\n".join(packaged_configs()))
+        return 0
     module, cfg = build_config(args)
     out = getattr(cfg, "out", None)
     resume = getattr(getattr(cfg, "trainer", None), "resume", None)

@@ -107,7 +107,9 @@ def polygonize(
         raise DataError(f"connectivity must be 4 or 8, found {connectivity}")
     info = read_class_info(classmap)
     layer = layer or gpkg.stem
-    rq_text = raster_qml(info.class_ids, info.class_names, info.colors)
+    # the class map's style lists the classes, not the nodata value (as io.writers.write_class_map writes it)
+    styled = [k for k, cid in enumerate(info.class_ids) if cid != info.nodata]
+    rq_text = raster_qml(*([seq[k] for k in styled] for seq in (info.class_ids, info.class_names, info.colors)))
     vq_path = gpkg.with_suffix(".qml")
     if vq_path.resolve() == classmap.with_suffix(".qml").resolve():
         vq_path = gpkg.with_name(f"{gpkg.stem}.vector.qml")

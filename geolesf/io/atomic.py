@@ -271,3 +271,38 @@ def _release(key: str) -> None:
     except OSError:
         pass
     os.close(fd)
+
+
+@contextmanager
+def output_folders(*outputs: Any) -> Iterator[list[Path]]:
+    """Create the missing parent folders of ``outputs`` (paths or None) for the block.
+
+    Yields the folders it created, parents first. When the block raises, those folders are removed
+    again, deepest first and only while empty, so a failed command leaves no new folders behind
+    (one that holds something, e.g. the state of an interrupted ``--resume`` run, is kept).
+    """
+    created: list[Path] = []
+    try:
+        for out in outputs:
+            if out is None:
+                continue
+            missing, folder = [], Path(os.path.abspath(out)).parent
+            while not folder.exists() and folder != folder.parent:
+                missing.append(folder)
+                folder = folder.parent
+            if not folder.is_dir():
+                raise DataError(f"{out}: {folder} is not a folder")
+            for new in reversed(missing):
+                try:
+                    new.mkdir()
+                except OSError as exc:
+                    raise DataError(f"{out}: cannot create folder {new} ({exc.strerror})") from None
+                created.append(new)
+        yield created
+    except BaseException:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise

@@ -150,3 +150,19 @@ def test_fetch_http_error_exit_2(loopback: LoopbackServer, tmp_path: Path, monke
     last = err.splitlines()[-1]  # progress lines may come first; the error is one line
     assert code == 2 and last.startswith("error: ") and "HTTP 404" in last
     assert sum(line.startswith("error:") for line in err.splitlines()) == 1
+
+
+def test_data_path_prints_local_files(tmp_path, monkeypatch, capsys):
+    from geolesf.cli.main import main as cli_main
+    from geolesf.paths import embedded_data_root
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GEOLESF_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("GEOLESF_DATA", raising=False)
+    assert cli_main(["data", "path", "indian_pines", "--role", "cube"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(embedded_data_root() / "indian_pines" / "IP_200_M.mat")]
+    assert cli_main(["data", "path", "indian_pines"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert cli_main(["data", "path", "salinas"]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "geolesf data fetch salinas" in err and len(err.strip().splitlines()) == 1

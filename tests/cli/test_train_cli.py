@@ -42,7 +42,7 @@ def test_help_does_not_import_torch():
 
 def test_flags_map_onto_config(tmp_path):
     args = _parse([
-        "--config", str(REPO / "configs" / "baselines" / "indian_pines_svm.yaml"), "--model", "rf", "--split", "disjoint",
+        "--config", str(REPO / "geolesf" / "configs" / "baselines" / "indian_pines_svm.yaml"), "--model", "rf", "--split", "disjoint",
         "--train-fraction", "0.2", "--patch-size", "9", "--seeds", "0,1,2", "--epochs", "3",
         "--lr", "0.01", "--batch-size", "8", "--out", str(tmp_path / "o"), "--set", "data.block_size=12",
     ])

@@ -92,3 +92,21 @@ def test_export_bad_input(tmp_path):
     with pytest.raises(DataError, match="class map not found"):
         polygonize(tmp_path / "none.tif", tmp_path / "x.gpkg")
     assert not (tmp_path / "x.gpkg").exists()
+
+
+def test_export_after_predict_keeps_the_predicted_style(tmp_path, capsys):
+    """The style predict writes beside a whole-cube map is the one export would write: no --overwrite needed."""
+    import scipy.io
+
+    from geolesf.cli.main import main
+    from geolesf.paths import embedded_data_root
+
+    cube = scipy.io.loadmat(embedded_data_root() / "indian_pines" / "IP_200_M.mat")["data_M"][:6]
+    scipy.io.savemat(tmp_path / "strip.mat", {"X": cube})
+    out = tmp_path / "maps" / "strip.tif"
+    assert main(["predict", str(tmp_path / "strip.mat"), "--checkpoint", "s2mamba:indian_pines_dase", "--out",
+                 str(out), "--no-preview"]) == 0
+    before = out.with_suffix(".qml").read_text()
+    assert 'value="0"' not in before
+    assert main(["export", str(out), "--gpkg", str(tmp_path / "maps" / "strip.gpkg")]) == 0
+    assert out.with_suffix(".qml").read_text() == before

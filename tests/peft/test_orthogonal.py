@@ -239,7 +239,7 @@ def test_parameter_share_vitb16_exact():
     rep_free = parameter_report(vitb_free, rel_free)
     assert rep_free["rotation"] == free and rep_free["peft_trainable"] == free + 292 + 190_720
     assert round(100 * rep_free["peft_ratio"], 2) == 1.11
-    # these are the defaults of the hclip model (and of configs/clip/hclip_vitb16_coco_stuff.yaml)
+    # these are the defaults of the hclip model (and of geolesf/configs/clip/hclip_vitb16_coco_stuff.yaml)
     import inspect
 
     from geolesf.methods.hclip.model import HCLIPSegmenter

@@ -1,6 +1,6 @@
 """Task ``hclip``: train, evaluate and predict with the H-CLIP open-vocabulary segmenter.
 
-``geolesf train --config configs/clip/hclip_vitb16_coco_stuff.yaml --set model.clip_checkpoint=PATH``
+``geolesf train --config clip/hclip_vitb16_coco_stuff --set model.clip_checkpoint=PATH``
 trains into ``cfg.out``: ``hclip.pt`` (format ``geolesf-hclip/1``), ``metrics.json``, ``config.yaml``.
 
 The checkpoint stores the trainable tensors (rotation parameters, DCRC relations, positional
@@ -199,7 +199,7 @@ def run_config(cfg: HCLIPConfig) -> Path:
     if cfg.model.clip_checkpoint and not Path(cfg.model.clip_checkpoint).is_file():
         raise ModelError(f"model.clip_checkpoint {cfg.model.clip_checkpoint}: file not found (give a local "
                          "OpenAI-format CLIP state dict, e.g. ViT-B-16.pt)")
-    out = start_run(cfg.out, cfg.trainer)
+    out = start_run(cfg.out, cfg.trainer, record=cfg)
     datamodule = HCLIPDataModule(cfg.data, cfg.trainer)
     names = datamodule.names
     kwargs = model_kwargs(cfg.model)

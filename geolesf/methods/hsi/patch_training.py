@@ -209,6 +209,11 @@ class PatchPredictor:
         with torch.inference_mode():
             return predict_pixels(self.model, self.gather, rows, cols, self.batch_size).reshape(h, w)
 
+    def classify_pixels(self, scene: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Class indices of the pixels ``(rows, cols)`` only (``trainer.scene_map: false``)."""
+        with torch.inference_mode():
+            return predict_pixels(self.model, self.gather, rows, cols, self.batch_size)
+
 
 def _model_args(cfg: Any, scene: Any) -> dict[str, Any]:
     """Constructor arguments: the config's, plus bands/classes/patch filled in from the data."""
@@ -299,7 +304,12 @@ def _fit(module: HSIClassificationModule, data: PixelDataModule, cfg: Any, out_d
         # Lightning's deterministic mode switches on and that nearly doubles a CPU training step).
         torch.utils.deterministic.fill_uninitialized_memory = False
     # verified again here for callers of _fit that did not go through train_patch_model
-    trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(tr.resume), weights_only=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        # the run folder already holds config.yaml (written when the run starts), not stale checkpoints
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(tr.resume), weights_only=True)
     if trainer.global_rank != 0:
         # A DDP process that Lightning launched by re-running the command (strategy=ddp, or a
         # SLURM/torchrun task): its share of training is done; rank 0 writes model.pt and the run folder.

@@ -4,11 +4,14 @@
 normalisation (and PCA) as configured, trains through the trainer registered for the model's
 registry *kind*, predicts the whole scene, and writes::
 
+    OUT/config.yaml    the config (re-run with ``geolesf train --config``), written when the data are read
     OUT/metrics.json   OA, AA, kappa, per_class, confusion_matrix, macro_IoU (test pixels),
-                       split (name, params, counts, leakage), cube used, model, timings
-    OUT/config.yaml    the resolved config (re-run with ``geolesf train --config``)
+                       split (name, params, counts, leakage), cube used, model, timings; written last
     OUT/classmap.tif   the whole scene in original class ids, colour table, class names
     OUT/preview.png    the class map with a legend
+
+``trainer.scene_map: false`` classifies the test pixels only and skips the last two files
+(:mod:`geolesf.methods.hsi.scene_map`). Data sources may be catalog names (:mod:`geolesf.data.sources`).
 
 With ``trainer.seeds`` each seed gets ``OUT/seed_<s>/`` and ``OUT/summary.json`` holds
 mean ± std of OA / AA / kappa.
@@ -23,7 +26,6 @@ from __future__ import annotations
 import copy
 import importlib
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from geolesf.config import TrainConfig
+from geolesf.data.sources import resolve_data
 from geolesf.data.splits import Split, leakage_report, make_split
+from geolesf.methods.hsi.scene_map import class_map_ids, predict_for_run, write_scene_map  # noqa: F401 (re-export)
 from geolesf.data.transforms import PCA, BandNormalizer
 from geolesf.errors import ConfigError, DataError, ModelError
 from geolesf.io.hsi import HSICube, LabelMap, read_cube, read_labels, split_spec
@@ -140,7 +144,7 @@ def warn_classes(class_ids: list[int], labels: np.ndarray, test: np.ndarray, whe
 
 def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
     """Read cube and labels, split, measure leakage and fit normalisation/PCA for ``cfg``."""
-    data = cfg.data
+    data = resolve_data(cfg.data)  # dataset names (data.cube: indian_pines) → local files
     if not data.cube:
         raise ConfigError("no cube given: set data.cube (or --cube PATH)")
     if not data.labels:
@@ -253,6 +257,13 @@ class SpectrumPredictor:
             out[start:start + self.chunk] = self.estimator.predict(flat[start:start + self.chunk])
         return out.reshape(scene.shape)
 
+    def classify_pixels(self, scene: PreparedScene, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Class indices of the pixels ``(rows, cols)`` only."""
+        x = scene.features[rows, cols]
+        if x.shape[0] == 0:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate([self.estimator.predict(x[s:s + self.chunk]) for s in range(0, x.shape[0], self.chunk)])
+
 
 @register_trainer("spectrum")
 def train_pixel_model(scene: PreparedScene, cfg: Any, out_dir: Path) -> SpectrumPredictor:
@@ -273,17 +284,6 @@ def train_pixel_model(scene: PreparedScene, cfg: Any, out_dir: Path) -> Spectrum
 # run folder
 
 
-def class_map_ids(scene: PreparedScene, pred: np.ndarray, mask_unlabelled: bool) -> np.ndarray:
-    """Class indices → original label ids (uint8); 0 on unlabelled pixels when asked."""
-    ids = np.asarray(scene.class_ids, dtype=np.int64)
-    if ids.max() > 255:
-        raise DataError(f"class id {ids.max()} does not fit a uint8 class map")
-    out = ids[pred].astype(np.uint8)
-    if mask_unlabelled:
-        out[scene.y < 0] = 0
-    return out
-
-
 def score_test_pixels(scene: PreparedScene, truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     """metrics.json content for test-pixel predictions: metrics per class (with original ids),
     the split with its per-class counts and leakage report, and the data provenance."""
@@ -299,13 +299,13 @@ def score_test_pixels(scene: PreparedScene, truth: np.ndarray, pred: np.ndarray)
 
 
 def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
-    """One run (one seed) into ``out_dir``; returns the metrics dict."""
-    from geolesf.io.writers import write_class_map, write_preview_png
-
+    """One run (one seed) into ``out_dir``: ``config.yaml`` once the data are read, ``metrics.json`` at
+    the end, the whole-scene map unless ``trainer.scene_map`` is false; returns the metrics dict."""
     out_dir.mkdir(parents=True, exist_ok=True)
     np.random.seed(cfg.trainer.seed)
     train_fn, kind = get_trainer(cfg.model.name)
     scene = prepare_scene(cfg, verbose=True)
+    write_yaml(out_dir / "config.yaml", cfg)
     leak = scene.leakage
     print(
         f"[{cfg.model.name}] {scene.cube.path}: {scene.shape[0]}×{scene.shape[1]}×{scene.cube.bands}, "
@@ -316,13 +316,8 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     predictor = train_fn(scene, cfg, out_dir)
     fit_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pred = np.asarray(predictor.predict_scene(scene))
-    predict_s = time.perf_counter() - t0
-    if pred.shape != scene.shape:
-        raise ModelError(f"predictor returned shape {pred.shape}; expected {scene.shape}")
-    test = scene.split.test
-    metrics = score_test_pixels(scene, scene.y[test], pred[test])
+    pred, pred_test, predict_s = predict_for_run(predictor, scene, cfg.trainer.scene_map)
+    metrics = score_test_pixels(scene, scene.y[scene.split.test], pred_test)
     metrics.update(
         model={"name": cfg.model.name, "kind": kind, "args": cfg.model.args},
         class_ids=scene.class_ids,
@@ -331,23 +326,8 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
         timings={"fit_seconds": fit_s, "predict_seconds": predict_s},
         machine=machine_info(),
     )
-    write_yaml(out_dir / "config.yaml", cfg)
-    names = {0: "unlabelled", **dict(zip(scene.class_ids, scene.class_names))}
-    colors = {0: (0, 0, 0), **dict(zip(scene.class_ids, scene.class_colors))}
-    cmap = class_map_ids(scene, pred, cfg.data.mask_unlabelled)
-    crs = scene.cube.crs if scene.cube.crs is not None else scene.ground_truth.crs
-    transform = scene.cube.transform if scene.cube.crs is not None else scene.ground_truth.transform
-    if crs is None:
-        print(f"note: {scene.cube.georef_note()}")
-    tags = {"model": cfg.model.name, "split": scene.split.name, "seed": cfg.trainer.seed,
-            "cube_sha256": scene.info["cube"].get("sha256", ""), "OA": round(metrics["OA"], 6)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        write_class_map(out_dir / "classmap.tif", cmap, names, colors, crs=crs, transform=transform,
-                        nodata=0, tags={**tags, "geolesf_version": metrics["machine"]["geolesf"]})
-    title = (f"{cfg.model.name} · split {scene.split.name} · OA {metrics['OA']:.4f} "
-             f"AA {metrics['AA']:.4f} κ {metrics['kappa']:.4f}")
-    write_preview_png(out_dir / "preview.png", cmap, names, colors, title=title)
+    if pred is not None:
+        write_scene_map(out_dir, scene, cfg, pred, metrics)
     write_json(out_dir / "metrics.json", metrics)
     print(f"[{cfg.model.name}] OA {metrics['OA']:.4f}  AA {metrics['AA']:.4f}  kappa {metrics['kappa']:.4f}  "
           f"(fit {fit_s:.1f} s) → {out_dir}")
@@ -361,6 +341,8 @@ def run_hsi(cfg: Any) -> Path:
     if not seeds:
         run_single(cfg, out)
         return out
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(out / "config.yaml", cfg)
     results = {}
     for seed in seeds:
         sub = copy.deepcopy(cfg)
@@ -377,7 +359,6 @@ def run_hsi(cfg: Any) -> Path:
             "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
             "values": vals.tolist(),
         }
-    write_yaml(out / "config.yaml", cfg)
     write_json(out / "summary.json", summary)
     print(
         f"[{cfg.model.name}] {len(seeds)} seeds: OA {summary['OA']['mean']:.4f} ± {summary['OA']['std']:.4f}  "

@@ -1,6 +1,6 @@
 """Task ``sam-peft``: fine-tune SAM with SAM-PARSER, cross-block orchestration, LoRA or adapters.
 
-``geolesf train --config configs/sam/parser_vit_b_aerial.yaml --set model.checkpoint=sam_vit_b_01ec64.pth``
+``geolesf train --config sam/parser_vit_b_aerial --set model.checkpoint=sam_vit_b_01ec64.pth``
 
 * ``data.mode: prompt`` — a GeoTIFF (``data.image``) and object footprints (``data.labels``, any
   vector format): box (or point) prompts per object, loss BCE + Dice on each object's mask
@@ -275,7 +275,7 @@ def _save(out: Path, cfg: SamPeftConfig, model: Any, args: dict[str, Any], data:
 def run_config(cfg: SamPeftConfig) -> Path:
     """Fine-tune into ``cfg.out``; returns the run folder."""
     tr = cfg.trainer
-    out = start_run(cfg.out, tr)
+    out = start_run(cfg.out, tr, record=cfg)
     datamodule = SamPeftDataModule(cfg)
     data = datamodule.data
     n_classes = len(data["class_ids"]) if cfg.data.mode == "semantic" else 1

@@ -1,6 +1,6 @@
 """Task ``segmentation``: train a dense segmenter (``unet``) on a GeoTIFF and its labels.
 
-``geolesf train --config configs/segmentation/unet_spacenet_buildings.yaml`` reads
+``geolesf train --config segmentation/unet_spacenet_buildings`` reads
 
 - ``data.image``: any raster rasterio opens (its mask / nodata marks unusable pixels);
 - ``data.labels``: either a label raster on the same grid (class ids; its nodata, or
@@ -94,10 +94,17 @@ def _check(cfg: SegmentationConfig) -> None:
 
 
 def run_config(cfg: SegmentationConfig) -> Path:
-    """Train ``unet`` as configured; returns the run folder."""
+    """Train ``unet`` as configured; returns the run folder (``config.yaml`` written first)."""
+    import dataclasses
+
+    from geolesf.data.sources import resolve_data
+
+    given = cfg
+    cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))  # dataset names → local files
     _check(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    write_yaml(out / "config.yaml", given)
     labels = Path(cfg.data.labels)
     if labels.suffix.lower() in VECTOR_SUFFIXES:
         labels = rasterize_labels(labels, cfg.data.image, out / "labels.tif", field_name=cfg.data.label_field,
@@ -116,7 +123,6 @@ def run_config(cfg: SegmentationConfig) -> Path:
                "class_ids": summary["class_ids"], "training_scene_fit": fit,
                "note": "training_scene_fit is measured on the training scene itself (fit, not generalisation)"}
     write_json(out / "metrics.json", metrics)
-    write_yaml(out / "config.yaml", cfg)
     print(f"[unet] loss {summary['history'][0]['loss']:.4f} → {summary['history'][-1]['loss']:.4f}, "
           f"training-scene mIoU {fit['mIoU']:.4f} → {out}")
     return out

@@ -1,6 +1,6 @@
 """Task ``wsod``: train NDI-WSOD from image-level labels with Lightning (methods.md §7.4).
 
-``geolesf train --config configs/wsod/ndi_vgg16_voc07.yaml`` reads a VOC (XML) or COCO (JSON)
+``geolesf train --config wsod/ndi_vgg16_voc07`` reads a VOC (XML) or COCO (JSON)
 dataset, keeps only the **image-level labels** of each image (classes of its non-difficult /
 non-crowd objects), computes or loads object proposals, and trains one image per step with a
 random training scale (shorter side) and random horizontal flip, SGD (momentum 0.9, weight
@@ -267,7 +267,7 @@ def run_config(cfg: WSODConfig) -> Path:
     if tr.iou_rule not in ("gt", "ge"):
         raise ConfigError(f"trainer.iou_rule: expected gt (IoU > 0.5, NDI-WSOD/py-faster-rcnn) or ge "
                           f"(IoU >= 0.5, VOC MATLAB devkit), found {tr.iou_rule!r}")
-    out = start_run(cfg.out, tr)
+    out = start_run(cfg.out, tr, record=cfg)
     data = WSODDataModule(cfg)
     module = WSODModule(cfg, len(data.class_names))
     trainer = make_trainer(tr, out, max_steps=tr.iterations, max_epochs=-1, accumulate_grad_batches=tr.iter_size,

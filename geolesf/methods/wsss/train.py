@@ -1,6 +1,6 @@
 """Task ``wsss``: weakly supervised semantic segmentation from image-level tags (Lightning).
 
-``geolesf train --config configs/wsss/cam_resnet50_voc.yaml`` trains one of three methods on
+``geolesf train --config wsss/cam_resnet50_voc`` trains one of three methods on
 image-level tags only (the dense masks are used for scoring, never for training):
 
 * ``cam`` — a multi-label classifier with global average pooling; its CAMs are the seeds;
@@ -269,7 +269,7 @@ def run_config(cfg: WSSSConfig) -> Path:
     if cfg.method not in METHODS:
         raise ConfigError(f"method: expected one of {', '.join(METHODS)}, found '{cfg.method}'")
     tr = cfg.trainer
-    out = start_run(cfg.out, tr)
+    out = start_run(cfg.out, tr, record=cfg)
     data = WSSSDataModule(cfg)
     ds = data.dataset
     if not ds.background:

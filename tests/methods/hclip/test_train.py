@@ -20,7 +20,7 @@ TINY_SET = ["model.tiny=true", "model.block_size=16", "model.hidden=32", "model.
             "trainer.accelerator=cpu"]
 
 
-CONFIG_PATH = Path(__file__).resolve().parents[3] / "configs" / "clip" / "hclip_vitb16_coco_stuff.yaml"
+CONFIG_PATH = Path(__file__).resolve().parents[3] / "geolesf" / "configs" / "clip" / "hclip_vitb16_coco_stuff.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,7 @@ def test_cli_train_predict_evaluate_prompted(shared_data, tiny_ckpt, tmp_path, c
 
     sn = shared_data / "spacenet_solaris"
     run = tmp_path / "run"
-    rc = cli_main.main(["train", "--config", str(REPO / "configs/sam/cobo_lora_vit_b_aerial.yaml"),
+    rc = cli_main.main(["train", "--config", str(REPO / "geolesf/configs/sam/cobo_lora_vit_b_aerial.yaml"),
                         "--set", f"model.checkpoint={tiny_ckpt}", "--set", f"out={run}",
                         "--set", f"data.image={sn / 'sample_geotiff.tif'}",
                         "--set", f"data.labels={sn / 'geotiff_labels.geojson'}", *TINY])
@@ -118,7 +118,7 @@ def test_cli_semantic_train_and_tiled_predict_keeps_crs(shared_data, tiny_ckpt, 
     tiles = shared_data / "rs_seg_tiles" / "potsdam"
     img, ann = tiles / "img" / "2_10_0_0_512_512.png", tiles / "ann" / "2_10_0_0_512_512.png"
     run = tmp_path / "sem"
-    rc = cli_main.main(["train", "--config", str(REPO / "configs/sam/cobo_adapter_vit_b_aerial.yaml"),
+    rc = cli_main.main(["train", "--config", str(REPO / "geolesf/configs/sam/cobo_adapter_vit_b_aerial.yaml"),
                         "--set", f"model.checkpoint={tiny_ckpt}", "--set", f"out={run}",
                         "--set", f"data.images=[{img}]", "--set", f"data.masks=[{ann}]",
                         "--set", "data.val_images=[]", "--set", "data.val_masks=[]",

@@ -14,7 +14,7 @@ from geolesf.cli.main import main
 from geolesf.io.labels import rasterize_labels
 
 REPO = Path(__file__).resolve().parents[3]
-CONFIG = REPO / "configs" / "segmentation" / "unet_spacenet_buildings.yaml"
+CONFIG = REPO / "geolesf" / "configs" / "segmentation" / "unet_spacenet_buildings.yaml"
 
 
 def test_rasterized_footprints_match_vector_area(shared_data, tmp_path):

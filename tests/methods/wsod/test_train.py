@@ -267,9 +267,9 @@ def test_shipped_configs_load():
     from geolesf.methods.wsod.train import WSODConfig
 
     for name in ("ndi_vgg16_voc07.yaml", "ndi_vgg16_coco17.yaml"):
-        cfg = load_config(WSODConfig, REPO / "configs" / "wsod" / name)
+        cfg = load_config(WSODConfig, REPO / "geolesf" / "configs" / "wsod" / name)
         assert cfg.task == "wsod" and cfg.model.args["backbone"] == "vgg16"
-    voc = load_config(WSODConfig, REPO / "configs" / "wsod" / "ndi_vgg16_voc07.yaml")
+    voc = load_config(WSODConfig, REPO / "geolesf" / "configs" / "wsod" / "ndi_vgg16_voc07.yaml")
     assert voc.trainer.iterations == 70000 and voc.trainer.lr_steps == [60000] and voc.trainer.iter_size == 4
 
 

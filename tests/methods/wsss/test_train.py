@@ -15,7 +15,7 @@ from geolesf.cli.main import main
 from geolesf.config import load_config
 from geolesf.methods.wsss.train import CONFIG, run_config
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "wsss"
+CONFIGS = Path(__file__).resolve().parents[3] / "geolesf" / "configs" / "wsss"
 SIMPLE = {"backbone": "simple", "args": {"width": 8, "depth": 3}, "embed_dim": 8, "hidden": 16}
 VIT = {"backbone": "vit", "args": {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 16, "img_size": 64},
        "embed_dim": 8, "hidden": 16}
