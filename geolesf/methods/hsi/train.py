@@ -9,6 +9,7 @@ registry *kind*, predicts the whole scene, and writes::
     OUT/config.yaml    the resolved config (re-run with ``geolesf train --config``)
     OUT/classmap.tif   the whole scene in original class ids, colour table, class names
     OUT/preview.png    the class map with a legend
+    OUT/model.pt       the trained model (rf/svm: ``geolesf-hsi-spectrum/1``; patch models: ``geolesf-hsi-patch/1``)
 
 With ``trainer.seeds`` each seed gets ``OUT/seed_<s>/`` and ``OUT/summary.json`` holds
 mean ± std of OA / AA / kappa.
@@ -256,7 +257,8 @@ class SpectrumPredictor:
 
 @register_trainer("spectrum")
 def train_pixel_model(scene: PreparedScene, cfg: Any, out_dir: Path) -> SpectrumPredictor:
-    """Fit a registered scikit-learn estimator on the training pixels' spectra."""
+    """Fit a registered scikit-learn estimator on the training pixels' spectra; save it as
+    ``out_dir/model.pt`` (:mod:`geolesf.methods.hsi.spectrum`, no pickle)."""
     from geolesf.registry import create_model
 
     x, y = scene.spectra("train")
@@ -266,6 +268,10 @@ def train_pixel_model(scene: PreparedScene, cfg: Any, out_dir: Path) -> Spectrum
     args.setdefault("seed", cfg.trainer.seed)
     est = create_model(cfg.model.name, in_chans=scene.num_features, num_classes=scene.num_classes, **args)
     est.fit(x, y)
+    from geolesf.methods.hsi.spectrum import from_scene, save
+
+    digest = save(out_dir / "model.pt", from_scene(scene, cfg, est, args))
+    print(f"[{cfg.model.name}] wrote {out_dir / 'model.pt'} (sha256 {digest[:12]}…)")
     return SpectrumPredictor(est)
 
 
