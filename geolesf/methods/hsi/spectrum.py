@@ -271,6 +271,8 @@ def load(path: str | Path, expected_sha256: str | None = None) -> SpectrumCheckp
             colors=[list(map(int, c)) for c in payload["colors"]], extra=dict(payload["extra"]),
             in_chans=int(payload["in_chans"]), path=path, sha256=digest,
         )
+        if ckpt.in_chans is None or ckpt.in_chans < 1:
+            raise ValueError(f"in_chans must be a positive band count, found {ckpt.in_chans}")
         stats = [a.shape for a in (ckpt.band_mean, ckpt.band_std) if a is not None]
         if stats not in ([], [(ckpt.in_chans,)] * 2):
             raise ValueError("band statistics must both be 1-D of in_chans values, or both absent")
