@@ -135,3 +135,27 @@ def test_untrusted_and_malformed_estimators_are_refused(run, tmp_path):
     assert main(["predict", str(out / "classmap.tif"), "--checkpoint", str(out / "model.pt"),
                  "--out", str(tmp_path / "x.tif")]) == 2  # a 1-band raster: one-line band-count error
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_geotiff_prediction_never_imports_lightning_and_writes_probabilities(run, scene, tmp_path):
+    from tests.test_predict_path import _predict_in_fresh_interpreter
+
+    model, out = run
+    folder, cube, _ = scene
+    res = _predict_in_fresh_interpreter([str(folder / "ip.tif"), "--checkpoint", str(out / "model.pt"),
+                                         "--out", str(tmp_path / "map.tif"), "--probabilities",
+                                         str(tmp_path / "p.tif"), "--no-preview"])
+    assert res == {"rc": 0, "lightning": False, "train": []}
+    with rasterio.open(tmp_path / "p.tif") as src:
+        probs = src.read()
+    ckpt = spectrum.load(out / "model.pt")
+    x = ckpt.normalise(cube).reshape(-1, ckpt.in_bands)
+    flat = probs.reshape(probs.shape[0], -1).T
+    ids = np.asarray(ckpt.class_ids)
+    assert np.array_equal(ids[flat.argmax(1)], _read(out / "classmap.tif")[0].ravel())
+    expected = np.zeros_like(flat)
+    if model == "rf":  # the forest's own class probabilities
+        expected[:, ckpt.model.classes] = ckpt.estimator.predict_proba(x)
+    else:  # no predict_proba: one-hot of predict
+        expected[np.arange(len(x)), ckpt.estimator.predict(x)] = 1.0
+    assert np.allclose(flat, expected, atol=2e-6)
