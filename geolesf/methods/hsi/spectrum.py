@@ -208,6 +208,9 @@ def from_scene(scene: Any, cfg: Any, estimator: Any, args: dict[str, Any]) -> Sp
     from geolesf.config import to_dict
 
     norm = scene.normalizer
+    # the bands the features are computed from (those the normaliser / PCA were fitted on)
+    bands = (norm.mean.shape[0] if norm is not None else
+             scene.pca._pca.n_features_in_ if scene.pca is not None else scene.num_features)
     return SpectrumCheckpoint(
         estimator=estimator, model_name=cfg.model.name, model_args=dict(args),
         band_mean=None if norm is None else np.asarray(norm.mean, dtype=np.float64),
@@ -217,7 +220,7 @@ def from_scene(scene: Any, cfg: Any, estimator: Any, args: dict[str, Any]) -> Sp
         colors=[list(map(int, c)) for c in scene.class_colors],
         extra={"split": scene.split.name, "seed": int(cfg.trainer.seed), "bands_in": int(scene.cube.bands),
                "config": to_dict(cfg)},
-        in_chans=int(scene.cube.bands),
+        in_chans=int(bands),
     )
 
 
