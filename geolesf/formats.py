@@ -33,6 +33,7 @@ from geolesf.errors import ConfigError, ModelError
 #: checkpoint format → method package (under ``geolesf.methods``).
 FORMATS: dict[str, str] = {
     "geolesf-hsi-patch/1": "hsi",
+    "geolesf-hsi-spectrum/1": "hsi",
     "geolesf-segmentation/1": "unet",
     "geolesf-sam-peft/1": "sam",
     "geolesf-hclip/1": "hclip",

@@ -13,14 +13,14 @@ import sys
 
 from geolesf import __version__
 
-SUBCOMMANDS = ("data", "train", "evaluate", "predict", "export", "pseudo_label")
+SUBCOMMANDS = ("data", "weights", "train", "evaluate", "predict", "export", "pseudo_label")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geolesf",
         description="Remote-sensing and geospatial machine learning: hyperspectral classification "
-        "(S²Mamba), tiled georeferenced prediction, dataset catalog.",
+        "(S²Mamba), tiled georeferenced prediction, dataset and weights catalogs.",
     )
     parser.add_argument("--version", action="version", version=f"geolesf {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")

@@ -373,3 +373,57 @@ def test_train_with_a_pickle_payload_as_proposals_is_refused(shared_data, tmp_pa
     r = geolesf("train", "--config", tmp_path / "wsod.yaml")
     r.assert_user_error(str(evil))
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# saved rf/svm models: the estimator is a skops file inside model.pt; skops rebuilds objects by name
+
+
+def _skops_system(marker: pathlib.Path) -> bytes:
+    """A skops file whose root node calls ``os.system('touch MARKER')`` when constructed."""
+    import io
+    import json
+    import zipfile
+
+    import skops.io as sio
+
+    args = json.loads(zipfile.ZipFile(io.BytesIO(sio.dumps((f"touch '{marker}'",)))).read("schema.json"))
+    schema = {"__class__": "system", "__module__": "os", "__loader__": "ConstructorFromReduceNode",
+              "__id__": 1, "content": {k: v for k, v in args.items() if k not in ("protocol", "_skops_version")},
+              "protocol": args["protocol"], "_skops_version": args["_skops_version"]}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("schema.json", json.dumps(schema))
+    return buf.getvalue()
+
+
+def test_spectrum_checkpoint_with_a_code_running_estimator_is_refused(tmp_path):
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestClassifier
+
+    from geolesf.errors import ModelError
+    from geolesf.methods.hsi import spectrum
+
+    live = tmp_path / "LIVE"
+    sio.loads(_skops_system(live), trusted=["os.system"])  # the payload does run code when trusted
+    assert live.exists()
+
+    marker = tmp_path / "MARKER"
+    forest = RandomForestClassifier(3, random_state=0).fit(np.random.default_rng(0).random((20, 4)), [0, 1] * 10)
+    ckpt = spectrum.SpectrumCheckpoint(estimator=forest, model_name="rf", model_args={}, band_mean=None,
+                                       band_std=None, pca=None, class_ids=[1, 2], class_names=["a", "b"],
+                                       colors=[[0, 0, 0], [9, 9, 9]], in_chans=4)
+    spectrum.save(tmp_path / "model.pt", ckpt)
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    payload["estimator"] = torch.frombuffer(bytearray(_skops_system(marker)), dtype=torch.uint8)
+    torch.save(payload, tmp_path / "evil.pt")
+    with pytest.raises(ModelError, match=r"evil\.pt: the stored estimator names type 'os\.system'"):
+        spectrum.load(tmp_path / "evil.pt")
+    scene = tmp_path / "scene.tif"
+    import rasterio
+
+    with rasterio.open(scene, "w", driver="GTiff", width=8, height=8, count=4, dtype="float32") as dst:
+        dst.write(np.ones((4, 8, 8), np.float32))
+    geolesf("predict", scene, "--checkpoint", tmp_path / "evil.pt", "--out", tmp_path / "map.tif",
+            timeout=300).assert_user_error("evil.pt", "os.system")
+    assert not marker.exists() and not (tmp_path / "map.tif").exists()

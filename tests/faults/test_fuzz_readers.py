@@ -655,8 +655,24 @@ def _seed_sam(root: Path) -> None:
     SEEDS["sam"] = (root / "peft.pt").read_bytes()
 
 
+def _seed_spectrum(root: Path) -> None:
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import RandomForestClassifier
+
+    from geolesf.methods.hsi.spectrum import SpectrumCheckpoint, save
+
+    x = np.random.default_rng(0).random((40, 5))
+    pca = PCA(3, random_state=0).fit(x)
+    forest = RandomForestClassifier(3, random_state=0).fit(pca.transform(x), [0, 1, 2, 3] * 10)
+    save(root / "rf.pt", SpectrumCheckpoint(
+        estimator=forest, model_name="rf", model_args={"n_estimators": 3}, band_mean=x.mean(0), band_std=x.std(0),
+        pca=pca, class_ids=[1, 2, 5, 7], class_names=["a", "b", "c", "d"], colors=[[1, 2, 3]] * 4,
+        extra={"split": "random"}, in_chans=5))
+    SEEDS["spectrum"] = (root / "rf.pt").read_bytes()
+
+
 METHOD_SEEDS: dict[str, Callable[[Path], None]] = {"wsss": _seed_wsss, "wsod": _seed_wsod, "hclip": _seed_hclip,
-                                                    "sam": _seed_sam}
+                                                    "sam": _seed_sam, "spectrum": _seed_spectrum}
 
 
 @pytest.fixture(scope="module")
@@ -693,3 +709,12 @@ def test_fuzz_hclip_checkpoint(data: bytes, cached_clip_tokenizer: Any) -> None:
 @given(data=payloads("sam", state_keys=("trainable",), pinned={"variant": "tiny"}))
 def test_fuzz_sam_checkpoint(data: bytes) -> None:
     check_checkpoint("peft.pt", data, "sam")
+
+
+@FUZZ
+@given(data=payloads("spectrum", state_keys=()))
+def test_fuzz_spectrum_checkpoint(data: bytes) -> None:
+    from geolesf.methods.hsi.spectrum import load
+
+    check("model.pt", data, load)
+    check("model.pt", data, _load_predict_model)

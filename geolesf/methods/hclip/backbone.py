@@ -43,13 +43,19 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def load_clip_state_dict(path: str | Path, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
-    """Read an OpenAI-format CLIP state dict from a local file; returns ``(state_dict, sha256)``."""
+    """Read an OpenAI-format CLIP state dict from a local file; returns ``(state_dict, sha256)``.
+
+    ``weights:NAME`` names catalogued weights (``geolesf weights list``), verified against the catalog's sha256.
+    """
+    from geolesf.data.weights import resolve_spec
     from geolesf.registry import verify_sha256
 
+    path, sha256 = resolve_spec(path, sha256, "model.clip_checkpoint")
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"model.clip_checkpoint {path}: file not found (give a local OpenAI-format CLIP "
-                         "state dict, e.g. ViT-B-16.pt)")
+        raise ModelError(f"model.clip_checkpoint {path}: file not found (run `geolesf weights fetch "
+                         "clip_vit_b16_openai` and set model.clip_checkpoint: weights:clip_vit_b16_openai, or give "
+                         "a local OpenAI-format CLIP state dict)")
     digest = verify_sha256(path, sha256)
     try:
         if _is_torchscript(path):  # OpenAI's own ViT-B-16.pt releases (verify them with clip_sha256)

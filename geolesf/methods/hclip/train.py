@@ -196,7 +196,10 @@ def run_config(cfg: HCLIPConfig) -> Path:
 
     if not cfg.data.root:
         raise ConfigError("data.root: expected the folder holding the training dataset")
-    if cfg.model.clip_checkpoint and not Path(cfg.model.clip_checkpoint).is_file():
+    from geolesf.data.weights import resolve_spec
+
+    clip_file = resolve_spec(cfg.model.clip_checkpoint, None, "model.clip_checkpoint")[0]  # weights:NAME → file
+    if clip_file and not Path(clip_file).is_file():
         raise ModelError(f"model.clip_checkpoint {cfg.model.clip_checkpoint}: file not found (give a local "
                          "OpenAI-format CLIP state dict, e.g. ViT-B-16.pt)")
     out = start_run(cfg.out, cfg.trainer, record=cfg)

@@ -20,6 +20,9 @@ from geolesf.errors import ModelError
 from geolesf.registry import float_tensor, model_payload, rebuild_model, write_checkpoint
 
 FORMAT = "geolesf-hsi-patch/1"
+#: Every format the ``hsi`` method reads: patch models here, scikit-learn spectrum models in
+#: :mod:`geolesf.methods.hsi.spectrum`.
+FORMATS = (FORMAT, "geolesf-hsi-spectrum/1")
 
 
 @dataclass
@@ -123,3 +126,15 @@ def load(path: str | Path, expected_sha256: str | None = None) -> PatchCheckpoin
     except (KeyError, TypeError, ValueError) as exc:  # a key missing or of the wrong type
         raise ModelError(f"{path}: malformed '{FORMAT}' checkpoint ({exc.__class__.__name__}: {exc})") from None
     return ckpt
+
+
+def load_any(path: str | Path) -> Any:
+    """A patch checkpoint, or a :class:`~geolesf.methods.hsi.spectrum.SpectrumCheckpoint` (which has
+    the attributes the predictors and the evaluator read) for a ``geolesf-hsi-spectrum/1`` file."""
+    from geolesf.formats import checkpoint_format
+
+    if checkpoint_format(path) == FORMATS[1]:
+        from geolesf.methods.hsi.spectrum import load as load_spectrum
+
+        return load_spectrum(path)
+    return load(path)

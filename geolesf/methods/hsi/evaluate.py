@@ -1,4 +1,4 @@
-"""Evaluate a trained patch-model checkpoint on the test pixels of a split.
+"""Evaluate a trained hyperspectral checkpoint (patch model, or rf/svm spectrum model) on the test pixels of a split.
 
 The split is rebuilt from the run's saved ``config.yaml`` (beside the checkpoint) or from
 options, with the same seed, so ``geolesf evaluate`` reproduces the numbers written by
@@ -36,7 +36,7 @@ def evaluate_checkpoint(
     import torch
 
     from geolesf.config import TrainConfig, load_config
-    from geolesf.methods.hsi.checkpoint import load as load_patch_checkpoint
+    from geolesf.methods.hsi.checkpoint import load_any as load_patch_checkpoint
     from geolesf.predict.patches import PatchGatherer, predict_pixels
     from geolesf.methods.hsi.train import prepare_scene, score_test_pixels
 
@@ -51,7 +51,7 @@ def evaluate_checkpoint(
         )
     # Precedence: --config, then the run's config.yaml, then the config stored in the checkpoint.
     cfg = load_config(TrainConfig, config, overrides, base=base, initial=None if config else stored)
-    if cfg.data.patch_size != ckpt.patch_size:
+    if getattr(ckpt, "kind", "pixel") == "pixel" and cfg.data.patch_size != ckpt.patch_size:
         cfg.data.patch_size = ckpt.patch_size
     scene = prepare_scene(cfg)
     if scene.class_ids != list(ckpt.class_ids):
@@ -88,7 +88,7 @@ def evaluate_checkpoint(
 
 
 def evaluate(request: Any) -> dict[str, Any]:
-    """``geolesf evaluate`` of a patch checkpoint: :func:`evaluate_checkpoint` on the request's split."""
+    """``geolesf evaluate`` of a patch or spectrum checkpoint: :func:`evaluate_checkpoint` on the request's split."""
     base = {k: v for k, v in (("data.cube", request.cube), ("data.labels", request.labels),
                                ("data.split", request.split)) if v}
     m = evaluate_checkpoint(request.checkpoint, request.config, list(request.overrides), base=base, out=request.out,

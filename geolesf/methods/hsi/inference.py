@@ -52,7 +52,7 @@ def classify_cube(
     from geolesf.io.atomic import check_tif_out
     from geolesf.io.hsi import read_cube_for_prediction
     from geolesf.io.writers import write_class_map, write_preview_png
-    from geolesf.methods.hsi.checkpoint import load as load_patch_checkpoint
+    from geolesf.methods.hsi.checkpoint import load_any as load_patch_checkpoint
     from geolesf.predict.model import check_model_name
     from geolesf.predict.patches import predict_scene
 
@@ -98,8 +98,10 @@ def classify_cube(
 
 
 def predict_model(checkpoint: Any, model_name: str | None, options: dict[str, Any]) -> Any:
-    """The tiled predictor's ``pixel`` model for a patch checkpoint (no options are used)."""
-    from geolesf.methods.hsi.checkpoint import load
+    """The tiled predictor's ``pixel`` model for a patch or spectrum checkpoint (no options are used).
+
+    A spectrum model (rf, svm) is a ``1×1`` patch model (:class:`~geolesf.methods.hsi.spectrum.SpectrumModule`)."""
+    from geolesf.methods.hsi.checkpoint import load_any as load
     from geolesf.predict.model import PredictModel, check_model_name
 
     pk = load(checkpoint)

@@ -9,6 +9,7 @@ registry *kind*, predicts the whole scene, and writes::
                        split (name, params, counts, leakage), cube used, model, timings; written last
     OUT/classmap.tif   the whole scene in original class ids, colour table, class names
     OUT/preview.png    the class map with a legend
+    OUT/model.pt       the trained model (rf/svm: ``geolesf-hsi-spectrum/1``; patch models: ``geolesf-hsi-patch/1``)
 
 ``trainer.scene_map: false`` classifies the test pixels only and skips the last two files
 (:mod:`geolesf.methods.hsi.scene_map`). Data sources may be catalog names (:mod:`geolesf.data.sources`).
@@ -267,7 +268,8 @@ class SpectrumPredictor:
 
 @register_trainer("spectrum")
 def train_pixel_model(scene: PreparedScene, cfg: Any, out_dir: Path) -> SpectrumPredictor:
-    """Fit a registered scikit-learn estimator on the training pixels' spectra."""
+    """Fit a registered scikit-learn estimator on the training pixels' spectra; save it as
+    ``out_dir/model.pt`` (:mod:`geolesf.methods.hsi.spectrum`, no pickle)."""
     from geolesf.registry import create_model
 
     x, y = scene.spectra("train")
@@ -277,6 +279,10 @@ def train_pixel_model(scene: PreparedScene, cfg: Any, out_dir: Path) -> Spectrum
     args.setdefault("seed", cfg.trainer.seed)
     est = create_model(cfg.model.name, in_chans=scene.num_features, num_classes=scene.num_classes, **args)
     est.fit(x, y)
+    from geolesf.methods.hsi.spectrum import from_scene, save
+
+    digest = save(out_dir / "model.pt", from_scene(scene, cfg, est, args))
+    print(f"[{cfg.model.name}] wrote {out_dir / 'model.pt'} (sha256 {digest[:12]}…)")
     return SpectrumPredictor(est)
 
 

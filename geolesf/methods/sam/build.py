@@ -123,14 +123,17 @@ def save_sam_checkpoint(sam: nn.Module, path: str | Path) -> str:
 def load_sam_state(path: str | Path, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """Read an official SAM checkpoint (``weights_only=True``): ``(state dict, sha256)``.
 
-    ``sha256`` given: the file must match it (:class:`ChecksumError` otherwise).
+    ``sha256`` given: the file must match it (:class:`ChecksumError` otherwise). ``weights:NAME`` names
+    catalogued weights (``geolesf weights list``), verified against the catalog's or pinned sha256.
     """
+    from geolesf.data.weights import resolve_spec
     from geolesf.registry import verify_sha256
 
+    path, sha256 = resolve_spec(path, sha256, "model.checkpoint")
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ModelError(f"{path}: SAM checkpoint not found (download e.g. {OFFICIAL_FILES['vit_b']} from the "
-                         "segment-anything README and pass its path)")
+        raise ModelError(f"{path}: SAM checkpoint not found (run `geolesf weights fetch sam_vit_b` and set "
+                         "model.checkpoint: weights:sam_vit_b, or pass the path of an official SAM checkpoint)")
     digest = verify_sha256(path, sha256)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

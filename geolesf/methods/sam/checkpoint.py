@@ -42,7 +42,8 @@ def save(path: str | Path, model: Any, *, model_name: str, model_args: dict[str,
         "model_name": model_name,
         "model_args": args,
         "mode": model.mode,
-        "base_checkpoint": str(Path(base_checkpoint).expanduser().resolve()),
+        "base_checkpoint": (str(base_checkpoint) if str(base_checkpoint).startswith("weights:")  # catalogued
+                            else str(Path(base_checkpoint).expanduser().resolve())),
         "base_sha256": model.base_sha256,
         "trainable": model.trainable_state_dict(),
         "band_lo": torch.from_numpy(np.asarray(band_lo, dtype=np.float32)),
@@ -84,7 +85,9 @@ def _rebuild(payload: dict[str, Any], digest: str, path: Path, base_checkpoint: 
 
     if model_name is not None and model_name != payload["model_name"]:
         raise ModelError(f"{path} holds a '{payload['model_name']}' model, not '{model_name}'")
-    base = Path(base_checkpoint) if base_checkpoint else Path(payload["base_checkpoint"])
+    from geolesf.data.weights import resolve_spec
+
+    base = Path(resolve_spec(base_checkpoint or payload["base_checkpoint"], None, "base_checkpoint")[0])
     if not base.is_file():
         raise ModelError(f"{path}: base SAM checkpoint {base} not found; pass it with "
                          "--option base_checkpoint=PATH (sha256 must be " + payload["base_sha256"][:16] + "…)")
