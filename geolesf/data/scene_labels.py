@@ -120,6 +120,9 @@ def scene_labels(data: Any, cube: HSICube, seed: int = 0, patch_size: int = 1) -
         test_by_name = {n: i for i, n in all_names.items()} or None
         test, test_names, test_report, test_notes = _read(str(data.test_labels), data, cube, test_by_name,
                                                           "test labels")
+        if test_report.get("field_kind") == "names" and not all_names:
+            raise DataError(f"test labels {data.test_labels} hold class names but the training labels {data.labels} "
+                            "hold ids: name the ids with data.class_names")
         split = labels_split(gt.data, test.data, data.test_labels, {**test_names, **all_names})
         if test_report:
             out_report["test_vector"] = test_report

@@ -92,3 +92,39 @@ def test_cv_fold_and_its_conflicts(files):
                                 test_labels=str(d / "test.gpkg")), cube)
     with pytest.raises(ConfigError, match="data.cv_fold"):
         scene_labels(DataConfig(labels=data.labels, label_field="class", cv_blocks=3), cube)
+
+
+def test_points_with_integer_ids_named_by_the_config(files, tmp_path):
+    from shapely.geometry import Point
+
+    d, *_ = files
+    t = scenes.transform(ROWS.start, COLS.start)
+    cells = {(3, 4): 14, (20, 21): 14, (30, 5): 2, (31, 9): 2}
+    pts = [Point(*(t @ (c + 0.5, r + 0.5))) for r, c in cells]
+    gpd.GeoDataFrame({"id": list(cells.values())}, geometry=pts, crs=scenes.CRS).to_crs("EPSG:3857").to_file(
+        tmp_path / "points.shp")
+    data = DataConfig(labels=str(tmp_path / "points.shp"), label_field="id", class_names={2: "Corn-notill", 14: "Woods"},
+                      split="count", per_class=1)
+    got = scene_labels(data, read_cube(d / "scene.tif"))
+    expected = np.zeros((40, 40), np.int32)
+    for (r, c), k in cells.items():
+        expected[r, c] = k
+    assert np.array_equal(got.ground_truth.data, expected)
+    assert got.report["vector"]["field_kind"] == "ids" and got.class_names == {}
+
+
+def test_test_labels_must_match_the_training_labels(files, tmp_path):
+    d, train, _ = files
+    cube = read_cube(d / "scene.tif")
+    ids = scenes.polygons(train, scenes.transform(ROWS.start, COLS.start))  # integer ids
+    ids.to_file(tmp_path / "ids.gpkg")
+    with pytest.raises(DataError, match="hold class names but the training labels .* hold ids"):
+        scene_labels(DataConfig(labels=str(tmp_path / "ids.gpkg"), label_field="class",
+                                test_labels=str(d / "test.gpkg")), cube)
+    wrong = tmp_path / "small.tif"
+    import rasterio
+
+    with rasterio.open(wrong, "w", driver="GTiff", width=10, height=10, count=1, dtype="uint8") as dst:
+        dst.write(np.ones((1, 10, 10), np.uint8))
+    with pytest.raises(DataError, match="test labels .* must cover the same pixels"):
+        scene_labels(DataConfig(labels=str(tmp_path / "ids.gpkg"), label_field="class", test_labels=str(wrong)), cube)

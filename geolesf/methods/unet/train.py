@@ -47,7 +47,9 @@ class SegDataConfig:
     labels: str | None = None
     """Label raster on the image grid, or a vector file rasterised onto it."""
     label_field: str | None = None
-    """Vector labels: attribute holding integer class ids (default: every feature is class 1)."""
+    """Vector labels: attribute holding class ids or names (default: every feature is class 1)."""
+    all_touched: bool = False
+    """Vector labels: burn every pixel a feature touches (default: pixels whose centre is inside)."""
     background: int = 0
     """Vector labels: class id of pixels outside every feature."""
     ignore_value: int | None = None
@@ -104,7 +106,8 @@ def run_config(cfg: SegmentationConfig) -> Path:
     if labels.suffix.lower() in VECTOR_SUFFIXES:
         known = {v: int(k) for k, v in (class_names or {}).items()}
         labels, burned = burn_to_raster(labels, cfg.data.image, out / "labels.tif", field_name=cfg.data.label_field,
-                                        background=cfg.data.background, name_to_id=known or None)
+                                        background=cfg.data.background, all_touched=cfg.data.all_touched,
+                                        name_to_id=known or None)
         class_names = {**burned.names, **(class_names or {})}
         for line in burned.notes():
             print(f"note: {line}")
