@@ -11,7 +11,9 @@ registry *kind*, predicts the whole scene, and writes::
     OUT/preview.png    the class map with a legend
 
 With ``trainer.seeds`` each seed gets ``OUT/seed_<s>/`` and ``OUT/summary.json`` holds
-mean ± std of OA / AA / kappa.
+mean ± std of OA / AA / kappa. Labels (raster or vector), separate test labels and the block
+cross-validation folds come from :mod:`geolesf.data.scene_labels`; with ``data.cv_blocks`` each
+fold gets ``OUT/fold_<f>/`` and ``OUT/summary.json`` (:mod:`geolesf.methods.hsi.block_cv`).
 
 Trainers are looked up by the registry kind of the model (``HSI_TRAINERS``): ``spectrum``
 (scikit-learn estimators on spectra) is implemented here; a patch-based deep trainer registers
