@@ -63,6 +63,8 @@ class DataConfig:
     """Separate validation labels (raster or vector, same field): the test pixels of the run."""
     cv_blocks: int | None = None
     """Spatial block cross-validation with K folds (mean ± std and leakage per fold)."""
+    cv_fold: int | None = None
+    """With ``cv_blocks``: run only this fold (0..K-1); each fold's ``config.yaml`` sets it."""
     drop_bands: Any = None
     """Bands to drop before training: ``water`` (atmospheric water-vapour absorption), wavelength
     ranges in nm (``[[1340, 1460], [1790, 1960]]``), or a mix (``[water, [350, 400]]``)."""

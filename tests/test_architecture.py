@@ -34,7 +34,7 @@ LAYERS = {
     "predict": 5, "export": 5,
     "xarray": 6,
     "methods": 7,
-    "cli": 8,
+    "cli": 8, "__main__": 8,
 }
 
 

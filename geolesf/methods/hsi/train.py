@@ -15,7 +15,9 @@ registry *kind*, predicts the whole scene, and writes::
 (:mod:`geolesf.methods.hsi.scene_map`). Data sources may be catalog names (:mod:`geolesf.data.sources`).
 
 With ``trainer.seeds`` each seed gets ``OUT/seed_<s>/`` and ``OUT/summary.json`` holds
-mean ± std of OA / AA / kappa.
+mean ± std of OA / AA / kappa. Labels (raster or vector), separate test labels and the block
+cross-validation folds come from :mod:`geolesf.data.scene_labels`; with ``data.cv_blocks`` each
+fold gets ``OUT/fold_<f>/`` and ``OUT/summary.json`` (:mod:`geolesf.methods.hsi.block_cv`).
 
 Trainers are looked up by the registry kind of the model (``HSI_TRAINERS``): ``spectrum``
 (scikit-learn estimators on spectra) is implemented here; a patch-based deep trainer registers
@@ -35,12 +37,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from geolesf.config import TrainConfig
+from geolesf.data.scene_labels import scene_labels
 from geolesf.data.sources import resolve_data
-from geolesf.data.splits import Split, leakage_report, make_split
+from geolesf.data.splits import Split, leakage_report
 from geolesf.methods.hsi.scene_map import class_map_ids, predict_for_run, write_scene_map  # noqa: F401 (re-export)
 from geolesf.data.transforms import PCA, BandNormalizer
 from geolesf.errors import ConfigError, DataError, ModelError
-from geolesf.io.hsi import HSICube, LabelMap, read_cube, read_labels, split_spec
+from geolesf.io.hsi import HSICube, LabelMap, read_cube, split_spec
 from geolesf.provenance import machine_info
 from geolesf.io.atomic import write_json, write_yaml
 
@@ -110,13 +113,14 @@ def _file_info(spec: str) -> dict[str, Any]:
     return info
 
 
-def _class_legend(data: Any, gt: LabelMap, class_ids: list[int]) -> tuple[list[str], list[tuple[int, int, int]]]:
-    """Names and colours per class: the config's names, else the catalog's for a known ground truth."""
+def _class_legend(data: Any, gt: LabelMap, class_ids: list[int],
+                  field_names: dict[int, str]) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """Names and colours per class: the config's names, a vector names field's, else the catalog's."""
     from geolesf.data.catalog import classes_for_file
     from geolesf.colors import default_palette
 
     known = {c.id: c for c in classes_for_file(split_spec(gt.path)[0])} if gt.path else {}
-    names_cfg = {int(k): str(v) for k, v in (data.class_names or {}).items()}
+    names_cfg = {**field_names, **{int(k): str(v) for k, v in (data.class_names or {}).items()}}
     names = [names_cfg.get(c, known[c].name if c in known else f"class_{c}") for c in class_ids]
     palette = default_palette(len(class_ids))
     colors = []
@@ -151,22 +155,18 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
     if not data.labels:
         raise ConfigError("no labels given: set data.labels (or --labels PATH)")
     cube = read_cube(data.cube)
-    gt = read_labels(data.labels)
-    if gt.shape != cube.data.shape[:2]:
-        raise DataError(
-            f"labels {gt.path} have shape {gt.shape} but cube {cube.path} is "
-            f"{cube.data.shape[0]}×{cube.data.shape[1]} (×{cube.data.shape[2]} bands); "
-            "they must cover the same pixels"
-        )
     if data.patch_size < 1 or data.patch_size % 2 == 0:
         raise ConfigError(f"data.patch_size must be a positive odd number, found {data.patch_size}")
-    split = make_split(data, gt.data, seed=cfg.trainer.seed, patch_size=data.patch_size)
+    labelled = scene_labels(data, cube, seed=cfg.trainer.seed, patch_size=data.patch_size)
+    gt, split = labelled.ground_truth, labelled.split
+    for line in labelled.notes if verbose else []:
+        print(f"note: {line}")
     labels = split.label_map(gt.data)
     class_ids = [int(c) for c in np.unique(labels[(labels > 0) | split.train | split.test]) if c > 0]
     lut = np.full(int(max(class_ids)) + 1, -1, dtype=np.int64)
     lut[class_ids] = np.arange(len(class_ids))
     y = np.where(labels > 0, lut[np.clip(labels, 0, None)], -1)
-    class_names, class_colors = _class_legend(data, gt, class_ids)
+    class_names, class_colors = _class_legend(data, gt, class_ids, labelled.class_names)
     missing = [c for c in class_ids if not split.train[labels == c].any()]
     if missing and verbose:
         print(f"warning: classes {missing} have no training pixels in split '{split.name}'")
@@ -191,7 +191,7 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
     info = {
         "cube": {**_file_info(data.cube), "shape": list(cube.data.shape), "dtype": str(cube.data.dtype),
                  "georeferenced": cube.georeferenced, "crs": str(cube.crs) if cube.crs else None},
-        "labels": {**_file_info(data.labels), "labelled_pixels": int((gt.data > 0).sum())},
+        "labels": {**_file_info(data.labels), "labelled_pixels": int((gt.data > 0).sum()), **labelled.report},
         "normalization": normalizer.to_dict() if normalizer else {"type": "none"},
         "pca": pca.to_dict() if pca else None,
     }
@@ -343,6 +343,10 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
 def run_hsi(cfg: Any) -> Path:
     """Run ``cfg`` (one seed, or every seed of ``cfg.trainer.seeds``); returns the run folder."""
     out = Path(cfg.out)
+    if cfg.data.cv_blocks and cfg.data.cv_fold is None:
+        from geolesf.methods.hsi.block_cv import run_block_cv
+
+        return run_block_cv(cfg, run_single)
     seeds = cfg.trainer.seeds
     if not seeds:
         run_single(cfg, out)

@@ -6,8 +6,10 @@
 - ``data.labels``: either a label raster on the same grid (class ids; its nodata, or
   ``data.ignore_value``, marks unlabelled pixels) or a vector file (GeoPackage, GeoJSON,
   shapefile) whose features are burnt onto the image grid — value ``data.label_field`` of each
-  feature, or 1 for every feature when no field is named; pixels outside every feature get
-  ``data.background`` (default 0, i.e. "not a building" for footprints);
+  feature (integer ids, or class names numbered 1..N in sorted order unless ``data.class_names``
+  gives their ids), or 1 for every feature when no field is named; pixels outside every feature get
+  ``data.background`` (default 0, i.e. "not a building" for footprints) and pixels two classes claim
+  get 255 (ignored), through the burner the HSI task shares (:mod:`geolesf.io.labels`);
 
 trains on random chips (:func:`geolesf.methods.unet.model.train_segmenter`) and writes into ``out``:
 ``model.pt`` (``geolesf-segmentation/1``), ``labels.tif`` when labels were rasterised,
@@ -31,7 +33,7 @@ from torch.nn import functional as F
 from geolesf.config import ModelConfig
 from geolesf.config import run_config_class
 from geolesf.errors import ConfigError, DataError
-from geolesf.io.labels import VECTOR_SUFFIXES, rasterize_labels
+from geolesf.io.labels import VECTOR_SUFFIXES, burn_to_raster
 from geolesf.methods.unet.checkpoint import SegmentationCheckpoint, save
 from geolesf.methods.unet.evaluate import scene_metrics
 from geolesf.methods.unet.model import unet
@@ -45,7 +47,9 @@ class SegDataConfig:
     labels: str | None = None
     """Label raster on the image grid, or a vector file rasterised onto it."""
     label_field: str | None = None
-    """Vector labels: attribute holding integer class ids (default: every feature is class 1)."""
+    """Vector labels: attribute holding class ids or names (default: every feature is class 1)."""
+    all_touched: bool = False
+    """Vector labels: burn every pixel a feature touches (default: pixels whose centre is inside)."""
     background: int = 0
     """Vector labels: class id of pixels outside every feature."""
     ignore_value: int | None = None
@@ -105,14 +109,19 @@ def run_config(cfg: SegmentationConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(out / "config.yaml", given)
-    labels = Path(cfg.data.labels)
+    labels, class_names = Path(cfg.data.labels), cfg.data.class_names
     if labels.suffix.lower() in VECTOR_SUFFIXES:
-        labels = rasterize_labels(labels, cfg.data.image, out / "labels.tif", field_name=cfg.data.label_field,
-                                  background=cfg.data.background)
+        known = {v: int(k) for k, v in (class_names or {}).items()}
+        labels, burned = burn_to_raster(labels, cfg.data.image, out / "labels.tif", field_name=cfg.data.label_field,
+                                        background=cfg.data.background, all_touched=cfg.data.all_touched,
+                                        name_to_id=known or None)
+        class_names = {**burned.names, **(class_names or {})}
+        for line in burned.notes():
+            print(f"note: {line}")
         print(f"rasterised {cfg.data.labels} onto {Path(cfg.data.image).name} → {labels}")
     t = cfg.trainer
     summary = train_segmenter(
-        cfg.data.image, labels, out / "model.pt", class_names=cfg.data.class_names, colors=cfg.data.colors,
+        cfg.data.image, labels, out / "model.pt", class_names=class_names, colors=cfg.data.colors,
         ignore_value=cfg.data.ignore_value, model_args=cfg.model.args, epochs=t.epochs,
         steps_per_epoch=t.steps_per_epoch, chip=t.chip, batch_size=t.batch_size, lr=t.lr, seed=t.seed,
         device=t.device,
