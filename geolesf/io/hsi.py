@@ -9,7 +9,11 @@ Supported sources (``spec`` is a path, optionally ``PATH:KEY`` for ``.mat`` file
 - MATLAB v5 ``.mat`` (scipy) and v7.3 ``.mat`` (HDF5 via h5py; MATLAB stores arrays column-major,
   so h5py sees every array with its axes reversed and we transpose it back). Without a key the
   cube is the only array with ≥ 3 dimensions and the labels the only 2-D integer(-valued) array.
-- ENVI: a ``.hdr`` header beside a raw binary file, interleave bsq / bil / bip (:mod:`geolesf.io.envi`).
+- ENVI: a ``.hdr`` header beside a raw binary file, interleave bsq / bil / bip, read through GDAL so
+  ``map info`` gives the CRS and transform (:mod:`geolesf.io.envi`).
+- Sensor products (EnMAP L2A, DESIS L2A, PRISMA L2D, AVIRIS-NG / AVIRIS-3 L2): the product folder or
+  its metadata file (:mod:`geolesf.io.sensors`); reflectance as float32, wavelengths, FWHM, nodata,
+  quality masks, CRS and acquisition time.
 - Anything rasterio opens (GeoTIFF, PNG, ...): bands are moved last.
 
 Relative paths that do not exist from the working directory are also looked up relative to the
@@ -221,12 +225,20 @@ def check_finite(cube: HSICube) -> None:
 
 
 def read_cube(spec: str | Path, check: bool = True) -> HSICube:
-    """Read a hyperspectral cube from ``.mat`` (``PATH:KEY``), ENVI or a rasterio raster.
+    """Read a hyperspectral cube: a sensor product (:mod:`geolesf.io.sensors`: folder or metadata
+    file), ``.mat`` (``PATH:KEY``), ENVI (through GDAL) or a rasterio raster.
 
-    ``check`` rejects NaN/Inf values (naming the bands) with :class:`DataError`.
+    ``check`` rejects NaN/Inf values (naming the bands) with :class:`DataError`. For the lazy,
+    window-by-window reader see :func:`geolesf.io.source.open_cube`.
     """
+    from geolesf.io.sensors import detect
+
     path, key = split_spec(spec)
-    if path.suffix.lower() in MAT_SUFFIXES:
+    product = detect(path) if key is None else None
+    if product is not None:
+        with product.open(path) as src:
+            cube = src.read_cube()
+    elif path.suffix.lower() in MAT_SUFFIXES:
         require_file(path, "MATLAB cube")
         cube = _read_mat_cube(path, key)
     elif key is not None:

@@ -35,6 +35,8 @@ from geolesf.config import TrainConfig
 from geolesf.data.splits import Split, leakage_report, make_split
 from geolesf.data.transforms import PCA, BandNormalizer
 from geolesf.errors import ConfigError, DataError, ModelError
+from geolesf.io.bands import apply_to_cube
+from geolesf.io.cube import drop_invalid_labels, wavelength_tags
 from geolesf.io.hsi import HSICube, LabelMap, read_cube, read_labels, split_spec
 from geolesf.provenance import machine_info
 from geolesf.io.atomic import write_json, write_yaml
@@ -145,7 +147,7 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
         raise ConfigError("no cube given: set data.cube (or --cube PATH)")
     if not data.labels:
         raise ConfigError("no labels given: set data.labels (or --labels PATH)")
-    cube = read_cube(data.cube)
+    cube, bands = apply_to_cube(read_cube(data.cube), data.drop_bands)
     gt = read_labels(data.labels)
     if gt.shape != cube.data.shape[:2]:
         raise DataError(
@@ -155,6 +157,7 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
         )
     if data.patch_size < 1 or data.patch_size % 2 == 0:
         raise ConfigError(f"data.patch_size must be a positive odd number, found {data.patch_size}")
+    drop_invalid_labels(cube, gt)
     split = make_split(data, gt.data, seed=cfg.trainer.seed, patch_size=data.patch_size)
     labels = split.label_map(gt.data)
     class_ids = [int(c) for c in np.unique(labels[(labels > 0) | split.train | split.test]) if c > 0]
@@ -185,7 +188,9 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
         x = pca.transform(x)
     info = {
         "cube": {**_file_info(data.cube), "shape": list(cube.data.shape), "dtype": str(cube.data.dtype),
-                 "georeferenced": cube.georeferenced, "crs": str(cube.crs) if cube.crs else None},
+                 "georeferenced": cube.georeferenced, "crs": str(cube.crs) if cube.crs else None,
+                 "sensor": cube.sensor, "acquired": cube.acquired, "quality": cube.quality},
+        "bands": bands,
         "labels": {**_file_info(data.labels), "labelled_pixels": int((gt.data > 0).sum())},
         "normalization": normalizer.to_dict() if normalizer else {"type": "none"},
         "pca": pca.to_dict() if pca else None,
@@ -340,7 +345,8 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
     if crs is None:
         print(f"note: {scene.cube.georef_note()}")
     tags = {"model": cfg.model.name, "split": scene.split.name, "seed": cfg.trainer.seed,
-            "cube_sha256": scene.info["cube"].get("sha256", ""), "OA": round(metrics["OA"], 6)}
+            "cube_sha256": scene.info["cube"].get("sha256", ""), "OA": round(metrics["OA"], 6),
+            **wavelength_tags(scene.cube.wavelengths)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         write_class_map(out_dir / "classmap.tif", cmap, names, colors, crs=crs, transform=transform,
