@@ -30,6 +30,7 @@ import numpy as np
 
 from geolesf.errors import DataError
 from geolesf.io import envi
+from geolesf.io.lazy import open_cube  # noqa: F401  (re-exported: the lazy reader beside read_cube)
 from geolesf.io.cube import (
     HSICube,
     LabelMap,
@@ -229,7 +230,7 @@ def read_cube(spec: str | Path, check: bool = True) -> HSICube:
     file), ``.mat`` (``PATH:KEY``), ENVI (through GDAL) or a rasterio raster.
 
     ``check`` rejects NaN/Inf values (naming the bands) with :class:`DataError`. For the lazy,
-    window-by-window reader see :func:`geolesf.io.source.open_cube`.
+    window-by-window reader see :func:`open_cube` (:mod:`geolesf.io.lazy`).
     """
     from geolesf.io.sensors import detect
 

@@ -1,4 +1,4 @@
-"""Cubes opened lazily: :func:`open_cube` → a :class:`CubeSource` that reads ``(h, w, bands)`` windows.
+"""Cubes opened lazily: :func:`geolesf.io.lazy.open_cube` → a :class:`CubeSource` that reads ``(h, w, bands)`` windows.
 
 A source knows the cube's size, band metadata (wavelengths in nm, FWHM, names), georeferencing,
 nodata value, the per-band ``scale``/``offset`` it applies and the quality layers it honours, and
@@ -14,8 +14,9 @@ What a read returns:
 
 Sources: :class:`RasterCubeSource` (anything rasterio/GDAL opens: GeoTIFF, ENVI, the rasters of
 EnMAP / DESIS / AVIRIS products) and the PRISMA HDF5 source in :mod:`geolesf.io.sensors.prisma`.
-:func:`open_cube` picks one for a path: a sensor product (folder or metadata file) first, then ENVI,
-then any raster. MATLAB ``.mat`` files have no lazy reader (use :func:`geolesf.io.hsi.read_cube`).
+:func:`geolesf.io.lazy.open_cube` picks one for a path: a sensor product (folder or metadata file)
+first, then ENVI, then any raster. MATLAB ``.mat`` files have no lazy reader (use
+:func:`geolesf.io.hsi.read_cube`).
 """
 
 from __future__ import annotations
@@ -290,23 +291,3 @@ def _tag_wavelengths(ds: Any) -> list[float] | None:
         except (KeyError, TypeError, ValueError):
             return None
     return out
-
-
-def open_cube(spec: str | Path) -> CubeSource:
-    """Open a cube lazily: a sensor product (folder or metadata file), an ENVI cube or any raster.
-
-    Close it when done (``with open_cube(path) as src: ...``).
-    """
-    from geolesf.io import envi
-    from geolesf.io.cube import resolve_path
-    from geolesf.io.sensors import detect
-
-    path = resolve_path(spec)
-    product = detect(path)
-    if product is not None:
-        return product.open(path)
-    if path.suffix.lower() == ".mat" or ":" in path.name:
-        raise DataError(f"{spec}: MATLAB cubes have no lazy reader; read them whole with read_cube")
-    if envi.is_envi(path):
-        return envi.open_envi(path)
-    return RasterCubeSource(path)

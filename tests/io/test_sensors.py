@@ -12,7 +12,7 @@ import pytest
 from geolesf.errors import DataError
 from geolesf.io.hsi import read_cube
 from geolesf.io.sensors import detect
-from geolesf.io.source import open_cube
+from geolesf.io.lazy import open_cube
 from tests.io import sensor_fixtures as fx
 
 
