@@ -29,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "work. MATLAB .mat cubes, ENVI cubes (CRS from map info) and sensor products (EnMAP/DESIS L2A folder "
         "or metadata file, PRISMA L2D .he5, AVIRIS-NG/-3 L2) are classified whole, in memory.",
     )
-    p.add_argument("scene", nargs="+", help="input scene: GeoTIFF, or a cube PATH / PATH.mat:KEY / ENVI .hdr / sensor product; "
-                   "several GeoTIFFs (e.g. scenes/*.tif) with --out-dir")
+    p.add_argument("scene", nargs="+", help="input scene: GeoTIFF, or a cube PATH / PATH.mat:KEY / ENVI .hdr / "
+                   "sensor product; several GeoTIFFs (e.g. scenes/*.tif) with --out-dir")
     p.add_argument("--model", default=None, help="model name; must match the checkpoint (default: the "
                    "checkpoint's own)")
     p.add_argument("--checkpoint", required=True,
@@ -125,8 +125,8 @@ def run_distributed(args: argparse.Namespace) -> int:
         raise ConfigError("--out and --out-dir exclude each other: give one")
     bad = [s for s in scenes if _whole_cube(s)]
     if bad:
-        raise ConfigError(f"{bad[0]}: .mat/ENVI cubes and sensor products are classified whole; --workers/--scheduler/--out-dir "
-                          "take GeoTIFF scenes")
+        raise ConfigError(f"{bad[0]}: .mat/ENVI cubes and sensor products are classified whole; "
+                          "--workers/--scheduler/--out-dir take GeoTIFF scenes")
     unsupported = [f"--{n.replace('_', '-')}" for n in ("probabilities", "resume", "prompts")
                    if getattr(args, n, None) not in (None, False)]
     if unsupported:

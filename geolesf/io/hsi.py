@@ -261,21 +261,22 @@ def read_cube_for_prediction(spec: str | Path) -> tuple[HSICube, np.ndarray | No
     """A cube to classify whole: pixels with NaN/±Inf in any band are nodata, as in the tiled predictor.
 
     Returns ``(cube, valid)``: the non-finite values replaced by 0 (they never reach the model) and the
-    ``(H, W)`` mask of pixels to classify, or None when every pixel is finite. Warns with their count.
+    ``(H, W)`` mask of pixels to classify (finite, and not nodata / quality-flagged in a sensor product),
+    or None when every pixel is. Warns with the count of non-finite pixels.
     """
     cube = read_cube(spec, check=False)
     data = cube.data
     if data.dtype.kind not in "fc":
-        return cube, None
+        return cube, cube.valid
     finite = np.isfinite(data)
     valid = finite.all(axis=2)
     if valid.all():
-        return cube, None
+        return cube, cube.valid
     bad = int((~valid).sum())
     warnings.warn(f"{cube.path}: {bad:,} NaN/±Inf pixels are treated as nodata (not classified)", UserWarning,
                   stacklevel=2)
     cube.data = np.where(finite, data, np.zeros((), data.dtype))
-    return cube, valid
+    return cube, valid if cube.valid is None else valid & cube.valid
 
 
 def _as_label_array(arr: np.ndarray, where: str) -> np.ndarray:

@@ -135,9 +135,9 @@ class CubeSource:
     def _invalid(self, r0: int, r1: int, c0: int, c1: int, native: np.ndarray) -> tuple[np.ndarray | None, int]:
         """(``(h, w)`` invalid mask or None, number of valid-data pixels that quality flags remove)."""
         invalid = None
-        nodata = self.meta.nodata
-        if nodata is not None and not np.isnan(nodata):
-            invalid = np.all(native == np.asarray(nodata).astype(native.dtype), axis=0)
+        nodata = _representable(self.meta.nodata, native.dtype)
+        if nodata is not None:
+            invalid = np.all(native == nodata, axis=0)
         flagged = self._extra_invalid(r0, r1, c0, c1, native)
         for layer in self.quality_layers:
             hit = layer.flagged(_read_layer(layer, r0, r1, c0, c1, native.shape[1:]))
@@ -170,8 +170,8 @@ class CubeSource:
         else:
             data = native
         if invalid is not None and invalid.any():
-            fill = meta.nodata if meta.nodata is not None else 0
-            data = np.where(invalid[None], np.asarray(fill).astype(data.dtype), data)
+            fill = _representable(meta.nodata, data.dtype)
+            data = np.where(invalid[None], np.zeros((), data.dtype) if fill is None else fill, data)
         return np.ascontiguousarray(data.transpose(1, 2, 0)), (invalid, flagged)
 
     def read_cube(self) -> HSICube:
@@ -191,6 +191,19 @@ class CubeSource:
             valid=None if invalid is None or not invalid.any() else ~invalid, quality=quality,
             acquired=meta.acquired, sensor=meta.sensor,
         )
+
+
+def _representable(nodata: float | None, dtype: np.dtype) -> Any:
+    """``nodata`` as a value of ``dtype``, or None when it is absent, NaN or no value of that type."""
+    if nodata is None or np.isnan(nodata):
+        return None
+    if np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
+            return None
+    elif np.dtype(dtype).kind == "f" and np.isfinite(nodata) and abs(float(nodata)) > float(np.finfo(dtype).max):
+        return None
+    return np.asarray(nodata).astype(dtype)
 
 
 def _rasterio_errors() -> tuple[type[BaseException], ...]:

@@ -99,3 +99,37 @@ def test_train_and_predict_with_water_bands_dropped(scene, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and f"has {len(expect)} bands; model test-bandnet expects 40" in err[-1]
     assert not (tmp_path / "bad.tif").exists()
+
+
+def test_train_and_predict_on_an_enmap_product_folder(shared_data, tmp_path, capsys):
+    """A product folder as --cube and as the predict scene: reflectance, CRS, masks and band selection."""
+    from tests.io import sensor_fixtures as fx
+
+    want = fx.enmap(tmp_path / "product")
+    gt = scipy.io.loadmat(shared_data / "indian_pines" / "Indian_pines_gt.mat")["indian_pines_gt"]
+    gt = gt[40:40 + fx.ROWS, 60:60 + fx.COLS]  # the ground truth of the fixture's pixels: classes 2, 10 (and
+    gt = np.where(np.isin(gt, [2, 10]), gt, 0).astype(np.uint8)  # one pixel of 11, left out); 6 px are masked
+    scipy.io.savemat(tmp_path / "gt.mat", {"gt": gt})
+    cfg = TrainConfig(
+        out=str(tmp_path / "run"), model=ModelConfig(name="test-bandnet"),
+        data=DataConfig(cube=str(want["xml"].parent), labels=str(tmp_path / "gt.mat"), split="random",
+                        train_fraction=0.5, patch_size=3, normalize="scene", drop_bands=["water", [2450, 2600]]),
+        trainer=TrainerConfig(epochs=1, batch_size=64, lr=1e-2, seed=0),
+    )
+    with pytest.warns(UserWarning, match="labelled pixels are nodata or flagged"):
+        run = run_hsi(cfg)
+    metrics = json.loads((run / "metrics.json").read_text())
+    cube_info = metrics["data"]["cube"]
+    assert cube_info["sensor"] == "EnMAP L2A" and cube_info["acquired"] == want["acquired"]
+    assert cube_info["quality"]["invalid_pixels"] == int(want["invalid"].sum())
+    kept = metrics["data"]["bands"]["wavelengths_kept"]
+    assert max(kept) < 2450 and not any(lo <= w <= hi for w in kept for lo, hi in WATER_WINDOWS)
+    out = tmp_path / "map.tif"
+    capsys.readouterr()
+    code = main(["predict", str(want["xml"].parent), "--checkpoint", str(run / "model.pt"), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    with rasterio.open(out) as dst:
+        assert dst.crs.to_epsg() == 32633 and dst.transform == want["transform"]
+        pred = dst.read(1)
+        assert (pred[want["invalid"]] == 0).all() and (pred[~want["invalid"]] > 0).all()
+        assert len(dst.tags()["input_wavelengths_nm"].split(",")) == len(kept)
