@@ -70,7 +70,7 @@ def acquired_of(name: str) -> str | None:
 
 
 def open_product(path: Path):
-    """The reflectance cube through GDAL, with wavelengths, FWHM, nodata, CRS and transform from the header."""
+    """The reflectance cube (:func:`geolesf.io.envi.open_envi`): wavelengths, FWHM, nodata, CRS, transform."""
     from geolesf.io.envi import open_envi
 
     hdr = _header(path)
