@@ -1,7 +1,8 @@
 """AVIRIS-NG Level 2 and AVIRIS-3 Level 2A surface reflectance: ENVI cubes from JPL.
 
-Layout followed (JPL AVIRIS-NG data portal and *AVIRIS-NG L2 product description*; AVIRIS-3 L2A as
-distributed on the AVIRIS data portal): a flight line folder holds ENVI pairs (raw binary + ``.hdr``)::
+Layout followed: the flight-line files the JPL AVIRIS-NG data portal distributes (``ang…_rfl_v2p*``
+tarballs of ENVI pairs) and the ENVI header format (L3Harris, *ENVI Header Files*); AVIRIS-3 L2A
+reflectance named as on the AVIRIS data portal (``AV3…_RFL_ORT``). A flight-line folder holds::
 
     ang20170323t202244_rfl_v2p0/ang20170323t202244_corr_v2p0_img (+ .hdr)   AVIRIS-NG reflectance
     AV320230915t204010_..._RFL_ORT (+ .hdr)                               AVIRIS-3 reflectance
