@@ -36,10 +36,11 @@ def _check(cube, want, sensor: str) -> None:
     assert cube.quality["invalid_pixels"] == int(invalid.sum())
 
 
-@pytest.mark.parametrize("given", ["folder", "xml"])
+@pytest.mark.parametrize("given", ["folder", "xml", "image"])
 def test_enmap_l2a(tmp_path, given):
     want = fx.enmap(tmp_path / "enmap")
-    spec = want["xml"].parent if given == "folder" else want["xml"]
+    spec = {"folder": want["xml"].parent, "xml": want["xml"],
+            "image": next(want["xml"].parent.glob("*-SPECTRAL_IMAGE.TIF"))}[given]
     assert detect(spec).name == "EnMAP L2A"
     cube = read_cube(spec)
     _check(cube, want, "EnMAP L2A")

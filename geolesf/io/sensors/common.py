@@ -40,9 +40,15 @@ def member(folder: Path, prefix: str, suffix: str, what: str, required: bool = T
 
 
 def metadata_file(path: Path, suffix: str, name_test: "re.Pattern[str]") -> Path | None:
-    """The metadata file a path names: itself, or the one file in the folder whose name ends ``suffix``."""
+    """The metadata file a path names: itself, the one file in the folder whose name ends ``suffix``, or
+    (given the product's ``*-SPECTRAL_IMAGE`` raster) the metadata file beside it."""
     if path.is_file():
-        return path if path.name.lower().endswith(suffix.lower()) and name_test.search(path.name) else None
+        if not name_test.search(path.name):
+            return None
+        if path.name.lower().endswith(suffix.lower()):
+            return path
+        stem, sep, _ = path.name.rpartition("-SPECTRAL_IMAGE.")
+        return member(path.parent, stem, suffix, "metadata", required=False) if sep else None
     if path.is_dir():
         found = [p for p in path.iterdir() if p.name.lower().endswith(suffix.lower()) and name_test.search(p.name)]
         if len(found) == 1:
