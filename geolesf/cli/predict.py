@@ -26,10 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "scenes go through the tiled, streaming predictor: memory independent of the scene height, "
         "overlap blending, nodata respected, Cloud-Optimized GeoTIFF output with a QGIS .qml style, "
         "--resume after an interruption; dense (unet) and per-pixel patch (S²Mamba) checkpoints both "
-        "work. MATLAB .mat and ENVI cubes (no georeferencing) are classified whole, in memory.",
+        "work. MATLAB .mat cubes, ENVI cubes (CRS from map info) and sensor products (EnMAP/DESIS L2A folder "
+        "or metadata file, PRISMA L2D .he5, AVIRIS-NG/-3 L2) are classified whole, in memory.",
     )
-    p.add_argument("scene", nargs="+", help="input scene: GeoTIFF, or a cube PATH / PATH.mat:KEY / ENVI .hdr, or a "
-                   "catalog dataset name (e.g. indian_pines); several GeoTIFFs (e.g. scenes/*.tif) with --out-dir")
+    p.add_argument("scene", nargs="+", help="input scene: GeoTIFF, or a cube PATH / PATH.mat:KEY / ENVI .hdr / "
+                   "sensor product, or a catalog dataset name (e.g. indian_pines); several GeoTIFFs "
+                   "(e.g. scenes/*.tif) with --out-dir")
     p.add_argument("--model", default=None, help="model name; must match the checkpoint (default: the "
                    "checkpoint's own)")
     p.add_argument("--checkpoint", required=True,
@@ -83,12 +85,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _whole_cube(scene: str) -> bool:
-    """``.mat`` (optionally ``:KEY``) and ENVI cubes go to the whole-cube path."""
+    """``.mat`` (optionally ``:KEY``), ENVI cubes and sensor products go to the whole-cube path."""
     from geolesf.io.envi import is_envi
     from geolesf.io.hsi import split_spec
+    from geolesf.io.sensors import detect
 
     path, key = split_spec(scene)
-    return key is not None or path.suffix.lower() == ".mat" or is_envi(path)
+    return key is not None or path.suffix.lower() == ".mat" or is_envi(path) or detect(path) is not None
 
 
 def model_options(args: argparse.Namespace) -> dict:
@@ -124,8 +127,8 @@ def run_distributed(args: argparse.Namespace) -> int:
         raise ConfigError("--out and --out-dir exclude each other: give one")
     bad = [s for s in scenes if _whole_cube(s)]
     if bad:
-        raise ConfigError(f"{bad[0]}: .mat/ENVI cubes are classified whole; --workers/--scheduler/--out-dir "
-                          "take GeoTIFF scenes")
+        raise ConfigError(f"{bad[0]}: .mat/ENVI cubes and sensor products are classified whole; "
+                          "--workers/--scheduler/--out-dir take GeoTIFF scenes")
     unsupported = [f"--{n.replace('_', '-')}" for n in ("probabilities", "resume", "prompts")
                    if getattr(args, n, None) not in (None, False)]
     if unsupported:

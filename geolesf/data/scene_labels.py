@@ -29,7 +29,7 @@ import numpy as np
 
 from geolesf.data.splits import Split, make_split
 from geolesf.errors import ConfigError, DataError
-from geolesf.io.cube import HSICube, LabelMap
+from geolesf.io.cube import HSICube, LabelMap, drop_invalid_labels
 from geolesf.io.labels import burn_vector_labels, is_vector
 
 
@@ -109,6 +109,7 @@ def scene_labels(data: Any, cube: HSICube, seed: int = 0, patch_size: int = 1) -
     """Labels on ``cube``'s grid and the split ``data`` (a :class:`~geolesf.config.DataConfig`) asks for."""
     by_name = {str(v): int(k) for k, v in (data.class_names or {}).items()}
     gt, names, report, notes = _read(str(data.labels), data, cube, by_name or None, "labels")
+    drop_invalid_labels(cube, gt)  # nodata / quality-flagged pixels of a sensor product are never labelled
     if report.get("new_names") and by_name:
         raise DataError(f"labels {data.labels}: class names {report['new_names']} are not in data.class_names "
                         f"({', '.join(sorted(by_name))})")
@@ -120,6 +121,7 @@ def scene_labels(data: Any, cube: HSICube, seed: int = 0, patch_size: int = 1) -
         test_by_name = {n: i for i, n in all_names.items()} or None
         test, test_names, test_report, test_notes = _read(str(data.test_labels), data, cube, test_by_name,
                                                           "test labels")
+        drop_invalid_labels(cube, test)
         if test_report.get("field_kind") == "names" and not all_names:
             raise DataError(f"test labels {data.test_labels} hold class names but the training labels {data.labels} "
                             "hold ids: name the ids with data.class_names")

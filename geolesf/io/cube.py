@@ -13,18 +13,40 @@ from geolesf.errors import DataError
 
 @dataclass
 class HSICube:
-    """A hyperspectral cube with optional georeferencing."""
+    """A hyperspectral cube with optional georeferencing and spectral metadata.
+
+    Sensor products (:mod:`geolesf.io.sensors`) whose metadata defines a scale return ``data`` as
+    float32 *physical* values (surface reflectance, ``DN × scale + offset``) and record the
+    ``scale``/``offset`` they applied; every other reader returns the file's native values and leaves
+    both None.
+    """
 
     data: np.ndarray
-    """``(H, W, Bands)`` array in the file's native dtype."""
+    """``(H, W, Bands)`` array: the file's native dtype, or float32 when ``scale`` was applied."""
     band_names: list[str] = field(default_factory=list)
     wavelengths: list[float] | None = None
+    """Band centre wavelengths in nm (converted from µm where the source states µm)."""
     nodata: float | None = None
     crs: Any = None
     """A ``rasterio.crs.CRS`` or None."""
     transform: Any = None
     """An ``affine.Affine`` or None."""
     path: str = ""
+    fwhm: list[float] | None = None
+    """Band full width at half maximum in nm."""
+    scale: list[float] | None = None
+    """Per-band gain already applied to ``data`` (None: native values)."""
+    offset: list[float] | None = None
+    """Per-band offset already applied to ``data``."""
+    valid: np.ndarray | None = None
+    """``(H, W)`` bool: pixels that are neither nodata nor flagged by the product's quality layers
+    (their values are ``nodata``); None when the reader knows of no invalid pixel."""
+    quality: dict[str, Any] = field(default_factory=dict)
+    """What the validity came from: ``{"layers": [...], "flagged_pixels": n, ...}``."""
+    acquired: str | None = None
+    """Acquisition start as an ISO 8601 datetime string, when the product metadata gives it."""
+    sensor: str | None = None
+    """Product name (``EnMAP L2A``, ``PRISMA L2D``, ``AVIRIS-NG L2``, ...), None for plain files."""
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -55,6 +77,29 @@ class HSICube:
                 "(not georeferenced)"
             )
         return f"{self.path or 'cube'}: CRS {self.crs}, transform {tuple(self.transform)[:6]}"
+
+
+def drop_invalid_labels(cube: HSICube, labels: Any) -> int:
+    """Unlabel (0) the labelled pixels that the cube marks invalid (nodata or quality-flagged); returns
+    their count and warns when there are any."""
+    if cube.valid is None:
+        return 0
+    hit = (labels.data > 0) & ~cube.valid
+    count = int(hit.sum())
+    if count:
+        import warnings
+
+        labels.data = np.where(hit, 0, labels.data)
+        warnings.warn(f"{labels.path or 'labels'}: {count:,} labelled pixels are nodata or flagged by the quality "
+                      f"layers of {cube.path}; they are left out", UserWarning, stacklevel=2)
+    return count
+
+
+def wavelength_tags(wavelengths: list[float] | None) -> dict[str, str]:
+    """GeoTIFF tags naming the input wavelengths (nm) a product was made from; empty without them."""
+    if not wavelengths:
+        return {}
+    return {"input_wavelengths_nm": ",".join(f"{w:g}" for w in wavelengths)}
 
 
 @dataclass

@@ -9,7 +9,11 @@ Supported sources (``spec`` is a path, optionally ``PATH:KEY`` for ``.mat`` file
 - MATLAB v5 ``.mat`` (scipy) and v7.3 ``.mat`` (HDF5 via h5py; MATLAB stores arrays column-major,
   so h5py sees every array with its axes reversed and we transpose it back). Without a key the
   cube is the only array with ≥ 3 dimensions and the labels the only 2-D integer(-valued) array.
-- ENVI: a ``.hdr`` header beside a raw binary file, interleave bsq / bil / bip (:mod:`geolesf.io.envi`).
+- ENVI: a ``.hdr`` header beside a raw binary file, interleave bsq / bil / bip, read through GDAL so
+  ``map info`` gives the CRS and transform (:mod:`geolesf.io.envi`).
+- Sensor products (EnMAP L2A, DESIS L2A, PRISMA L2D, AVIRIS-NG / AVIRIS-3 L2): the product folder or
+  its metadata file (:mod:`geolesf.io.sensors`); reflectance as float32, wavelengths, FWHM, nodata,
+  quality masks, CRS and acquisition time.
 - Anything rasterio opens (GeoTIFF, PNG, ...): bands are moved last.
 
 Relative paths that do not exist from the working directory are also looked up relative to the
@@ -26,6 +30,7 @@ import numpy as np
 
 from geolesf.errors import DataError
 from geolesf.io import envi
+from geolesf.io.lazy import open_cube  # noqa: F401  (re-exported: the lazy reader beside read_cube)
 from geolesf.io.cube import (
     HSICube,
     LabelMap,
@@ -221,12 +226,20 @@ def check_finite(cube: HSICube) -> None:
 
 
 def read_cube(spec: str | Path, check: bool = True) -> HSICube:
-    """Read a hyperspectral cube from ``.mat`` (``PATH:KEY``), ENVI or a rasterio raster.
+    """Read a hyperspectral cube: a sensor product (:mod:`geolesf.io.sensors`: folder or metadata
+    file), ``.mat`` (``PATH:KEY``), ENVI (through GDAL) or a rasterio raster.
 
-    ``check`` rejects NaN/Inf values (naming the bands) with :class:`DataError`.
+    ``check`` rejects NaN/Inf values (naming the bands) with :class:`DataError`. For the lazy,
+    window-by-window reader see :func:`open_cube` (:mod:`geolesf.io.lazy`).
     """
+    from geolesf.io.sensors import detect
+
     path, key = split_spec(spec)
-    if path.suffix.lower() in MAT_SUFFIXES:
+    product = detect(path) if key is None else None
+    if product is not None:
+        with product.open(path) as src:
+            cube = src.read_cube()
+    elif path.suffix.lower() in MAT_SUFFIXES:
         require_file(path, "MATLAB cube")
         cube = _read_mat_cube(path, key)
     elif key is not None:
@@ -248,21 +261,22 @@ def read_cube_for_prediction(spec: str | Path) -> tuple[HSICube, np.ndarray | No
     """A cube to classify whole: pixels with NaN/±Inf in any band are nodata, as in the tiled predictor.
 
     Returns ``(cube, valid)``: the non-finite values replaced by 0 (they never reach the model) and the
-    ``(H, W)`` mask of pixels to classify, or None when every pixel is finite. Warns with their count.
+    ``(H, W)`` mask of pixels to classify (finite, and not nodata / quality-flagged in a sensor product),
+    or None when every pixel is. Warns with the count of non-finite pixels.
     """
     cube = read_cube(spec, check=False)
     data = cube.data
     if data.dtype.kind not in "fc":
-        return cube, None
+        return cube, cube.valid
     finite = np.isfinite(data)
     valid = finite.all(axis=2)
     if valid.all():
-        return cube, None
+        return cube, cube.valid
     bad = int((~valid).sum())
     warnings.warn(f"{cube.path}: {bad:,} NaN/±Inf pixels are treated as nodata (not classified)", UserWarning,
                   stacklevel=2)
     cube.data = np.where(finite, data, np.zeros((), data.dtype))
-    return cube, valid
+    return cube, valid if cube.valid is None else valid & cube.valid
 
 
 def _as_label_array(arr: np.ndarray, where: str) -> np.ndarray:

@@ -154,3 +154,30 @@ def test_labels_multiband_rejected(tmp_path, ip):
 def test_missing_file():
     with pytest.raises(DataError, match="not found"):
         read_cube("/nonexistent/cube.mat")
+
+
+def test_envi_map_info_gives_crs_and_transform(tmp_path, ip):
+    """GDAL reads the ENVI map info: CRS and transform survive; wavelengths in µm become nm."""
+    extra = ("map info = {UTM, 1.000, 1.000, 500000.000, 4000000.000, 30.000, 30.000, 16, North, WGS-84, "
+             "units=Meters}\ndata ignore value = 0\nwavelength units = Micrometers\n")
+    hdr = _write_envi(tmp_path, ip[0], "bil", 0, "<u2", extra=extra)
+    hdr.write_text(hdr.read_text().replace("wavelength = {\n 400.0", "wavelength = {\n 0.4"))
+    cube = read_cube(hdr)
+    assert cube.crs.to_epsg() == 32616
+    assert tuple(cube.transform)[:6] == (30.0, 0.0, 500000.0, 0.0, -30.0, 4000000.0)
+    assert cube.nodata == 0.0 and cube.wavelengths[0] == pytest.approx(400.0)
+
+
+def test_open_cube_windows_of_plain_rasters(tmp_path, ip, shared_data):
+    from geolesf.io.hsi import open_cube
+
+    hdr = _write_envi(tmp_path, ip[0], "bip", 1, ">f4")
+    with open_cube(hdr) as src:
+        assert src.shape == (20, 24, 12) and src.wavelengths[:2] == [400.0, 410.0]
+        np.testing.assert_array_equal(src.read(((2, 5), (3, 9))), ip[0][2:5, 3:9].astype(np.float32))
+    with open_cube(shared_data / "rasterio_landsat7" / "RGB.byte.tif") as src:
+        whole = read_cube(shared_data / "rasterio_landsat7" / "RGB.byte.tif")
+        assert src.crs == whole.crs and src.nodata == 0
+        np.testing.assert_array_equal(src.read(((100, 140), (200, 260))), whole.data[100:140, 200:260])
+    with pytest.raises(DataError, match="no lazy reader"):
+        open_cube(shared_data / "indian_pines" / "IP_200_M.mat")

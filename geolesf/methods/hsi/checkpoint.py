@@ -50,6 +50,24 @@ class PatchCheckpoint:
     def in_bands(self) -> int:
         return int(self.band_mean.shape[0]) if self.band_mean is not None else int(self.model_args["in_chans"])
 
+    @property
+    def band_selection(self) -> dict[str, Any] | None:
+        """``extra["bands"]``: the ``data.drop_bands`` record (``keep``, ``bands_in``, wavelengths kept)."""
+        record = self.extra.get("bands") if isinstance(self.extra, dict) else None
+        return record if isinstance(record, dict) and "keep" in record else None
+
+    @property
+    def scene_bands(self) -> int:
+        """Bands a scene must have: before band selection when the run dropped bands."""
+        record = self.band_selection
+        return int(record["bands_in"]) if record is not None else self.in_bands
+
+    def select_bands(self, cube: np.ndarray, axis: int, source: str) -> np.ndarray:
+        """The recorded band selection applied to a scene (a :class:`DataError` when its band count differs)."""
+        from geolesf.io.bands import apply_recorded
+
+        return apply_recorded(cube, self.band_selection, axis, source, str(self.path or "checkpoint"))
+
     def normalise(self, cube: np.ndarray) -> np.ndarray:
         """Apply the training-time band statistics (and PCA) to a raw cube ``(H, W, bands)``."""
         x = np.asarray(cube, dtype=np.float32)

@@ -20,6 +20,7 @@ import numpy as np
 
 from geolesf import __version__
 from geolesf.errors import DataError
+from geolesf.io.cube import wavelength_tags
 
 
 @dataclass
@@ -61,8 +62,8 @@ def classify_cube(
     ckpt = load_patch_checkpoint(checkpoint)
     check_model_name(checkpoint, ckpt.model_name, model_name)
     cube, valid = read_cube_for_prediction(cube_spec)  # NaN/±Inf pixels: nodata (0), as in the tiled path
-    check_bands(cube.data.shape[2], ckpt.in_bands, str(cube_spec), ckpt.model_name)
-    x = ckpt.normalise(cube.data)
+    check_bands(cube.data.shape[2], ckpt.scene_bands, str(cube_spec), ckpt.model_name)
+    x = ckpt.normalise(ckpt.select_bands(cube.data, 2, str(cube_spec)))
     model = ckpt.model.to(device)
     start = time.perf_counter()
     with torch.inference_mode():
@@ -82,6 +83,7 @@ def classify_cube(
         "weights_sha256": ckpt.sha256,
         "source": str(cube_spec),
         "patch_size": ckpt.patch_size,
+        **wavelength_tags(_used_wavelengths(cube.wavelengths, ckpt.band_selection)),
     }
     crs_note = None if cube.crs is not None else cube.georef_note()
     with warnings.catch_warnings():
@@ -108,10 +110,19 @@ def predict_model(checkpoint: Any, model_name: str | None, options: dict[str, An
     check_model_name(checkpoint, pk.model_name, model_name)
 
     def normalise(x: np.ndarray) -> np.ndarray:
+        x = pk.select_bands(x, 0, "the scene")
         return np.ascontiguousarray(pk.normalise(x.transpose(1, 2, 0)).transpose(2, 0, 1))
 
     return PredictModel(
         module=pk.model, name=pk.model_name, kind="pixel", class_ids=list(pk.class_ids),
         class_names=list(pk.class_names), colors=list(pk.colors), sha256=pk.sha256 or "",
-        in_bands=pk.in_bands, normalise=normalise, patch_size=pk.patch_size, padding=pk.padding,
+        in_bands=pk.scene_bands, normalise=normalise, patch_size=pk.patch_size, padding=pk.padding,
     )
+
+
+def _used_wavelengths(wavelengths: list[float] | None, record: dict[str, Any] | None) -> list[float] | None:
+    """The input wavelengths the model saw: the scene's, after the checkpoint's band selection."""
+    if wavelengths is None or record is None:
+        return wavelengths
+    keep = [int(i) for i in record.get("keep", [])]
+    return [wavelengths[i] for i in keep if i < len(wavelengths)]

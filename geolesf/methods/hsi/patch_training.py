@@ -335,7 +335,7 @@ def _checkpoint(scene: Any, cfg: Any, model: nn.Module, args: dict[str, Any]) ->
         class_names=scene.class_names,
         colors=[list(map(int, c)) for c in scene.class_colors],
         extra={"split": scene.split.name, "seed": int(cfg.trainer.seed), "epochs": int(cfg.trainer.epochs),
-               "bands_in": int(scene.cube.bands), "config": to_dict(cfg)},
+               "bands_in": int(scene.cube.bands), "config": to_dict(cfg), "bands": scene.info.get("bands")},
     )
 
 

@@ -51,17 +51,21 @@ def class_map_ids(scene: Any, pred: np.ndarray, mask_unlabelled: bool) -> np.nda
 
 def write_scene_map(out_dir: Path, scene: Any, cfg: Any, pred: np.ndarray, metrics: dict[str, Any]) -> None:
     """``classmap.tif`` (original ids, colour table, names, provenance tags) and ``preview.png``."""
+    from geolesf.io.cube import wavelength_tags
     from geolesf.io.writers import write_class_map, write_preview_png
 
     names = {0: "unlabelled", **dict(zip(scene.class_ids, scene.class_names))}
     colors = {0: (0, 0, 0), **dict(zip(scene.class_ids, scene.class_colors))}
     cmap = class_map_ids(scene, pred, cfg.data.mask_unlabelled)
+    if getattr(scene.cube, "valid", None) is not None:
+        cmap[~scene.cube.valid] = 0  # nodata / quality-flagged pixels of a sensor product: not classified
     crs = scene.cube.crs if scene.cube.crs is not None else scene.ground_truth.crs
     transform = scene.cube.transform if scene.cube.crs is not None else scene.ground_truth.transform
     if crs is None:
         print(f"note: {scene.cube.georef_note()}")
     tags = {"model": cfg.model.name, "split": scene.split.name, "seed": cfg.trainer.seed,
-            "cube_sha256": scene.info["cube"].get("sha256", ""), "OA": round(metrics["OA"], 6)}
+            "cube_sha256": scene.info["cube"].get("sha256", ""), "OA": round(metrics["OA"], 6),
+            **wavelength_tags(scene.cube.wavelengths)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         write_class_map(out_dir / "classmap.tif", cmap, names, colors, crs=crs, transform=transform,

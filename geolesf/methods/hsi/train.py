@@ -43,6 +43,7 @@ from geolesf.data.splits import Split, leakage_report
 from geolesf.methods.hsi.scene_map import class_map_ids, predict_for_run, write_scene_map  # noqa: F401 (re-export)
 from geolesf.data.transforms import PCA, BandNormalizer
 from geolesf.errors import ConfigError, DataError, ModelError
+from geolesf.io.bands import apply_to_cube
 from geolesf.io.hsi import HSICube, LabelMap, read_cube, split_spec
 from geolesf.provenance import machine_info
 from geolesf.io.atomic import write_json, write_yaml
@@ -154,7 +155,7 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
         raise ConfigError("no cube given: set data.cube (or --cube PATH)")
     if not data.labels:
         raise ConfigError("no labels given: set data.labels (or --labels PATH)")
-    cube = read_cube(data.cube)
+    cube, bands = apply_to_cube(read_cube(data.cube), data.drop_bands)
     if data.patch_size < 1 or data.patch_size % 2 == 0:
         raise ConfigError(f"data.patch_size must be a positive odd number, found {data.patch_size}")
     labelled = scene_labels(data, cube, seed=cfg.trainer.seed, patch_size=data.patch_size)
@@ -190,7 +191,9 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
         x = pca.transform(x)
     info = {
         "cube": {**_file_info(data.cube), "shape": list(cube.data.shape), "dtype": str(cube.data.dtype),
-                 "georeferenced": cube.georeferenced, "crs": str(cube.crs) if cube.crs else None},
+                 "georeferenced": cube.georeferenced, "crs": str(cube.crs) if cube.crs else None,
+                 "sensor": cube.sensor, "acquired": cube.acquired, "quality": cube.quality},
+        "bands": bands,
         "labels": {**_file_info(data.labels), "labelled_pixels": int((gt.data > 0).sum()), **labelled.report},
         "normalization": normalizer.to_dict() if normalizer else {"type": "none"},
         "pca": pca.to_dict() if pca else None,
