@@ -13,12 +13,12 @@ VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".kml")
 
 def rasterize_labels(vector: str | Path, image: str | Path, out: str | Path, *, field_name: str | None,
                      background: int) -> Path:
-    """Burn ``vector`` onto the grid of ``image`` (reprojected to its CRS); write a uint8 GeoTIFF."""
+    """Burn ``vector`` onto the grid of ``image`` (reprojected to its CRS); write a uint8 Cloud-Optimized GeoTIFF."""
     import geopandas as gpd
     import rasterio
     from rasterio.features import rasterize
 
-    from geolesf.io.atomic import atomic_path
+    from geolesf.io.cog import write_cog
 
     try:
         gdf = gpd.read_file(vector)
@@ -47,8 +47,4 @@ def rasterize_labels(vector: str | Path, image: str | Path, out: str | Path, *, 
                           fill=background, dtype="uint8")
     else:
         burnt = np.full(shape, background, np.uint8)
-    profile = {"driver": "GTiff", "height": shape[0], "width": shape[1], "count": 1, "dtype": "uint8",
-               "crs": crs, "transform": transform, "nodata": 255, "compress": "deflate"}
-    with atomic_path(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(burnt, 1)
-    return Path(out)
+    return write_cog(out, burnt, crs=crs, transform=transform, nodata=255, resampling="nearest")

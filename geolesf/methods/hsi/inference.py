@@ -50,6 +50,7 @@ def classify_cube(
     import torch
 
     from geolesf.io.atomic import check_tif_out
+    from geolesf.io.cog import acquired_iso
     from geolesf.io.hsi import read_cube_for_prediction
     from geolesf.io.writers import write_class_map, write_preview_png
     from geolesf.methods.hsi.checkpoint import load as load_patch_checkpoint
@@ -62,6 +63,9 @@ def classify_cube(
     check_model_name(checkpoint, ckpt.model_name, model_name)
     cube, valid = read_cube_for_prediction(cube_spec)  # NaN/±Inf pixels: nodata (0), as in the tiled path
     check_bands(cube.data.shape[2], ckpt.in_bands, str(cube_spec), ckpt.model_name)
+    crs_note = None if cube.crs is not None else cube.georef_note()
+    if crs_note and progress:  # before the work (and its progress bar) starts
+        print(f"note: {crs_note}", flush=True)
     x = ckpt.normalise(cube.data)
     model = ckpt.model.to(device)
     start = time.perf_counter()
@@ -83,12 +87,12 @@ def classify_cube(
         "source": str(cube_spec),
         "patch_size": ckpt.patch_size,
     }
-    crs_note = None if cube.crs is not None else cube.georef_note()
+    acquired = acquired_iso(getattr(cube, "acquired", None))
+    if acquired:
+        tags["acquired"] = acquired
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         write_class_map(out, class_map, names, colors, crs=cube.crs, transform=cube.transform, tags=tags)
-    if crs_note and progress:
-        print(f"note: {crs_note}")
     png = None
     if preview:
         png = out.with_suffix(".png")

@@ -313,6 +313,8 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
         f"{int(scene.split.train.sum())} train / {int(scene.split.test.sum())} test px; "
         f"leakage ({leak['patch_size']}×{leak['patch_size']} patches): {leak['fraction']:.1%}"
     )
+    if scene.cube.crs is None and scene.ground_truth.crs is None:  # a note before the work, not after
+        print(f"note: {scene.cube.georef_note()}")
     t0 = time.perf_counter()
     predictor = train_fn(scene, cfg, out_dir)
     fit_s = time.perf_counter() - t0
@@ -337,8 +339,6 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
     cmap = class_map_ids(scene, pred, cfg.data.mask_unlabelled)
     crs = scene.cube.crs if scene.cube.crs is not None else scene.ground_truth.crs
     transform = scene.cube.transform if scene.cube.crs is not None else scene.ground_truth.transform
-    if crs is None:
-        print(f"note: {scene.cube.georef_note()}")
     tags = {"model": cfg.model.name, "split": scene.split.name, "seed": cfg.trainer.seed,
             "cube_sha256": scene.info["cube"].get("sha256", ""), "OA": round(metrics["OA"], 6)}
     with warnings.catch_warnings():
