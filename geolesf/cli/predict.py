@@ -225,8 +225,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     probs = Path(args.probabilities) if args.probabilities else None
-    whole = _whole_cube(scene)
-    written = _sidecars(args, out, qml=not whole, preview=not args.no_preview)
+    written = _sidecars(args, out, qml=True, preview=not args.no_preview)  # both paths write the .qml
     if probs is not None:
         written["--probabilities"] = probs
         written["style of --probabilities"] = probs.with_suffix(".qml")
