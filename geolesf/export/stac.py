@@ -19,7 +19,8 @@ classifier or ``DataArray.geolesf.to_qgis``) and writes ``<name>.stac.json`` bes
   (ISO 8601, written by the predictors from the input), else the ``TIFFTAG_DATETIME`` of the map or
   of its source GeoTIFF — and ``geolesf:datetime_is`` says ``"acquisition"``. Otherwise (STAC
   requires ``datetime`` or a start/end range) it is the time the Item is written and
-  ``geolesf:datetime_is`` is ``"processing"``; ``created`` is always the writing time.
+  ``geolesf:datetime_is`` is ``"processing"`` (``"given"`` for an explicit ``datetime=``);
+  ``created`` is always the writing time.
 
 Validation: :func:`validate_item` runs pystac's JSON-schema validator entirely offline — the STAC
 core Item schema shipped with pystac plus the two extension schemas vendored in
@@ -123,7 +124,7 @@ def stac_item(
     acquired = acquisition_time(tags)
     props: dict[str, Any] = {
         "created": now.isoformat().replace("+00:00", "Z"),
-        "geolesf:datetime_is": "acquisition" if datetime is None and acquired else "processing",
+        "geolesf:datetime_is": "given" if datetime is not None else "acquisition" if acquired else "processing",
         "proj:code": f"EPSG:{epsg}" if epsg is not None else None,
         "proj:shape": [int(m["shape"][0]), int(m["shape"][1])],
         "proj:transform": [float(v) for v in (t.a, t.b, t.c, t.d, t.e, t.f)],
