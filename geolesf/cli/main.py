@@ -105,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from geolesf.errors import GeolesfError
 
+    # Status lines (stdout) and warnings / progress bars (stderr) in the order they happen, also
+    # when both go to one pipe or file: stdout is otherwise block-buffered there and lags behind.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
+    # geolesf's own warnings each time they happen (every seed, every scene), not once per session
+    warnings.filterwarnings("always", category=UserWarning, module=r"geolesf(\.|$)")
     formatwarning = warnings.formatwarning
     if not args.debug:
         warnings.formatwarning = _format_warning

@@ -235,10 +235,10 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     probs = Path(args.probabilities) if args.probabilities else None
-    whole = _whole_cube(scene)
-    written = _sidecars(args, out, qml=not whole, preview=not args.no_preview)
+    written = _sidecars(args, out, qml=True, preview=not args.no_preview)  # both paths write the .qml
     if probs is not None:
         written["--probabilities"] = probs
+        written["style of --probabilities"] = probs.with_suffix(".qml")
     from geolesf.io.atomic import output_folders
 
     with output_folders(out, probs), _policy(args, [scene], written, [out, probs]):
@@ -286,7 +286,8 @@ def _run_one(args: argparse.Namespace, scene: str) -> int:
     tiled = predict_request(req)
     print(f"wrote {tiled.out} ({tiled.width}×{tiled.height} px, {tiled.tiles_run}/{tiled.tiles} tiles run, "
           f"{tiled.megapixels_per_second:.2f} Mpx/s)")
-    for extra in (tiled.probabilities, tiled.out.with_suffix(".qml"), tiled.out.with_suffix(".png")):
+    probs_qml = tiled.probabilities.with_suffix(".qml") if tiled.probabilities is not None else None
+    for extra in (tiled.probabilities, probs_qml, tiled.out.with_suffix(".qml"), tiled.out.with_suffix(".png")):
         if extra is not None and extra.exists():
             print(f"wrote {extra}")
     _write_stac(args, tiled.out, tiled.probabilities)

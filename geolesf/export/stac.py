@@ -6,21 +6,28 @@ classifier or ``DataArray.geolesf.to_qgis``) and writes ``<name>.stac.json`` bes
 * **assets**: the class map (``classmap``, COG media type when GDAL reports ``LAYOUT=COG``),
   and whichever siblings exist — ``style`` (``.qml``), ``polygons`` (``.gpkg``), ``preview``
   (``.png``), ``probabilities`` (when given); hrefs are relative to the Item.
-* **classification extension** (v1.0.0): ``classification:classes`` on the class-map asset — value,
-  description (the class name), name (a slug of it) and ``color-hint`` from the colour table.
-* **projection extension** (v1.0.0): ``proj:epsg`` (or ``proj:wkt2`` when the CRS has no EPSG code),
-  ``proj:shape``, ``proj:transform`` and ``proj:bbox`` (in the map's CRS); geometry and ``bbox`` in
-  WGS 84. A map without a CRS (pixel coordinates) gets a null geometry, ``proj:epsg: null`` and no
-  ``proj:bbox``. The nodata value is not listed as a class (it is ``geolesf:nodata``).
+* **classification extension** (v2.0.0): ``classification:classes`` on the class-map asset — value,
+  description (the class name), name (a slug of it) and ``color_hint`` from the colour table.
+* **projection extension** (v2.0.0): ``proj:code`` (``"EPSG:32618"``; ``proj:wkt2`` instead when the
+  CRS has no EPSG code), ``proj:shape``, ``proj:transform`` and ``proj:bbox`` (in the map's CRS);
+  geometry and ``bbox`` in WGS 84. A map without a CRS (pixel coordinates) gets a null geometry,
+  ``proj:code: null`` and no ``proj:bbox``. The nodata value is not listed as a class (it is
+  ``geolesf:nodata``).
 * **provenance** (``geolesf:*`` properties): model, weights sha256, tile, overlap, blend, patch size,
-  geolesf version, source scene and the output nodata; ``created`` and ``datetime`` are the time the
-  Item is written unless ``datetime`` is given.
+  geolesf version, source scene (the input file's path) and the output nodata.
+* **time**: ``datetime`` is the acquisition time when it is known — the map's ``acquired`` tag
+  (ISO 8601, written by the predictors from the input), else the ``TIFFTAG_DATETIME`` of the map or
+  of its source GeoTIFF — and ``geolesf:datetime_is`` says ``"acquisition"``. Otherwise (STAC
+  requires ``datetime`` or a start/end range) it is the time the Item is written and
+  ``geolesf:datetime_is`` is ``"processing"`` (``"given"`` for an explicit ``datetime=``);
+  ``created`` is always the writing time.
 
 Validation: :func:`validate_item` runs pystac's JSON-schema validator entirely offline — the STAC
 core Item schema shipped with pystac plus the two extension schemas vendored in
 ``geolesf/export/stac_schemas/`` (see its README for their origin). Any other schema URI raises
-instead of being fetched. The extension *versions* are pinned to 1.0.0 because those are the
-schemas available offline; pystac reads them (and can migrate them to its newer defaults).
+instead of being fetched. Both extensions are at the versions pystac 1.15 writes, so plain
+``pystac.Item.from_file(path).validate()`` keeps them; it works offline once
+:func:`use_offline_schemas` has registered the vendored schemas with pystac.
 """
 
 from __future__ import annotations
@@ -34,9 +41,9 @@ from typing import Any
 from geolesf.colors import to_hex
 from geolesf.errors import DataError
 
-PROJECTION_V1 = "https://stac-extensions.github.io/projection/v1.0.0/schema.json"
-CLASSIFICATION_V1 = "https://stac-extensions.github.io/classification/v1.0.0/schema.json"
-SCHEMA_FILES = {PROJECTION_V1: "projection-v1.0.0.json", CLASSIFICATION_V1: "classification-v1.0.0.json"}
+PROJECTION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+CLASSIFICATION = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
+SCHEMA_FILES = {PROJECTION: "projection-v2.0.0.json", CLASSIFICATION: "classification-v2.0.0.json"}
 COG_MEDIA = "image/tiff; application=geotiff; profile=cloud-optimized"
 GEOTIFF_MEDIA = "image/tiff; application=geotiff"
 PROVENANCE_TAGS = ("model", "weights_sha256", "tile", "overlap", "blend", "blend_margin", "blend_on", "patch_size",
@@ -114,9 +121,11 @@ def stac_item(
     geometry, bbox = _geometry(info.crs, m["bounds"])
     epsg = info.crs.to_epsg() if info.crs is not None else None
     t = info.transform
+    acquired = acquisition_time(tags)
     props: dict[str, Any] = {
         "created": now.isoformat().replace("+00:00", "Z"),
-        "proj:epsg": epsg,
+        "geolesf:datetime_is": "given" if datetime is not None else "acquisition" if acquired else "processing",
+        "proj:code": f"EPSG:{epsg}" if epsg is not None else None,
         "proj:shape": [int(m["shape"][0]), int(m["shape"][1])],
         "proj:transform": [float(v) for v in (t.a, t.b, t.c, t.d, t.e, t.f)],
     }
@@ -135,10 +144,10 @@ def stac_item(
             props[f"geolesf:{'version' if key == 'geolesf_version' else key}"] = value
     props["geolesf:nodata"] = info.nodata
     item = pystac.Item(
-        id=item_id or tif.stem, geometry=geometry, bbox=bbox, datetime=datetime or now, properties=props,
-        stac_extensions=[PROJECTION_V1, CLASSIFICATION_V1],
+        id=item_id or tif.stem, geometry=geometry, bbox=bbox, datetime=datetime or acquired or now,
+        properties=props, stac_extensions=[PROJECTION, CLASSIFICATION],
     )
-    classes = [{"value": int(i), "description": str(n), "name": _slug(str(n)), "color-hint": _hex6(c)}
+    classes = [{"value": int(i), "description": str(n), "name": _slug(str(n)), "color_hint": _hex6(c)}
                for i, n, c in zip(info.class_ids, info.class_names, info.colors) if i != info.nodata]
 
     def rel(p: Path) -> str:
@@ -163,6 +172,32 @@ def stac_item(
         elif key == "probabilities":
             raise DataError(f"--probabilities {path}: file not found for the STAC Item")
     return item
+
+
+def acquisition_time(tags: dict[str, str]) -> _dt.datetime | None:
+    """The acquisition time recorded in a class map's tags, or in its source GeoTIFF; None if unknown."""
+    from geolesf.io.cog import acquired_iso
+
+    stamp = acquired_iso(tags.get("acquired")) or acquired_iso(tags.get("TIFFTAG_DATETIME"))
+    source = Path(tags.get("source", ""))
+    if stamp is None and source.suffix.lower() in (".tif", ".tiff") and source.is_file():
+        import rasterio
+
+        try:
+            with rasterio.open(source) as src:
+                stamp = acquired_iso(src.tags().get("TIFFTAG_DATETIME"))
+        except rasterio.errors.RasterioError:
+            stamp = None
+    return None if stamp is None else _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def use_offline_schemas() -> Any:
+    """Register the offline validator with pystac, so plain ``item.validate()`` never fetches a schema."""
+    from pystac.validation import set_validator
+
+    validator = _OfflineValidator()
+    set_validator(validator)
+    return validator
 
 
 class _OfflineValidator:
@@ -199,7 +234,7 @@ def validate_item(item: Any) -> list[str]:
     if isinstance(item, pystac.Item):
         payload, name = item.to_dict(include_self_link=False, transform_hrefs=False), item.id
     else:
-        # the file as written: pystac.Item.from_file would migrate the extensions to newer versions
+        # the file as written (pystac.Item.from_file would migrate anything older than its defaults)
         path = Path(item)
         if not path.is_file():
             raise DataError(f"STAC Item {path}: file not found")

@@ -3,7 +3,9 @@
 One polygon per connected region of a class (``rasterio.features.shapes``, 4- or 8-connected),
 nodata excluded, with fields ``class_id``, ``class_name`` and ``area_m2`` (square metres: CRS
 units when projected in metres, an equal-area projection otherwise; ``area_px`` when the raster
-has no CRS). The layer is written by GDAL through pyogrio, in the raster's CRS (never
+has no CRS). A raster with neither CRS nor geotransform is polygonised at x = column, y = -row,
+where QGIS draws it (GDAL's identity transform would put it at y = +row, mirrored below the map);
+geolesf's own CRS-less maps carry that grid as their geotransform, so both layers share one extent. The layer is written by GDAL through pyogrio, in the raster's CRS (never
 reprojected), to a temporary file renamed at the end; its QGIS style goes into ``layer_styles``.
 
 The class map is read whole (one byte per pixel for uint8 maps), fine up to a few hundred
@@ -70,6 +72,11 @@ def read_class_info(path: str | Path) -> ClassMapInfo:
 
     palette = default_palette(len(ids))
     colors = [tuple(cmap[i][:3]) if i in cmap else palette[k] for k, i in enumerate(ids)]
+    # Without CRS and geotransform, place polygons where QGIS draws the raster (y = -row), not at
+    # GDAL's identity (y = +row); geolesf writes such maps with that grid explicitly.
+    from geolesf.io.cog import pixel_transform
+
+    transform = pixel_transform(crs, transform)
     return ClassMapInfo(ids, [names[i] for i in ids], colors, nodata, crs, transform)  # type: ignore[arg-type]
 
 

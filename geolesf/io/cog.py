@@ -93,11 +93,53 @@ def open_temp(
         profile["nodata"] = nodata
     if crs is not None:
         profile["crs"] = crs
+    transform = pixel_transform(crs, transform)
     if transform is not None:
         profile["transform"] = transform
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return rasterio.open(path, "w", **profile)
+
+
+def pixel_transform(crs: Any, transform: Any) -> Any:
+    """The geotransform an output is written with: ``transform``, except for a map without CRS.
+
+    A raster without CRS and without (or with an identity) geotransform is placed differently by
+    GDAL (identity: y = +row, image below the x axis mirrored) and QGIS (y = -row, upright). Such
+    outputs are written with the explicit north-up pixel grid ``(1, 0, 0, 0, -1, 0)`` instead, so
+    every tool places them at x = column, y = -row, where :mod:`geolesf.export.vector` puts the
+    polygons. Pixels are unchanged; only the geotransform tag differs from the input.
+    """
+    from affine import Affine
+
+    if crs is None and (transform is None or Affine(*tuple(transform)[:6]).is_identity):
+        return Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+    return transform
+
+
+def acquired_iso(value: Any) -> str | None:
+    """An acquisition time as ISO 8601 UTC (``1992-06-12T00:00:00Z``), or None when absent or unreadable.
+
+    Accepts a :class:`datetime.datetime`, an ISO string, or TIFF's ``TIFFTAG_DATETIME`` form
+    ``YYYY:MM:DD HH:MM:SS`` (no time zone in TIFF: taken as UTC).
+    """
+    import datetime as dt
+
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        t = value
+    else:
+        text = str(value).strip()
+        try:
+            t = dt.datetime.strptime(text, "%Y:%m:%d %H:%M:%S")
+        except ValueError:
+            try:
+                t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+    t = t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
+    return t.isoformat().replace("+00:00", "Z")
 
 
 def reopen(path: Path) -> Any:
@@ -168,3 +210,68 @@ def free_bytes(folder: Path) -> int:
 
 def as_dtype_name(dtype: Any) -> str:
     return np.dtype(dtype).name
+
+
+def write_cog(
+    path: str | Path,
+    data: np.ndarray,
+    *,
+    crs: Any = None,
+    transform: Any = None,
+    nodata: float | None = None,
+    colormap: dict[int, tuple[int, ...]] | None = None,
+    descriptions: Sequence[str] = (),
+    tags: dict[str, str] | None = None,
+    band_tags: Sequence[dict[str, str]] = (),
+    scales: Sequence[float] | None = None,
+    resampling: str = "nearest",
+    predictor: bool = False,
+) -> Path:
+    """Write a ``(bands, H, W)`` (or ``(H, W)``) array at ``path`` as a Cloud-Optimized GeoTIFF.
+
+    The one in-memory GeoTIFF writer of geolesf: the array goes to a temporary tiled GeoTIFF beside
+    ``path`` (colour table, band descriptions, scales, dataset and per-band tags), which
+    :func:`finalize_cog` copies through GDAL's COG driver (deflate, internal overviews when the
+    image is larger than one block) and renames onto ``path``. Pixels are written unchanged.
+    """
+    arr = np.asarray(data)
+    if arr.ndim == 2:
+        arr = arr[None]
+    path = Path(path)
+    count, height, width = arr.shape
+    block = 512 if min(height, width) > 512 else 256
+    tmp = _temp_beside(path)
+    try:
+        dst = open_temp(tmp, height=height, width=width, count=count, dtype=arr.dtype.name, nodata=nodata,
+                        crs=crs, transform=transform, block=block, compress="deflate")
+        try:
+            if colormap:  # before the pixels: libtiff cannot change the photometric tag afterwards
+                dst.write_colormap(1, colormap)
+            for b, text in enumerate(descriptions, start=1):
+                dst.set_band_description(b, str(text)[:1000])
+            for b, btags in enumerate(band_tags, start=1):
+                dst.update_tags(b, **btags)
+            if scales is not None:
+                dst.scales = list(scales)
+                dst.offsets = [0.0] * count
+            if tags:
+                dst.update_tags(**tags)
+            dst.write(arr)
+        finally:
+            dst.close()
+        finalize_cog(tmp, path, block=block, resampling=resampling, predictor=predictor)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _temp_beside(path: Path) -> Path:
+    """A unique, not yet existing ``.NAME.XXXX.src.tif`` beside ``path`` (GDAL creates it)."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".src.tif", dir=path.parent)
+    os.close(fd)
+    os.unlink(name)
+    return Path(name)

@@ -206,10 +206,8 @@ def grid_of(image: str | Path) -> tuple[Any, Any, tuple[int, int]]:
 def burn_to_raster(vector: str | Path, image: str | Path, out: str | Path, *, field_name: str | None,
                    background: int, all_touched: bool = False,
                    name_to_id: Mapping[str, int] | None = None) -> tuple[Path, BurnedLabels]:
-    """Burn ``vector`` onto the grid of ``image``; write a uint8 GeoTIFF (255 = overlap, nodata)."""
-    import rasterio
-
-    from geolesf.io.atomic import atomic_path
+    """Burn ``vector`` onto the grid of ``image``; write a uint8 Cloud-Optimized GeoTIFF (255 = overlap, nodata)."""
+    from geolesf.io.cog import write_cog
 
     if not 0 <= background <= 254:
         raise ConfigError(f"data.background must be within 0..254, found {background}")
@@ -218,15 +216,11 @@ def burn_to_raster(vector: str | Path, image: str | Path, out: str | Path, *, fi
                                 all_touched=all_touched, name_to_id=name_to_id, where=str(image))
     arr = np.where(burned.data == UNBURNT, background, burned.data)
     arr = np.where(burned.data == CONFLICT, 255, arr).astype(np.uint8)
-    profile = {"driver": "GTiff", "height": shape[0], "width": shape[1], "count": 1, "dtype": "uint8",
-               "crs": crs, "transform": transform, "nodata": 255, "compress": "deflate"}
-    with atomic_path(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(arr, 1)
-    return Path(out), burned
+    return Path(write_cog(out, arr, crs=crs, transform=transform, nodata=255, resampling="nearest")), burned
 
 
 def rasterize_labels(vector: str | Path, image: str | Path, out: str | Path, *, field_name: str | None,
                      background: int, all_touched: bool = False) -> Path:
-    """Burn ``vector`` onto the grid of ``image`` (reprojected to its CRS); write a uint8 GeoTIFF."""
+    """Burn ``vector`` onto the grid of ``image`` (reprojected to its CRS); write a uint8 Cloud-Optimized GeoTIFF."""
     return burn_to_raster(vector, image, out, field_name=field_name, background=background,
                           all_touched=all_touched)[0]

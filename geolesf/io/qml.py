@@ -4,6 +4,8 @@
   name). A GeoTIFF colour table alone always has 256 entries, so without this sidecar QGIS shows a
   legend of 256 unnamed classes.
 * :func:`vector_qml` — a *categorised* renderer on the ``class_id`` field, one solid fill per class.
+* :func:`probability_qml` — a *single-band pseudocolour* renderer for a per-class probability raster:
+  without it QGIS draws the first three probability bands as an RGB image.
 
 A file format like the others in :mod:`geolesf.io`: writers (class-map GeoTIFFs, the predictors' COGs)
 and exporters (GeoPackages with embedded ``layer_styles``, :mod:`geolesf.export.qgis`) all use it.
@@ -57,6 +59,47 @@ def raster_qml(class_ids: Sequence[int], class_names: Sequence[str], colors: Seq
     })
     ET.SubElement(pipe, "rasterresampler", {"maxOversampling": "2"})
     ET.SubElement(pipe, "resamplingStage").text = "resamplingFilter"
+    ET.SubElement(root, "blendMode").text = "0"
+    return _tostring(root)
+
+
+# viridis at 0, 0.25, 0.5, 0.75, 1 (matplotlib's values, rounded): perceptually uniform, colour-blind safe
+PROBABILITY_RAMP = ((0.0, "#440154"), (0.25, "#3b528b"), (0.5, "#21918c"), (0.75, "#5ec962"), (1.0, "#fde725"))
+
+
+def probability_qml(class_names: Sequence[str], band: int = 1) -> str:
+    """Single-band pseudocolour QML for a probability raster (one band per class, values 0..1).
+
+    Why one band and not a multiband style: the bands are independent per-class probabilities,
+    not colour channels; an RGB composite of three of them is unreadable. QGIS shows ``band``
+    (default the first class) with a fixed 0..1 viridis ramp, so the same colour means the same
+    probability on every band; choosing another band in the layer properties keeps the ramp. The
+    band names (``p(class)``) are the GeoTIFF band descriptions; the style's title names the class
+    shown. A uint8 probability COG stores ``round(p * 254)`` with band scale ``1/254``; QGIS applies
+    the scale when reading, so the 0..1 range holds for both storage types.
+    """
+    if not 1 <= band <= len(class_names):
+        raise ValueError(f"band {band} is not among the {len(class_names)} class bands")
+    root = _root("AllStyleCategories")
+    pipe = ET.SubElement(root, "pipe")
+    renderer = ET.SubElement(pipe, "rasterrenderer", {
+        "type": "singlebandpseudocolor", "band": str(band), "opacity": "1", "alphaBand": "-1",
+        "classificationMin": "0", "classificationMax": "1", "nodataColor": "",
+    })
+    ET.SubElement(renderer, "rasterTransparency")
+    mm = ET.SubElement(renderer, "minMaxOrigin")
+    for tag, text in (("limits", "None"), ("extent", "WholeRaster"), ("statAccuracy", "Estimated"),
+                      ("cumulativeCutLower", "0.02"), ("cumulativeCutUpper", "0.98"), ("stdDevFactor", "2")):
+        ET.SubElement(mm, tag).text = text
+    shader = ET.SubElement(ET.SubElement(renderer, "rastershader"), "colorrampshader", {
+        "colorRampType": "INTERPOLATED", "classificationMode": "1", "clip": "0", "minimumValue": "0",
+        "maximumValue": "1", "labelPrecision": "2",
+    })
+    for value, colour in PROBABILITY_RAMP:
+        label = f"p({class_names[band - 1]}) = {value:.2f}" if value in (0.0, 1.0) else f"{value:.2f}"
+        ET.SubElement(shader, "item", {"value": str(value), "color": colour, "alpha": "255", "label": label})
+    ET.SubElement(pipe, "brightnesscontrast", {"brightness": "0", "contrast": "0", "gamma": "1"})
+    ET.SubElement(pipe, "rasterresampler", {"maxOversampling": "2"})
     ET.SubElement(root, "blendMode").text = "0"
     return _tostring(root)
 

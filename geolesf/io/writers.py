@@ -17,6 +17,7 @@ import numpy as np
 from geolesf.colors import RGB, default_palette
 from geolesf.errors import DataError
 from geolesf.io.atomic import atomic_path
+from geolesf.io.cog import write_cog
 
 
 def _as_mapping(values: Mapping[int, Any] | Sequence[Any] | None) -> dict[int, Any]:
@@ -53,7 +54,7 @@ def write_class_map(
     tags: Mapping[str, Any] | None = None,
     qml: bool = True,
 ) -> Path:
-    """Write a ``(H, W)`` uint8 class map as a tiled, deflate-compressed GeoTIFF.
+    """Write a ``(H, W)`` uint8 class map as a Cloud-Optimized GeoTIFF (:func:`geolesf.io.cog.write_cog`).
 
     With ``qml`` a QGIS style (paletted renderer with the class names as legend) is written
     beside it as ``<name>.qml``, so QGIS opens the map styled.
@@ -61,10 +62,9 @@ def write_class_map(
     ``class_names`` / ``colors`` map pixel values to names / RGB (a sequence is indexed by
     value). The colour table is embedded, the names are stored in the ``CLASS_NAMES`` GDAL
     metadata item (JSON ``{value: name}``) and summarised in the band description. Without a
-    CRS the file is written in pixel coordinates and a warning says so.
+    CRS the file is written in pixel coordinates (x = column, y = -row; see
+    :func:`geolesf.io.cog.pixel_transform`) and a warning says so.
     """
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
 
     arr = np.asarray(class_map)
     if arr.ndim != 2:
@@ -81,32 +81,13 @@ def write_class_map(
             UserWarning,
             stacklevel=2,
         )
-    h, w = arr.shape
-    profile: dict[str, Any] = {
-        "driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "uint8",
-        "compress": "deflate", "photometric": "palette",
-    }
-    if h >= 16 and w >= 16:
-        block = 256 if min(h, w) >= 256 else 16 * max(1, min(h, w) // 16)
-        profile.update(tiled=True, blockxsize=block, blockysize=block)
-    if nodata is not None:
-        profile["nodata"] = int(nodata)
-    if crs is not None:
-        profile["crs"] = crs
-    if transform is not None:
-        profile["transform"] = transform
     all_tags = {"CLASS_NAMES": json.dumps({str(k): v for k, v in sorted(names.items())})}
     for key, value in (tags or {}).items():
         all_tags[str(key)] = value if isinstance(value, str) else json.dumps(value)
     description = "; ".join(f"{k}={v}" for k, v in sorted(names.items()))
-    with atomic_path(path) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(tmp, "w", **profile) as dst:
-                dst.write(arr, 1)
-                dst.write_colormap(1, {k: (*tuple(int(c) for c in v[:3]), 255) for k, v in cols.items()})
-                dst.update_tags(**all_tags)
-                dst.set_band_description(1, description[:1000])
+    write_cog(path, arr, crs=crs, transform=transform, nodata=None if nodata is None else int(nodata),
+              colormap={k: (*tuple(int(c) for c in v[:3]), 255) for k, v in cols.items()},
+              descriptions=[description], tags=all_tags, resampling="nearest")
     if qml:
         from geolesf.io.qml import raster_qml, write_qml
 
@@ -169,33 +150,15 @@ def write_preview_png(
 
 
 def write_cube_geotiff(path: str | Path, cube: Any, crs: Any = None, transform: Any = None) -> Path:
-    """Write an :class:`~geolesf.io.hsi.HSICube` (bands last) as a multi-band GeoTIFF.
+    """Write an :class:`~geolesf.io.hsi.HSICube` (bands last) as a multi-band Cloud-Optimized GeoTIFF.
 
     ``crs`` / ``transform`` override the cube's own; band names become band descriptions and
     wavelengths the per-band ``wavelength`` tag.
     """
-    import rasterio
-
     data = np.asarray(cube.data)
-    h, w, b = data.shape
-    crs = crs if crs is not None else cube.crs
-    transform = transform if transform is not None else cube.transform
-    profile: dict[str, Any] = {
-        "driver": "GTiff", "height": h, "width": w, "count": b, "dtype": data.dtype.name,
-        "compress": "deflate", "interleave": "pixel",
-    }
-    if crs is not None:
-        profile["crs"] = crs
-    if transform is not None:
-        profile["transform"] = transform
-    if cube.nodata is not None:
-        profile["nodata"] = cube.nodata
-    with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data.transpose(2, 0, 1))
-            for i in range(b):
-                if i < len(cube.band_names):
-                    dst.set_band_description(i + 1, str(cube.band_names[i]))
-                if cube.wavelengths is not None:
-                    dst.update_tags(i + 1, wavelength=str(cube.wavelengths[i]))
-    return Path(path)
+    b = data.shape[2]
+    band_tags = [{"wavelength": str(cube.wavelengths[i])} for i in range(b)] if cube.wavelengths is not None else []
+    return write_cog(path, data.transpose(2, 0, 1), crs=crs if crs is not None else cube.crs,
+                     transform=transform if transform is not None else cube.transform, nodata=cube.nodata,
+                     descriptions=[str(n) for n in list(cube.band_names)[:b]], band_tags=band_tags,
+                     resampling="average")

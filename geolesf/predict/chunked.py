@@ -253,9 +253,27 @@ def predict_dask(plan: ChunkPlan, data: Any) -> Any:
 
 
 def predict_numpy(plan: ChunkPlan, data: np.ndarray, progress: bool = True) -> np.ndarray:
-    """Eager output for an in-memory array: the whole scene as one chunk (tqdm over tiles)."""
+    """Eager output for an in-memory array (tqdm over tiles; over rows for patch models)."""
     from tqdm.auto import tqdm
 
-    total = 1 if plan.pm.kind == "pixel" else len(plan.rows) * len(plan.cols)
+    if plan.pm.kind == "pixel":
+        return _pixel_strips(plan, data, progress)
+    total = len(plan.rows) * len(plan.cols)
     with tqdm(total=total, unit="tile", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
         return predict_chunk(plan, data, 0, 0, 0, plan.height, 0, plan.width, tick=bar.update)
+
+
+def _pixel_strips(plan: ChunkPlan, data: np.ndarray, progress: bool) -> np.ndarray:
+    """A patch model over an in-memory array in about 20 strips of rows (each read with its halo, as a
+    dask chunk is), so the progress bar moves; the pixels are those of one whole-array chunk."""
+    from tqdm.auto import tqdm
+
+    step = max(1, -(-plan.height // 20))
+    parts = []
+    with tqdm(total=plan.height, unit="row", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
+        for r0 in range(0, plan.height, step):
+            r1 = min(plan.height, r0 + step)
+            er0, er1, ec0, ec1 = plan.input_bounds(r0, r1, 0, plan.width)
+            parts.append(predict_chunk(plan, data[:, er0:er1, ec0:ec1], er0, ec0, r0, r1, 0, plan.width))
+            bar.update(r1 - r0)
+    return np.concatenate(parts, axis=-2)

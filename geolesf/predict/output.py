@@ -94,9 +94,12 @@ def finalize_cogs(paths: _cog.PartialPaths, plan: RowPlan, overview_resampling: 
         raise
 
 
-def write_style(out: Path, pm: PredictModel, qml: bool) -> None:
-    """``qml``: the QGIS style (paletted legend with class names) beside ``out``."""
+def write_style(out: Path, pm: PredictModel, qml: bool, probs: Path | None = None) -> None:
+    """``qml``: the QGIS styles beside ``out`` (paletted legend with class names) and beside ``probs``
+    (single-band pseudocolour, :func:`geolesf.io.qml.probability_qml`)."""
     if qml:
-        from geolesf.io.qml import raster_qml, write_qml
+        from geolesf.io.qml import probability_qml, raster_qml, write_qml
 
         write_qml(out.with_suffix(".qml"), raster_qml(pm.class_ids, pm.class_names, pm.colors))
+        if probs is not None:
+            write_qml(probs.with_suffix(".qml"), probability_qml(pm.class_names))

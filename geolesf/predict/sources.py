@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from geolesf.errors import DataError
+from geolesf.io.cog import acquired_iso as _cog_acquired
 
 
 def _override_valid(data: np.ndarray, nodata: float) -> np.ndarray:
@@ -84,6 +85,7 @@ class RasterioSource:
         self.source_nodata = ds.nodata
         self.nodata = nodata
         self.name = self.path.name
+        self.acquired = _cog_acquired(ds.tags().get("TIFFTAG_DATETIME"))
         self.has_mask = any(MaskFlags.all_valid not in flags for flags in ds.mask_flag_enums)
         self.nonfinite_pixels = 0
         self._warned = [False]

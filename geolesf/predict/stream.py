@@ -248,7 +248,7 @@ class StreamingRun:
         finalize_cogs(self.paths, self.plan, self.settings.overview_resampling)
         if self.paths.state.exists():
             self.paths.state.unlink()
-        write_style(self.paths.dest, self.pm, self.settings.qml)
+        write_style(self.paths.dest, self.pm, self.settings.qml, self.paths.probs)
 
     def _abort(self) -> None:
         """After an error or interrupt: keep what a resume needs, else remove every partial file."""

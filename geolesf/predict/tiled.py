@@ -80,7 +80,8 @@ def predict_raster(
     or ``uint8`` scaled by 1/254, nodata 255). ``nodata`` overrides the input's nodata;
     ``out_nodata`` defaults to 0, or 255 when 0 is a class id. ``on_flush(rows_written)`` is
     called after each block-aligned band of rows is written (after the resume state is saved).
-    ``qml`` writes the QGIS style (paletted legend with class names) beside ``out``.
+    ``qml`` writes the QGIS styles beside ``out`` (paletted legend with class names) and beside the
+    probabilities (single-band pseudocolour on the first class, :func:`geolesf.io.qml.probability_qml`).
     """
     opts = TilingOptions(tile=tile, overlap=overlap, blend=blend, margin=margin, blend_on=blend_on,
                          batch_size=batch_size, pixel_batch=pixel_batch, probabilities_dtype=probabilities_dtype,
@@ -111,6 +112,8 @@ def _stream(src: Any, pm: PredictModel, opts: TilingOptions, out: Path, probs_pa
     check_free_space(out, src.height, src.width, out_dtype, len(pm.class_ids) if probs_path else 0,
                      opts.prob_u8, "the output", probs=probs_path)
     tags = scene_tags(pm, opts, src.name)
+    if getattr(src, "acquired", None):  # the input's acquisition time, for the STAC Item
+        tags["acquired"] = src.acquired
     fp = _resume.fingerprint({
         "source": src.identity(), "tags": tags, "batch_size": opts.batch_size, "block": opts.block,
         "nodata": opts.nodata, "out_nodata": nodata_out, "probs": probs_path.name if probs_path else None,

@@ -47,6 +47,17 @@ def _model(model: Any, checkpoint: Any, options: dict[str, Any] | None, class_na
     return as_predict_model(pm, class_names=class_names, colors=colors)
 
 
+def _source_tags(obj: Any) -> dict[str, str]:
+    """``source`` (the file rioxarray opened, else the array's name) and ``acquired`` (ISO 8601) of an input."""
+    from geolesf.io.cog import acquired_iso
+
+    tags = {"source": str(obj.encoding.get("source") or obj.attrs.get("source") or obj.name or "DataArray")}
+    acquired = acquired_iso(obj.attrs.get("acquired") or obj.attrs.get("TIFFTAG_DATETIME"))
+    if acquired:
+        tags["acquired"] = acquired
+    return tags
+
+
 class _Accessor(SpectralMixin):
     def __init__(self, obj: Any) -> None:
         self._obj = obj
@@ -131,6 +142,7 @@ class GeolesfDataArrayAccessor(_Accessor):
         }
         if not dense:
             tags["patch_size"] = int(pm.patch_size)
+        tags.update(_source_tags(self._obj))
         if probabilities:
             out = xr.DataArray(values, dims=("class", ydim, xdim), coords={**coords, "class": list(pm.class_names)},
                                name="probabilities", attrs=tags)

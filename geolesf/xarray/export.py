@@ -18,7 +18,7 @@ import numpy as np
 from geolesf.errors import DataError
 
 PROVENANCE_ATTRS = ("model", "weights_sha256", "tile", "overlap", "blend", "blend_on", "patch_size",
-                    "geolesf_version")
+                    "geolesf_version", "source", "acquired")
 
 
 def _class_legend(da: Any, path: Path) -> tuple[list[int], list[str], list[Any]]:
@@ -74,7 +74,8 @@ def write_classmap(da: Any, path: Path, *, gpkg: Path | str | bool = True, stac:
     if nodata is None:
         nodata = next(v for v in (0, 255, 65535) if v not in ids)
     tags = {k: str(da.attrs[k]) for k in PROVENANCE_ATTRS if k in da.attrs and da.attrs[k] is not None}
-    tags.setdefault("source", str(da.name or "DataArray"))
+    # the input file (predict() records it; rioxarray keeps it in encoding), else the array's name
+    tags.setdefault("source", str(da.encoding.get("source") or da.name or "DataArray"))
     with output_lock(path):
         return _write_locked(da, path, gpkg=gpkg, stac=stac, block=block, progress=progress, ids=ids, names=names,
                              colors=colors, crs=crs, transform=transform, nodata=int(nodata), dtype=dtype, tags=tags)

@@ -12,8 +12,8 @@ import torch
 
 from geolesf.errors import DataError
 from geolesf.export.stac import (
-    CLASSIFICATION_V1,
-    PROJECTION_V1,
+    CLASSIFICATION,
+    PROJECTION,
     stac_item,
     validate_item,
     write_stac_item,
@@ -71,12 +71,12 @@ def test_item_describes_the_map(classmap, checkpoint):
     path = write_stac_item(classmap, probabilities=classmap.with_name("probs.tif"))
     assert path == classmap.with_name("landcover.stac.json")
     d = json.loads(path.read_text())
-    assert set(d["stac_extensions"]) == {PROJECTION_V1, CLASSIFICATION_V1}
+    assert set(d["stac_extensions"]) == {PROJECTION, CLASSIFICATION}
     props = d["properties"]
     with rasterio.open(classmap) as src:
         tags, transform, crs, shape, bounds = src.tags(), src.transform, src.crs, (src.height, src.width), src.bounds
         nodata = src.nodata
-    assert props["proj:epsg"] == crs.to_epsg() == 32618
+    assert props["proj:code"] == f"EPSG:{crs.to_epsg()}" == "EPSG:32618" and "proj:epsg" not in props
     assert props["proj:shape"] == list(shape)
     assert props["proj:transform"] == list(transform)[:6]
     assert props["proj:bbox"] == list(bounds)
@@ -92,21 +92,72 @@ def test_item_describes_the_map(classmap, checkpoint):
     classes = d["assets"]["classmap"]["classification:classes"]
     assert [c["value"] for c in classes] == [1, 2, 3]
     assert [c["description"] for c in classes] == ["water", "bare soil", "forest"]
-    assert classes[1]["name"] == "bare_soil" and classes[0]["color-hint"] == "1F78B4"
+    assert classes[1]["name"] == "bare_soil" and classes[0]["color_hint"] == "1F78B4"
     assert d["assets"]["classmap"]["type"].endswith("profile=cloud-optimized")
     # hrefs are relative and resolve to the files beside the item
     for key in ("classmap", "style", "probabilities"):
         assert (path.parent / d["assets"][key]["href"]).is_file(), key
     assert validate_item(path) == [
-        "https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json", PROJECTION_V1, CLASSIFICATION_V1]
+        "https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json", PROJECTION, CLASSIFICATION]
+
+
+def test_plain_pystac_reads_and_validates_offline(classmap, monkeypatch):
+    """pystac's own reader keeps the Item as written (no migration) and validates it with no network."""
+    import pystac
+    import pystac.validation
+
+    from geolesf.export.stac import use_offline_schemas
+
+    path = write_stac_item(classmap, classmap.with_name("plain.stac.json"))
+    written = json.loads(path.read_text())
+
+    from pystac.stac_io import DefaultStacIO
+
+    read_local = DefaultStacIO.read_text_from_href
+
+    def no_network(self, href):  # a schema fetch would read an https:// href here
+        if str(href).startswith(("http://", "https://")):
+            raise AssertionError(f"network access to {href}")
+        return read_local(self, href)
+
+    monkeypatch.setattr(DefaultStacIO, "read_text_from_href", no_network)
+    monkeypatch.setattr(pystac.validation.RegisteredValidator, "_validator", None)
+    use_offline_schemas()
+    item = pystac.Item.from_file(str(path))
+    assert item.stac_extensions == written["stac_extensions"] == [PROJECTION, CLASSIFICATION]
+    assert item.to_dict(include_self_link=False, transform_hrefs=False)["properties"] == written["properties"]
+    assert PROJECTION in item.validate() and CLASSIFICATION in item.validate()
+    monkeypatch.setattr(pystac.validation.RegisteredValidator, "_validator", None)
+
+
+def test_acquisition_datetime(crop, checkpoint, tmp_path):
+    """TIFFTAG_DATETIME of the source scene becomes the Item's datetime; without it, processing time."""
+    from geolesf.predict.tiled import predict_raster
+
+    dated = tmp_path / "dated.tif"
+    with rasterio.open(crop) as src:
+        profile, data = src.profile, src.read()
+    with rasterio.open(dated, "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(TIFFTAG_DATETIME="1999:07:03 15:20:01")
+    out = tmp_path / "dated_map.tif"
+    predict_raster(dated, checkpoint, out, tile=64, overlap=16, progress=False)
+    props = json.loads(write_stac_item(out).read_text())["properties"]
+    assert props["datetime"] == "1999-07-03T15:20:01Z" and props["geolesf:datetime_is"] == "acquisition"
+    assert props["created"] != props["datetime"]
+    out2 = tmp_path / "undated_map.tif"
+    predict_raster(crop, checkpoint, out2, tile=64, overlap=16, progress=False)
+    props = json.loads(write_stac_item(out2).read_text())["properties"]
+    assert props["datetime"] == props["created"] and props["geolesf:datetime_is"] == "processing"
 
 
 def test_validation_catches_bad_items(classmap, tmp_path):
     good = stac_item(classmap).to_dict(include_self_link=False, transform_hrefs=False)
     cases = {
-        "color": lambda d: d["assets"]["classmap"]["classification:classes"][0].update({"color-hint": "#1f78b4"}),
+        "color": lambda d: d["assets"]["classmap"]["classification:classes"][0].update({"color_hint": "#1f78b4"}),
         "shape": lambda d: d["properties"].update({"proj:shape": [96]}),
-        "epsg": lambda d: d["properties"].update({"proj:epsg": "EPSG:32618"}),
+        "code": lambda d: d["properties"].update({"proj:code": 32618}),
+        "name": lambda d: d["assets"]["classmap"]["classification:classes"][1].update({"name": "bare soil"}),
         "datetime": lambda d: d["properties"].pop("datetime"),
     }
     for name, spoil in cases.items():
@@ -133,7 +184,7 @@ def test_map_without_crs(tmp_path):
         write_class_map(out, gt.data, {0: "unlabelled", **{i: f"class {i}" for i in range(1, 17)}}, nodata=0)
     d = json.loads(write_stac_item(out).read_text())
     assert d["geometry"] is None and "bbox" not in d
-    assert d["properties"]["proj:epsg"] is None and d["properties"]["proj:shape"] == [145, 145]
+    assert d["properties"]["proj:code"] is None and d["properties"]["proj:shape"] == [145, 145]
     assert "proj:bbox" not in d["properties"] and d["properties"]["geolesf:nodata"] == 0
     values = [c["value"] for c in d["assets"]["classmap"]["classification:classes"]]
     assert values == list(range(1, 17))  # nodata 0 is not a class

@@ -118,7 +118,8 @@ def test_existing_outputs_need_overwrite(tmp_path, ckpt):
     out, probs = tmp_path / "map.tif", tmp_path / "probs.tif"
     first = _predict(scene, ckpt, out, "--probabilities", probs)
     assert first.code == 0, first.err
-    sums = {p.name: digest(p) for p in (out, out.with_suffix(".qml"), out.with_suffix(".png"), probs)}
+    sums = {p.name: digest(p) for p in (out, out.with_suffix(".qml"), out.with_suffix(".png"), probs,
+                                         probs.with_suffix(".qml"))}
     again = _predict(scene, ckpt, out, "--probabilities", probs)
     again.assert_user_error("map.tif", "--overwrite")
     assert {p.name: digest(tmp_path / p.name) for p in map(Path, sums)} == sums

@@ -51,6 +51,7 @@ def classify_cube(
     import torch
 
     from geolesf.io.atomic import check_tif_out
+    from geolesf.io.cog import acquired_iso
     from geolesf.io.hsi import read_cube_for_prediction
     from geolesf.io.writers import write_class_map, write_preview_png
     from geolesf.methods.hsi.checkpoint import load_any as load_patch_checkpoint
@@ -63,6 +64,9 @@ def classify_cube(
     check_model_name(checkpoint, ckpt.model_name, model_name)
     cube, valid = read_cube_for_prediction(cube_spec)  # NaN/±Inf pixels: nodata (0), as in the tiled path
     check_bands(cube.data.shape[2], ckpt.scene_bands, str(cube_spec), ckpt.model_name)
+    crs_note = None if cube.crs is not None else cube.georef_note()
+    if crs_note and progress:  # before the work (and its progress bar) starts
+        print(f"note: {crs_note}", flush=True)
     x = ckpt.normalise(ckpt.select_bands(cube.data, 2, str(cube_spec)))
     model = ckpt.model.to(device)
     start = time.perf_counter()
@@ -85,12 +89,12 @@ def classify_cube(
         "patch_size": ckpt.patch_size,
         **wavelength_tags(_used_wavelengths(cube.wavelengths, ckpt.band_selection)),
     }
-    crs_note = None if cube.crs is not None else cube.georef_note()
+    acquired = acquired_iso(getattr(cube, "acquired", None))
+    if acquired:
+        tags["acquired"] = acquired
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         write_class_map(out, class_map, names, colors, crs=cube.crs, transform=cube.transform, tags=tags)
-    if crs_note and progress:
-        print(f"note: {crs_note}")
     png = None
     if preview:
         png = out.with_suffix(".png")

@@ -61,8 +61,6 @@ def write_scene_map(out_dir: Path, scene: Any, cfg: Any, pred: np.ndarray, metri
         cmap[~scene.cube.valid] = 0  # nodata / quality-flagged pixels of a sensor product: not classified
     crs = scene.cube.crs if scene.cube.crs is not None else scene.ground_truth.crs
     transform = scene.cube.transform if scene.cube.crs is not None else scene.ground_truth.transform
-    if crs is None:
-        print(f"note: {scene.cube.georef_note()}")
     tags = {"model": cfg.model.name, "split": scene.split.name, "seed": cfg.trainer.seed,
             "cube_sha256": scene.info["cube"].get("sha256", ""), "OA": round(metrics["OA"], 6),
             **wavelength_tags(scene.cube.wavelengths)}

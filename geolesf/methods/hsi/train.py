@@ -322,6 +322,8 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
         f"{int(scene.split.train.sum())} train / {int(scene.split.test.sum())} test px; "
         f"leakage ({leak['patch_size']}×{leak['patch_size']} patches): {leak['fraction']:.1%}"
     )
+    if scene.cube.crs is None and scene.ground_truth.crs is None:  # a note before the work, not after
+        print(f"note: {scene.cube.georef_note()}")
     t0 = time.perf_counter()
     predictor = train_fn(scene, cfg, out_dir)
     fit_s = time.perf_counter() - t0

@@ -120,14 +120,14 @@ def _write_bands(parts: Path, out: Path, bundle: Any, ignore: int, margin: float
     """
     import rasterio
 
-    from geolesf.io.atomic import atomic_path
+    from geolesf.io.cog import finalize_cog
 
     lut = np.full(256, -1, dtype=np.int64)
     lut[np.asarray(bundle.class_ids)] = np.arange(len(bundle.class_ids))
     counts = np.zeros(len(bundle.class_ids), dtype=np.int64)
     kept = valid_total = 0
-    with rasterio.open(parts / "class.tif") as cls, rasterio.open(parts / "scores.tif") as sc, \
-            atomic_path(out) as tmp:
+    tmp = parts / "pseudo.tif"  # the temporary folder is removed by the caller
+    with rasterio.open(parts / "class.tif") as cls, rasterio.open(parts / "scores.tif") as sc:
         profile = {"driver": "GTiff", "height": cls.height, "width": cls.width, "count": 2, "dtype": "uint8",
                    "crs": cls.crs, "transform": cls.transform, "nodata": ignore, "tiled": True,
                    "blockxsize": 256, "blockysize": 256, "compress": "deflate", "interleave": "band"}
@@ -153,6 +153,7 @@ def _write_bands(parts: Path, out: Path, bundle: Any, ignore: int, margin: float
             dst.write_colormap(1, _colormap(bundle.class_ids, bundle.colors, ignore))
             dst.update_tags(
                 CLASS_NAMES=json.dumps({str(i): n for i, n in zip(bundle.class_ids, bundle.class_names)}), **tags)
+    finalize_cog(tmp, out, block=256, resampling="nearest", predictor=False)
     return counts, kept, valid_total
 
 
