@@ -73,7 +73,7 @@ def test_config_yaml_is_written_before_training(crop, tmp_path, monkeypatch):
 def test_no_scene_map_gives_the_same_metrics_without_a_map(crop, tmp_path):
     full = json.loads((run_hsi(_cfg(crop, tmp_path / "full")) / "metrics.json").read_text())
     out = run_hsi(_cfg(crop, tmp_path / "test_only", scene_map=False))
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.json", "model.pt"]  # no map, no preview
     only = json.loads((out / "metrics.json").read_text())
     assert only["OA"] == full["OA"] and only["confusion_matrix"] == full["confusion_matrix"]
 
