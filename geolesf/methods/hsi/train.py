@@ -34,8 +34,9 @@ import numpy as np
 from geolesf.config import TrainConfig
 from geolesf.data.splits import Split, leakage_report, make_split
 from geolesf.data.transforms import PCA, BandNormalizer
+from geolesf.data.windowed import open_scene_cube, scene_features, scene_labels
 from geolesf.errors import ConfigError, DataError, ModelError
-from geolesf.io.hsi import HSICube, LabelMap, read_cube, read_labels, split_spec
+from geolesf.io.hsi import HSICube, LabelMap, split_spec
 from geolesf.provenance import machine_info
 from geolesf.io.atomic import write_json, write_yaml
 
@@ -145,12 +146,12 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
         raise ConfigError("no cube given: set data.cube (or --cube PATH)")
     if not data.labels:
         raise ConfigError("no labels given: set data.labels (or --labels PATH)")
-    cube = read_cube(data.cube)
-    gt = read_labels(data.labels)
-    if gt.shape != cube.data.shape[:2]:
+    cube = open_scene_cube(data)  # whole, or a WindowedCube read through windows (data.windowed)
+    gt = scene_labels(data)
+    if gt.shape != cube.shape[:2]:
         raise DataError(
             f"labels {gt.path} have shape {gt.shape} but cube {cube.path} is "
-            f"{cube.data.shape[0]}×{cube.data.shape[1]} (×{cube.data.shape[2]} bands); "
+            f"{cube.shape[0]}×{cube.shape[1]} (×{cube.shape[2]} bands); "
             "they must cover the same pixels"
         )
     if data.patch_size < 1 or data.patch_size % 2 == 0:
@@ -168,30 +169,16 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
     warn_classes(class_ids, labels, split.test, gt.path, split.name)
     leak = leakage_report(split, data.patch_size)
 
-    x = cube.data.astype(np.float32)
-    normalizer = None
-    mode = str(data.normalize).lower()
-    if mode == "train":
-        normalizer = BandNormalizer().fit(x, split.train, fitted_on="train pixels")
-    elif mode == "scene":
-        normalizer = BandNormalizer().fit(x, None, fitted_on="whole scene")
-    elif mode != "none":
-        raise ConfigError(f"data.normalize must be train, scene or none, found '{data.normalize}'")
-    if normalizer is not None:
-        x = normalizer.transform(x)
-    pca = None
-    if data.pca:
-        pca = PCA(int(data.pca), seed=cfg.trainer.seed).fit(x, split.train)
-        x = pca.transform(x)
+    x, normalizer, pca = scene_features(cube, split.train, data, cfg.trainer.seed)
     info = {
-        "cube": {**_file_info(data.cube), "shape": list(cube.data.shape), "dtype": str(cube.data.dtype),
+        "cube": {**_file_info(data.cube), "shape": list(cube.shape), "dtype": str(cube.dtype),
                  "georeferenced": cube.georeferenced, "crs": str(cube.crs) if cube.crs else None},
         "labels": {**_file_info(data.labels), "labelled_pixels": int((gt.data > 0).sum())},
         "normalization": normalizer.to_dict() if normalizer else {"type": "none"},
         "pca": pca.to_dict() if pca else None,
     }
     return PreparedScene(
-        cube=cube, ground_truth=gt, features=np.ascontiguousarray(x, dtype=np.float32), y=y,
+        cube=cube, ground_truth=gt, features=x, y=y,
         class_ids=class_ids, class_names=class_names, class_colors=class_colors, split=split, leakage=leak,
         normalizer=normalizer, pca=pca, info=info,
     )
@@ -301,6 +288,7 @@ def score_test_pixels(scene: PreparedScene, truth: np.ndarray, pred: np.ndarray)
 def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
     """One run (one seed) into ``out_dir``; returns the metrics dict."""
     from geolesf.io.writers import write_class_map, write_preview_png
+    from geolesf.methods.hsi import windowed
 
     out_dir.mkdir(parents=True, exist_ok=True)
     np.random.seed(cfg.trainer.seed)
@@ -317,12 +305,16 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
     predictor = train_fn(scene, cfg, out_dir)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pred = np.asarray(predictor.predict_scene(scene))
-    predict_s = time.perf_counter() - t0
-    if pred.shape != scene.shape:
-        raise ModelError(f"predictor returned shape {pred.shape}; expected {scene.shape}")
     test = scene.split.test
-    metrics = score_test_pixels(scene, scene.y[test], pred[test])
+    if windowed.is_windowed(scene):  # test pixels read through windows; the class map streams below
+        pred, pred_test = None, windowed.test_predictions(predictor, scene)
+    else:
+        pred = np.asarray(predictor.predict_scene(scene))
+        if pred.shape != scene.shape:
+            raise ModelError(f"predictor returned shape {pred.shape}; expected {scene.shape}")
+        pred_test = pred[test]
+    predict_s = time.perf_counter() - t0
+    metrics = score_test_pixels(scene, scene.y[test], pred_test)
     metrics.update(
         model={"name": cfg.model.name, "kind": kind, "args": cfg.model.args},
         class_ids=scene.class_ids,
@@ -331,6 +323,8 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
         timings={"fit_seconds": fit_s, "predict_seconds": predict_s},
         machine=machine_info(),
     )
+    if pred is None:
+        return windowed.finish_windowed(scene, predictor, cfg, out_dir, metrics)
     write_yaml(out_dir / "config.yaml", cfg)
     names = {0: "unlabelled", **dict(zip(scene.class_ids, scene.class_names))}
     colors = {0: (0, 0, 0), **dict(zip(scene.class_ids, scene.class_colors))}
