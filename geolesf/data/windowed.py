@@ -143,8 +143,9 @@ class RasterWindows:
         self.close()
 
 
-def band_rows(width: int, features: int, band_bytes: int = BAND_BYTES, minimum: int = 1) -> int:
-    """Rows per band so that ``rows × width × features × 4 B`` stays within ``band_bytes``."""
+def band_rows(width: int, features: int, band_bytes: int | None = None, minimum: int = 1) -> int:
+    """Rows per band so that ``rows × width × features × 4 B`` stays within ``band_bytes`` (:data:`BAND_BYTES`)."""
+    band_bytes = BAND_BYTES if band_bytes is None else band_bytes
     return max(minimum, int(band_bytes // max(1, width * features * 4)))
 
 
@@ -153,7 +154,7 @@ def iter_bands(height: int, rows: int) -> Iterator[tuple[int, int]]:
         yield r0, min(height, r0 + rows)
 
 
-def scene_band_stats(src: RasterWindows, band_bytes: int = BAND_BYTES) -> tuple[np.ndarray, np.ndarray]:
+def scene_band_stats(src: RasterWindows, band_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and population std of every pixel, streamed band by band (float64)."""
     n, mean, m2 = 0, np.zeros(src.bands), np.zeros(src.bands)
     for r0, r1 in iter_bands(src.height, band_rows(src.width, src.bands, band_bytes)):
@@ -204,7 +205,7 @@ class WindowedPatches:
     """``P×P`` patches of pixels of a :class:`FeatureWindows`, equal to PatchGatherer's on the whole cube."""
 
     def __init__(self, features: FeatureWindows, patch_size: int, padding: str = "symmetric",
-                 band_bytes: int = BAND_BYTES) -> None:
+                 band_bytes: int | None = None) -> None:
         import torch
 
         if patch_size % 2 != 1 or patch_size < 1:
