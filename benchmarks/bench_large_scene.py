@@ -19,8 +19,9 @@ wrapper process that runs only that command; wall time of the command):
 
 (a) ``geolesf train --model rf`` from the polygons (random split, train fraction 0.2), windowed (``data.windowed: auto`` decides), with
     the whole-scene class map streamed through the tiled predictor;
-(b) ``geolesf train --model s2mamba --epochs E --no-scene-map`` from the polygons of two of the
-    copies (train fraction 0.4, so that the test pixels stay few: S²Mamba runs at ~100 px/s here), windowed (the
+(b) ``geolesf train --model s2mamba --epochs E --no-scene-map`` from the polygons of one of the
+    copies (train fraction 0.5, so that steps and test pixels stay few: S²Mamba at 224 bands takes
+    seconds per batch of 64 on these 2 shared cores), windowed (the
     S²Mamba map of the whole scene on 2 CPU cores would take hours: estimated from the test-pixel
     throughput of this run);
 (c) ``geolesf predict`` with (b)'s ``model.pt`` on a full-width strip of the scene (rows sized to about
@@ -172,97 +173,139 @@ def build(scratch: Path, size: int, crop: int, copies: list[tuple[int, int]]) ->
              "bytes": big.stat().st_size, "compression": "none", "block": BLOCK, "build_seconds": time.perf_counter() - t0}
     copy_rows(big, scratch / "crop.tif", crop, crop)
     built["polygons"] = write_polygons(scratch / "labels.gpkg", big, copies)
-    built["polygons_s2mamba"] = write_polygons(scratch / "labels_s2.gpkg", big, copies[:2])
     built["copies"] = copies
     print(f"built {big} ({built['bytes'] / 1e9:.2f} GB) and {built['polygons']} polygons in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
     return built
 
 
-def run_all(scratch: Path, args: argparse.Namespace) -> dict:
-    big, labels, crop = scratch / "scene.tif", scratch / "labels.gpkg", scratch / "crop.tif"
-    px = args.size * args.size
-    res: dict = {}
-    win = ("--set", f"data.windowed={args.windowed}")
-    r = measure(train_cmd("rf", big, labels, scratch / "rf", *win), scratch / "rf.log")
-    res["rf"] = {**r, **metrics(scratch / "rf")}
-    res["rf"]["scene_map_px_per_s"] = px / res["rf"]["timings"]["scene_map_seconds"]
-    print("rf", json.dumps(res["rf"]), flush=True)
-    r = measure(train_cmd("s2mamba", big, scratch / "labels_s2.gpkg", scratch / "s2", "--epochs", str(args.epochs),
-                          "--no-scene-map", *win, fraction=0.4), scratch / "s2.log")
-    res["s2mamba"] = {**r, **metrics(scratch / "s2")}
-    res["rf"]["windowed_setting"] = res["s2mamba"]["windowed_setting"] = args.windowed
+def stage_rf(scratch: Path, args: argparse.Namespace, res: dict) -> None:
+    r = measure(train_cmd("rf", scratch / "scene.tif", scratch / "labels.gpkg", scratch / "rf", *_common(args)),
+                scratch / "rf.log")
+    res["rf"] = {**r, **metrics(scratch / "rf"), "windowed_setting": args.windowed}
+    res["rf"]["scene_map_px_per_s"] = args.size ** 2 / res["rf"]["timings"]["scene_map_seconds"]
+
+
+def stage_s2mamba(scratch: Path, args: argparse.Namespace, res: dict) -> None:
+    (scratch / "labels_s2.gpkg").unlink(missing_ok=True)
+    polygons = write_polygons(scratch / "labels_s2.gpkg", scratch / "scene.tif", args.copies[:1])
+    r = measure(train_cmd("s2mamba", scratch / "scene.tif", scratch / "labels_s2.gpkg", scratch / "s2", "--epochs",
+                          str(args.epochs), "--no-scene-map", "--set", f"data.windowed={args.windowed}", fraction=0.5),
+                scratch / "s2.log")
+    res["s2mamba"] = {**r, **metrics(scratch / "s2"), "windowed_setting": args.windowed, "polygons": polygons}
     rate = res["s2mamba"]["test_pixels"] / res["s2mamba"]["timings"]["predict_seconds"]
     res["s2mamba"]["test_px_per_s"] = rate
-    res["s2mamba"]["scene_map_estimate_hours"] = px / rate / 3600
-    print("s2mamba", json.dumps(res["s2mamba"]), flush=True)
+    res["s2mamba"]["scene_map_estimate_hours"] = args.size ** 2 / rate / 3600
+
+
+def stage_predict(scratch: Path, args: argparse.Namespace, res: dict) -> None:
+    rate = res["s2mamba"]["test_px_per_s"]
     rows = int(min(args.size, max(4, args.strip_seconds * rate // args.size)))
-    copy_rows(big, scratch / "strip.tif", rows)
+    (scratch / "strip_map.tif").unlink(missing_ok=True)
+    copy_rows(scratch / "scene.tif", scratch / "strip.tif", rows)
     r = measure(geolesf("predict", str(scratch / "strip.tif"), "--checkpoint", str(scratch / "s2" / "model.pt"),
                         "--out", str(scratch / "strip_map.tif")), scratch / "predict.log")
-    res["predict_strip"] = {**r, "rows": rows, "width": args.size, "px_per_s": rows * args.size / r["seconds"],
-                            "whole_scene_estimate_hours": px / (rows * args.size / r["seconds"]) / 3600}
-    print("predict", json.dumps(res["predict_strip"]), flush=True)
+    rate = rows * args.size / r["seconds"]
+    res["predict_strip"] = {**r, "rows": rows, "width": args.size, "px_per_s": rate,
+                            "whole_scene_estimate_hours": args.size ** 2 / rate / 3600}
+
+
+def stage_crop(scratch: Path, args: argparse.Namespace, res: dict) -> None:
     for mode in ("false", "true"):
-        r = measure(train_cmd("rf", crop, labels, scratch / f"crop_{mode}", "--set", f"data.windowed={mode}"),
-                    scratch / f"crop_{mode}.log")
+        r = measure(train_cmd("rf", scratch / "crop.tif", scratch / "labels.gpkg", scratch / f"crop_{mode}",
+                              *_common(args, mode)), scratch / f"crop_{mode}.log")
         res[f"crop_windowed_{mode}"] = {**r, **metrics(scratch / f"crop_{mode}")}
     mem, win = res["crop_windowed_false"], res["crop_windowed_true"]
     res["crop_ratio"] = {"peak_rss_windowed_over_in_memory": win["peak_rss_mb"] / mem["peak_rss_mb"],
                          "seconds_windowed_over_in_memory": win["seconds"] / mem["seconds"],
                          "same_OA": mem["OA"] == win["OA"]}
-    return res
+
+
+def _common(args: argparse.Namespace, windowed: str | None = None) -> list[str]:
+    return ["--set", f"data.windowed={windowed or args.windowed}", "--set", f"model.args.n_estimators={args.trees}"]
+
+
+RUN_FOLDERS = {"rf": ["rf"], "s2mamba": ["s2"], "predict": [], "crop": ["crop_false", "crop_true"]}
+STAGES = {"rf": stage_rf, "s2mamba": stage_s2mamba, "predict": stage_predict, "crop": stage_crop}
+
+
+def run_stages(scratch: Path, args: argparse.Namespace, result: dict) -> None:
+    """Each stage into ``result['runs']``, saved after every stage (a later stage can be rerun alone)."""
+    runs = result.setdefault("runs", {})
+    for name in args.stages.split(","):
+        for sub in RUN_FOLDERS[name]:
+            shutil.rmtree(scratch / sub, ignore_errors=True)
+        STAGES[name](scratch, args, runs)
+        print(name, json.dumps({k: v for k, v in runs.items()}, default=str)[-1500:], flush=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def table(r: dict) -> str:
-    s, rows = r["scene"], []
-    gb = s["bytes"] / 1e9
-    head = (f"Scene {s['shape'][0]:,}×{s['shape'][1]:,}×{s['shape'][2]} int16, {gb:.2f} GB uncompressed, "
-            f"{s['polygons']} training polygons. Target peak RSS < {r['target_peak_rss_mb']:,} MB.")
-    rows.append("| run | pixels | seconds | pixels/s | peak RSS MB | notes |")
-    rows.append("|---|---|---|---|---|---|")
-    rf, s2, p = r["runs"]["rf"], r["runs"]["s2mamba"], r["runs"]["predict_strip"]
-    rows.append(f"| (a) train rf, windowed, + streamed scene map | {s['shape'][0] * s['shape'][1]:,} | "
-                f"{rf['seconds']:.0f} | {rf['scene_map_px_per_s']:,.0f} (map) | {rf['peak_rss_mb']:,.0f} | "
-                f"{rf['train_pixels']:,} train / {rf['test_pixels']:,} test px, OA {rf['OA']:.4f} |")
-    rows.append(f"| (b) train s2mamba, windowed, no scene map | {s2['test_pixels']:,} test | {s2['seconds']:.0f} | "
-                f"{s2['test_px_per_s']:,.0f} (test px) | {s2['peak_rss_mb']:,.0f} | {r['epochs']} epoch(s), "
-                f"whole-scene map ≈ {s2['scene_map_estimate_hours']:.1f} h at this rate |")
-    rows.append(f"| (c) `geolesf predict` s2mamba, {p['width']:,}×{p['rows']} strip | {p['rows'] * p['width']:,} | "
-                f"{p['seconds']:.0f} | {p['px_per_s']:,.0f} | {p['peak_rss_mb']:,.0f} | "
-                f"whole scene ≈ {p['whole_scene_estimate_hours']:.1f} h |")
-    c, mem, win = r["runs"]["crop_ratio"], r["runs"]["crop_windowed_false"], r["runs"]["crop_windowed_true"]
-    rows.append(f"| (d) rf, {r['crop']:,}² crop, in memory | {r['crop'] ** 2:,} | {mem['seconds']:.0f} | – | "
-                f"{mem['peak_rss_mb']:,.0f} | OA {mem['OA']:.4f} |")
-    rows.append(f"| (d) rf, {r['crop']:,}² crop, windowed | {r['crop'] ** 2:,} | {win['seconds']:.0f} | – | "
-                f"{win['peak_rss_mb']:,.0f} | OA {win['OA']:.4f}; RSS ratio {c['peak_rss_windowed_over_in_memory']:.2f}, "
-                f"time ratio {c['seconds_windowed_over_in_memory']:.2f} |")
+    """Markdown: one row per run that is in ``r['runs']``."""
+    s, runs = r["scene"], r.get("runs", {})
+    head = (f"Scene {s['shape'][0]:,}×{s['shape'][1]:,}×{s['shape'][2]} int16, {s['bytes'] / 1e9:.2f} GB uncompressed "
+            f"(tiled {s['block']}×{s['block']}), {s['polygons']} training polygons. Target peak RSS < "
+            f"{r['target_peak_rss_mb']:,} MB.")
+    rows = ["| run | pixels | seconds | pixels/s | peak RSS MB | notes |", "|---|---|---|---|---|---|"]
+    if "rf" in runs:
+        rf = runs["rf"]
+        rows.append(f"| (a) train rf, windowed, + streamed scene map | {s['shape'][0] * s['shape'][1]:,} | "
+                    f"{rf['seconds']:.0f} | {rf['scene_map_px_per_s']:,.0f} (map) | {rf['peak_rss_mb']:,.0f} | "
+                    f"{r['trees']} trees, {rf['train_pixels']:,} train / {rf['test_pixels']:,} test px, OA {rf['OA']:.4f}; "
+                    f"map {rf['timings']['scene_map_seconds']:.0f} s |")
+    if "s2mamba" in runs:
+        s2 = runs["s2mamba"]
+        rows.append(f"| (b) train s2mamba, windowed, no scene map | {s2['test_pixels']:,} test | {s2['seconds']:.0f} | "
+                    f"{s2['test_px_per_s']:,.0f} (test px) | {s2['peak_rss_mb']:,.0f} | {r['epochs']} epoch(s), "
+                    f"{s2['train_pixels']:,} train px (patches held: {s2['train_pixels'] * s['shape'][2] * 49 * 4 / 2**20:,.0f} MB); "
+                    f"whole-scene map ≈ {s2['scene_map_estimate_hours']:.1f} h at this rate |")
+    if "predict_strip" in runs:
+        p = runs["predict_strip"]
+        rows.append(f"| (c) `geolesf predict` s2mamba, {p['width']:,}×{p['rows']} strip | {p['rows'] * p['width']:,} | "
+                    f"{p['seconds']:.0f} | {p['px_per_s']:,.0f} | {p['peak_rss_mb']:,.0f} | "
+                    f"whole scene ≈ {p['whole_scene_estimate_hours']:.1f} h |")
+    if "crop_ratio" in runs:
+        c, mem, win = runs["crop_ratio"], runs["crop_windowed_false"], runs["crop_windowed_true"]
+        rows.append(f"| (d) rf, {r['crop']:,}² crop, in memory | {r['crop'] ** 2:,} | {mem['seconds']:.0f} | – | "
+                    f"{mem['peak_rss_mb']:,.0f} | OA {mem['OA']:.4f} |")
+        rows.append(f"| (d) rf, {r['crop']:,}² crop, windowed | {r['crop'] ** 2:,} | {win['seconds']:.0f} | – | "
+                    f"{win['peak_rss_mb']:,.0f} | OA {win['OA']:.4f}; windowed / in memory: RSS "
+                    f"{c['peak_rss_windowed_over_in_memory']:.2f}, time {c['seconds_windowed_over_in_memory']:.2f} |")
     return head + "\n\n" + "\n".join(rows)
 
 
 def main() -> None:
+    global RESULTS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=4000)
     ap.add_argument("--crop", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--trees", type=int, default=30, help="rf trees (fewer than rf's 200: the map is what is timed)")
     ap.add_argument("--strip-seconds", type=float, default=240.0)
     ap.add_argument("--scratch", type=Path, default=Path("/tmp/geolesf-large"))
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--stages", default="rf,s2mamba,predict,crop", help="stages to (re)run; with --keep, "
+                    "a kept scene is reused and the other stages' results are kept")
     ap.add_argument("--windowed", default="auto", help="data.windowed of runs (a) and (b) (auto: windowed at 4,000²)")
+    ap.add_argument("--results", type=Path, default=None, help="JSON to write (default: results/large_scene.json)")
     args = ap.parse_args()
+    RESULTS = args.results or RESULTS
     last = args.size // TILE - 2
-    copies = [(1, 1), (1, last), (last, 1), (last, last)]
+    copies = args.copies = [(1, 1), (1, last), (last, 1), (last, last)]
     args.scratch.mkdir(parents=True, exist_ok=True)
+    kept = args.scratch / "scene.json"
+    result = json.loads(RESULTS.read_text()) if kept.is_file() and RESULTS.is_file() else {}
     try:
-        scene = build(args.scratch, args.size, args.crop, copies)
-        runs = run_all(args.scratch, args)
+        if not kept.is_file():
+            scene = build(args.scratch, args.size, args.crop, copies)
+            kept.write_text(json.dumps(scene))
+        result.update(scene=json.loads(kept.read_text()), crop=args.crop, epochs=args.epochs, trees=args.trees,
+                      target_peak_rss_mb=3072, machine=machine_info())
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        run_stages(args.scratch, args, result)
     finally:
         if not args.keep:
             shutil.rmtree(args.scratch, ignore_errors=True)
-    result = {"scene": scene, "runs": runs, "crop": args.crop, "epochs": args.epochs, "target_peak_rss_mb": 3072,
-              "machine": machine_info()}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
 
 

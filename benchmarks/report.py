@@ -202,9 +202,22 @@ def distributed_table() -> list[str]:
     return lines
 
 
+def large_scene_table() -> list[str]:
+    r = _load("large_scene")
+    if not r or not {"rf", "s2mamba", "predict_strip", "crop_ratio"} <= set(r.get("runs", {})):
+        return []
+    import sys
+
+    sys.path.insert(0, str(HERE))
+    from bench_large_scene import table
+
+    return ["### Scene larger than memory (`python benchmarks/bench_large_scene.py`)", "", table(r), "",
+            f"Machine: {_machine(r['machine'])}.", ""]
+
+
 def main() -> None:
     body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(), *predict_table(),
-            *predict_peer_table(), *distributed_table()]
+            *predict_peer_table(), *distributed_table(), *large_scene_table()]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
