@@ -169,6 +169,22 @@ def scene_band_stats(src: RasterWindows, band_bytes: int | None = None) -> tuple
     return mean, np.sqrt(m2 / n)
 
 
+def to_features(raw: np.ndarray, normalizer: Any = None, pca: Any = None, chunk_rows: int = 8) -> np.ndarray:
+    """``(h, w, bands)`` raw → ``(h, w, F)`` float32: ``astype(float32)``, normaliser, PCA — the in-memory
+    path's operations, applied ``chunk_rows`` rows at a time so that the float64 temporaries of the
+    z-score stay small (elementwise, so the values are the same)."""
+    features = pca.n_components if pca is not None else raw.shape[2]
+    out = np.empty(raw.shape[:2] + (features,), dtype=np.float32)
+    for i in range(0, raw.shape[0], chunk_rows):
+        x = raw[i:i + chunk_rows].astype(np.float32)
+        if normalizer is not None:
+            x = normalizer.transform(x)
+        if pca is not None:
+            x = pca.transform(x)
+        out[i:i + chunk_rows] = x
+    return out
+
+
 class FeatureWindows:
     """Raw windows of ``src`` → float32 model features (normaliser, then PCA), as the in-memory path."""
 
@@ -185,12 +201,7 @@ class FeatureWindows:
         return self.height, self.width, self.num_features
 
     def read(self, r0: int, r1: int, c0: int = 0, c1: int | None = None) -> np.ndarray:
-        x = self.src.read(r0, r1, c0, c1).astype(np.float32)
-        if self.normalizer is not None:
-            x = self.normalizer.transform(x)
-        if self.pca is not None:
-            x = self.pca.transform(x)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return to_features(self.src.read(r0, r1, c0, c1), self.normalizer, self.pca)
 
     def __getitem__(self, mask: Any) -> np.ndarray:
         """``features[mask]`` for an ``(H, W)`` bool mask: ``(N, F)`` spectra in row-major order."""

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geolesf.data.windowed import FeatureWindows, WindowedPatches
+from geolesf.data.windowed import FeatureWindows, WindowedPatches, to_features
 
 PREVIEW_MAX_PIXELS = 25_000_000
 
@@ -84,12 +84,8 @@ def _spectrum_model(scene: Any, predictor: Any, name: str) -> Any:
     features: FeatureWindows = scene.features
 
     def normalise(raw: np.ndarray) -> np.ndarray:
-        x = raw.transpose(1, 2, 0).astype(np.float32)
-        if features.normalizer is not None:
-            x = features.normalizer.transform(x)
-        if features.pca is not None:
-            x = features.pca.transform(x)
-        return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+        x = to_features(raw.transpose(1, 2, 0), features.normalizer, features.pca)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
 
     return PredictModel(
         module=EstimatorModule(predictor.estimator, scene.num_classes), name=name, kind="pixel",
