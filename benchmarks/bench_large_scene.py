@@ -26,6 +26,8 @@ wrapper process that runs only that command; wall time of the command):
     throughput of this run);
 (c) ``geolesf predict`` with (b)'s ``model.pt`` on a full-width strip of the scene (rows sized to about
     ``--strip-seconds`` at the throughput of (b)), extrapolated to the whole scene;
+(c') the same on one full 512-row tile row with all but 4,096 pixels set to ``--nodata``: full-size tile
+    buffers and one full pixel batch, i.e. the peak of a whole-scene S²Mamba map, in minutes;
 (d) the in-memory path against the windowed path, rf, on a ``--crop``² corner the in-memory path can
     hold (same polygons): peak RSS and time ratios.
 
@@ -201,13 +203,39 @@ def stage_s2mamba(scratch: Path, args: argparse.Namespace, res: dict) -> None:
 def stage_predict(scratch: Path, args: argparse.Namespace, res: dict) -> None:
     rate = res["s2mamba"]["test_px_per_s"]
     rows = int(min(args.size, max(4, args.strip_seconds * rate // args.size)))
-    (scratch / "strip_map.tif").unlink(missing_ok=True)
+    for suffix in (".tif", ".qml", ".png"):
+        (scratch / "strip_map").with_suffix(suffix).unlink(missing_ok=True)
     copy_rows(scratch / "scene.tif", scratch / "strip.tif", rows)
     r = measure(geolesf("predict", str(scratch / "strip.tif"), "--checkpoint", str(scratch / "s2" / "model.pt"),
                         "--out", str(scratch / "strip_map.tif")), scratch / "predict.log")
     rate = rows * args.size / r["seconds"]
     res["predict_strip"] = {**r, "rows": rows, "width": args.size, "px_per_s": rate,
                             "whole_scene_estimate_hours": args.size ** 2 / rate / 3600}
+
+
+def stage_tile_row(scratch: Path, args: argparse.Namespace, res: dict) -> None:
+    """A full 512-row tile row of the scene through ``geolesf predict --nodata``: every tile is read,
+    normalised and padded at full size, but only the first 4,096 pixels (one full pixel batch) are
+    valid, so the peak RSS of a whole-scene S²Mamba map is measured in minutes instead of hours."""
+    import numpy as np
+    import rasterio
+    from rasterio.windows import Window
+
+    rows, nodata = 512, -32768
+    path = scratch / "tile_row.tif"
+    copy_rows(scratch / "scene.tif", path, rows)
+    with rasterio.open(path, "r+") as dst:
+        for r0 in range(0, rows, BLOCK):
+            win = Window(0, r0, args.size, BLOCK)
+            data = dst.read(window=win)
+            keep = np.zeros(data.shape[1:], bool)
+            keep[: max(0, 8 - r0), :512] = True
+            dst.write(np.where(keep, data, np.int16(nodata)), window=win)
+    for suffix in (".tif", ".qml", ".png"):
+        (scratch / "tile_row_map").with_suffix(suffix).unlink(missing_ok=True)
+    r = measure(geolesf("predict", str(path), "--checkpoint", str(scratch / "s2" / "model.pt"), "--nodata", str(nodata),
+                        "--out", str(scratch / "tile_row_map.tif")), scratch / "tile_row.log")
+    res["predict_tile_row"] = {**r, "rows": rows, "width": args.size, "valid_pixels": 8 * 512}
 
 
 def stage_crop(scratch: Path, args: argparse.Namespace, res: dict) -> None:
@@ -225,8 +253,9 @@ def _common(args: argparse.Namespace, windowed: str | None = None) -> list[str]:
     return ["--set", f"data.windowed={windowed or args.windowed}", "--set", f"model.args.n_estimators={args.trees}"]
 
 
-RUN_FOLDERS = {"rf": ["rf"], "s2mamba": ["s2"], "predict": [], "crop": ["crop_false", "crop_true"]}
-STAGES = {"rf": stage_rf, "s2mamba": stage_s2mamba, "predict": stage_predict, "crop": stage_crop}
+RUN_FOLDERS = {"rf": ["rf"], "s2mamba": ["s2"], "predict": [], "tile_row": [], "crop": ["crop_false", "crop_true"]}
+STAGES = {"rf": stage_rf, "s2mamba": stage_s2mamba, "predict": stage_predict, "tile_row": stage_tile_row,
+          "crop": stage_crop}
 
 
 def run_stages(scratch: Path, args: argparse.Namespace, result: dict) -> None:
@@ -264,6 +293,11 @@ def table(r: dict) -> str:
         rows.append(f"| (c) `geolesf predict` s2mamba, {p['width']:,}×{p['rows']} strip | {p['rows'] * p['width']:,} | "
                     f"{p['seconds']:.0f} | {p['px_per_s']:,.0f} | {p['peak_rss_mb']:,.0f} | "
                     f"whole scene ≈ {p['whole_scene_estimate_hours']:.1f} h |")
+    if "predict_tile_row" in runs:
+        t = runs["predict_tile_row"]
+        rows.append(f"| (c') `geolesf predict` s2mamba, one full tile row {t['width']:,}×{t['rows']} (`--nodata`) | "
+                    f"{t['valid_pixels']:,} valid | {t['seconds']:.0f} | – | {t['peak_rss_mb']:,.0f} | every tile read, "
+                    f"normalised, padded at full size; one full pixel batch: the per-row peak of a whole-scene map |")
     if "crop_ratio" in runs:
         c, mem, win = runs["crop_ratio"], runs["crop_windowed_false"], runs["crop_windowed_true"]
         rows.append(f"| (d) rf, {r['crop']:,}² crop, in memory | {r['crop'] ** 2:,} | {mem['seconds']:.0f} | – | "
@@ -284,7 +318,7 @@ def main() -> None:
     ap.add_argument("--strip-seconds", type=float, default=240.0)
     ap.add_argument("--scratch", type=Path, default=Path("/tmp/geolesf-large"))
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--stages", default="rf,s2mamba,predict,crop", help="stages to (re)run; with --keep, "
+    ap.add_argument("--stages", default="rf,s2mamba,predict,tile_row,crop", help="stages to (re)run; with --keep, "
                     "a kept scene is reused and the other stages' results are kept")
     ap.add_argument("--windowed", default="auto", help="data.windowed of runs (a) and (b) (auto: windowed at 4,000²)")
     ap.add_argument("--results", type=Path, default=None, help="JSON to write (default: results/large_scene.json)")

@@ -51,7 +51,12 @@ class PatchCheckpoint:
         """Apply the training-time band statistics (and PCA) to a raw cube ``(H, W, bands)``."""
         x = np.asarray(cube, dtype=np.float32)
         if self.band_mean is not None:
-            x = (x - self.band_mean) / self.band_std
+            # float32 out, a few rows at a time: the float64 temporaries of the z-score stay small (the
+            # values equal the training features, ((x - mean) / std).astype(float32))
+            out = np.empty(x.shape, dtype=np.float32)
+            for i in range(0, x.shape[0], 8):
+                out[i:i + 8] = (x[i:i + 8] - self.band_mean) / self.band_std
+            x = out
         if self.pca_components is not None:
             h, w, b = x.shape
             x = ((x.reshape(-1, b) - self.pca_mean) @ self.pca_components.T).reshape(h, w, -1).astype(np.float32)

@@ -104,7 +104,7 @@ def stream_class_map(scene: Any, predictor: Any, cfg: Any, out_dir: Path, progre
     if hasattr(predictor, "estimator"):
         pm, batch = _spectrum_model(scene, predictor, cfg.model.name), 65536
     else:
-        pm, batch = load_predict_model(out_dir / "model.pt", cfg.model.name), 4096
+        pm, batch = load_predict_model(out_dir / "model.pt", cfg.model.name), 1024
     predict_raster(scene.cube.path, pm, out, pixel_batch=batch, progress=progress)
     if scene.shape[0] * scene.shape[1] <= PREVIEW_MAX_PIXELS:
         import rasterio
