@@ -298,6 +298,10 @@ def table(r: dict) -> str:
         rows.append(f"| (c') `geolesf predict` s2mamba, one full tile row {t['width']:,}×{t['rows']} (`--nodata`) | "
                     f"{t['valid_pixels']:,} valid | {t['seconds']:.0f} | – | {t['peak_rss_mb']:,.0f} | every tile read, "
                     f"normalised, padded at full size; one full pixel batch: the per-row peak of a whole-scene map |")
+    if "predict_tile_row_pixel_batch_4096" in runs:
+        t = runs["predict_tile_row_pixel_batch_4096"]
+        rows.append(f"| (c') the same with the former default pixel batch 4,096 | {t['valid_pixels']:,} valid | "
+                    f"{t['seconds']:.0f} | – | {t['peak_rss_mb']:,.0f} | why the default became 1,024 |")
     if "crop_ratio" in runs:
         c, mem, win = runs["crop_ratio"], runs["crop_windowed_false"], runs["crop_windowed_true"]
         rows.append(f"| (d) rf, {r['crop']:,}² crop, in memory | {r['crop'] ** 2:,} | {mem['seconds']:.0f} | – | "
