@@ -213,7 +213,7 @@ def large_scene_table() -> list[str]:
 
     note = f"- {r['note']}" if r.get("note") else ""
     return ["### Scene larger than memory (`python benchmarks/bench_large_scene.py`)", "", table(r), "",
-            "- every run stays under the target; the in-memory path on a 1,000² crop already needs more than the "
+            "- every run with the current defaults stays under the target; the in-memory path on a 1,000² crop already needs more than the "
             "windowed path on the 7 GB scene",
             "- S²Mamba maps of the whole scene were not run on these 2 CPU cores: the hours above are "
             "extrapolated from the measured rates (an idle machine gave ~1,400 px/s at 200 bands, "
