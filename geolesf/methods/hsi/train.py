@@ -52,7 +52,8 @@ class PreparedScene:
     cube: HSICube
     ground_truth: LabelMap
     features: np.ndarray
-    """``(H, W, F)`` float32 after normalisation (and PCA)."""
+    """``(H, W, F)`` float32 after normalisation (and PCA); for a windowed scene (``data.windowed``) a
+    :class:`geolesf.data.windowed.FeatureWindows` that reads them (``features[mask]`` and ``shape`` work)."""
     y: np.ndarray
     """``(H, W)`` int64 class index 0..C-1, -1 = unlabelled."""
     class_ids: list[int]
