@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "folder is created, and removed again if the run fails)")
     p.add_argument("--batch-size", type=argtypes.positive_int, default=None,
                    help="tiles per forward pass for dense models (default 16); pixels for patch models "
-                   "(default 4096 tiled, 1024 whole-cube)")
+                   "(default 1024)")
     p.add_argument("--device", default="cpu", type=argtypes.device, help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--no-preview", action="store_true", help="do not write the PNG preview")
     p.add_argument("--overwrite", action="store_true",

@@ -53,17 +53,17 @@ def _read(spec: str, data: Any, cube: HSICube, name_to_id: dict[str, int] | None
         if not data.label_field:
             raise ConfigError(f"{what} {spec} is a vector file: name the attribute holding each feature's class "
                               "with data.label_field (--label-field NAME)")
-        burned = burn_vector_labels(spec, crs=cube.crs, transform=cube.transform, shape=cube.data.shape[:2],
+        burned = burn_vector_labels(spec, crs=cube.crs, transform=cube.transform, shape=tuple(cube.shape[:2]),
                                     field=data.label_field, all_touched=bool(data.all_touched),
                                     name_to_id=name_to_id, where=f"cube {cube.path}")
         arr = np.where(burned.data > 0, burned.data, 0).astype(np.int32)
         gt = LabelMap(data=arr, crs=cube.crs, transform=cube.transform, path=str(spec))
         return gt, burned.names, burned.report, burned.notes()
     gt = read_labels(spec)
-    if gt.shape != cube.data.shape[:2]:
+    if tuple(gt.shape) != tuple(cube.shape[:2]):
         raise DataError(
             f"{what} {gt.path} have shape {gt.shape} but cube {cube.path} is "
-            f"{cube.data.shape[0]}×{cube.data.shape[1]} (×{cube.data.shape[2]} bands); "
+            f"{cube.shape[0]}×{cube.shape[1]} (×{cube.shape[2]} bands); "
             "they must cover the same pixels"
         )
     return gt, {}, {}, []

@@ -129,6 +129,8 @@ def apply_to_cube(cube: Any, spec: Any) -> tuple[Any, dict[str, Any]]:
     keep, report = select_bands(cube.wavelengths, spec, bands=cube.bands, where=cube.path or "the cube")
     if len(keep) == cube.bands:
         return cube, report
+    if getattr(cube, "data", None) is None and hasattr(cube, "keep_bands"):  # a cube read through windows
+        return cube.keep_bands(list(keep)), report
 
     def pick(values: Any) -> Any:
         return None if values is None else [values[i] for i in keep]
@@ -166,3 +168,29 @@ def apply_recorded(x: np.ndarray, record: Any, axis: int, source: str, where: st
     if len(keep) == bands_in:
         return x
     return np.take(x, keep, axis=axis)
+
+
+class RecordedBands:
+    """What a checkpoint that recorded ``data.drop_bands`` offers the predictors (``extra["bands"]``).
+
+    Mixed into the hsi checkpoints (patch and spectrum); they provide ``extra``, ``in_bands`` and ``path``.
+    """
+
+    extra: Any
+    path: Any
+
+    @property
+    def band_selection(self) -> dict[str, Any] | None:
+        """``extra["bands"]``: the ``data.drop_bands`` record (``keep``, ``bands_in``, wavelengths kept)."""
+        record = self.extra.get("bands") if isinstance(self.extra, dict) else None
+        return record if isinstance(record, dict) and "keep" in record else None
+
+    @property
+    def scene_bands(self) -> int:
+        """Bands a scene must have: before band selection when the run dropped bands."""
+        record = self.band_selection
+        return int(record["bands_in"]) if record is not None else int(self.in_bands)  # type: ignore[attr-defined]
+
+    def select_bands(self, cube: np.ndarray, axis: int, source: str) -> np.ndarray:
+        """The recorded band selection applied to a scene (a :class:`DataError` when its band count differs)."""
+        return apply_recorded(cube, self.band_selection, axis, source, str(self.path or "checkpoint"))

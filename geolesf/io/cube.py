@@ -65,6 +65,10 @@ class HSICube:
         return int(self.data.shape[2])
 
     @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
     def georeferenced(self) -> bool:
         """True when the cube has a CRS (and hence maps to places on the Earth)."""
         return self.crs is not None

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from geolesf.errors import ModelError
+from geolesf.io.bands import RecordedBands
 from geolesf.registry import float_tensor, model_payload, rebuild_model, write_checkpoint
 
 FORMAT = "geolesf-hsi-patch/1"
@@ -26,7 +27,7 @@ FORMATS = (FORMAT, "geolesf-hsi-spectrum/1")
 
 
 @dataclass
-class PatchCheckpoint:
+class PatchCheckpoint(RecordedBands):
     """Everything needed to apply a trained patch model to a new cube."""
 
     model: nn.Module
@@ -50,29 +51,16 @@ class PatchCheckpoint:
     def in_bands(self) -> int:
         return int(self.band_mean.shape[0]) if self.band_mean is not None else int(self.model_args["in_chans"])
 
-    @property
-    def band_selection(self) -> dict[str, Any] | None:
-        """``extra["bands"]``: the ``data.drop_bands`` record (``keep``, ``bands_in``, wavelengths kept)."""
-        record = self.extra.get("bands") if isinstance(self.extra, dict) else None
-        return record if isinstance(record, dict) and "keep" in record else None
-
-    @property
-    def scene_bands(self) -> int:
-        """Bands a scene must have: before band selection when the run dropped bands."""
-        record = self.band_selection
-        return int(record["bands_in"]) if record is not None else self.in_bands
-
-    def select_bands(self, cube: np.ndarray, axis: int, source: str) -> np.ndarray:
-        """The recorded band selection applied to a scene (a :class:`DataError` when its band count differs)."""
-        from geolesf.io.bands import apply_recorded
-
-        return apply_recorded(cube, self.band_selection, axis, source, str(self.path or "checkpoint"))
-
     def normalise(self, cube: np.ndarray) -> np.ndarray:
         """Apply the training-time band statistics (and PCA) to a raw cube ``(H, W, bands)``."""
         x = np.asarray(cube, dtype=np.float32)
         if self.band_mean is not None:
-            x = (x - self.band_mean) / self.band_std
+            # float32 out, a few rows at a time: the float64 temporaries of the z-score stay small (the
+            # values equal the training features, ((x - mean) / std).astype(float32))
+            out = np.empty(x.shape, dtype=np.float32)
+            for i in range(0, x.shape[0], 8):
+                out[i:i + 8] = (x[i:i + 8] - self.band_mean) / self.band_std
+            x = out
         if self.pca_components is not None:
             h, w, b = x.shape
             x = ((x.reshape(-1, b) - self.pca_mean) @ self.pca_components.T).reshape(h, w, -1).astype(np.float32)

@@ -53,6 +53,7 @@ def evaluate_checkpoint(
     cfg = load_config(TrainConfig, config, overrides, base=base, initial=None if config else stored)
     if getattr(ckpt, "kind", "pixel") == "pixel" and cfg.data.patch_size != ckpt.patch_size:
         cfg.data.patch_size = ckpt.patch_size
+    cfg.data.windowed = False  # evaluation reads the cube whole (windowed evaluation is not implemented)
     scene = prepare_scene(cfg)
     if scene.class_ids != list(ckpt.class_ids):
         raise DataError(

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from geolesf.errors import ConfigError, DataError, TrainingError
 from geolesf.methods.hsi.checkpoint import PatchCheckpoint, save as save_patch_checkpoint
 from geolesf.methods.hsi.train import register_trainer
+from geolesf.methods.hsi.windowed import scene_gatherer
 from geolesf.predict.patches import PatchGatherer, predict_pixels
 from geolesf.registry import create_model
 from geolesf.io.atomic import write_json
@@ -97,7 +98,7 @@ class PixelDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.scene = scene
-        self.gather = PatchGatherer(scene.features, patch_size, padding)
+        self.gather = scene_gatherer(scene, patch_size, padding)  # whole cube, or windowed (train preloaded)
         self.batch_size = batch_size
         self.seed = seed
         self.val_batch_size = val_batch_size

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from geolesf.errors import ModelError
+from geolesf.io.bands import RecordedBands
 
 FORMAT = "geolesf-hsi-spectrum/1"
 
@@ -158,7 +159,7 @@ class SpectrumModule(nn.Module):
 
 
 @dataclass
-class SpectrumCheckpoint:
+class SpectrumCheckpoint(RecordedBands):
     """A trained per-pixel estimator and what it needs to classify a new cube.
 
     It has the attributes of :class:`~geolesf.methods.hsi.checkpoint.PatchCheckpoint` the
@@ -219,7 +220,7 @@ def from_scene(scene: Any, cfg: Any, estimator: Any, args: dict[str, Any]) -> Sp
         class_ids=list(scene.class_ids), class_names=list(scene.class_names),
         colors=[list(map(int, c)) for c in scene.class_colors],
         extra={"split": scene.split.name, "seed": int(cfg.trainer.seed), "bands_in": int(scene.cube.bands),
-               "config": to_dict(cfg)},
+               "config": to_dict(cfg), "bands": scene.info.get("bands")},
         in_chans=int(bands),
     )
 

@@ -42,9 +42,10 @@ from geolesf.data.sources import resolve_data
 from geolesf.data.splits import Split, leakage_report
 from geolesf.methods.hsi.scene_map import class_map_ids, predict_for_run, write_scene_map  # noqa: F401 (re-export)
 from geolesf.data.transforms import PCA, BandNormalizer
+from geolesf.data.windowed import open_scene_cube, scene_features
 from geolesf.errors import ConfigError, DataError, ModelError
 from geolesf.io.bands import apply_to_cube
-from geolesf.io.hsi import HSICube, LabelMap, read_cube, split_spec
+from geolesf.io.hsi import HSICube, LabelMap, split_spec
 from geolesf.provenance import machine_info
 from geolesf.io.atomic import write_json, write_yaml
 
@@ -60,7 +61,8 @@ class PreparedScene:
     cube: HSICube
     ground_truth: LabelMap
     features: np.ndarray
-    """``(H, W, F)`` float32 after normalisation (and PCA)."""
+    """``(H, W, F)`` float32 after normalisation (and PCA); for a windowed scene (``data.windowed``) a
+    :class:`geolesf.data.windowed.FeatureWindows` that reads them (``features[mask]`` and ``shape`` work)."""
     y: np.ndarray
     """``(H, W)`` int64 class index 0..C-1, -1 = unlabelled."""
     class_ids: list[int]
@@ -155,7 +157,7 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
         raise ConfigError("no cube given: set data.cube (or --cube PATH)")
     if not data.labels:
         raise ConfigError("no labels given: set data.labels (or --labels PATH)")
-    cube, bands = apply_to_cube(read_cube(data.cube), data.drop_bands)
+    cube, bands = apply_to_cube(open_scene_cube(data), data.drop_bands)  # whole, or a WindowedCube (data.windowed)
     if data.patch_size < 1 or data.patch_size % 2 == 0:
         raise ConfigError(f"data.patch_size must be a positive odd number, found {data.patch_size}")
     labelled = scene_labels(data, cube, seed=cfg.trainer.seed, patch_size=data.patch_size)
@@ -174,23 +176,9 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
     warn_classes(class_ids, labels, split.test, gt.path, split.name)
     leak = leakage_report(split, data.patch_size)
 
-    x = cube.data.astype(np.float32)
-    normalizer = None
-    mode = str(data.normalize).lower()
-    if mode == "train":
-        normalizer = BandNormalizer().fit(x, split.train, fitted_on="train pixels")
-    elif mode == "scene":
-        normalizer = BandNormalizer().fit(x, None, fitted_on="whole scene")
-    elif mode != "none":
-        raise ConfigError(f"data.normalize must be train, scene or none, found '{data.normalize}'")
-    if normalizer is not None:
-        x = normalizer.transform(x)
-    pca = None
-    if data.pca:
-        pca = PCA(int(data.pca), seed=cfg.trainer.seed).fit(x, split.train)
-        x = pca.transform(x)
+    x, normalizer, pca = scene_features(cube, split.train, data, cfg.trainer.seed)
     info = {
-        "cube": {**_file_info(data.cube), "shape": list(cube.data.shape), "dtype": str(cube.data.dtype),
+        "cube": {**_file_info(data.cube), "shape": list(cube.shape), "dtype": str(cube.dtype),
                  "georeferenced": cube.georeferenced, "crs": str(cube.crs) if cube.crs else None,
                  "sensor": cube.sensor, "acquired": cube.acquired, "quality": cube.quality},
         "bands": bands,
@@ -199,7 +187,7 @@ def prepare_scene(cfg: Any, verbose: bool = False) -> PreparedScene:
         "pca": pca.to_dict() if pca else None,
     }
     return PreparedScene(
-        cube=cube, ground_truth=gt, features=np.ascontiguousarray(x, dtype=np.float32), y=y,
+        cube=cube, ground_truth=gt, features=x, y=y,
         class_ids=class_ids, class_names=class_names, class_colors=class_colors, split=split, leakage=leak,
         normalizer=normalizer, pca=pca, info=info,
     )
@@ -310,6 +298,8 @@ def score_test_pixels(scene: PreparedScene, truth: np.ndarray, pred: np.ndarray)
 def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
     """One run (one seed) into ``out_dir``: ``config.yaml`` once the data are read, ``metrics.json`` at
     the end, the whole-scene map unless ``trainer.scene_map`` is false; returns the metrics dict."""
+    from geolesf.methods.hsi import windowed
+
     out_dir.mkdir(parents=True, exist_ok=True)
     np.random.seed(cfg.trainer.seed)
     train_fn, kind = get_trainer(cfg.model.name)
@@ -327,7 +317,12 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     predictor = train_fn(scene, cfg, out_dir)
     fit_s = time.perf_counter() - t0
-    pred, pred_test, predict_s = predict_for_run(predictor, scene, cfg.trainer.scene_map)
+    if windowed.is_windowed(scene):  # test pixels read through windows; the class map streams below
+        t0 = time.perf_counter()
+        pred, pred_test = None, windowed.test_predictions(predictor, scene)
+        predict_s = time.perf_counter() - t0
+    else:
+        pred, pred_test, predict_s = predict_for_run(predictor, scene, cfg.trainer.scene_map)
     metrics = score_test_pixels(scene, scene.y[scene.split.test], pred_test)
     metrics.update(
         model={"name": cfg.model.name, "kind": kind, "args": cfg.model.args},
@@ -337,6 +332,8 @@ def run_single(cfg: Any, out_dir: Path) -> dict[str, Any]:
         timings={"fit_seconds": fit_s, "predict_seconds": predict_s},
         machine=machine_info(),
     )
+    if windowed.is_windowed(scene):
+        return windowed.finish_windowed(scene, predictor, cfg, out_dir, metrics)
     if pred is not None:
         write_scene_map(out_dir, scene, cfg, pred, metrics)
     write_json(out_dir / "metrics.json", metrics)
