@@ -21,3 +21,25 @@ def seeded_unet_checkpoint(path: Path) -> Path:
         class_ids=[1, 2, 3, 4], class_names=["water", "forest", "field", "urban"],
         colors=["#1f78b4", "#33a02c", "#ffff99", "#e31a1c"]))
     return path
+
+
+class TinyPatchNet(torch.nn.Module):
+    """A tiny per-pixel patch classifier (3×3 conv, mean pool, linear) for hsi run tests."""
+
+    def __init__(self, in_chans: int, num_classes: int, patch_size: int = 5) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_chans, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def register_tiny_patch_net(name: str) -> str:
+    """Register :class:`TinyPatchNet` as hsi model ``name`` (kind ``pixel``) once; returns the name."""
+    from geolesf.registry import list_models, register_model
+
+    if name not in list_models():
+        register_model(name, method="hsi", kind="pixel")(
+            lambda in_chans, num_classes, patch_size=5: TinyPatchNet(in_chans, num_classes, patch_size))
+    return name

@@ -19,6 +19,7 @@ entry there replaces a built-in entry of the same name (for example to point at 
 from __future__ import annotations
 
 import difflib
+from typing import Any
 import hashlib
 import os
 from dataclasses import dataclass
@@ -96,13 +97,17 @@ def list_datasets() -> list[str]:
     return sorted(load_catalog())
 
 
-def get_dataset(name: str) -> DatasetEntry:
-    entries = load_catalog()
+def lookup(entries: dict[str, Any], name: str, what: str, listing: str, error: type[Exception] = DataError) -> Any:
+    """``entries[name]``, or ``error`` naming the closest entry and the command that lists them all."""
     if name not in entries:
         close = difflib.get_close_matches(name, list(entries), n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise DataError(f"unknown dataset '{name}'{hint} (see `geolesf data list`)")
+        raise error(f"unknown {what} '{name}'{hint} (see `{listing}`)")
     return entries[name]
+
+
+def get_dataset(name: str) -> DatasetEntry:
+    return lookup(load_catalog(), name, "dataset", "geolesf data list")
 
 
 def _entry(name_or_entry: str | DatasetEntry) -> DatasetEntry:

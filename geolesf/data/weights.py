@@ -19,7 +19,6 @@ verifies the file once while reading it. An unfetched name is a one-line error t
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,12 +119,9 @@ def list_weights() -> list[str]:
 
 
 def get_weights(name: str) -> WeightsEntry:
-    entries = load_weights_catalog()
-    if name not in entries:
-        close = difflib.get_close_matches(name, list(entries), n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ModelError(f"unknown weights '{name}'{hint} (see `geolesf weights list`)")
-    return entries[name]
+    from geolesf.data.catalog import lookup
+
+    return lookup(load_weights_catalog(), name, "weights", "geolesf weights list", ModelError)
 
 
 def _pin(entry: WeightsEntry, digest: str) -> None:

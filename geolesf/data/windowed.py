@@ -65,12 +65,18 @@ def use_windowed(data: Any) -> bool:
     setting = windowed_setting(getattr(data, "windowed", "auto"))
     if setting == "false" or not data.cube:
         return False
+    from geolesf.io.envi import is_envi
+    from geolesf.io.sensors import detect
+
     path, key = split_spec(data.cube)
-    readable = key is None and path.suffix.lower() != ".mat"
+    # windows are read from plain rasters (GeoTIFF, ...); ENVI cubes and sensor products (scales,
+    # quality layers) go through their own readers, whole
+    readable = key is None and path.suffix.lower() != ".mat" and not is_envi(path) and detect(path) is None
     if setting == "true":
         if not readable:
-            raise ConfigError(f"data.windowed: {data.cube} is a MATLAB file; windowed reading needs a raster "
-                              "(GeoTIFF, ENVI) — set data.windowed: false or convert the cube")
+            raise ConfigError(f"data.windowed: {data.cube} is not a plain raster (a MATLAB, ENVI or sensor-product "
+                              "cube); windowed reading needs a GeoTIFF-like raster — set data.windowed: false or "
+                              "convert the cube")
         return True
     if not readable or not path.is_file():
         return False

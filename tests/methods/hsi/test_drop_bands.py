@@ -9,33 +9,18 @@ import numpy as np
 import pytest
 import rasterio
 import scipy.io
-import torch
-from torch import nn
 
 from geolesf.cli.main import main
 from geolesf.config import DataConfig, ModelConfig, TrainConfig, TrainerConfig
 from geolesf.io.bands import WATER_WINDOWS
 from geolesf.methods.hsi.checkpoint import load as load_patch_checkpoint
 from geolesf.methods.hsi.train import run_hsi
-from geolesf.registry import register_model
+from tests.checkpoints import register_tiny_patch_net
 
 WAVELENGTHS = [round(float(w), 3) for w in np.linspace(400.0, 2500.0, 40)]
 
 
-class _BandNet(nn.Module):
-    def __init__(self, in_chans: int, num_classes: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_chans, 8, 3, padding=1)
-        self.head = nn.Linear(8, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
-
-
-@register_model("test-bandnet", method="hsi", kind="pixel")
-def _test_bandnet(in_chans: int, num_classes: int) -> nn.Module:
-    """A tiny patch classifier for the band-selection tests."""
-    return _BandNet(in_chans, num_classes)
+register_tiny_patch_net("test-bandnet")
 
 
 @pytest.fixture(scope="module")

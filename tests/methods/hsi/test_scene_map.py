@@ -8,31 +8,16 @@ import json
 import numpy as np
 import pytest
 import scipy.io
-import torch
-from torch import nn
 
 from geolesf.cli.main import main
 from geolesf.config import DataConfig, ModelConfig, TrainConfig, TrainerConfig
 from geolesf.methods.hsi import train as hsi_run
 from geolesf.methods.hsi.patch_training import PatchPredictor
 from geolesf.methods.hsi.train import run_hsi
-from geolesf.registry import register_model
+from tests.checkpoints import register_tiny_patch_net
 
 
-class _Net(nn.Module):
-    def __init__(self, in_chans: int, num_classes: int, patch_size: int = 5) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_chans, 8, 3, padding=1)
-        self.head = nn.Linear(8, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
-
-
-@register_model("test-scenemap-net", method="hsi", kind="pixel")
-def _net(in_chans: int, num_classes: int, patch_size: int = 5) -> nn.Module:
-    """A tiny patch classifier for the scene-map tests."""
-    return _Net(in_chans, num_classes, patch_size)
+register_tiny_patch_net("test-scenemap-net")
 
 
 @pytest.fixture(scope="module")
@@ -101,4 +86,4 @@ def test_cli_no_scene_map_flag(crop, tmp_path, capsys):
     rc = main(["train", "--model", "rf", "--cube", str(crop / "cube.mat"), "--labels", str(crop / "gt.mat"),
                "--set", "model.args={n_estimators: 5, n_jobs: 1}", "--no-scene-map", "--out", str(tmp_path / "r")])
     assert rc == 0
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["config.yaml", "metrics.json"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["config.yaml", "metrics.json", "model.pt"]

@@ -15,7 +15,6 @@ import rasterio
 import scipy.io
 import torch
 from rasterio.transform import from_origin
-from torch import nn
 
 from geolesf.config import DataConfig, ModelConfig, TrainConfig, TrainerConfig
 from geolesf.data import windowed as W
@@ -23,23 +22,10 @@ from geolesf.errors import ConfigError, DataError
 from geolesf.io.hsi import read_cube
 from geolesf.methods.hsi.train import prepare_scene, run_hsi
 from geolesf.predict.patches import PatchGatherer
-from geolesf.registry import register_model
+from tests.checkpoints import register_tiny_patch_net
 
 
-class _TinyNet(nn.Module):
-    def __init__(self, in_chans: int, num_classes: int, patch_size: int = 5) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_chans, 8, 3, padding=1)
-        self.head = nn.Linear(8, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
-
-
-@register_model("test-windowed-net", method="hsi", kind="pixel")
-def _tiny(in_chans: int, num_classes: int, patch_size: int = 5) -> nn.Module:
-    """A tiny patch classifier for the windowed-path tests."""
-    return _TinyNet(in_chans, num_classes, patch_size)
+register_tiny_patch_net("test-windowed-net")
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +158,7 @@ def test_auto_follows_the_memory_budget(scene, monkeypatch, tmp_path):
         W.use_windowed(data)
     scipy.io.savemat(tmp_path / "cube.mat", {"X": cube})
     mat = DataConfig(cube=str(tmp_path / "cube.mat"), labels=str(folder / "gt.tif"), windowed=True)
-    with pytest.raises(ConfigError, match="MATLAB file; windowed reading needs a raster"):
+    with pytest.raises(ConfigError, match="not a plain raster .a MATLAB, ENVI or sensor-product cube.; windowed reading needs"):
         W.use_windowed(mat)
     mat.windowed = "auto"
     assert W.use_windowed(mat) is False
