@@ -3,7 +3,8 @@
      REAL      the scalar type (float or double),
      GL_FN(x)  x_f32 / x_f64   (names of the functions defined here),
      GL_S(x)   xf / xd         (the scalar helpers of scan_kernel.c: gl_exp2, gl_softplus, gl_sigmoid).
-   Hence no include guard.
+   Hence no include guard. Holds the softplus helper and the backward; the forward is in
+   scan_kernel_infer.h (channel-blocked).
 
    Layouts: u, dt, y, gy, du, ddt (batch, K*D, L); Bt, Ct, dB, dC (batch, K, L, N)
    (time-major per group, so the state axis N is contiguous and the inner loops vectorise);
@@ -25,51 +26,6 @@ static inline __attribute__((always_inline)) void GL_FN(row_dt)(
         for (int64_t t = 0; t < L; ++t) dt[t] = delta[t] + bias;
         if (sig) for (int64_t t = 0; t < L; ++t) sig[t] = 1;
     }
-}
-
-static inline __attribute__((always_inline)) int GL_FN(fwd_rows)(
-    const REAL* u, const REAL* delta, const REAL* bias, int sp, const REAL* A2,
-    const REAL* Bt, const REAL* Ct, const REAL* D, REAL* y,
-    int64_t b0, int64_t b1, int64_t KD, int64_t K, int64_t L, const int64_t N)
-{
-    const int64_t Dk = KD / K;
-    REAL h[N];
-    REAL* dt = (REAL*)malloc(sizeof(REAL) * (size_t)L);
-    if (!dt) return 1;
-    for (int64_t b = b0; b < b1; ++b) {
-        for (int64_t d = 0; d < KD; ++d) {
-            const int64_t row = (b * KD + d) * L;
-            const REAL* Bb = Bt + (b * K + d / Dk) * L * N;
-            const REAL* Cb = Ct + (b * K + d / Dk) * L * N;
-            const REAL* Ad = A2 + d * N;
-            const REAL Dd = D ? D[d] : (REAL)0;
-            GL_FN(row_dt)(delta + row, bias ? bias[d] : (REAL)0, sp, L, dt, 0);
-            for (int64_t n = 0; n < N; ++n) h[n] = 0;
-            for (int64_t t = 0; t < L; ++t) {
-                const REAL dtt = dt[t], ut = u[row + t], xt = dtt * ut;
-                const REAL* Bn = Bb + t * N;
-                const REAL* Cn = Cb + t * N;
-                REAL acc = 0;
-#pragma omp simd reduction(+:acc)
-                for (int64_t n = 0; n < N; ++n) {
-                    h[n] = GL_S(gl_exp2)(dtt * Ad[n]) * h[n] + xt * Bn[n];
-                    acc += Cn[n] * h[n];
-                }
-                y[row + t] = acc + Dd * ut;
-            }
-        }
-    }
-    free(dt);
-    return 0;
-}
-
-int GL_FN(gl_scan_fwd)(
-    const REAL* u, const REAL* delta, const REAL* bias, int64_t sp, const REAL* A2,
-    const REAL* Bt, const REAL* Ct, const REAL* D, REAL* y,
-    int64_t b0, int64_t b1, int64_t KD, int64_t K, int64_t L, int64_t N)
-{
-    if (N == 16) return GL_FN(fwd_rows)(u, delta, bias, (int)sp, A2, Bt, Ct, D, y, b0, b1, KD, K, L, 16);
-    return GL_FN(fwd_rows)(u, delta, bias, (int)sp, A2, Bt, Ct, D, y, b0, b1, KD, K, L, N);
 }
 
 /* Backward for batch rows [b0, b1): per (b, d) row, recompute dt, the decays a[t] and the
