@@ -7,12 +7,13 @@ import torch
 
 from geolesf.ops import selective_scan as ss
 from geolesf.ops.selective_scan import (
+    dispatch,
+    native,
     native_kernel_available,
     resolve_backend,
     selective_scan,
     selective_scan_reference,
 )
-from geolesf.ops.selective_scan import dispatch, native
 
 needs_native = pytest.mark.skipif(not native_kernel_available(), reason="no C compiler for the native kernel")
 
