@@ -8,7 +8,15 @@
    measured over a few epochs of the real Lightning loop. Needs ``GEOLESF_DATA`` for the fixed maps;
    without it the 10 % random split (1,025 pixels) is used and the JSON says so.
 
-    python benchmarks/bench_s2mamba.py [--epochs 3] [--reference-pixels 2048]
+3. How far from this machine's limit: the model's FLOPs per pixel (matmuls and convolutions
+   counted by ``torch.utils.flop_counter``, plus the selective scans at about 15 flops per
+   state and step: exp2 polynomial, state update, output) against a float32 matmul's GFLOP/s
+   measured on the same threads in the same run.
+4. ``--baseline REV``: the same benchmark run from the git revision REV (extracted with
+   ``git archive`` into a temp folder, run in a subprocess with its own code) right after this
+   one, so the speed-ups are ratios measured in one run on one (possibly loaded) machine.
+
+    python benchmarks/bench_s2mamba.py [--epochs 3] [--reference-pixels 2048] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -85,16 +93,67 @@ def epoch_time(epochs: int) -> dict[str, object]:
             "estimated_400_epochs_min": 400 * per_epoch / 60}
 
 
+def machine_limit(per_pixel_scan_steps: int) -> dict[str, float]:
+    """FLOPs per pixel of S²Mamba (P = 7, 200 bands) and a matmul's GFLOP/s on these threads."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from geolesf.methods.hsi.s2mamba import S2Mamba
+
+    model = S2Mamba(200, 16, 7).eval()
+    x = torch.randn(64, 200, 7, 7)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    dense = counter.get_total_flops() / 64
+    scan = 15 * 16 * per_pixel_scan_steps
+    a = torch.randn(2048, 2048)
+    torch.mm(a, a)
+    start = time.perf_counter()
+    for _ in range(5):
+        torch.mm(a, a)
+    gflops = 5 * 2 * 2048 ** 3 / (time.perf_counter() - start) / 1e9
+    limit = gflops * 1e9 / (dense + scan)
+    print(f"limit: {dense / 1e6:.1f} MFLOP/px in matmuls/convs + {scan / 1e6:.1f} MFLOP/px in scans; "
+          f"matmul {gflops:.0f} GFLOP/s here -> at most ≈ {limit:,.0f} px/s")
+    return {"dense_mflop_per_pixel": dense / 1e6, "scan_mflop_per_pixel": scan / 1e6,
+            "matmul_gflops": gflops, "pixels_per_second_at_matmul_rate": limit}
+
+
+def baseline_run(rev: str, epochs: int, skip_training: bool) -> dict[str, object]:
+    """This benchmark as it was at git revision ``rev``, run from an extracted copy of that tree."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        cmd = [sys.executable, str(Path(tmp, "benchmarks/bench_s2mamba.py")), "--epochs", str(epochs),
+               "--reference-pixels", "64"] + (["--skip-training"] if skip_training else [])
+        env = {**os.environ, "PYTHONPATH": tmp}
+        subprocess.run(cmd, check=True, env=env, cwd=tmp)
+        old = json.loads(Path(tmp, "benchmarks/results/s2mamba.json").read_text())
+    return {"rev": rev, "scene": old["scene"], "training": old.get("training")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--reference-pixels", type=int, default=2048)
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--baseline", metavar="REV", help="also run this benchmark from git revision REV")
     args = parser.parse_args()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
     # CPU backends only: the mamba_ssm kernel needs CUDA (timed separately when a GPU is available).
     result = {"scene": scene_throughput(["reference", "cpu"], args.reference_pixels), "machine": machine_info()}
     if not args.skip_training:
         result["training"] = epoch_time(args.epochs)
+    # scan steps per pixel: PCS 4 directions x 128 channels x 49 steps, BSS 2 x 49 x 128
+    result["limit"] = machine_limit(4 * 128 * 49 + 2 * 49 * 128)
+    if args.baseline:
+        base = baseline_run(args.baseline, args.epochs, args.skip_training)
+        speedup = {"scene_cpu": result["scene"]["cpu"]["pixels_per_second"] / base["scene"]["cpu"]["pixels_per_second"]}
+        if base.get("training") and result.get("training"):
+            speedup["training_epoch"] = base["training"]["seconds_per_epoch"] / result["training"]["seconds_per_epoch"]
+        result["baseline"] = {**base, "speedup": speedup}
+        print(f"vs {args.baseline}: " + ", ".join(f"{k} {v:.2f}x" for k, v in speedup.items()))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS}")

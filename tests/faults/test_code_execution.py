@@ -239,7 +239,7 @@ _EVIL_C = textwrap.dedent("""\
         FILE *f = fopen(MARKER, "w");
         if (f) fclose(f);
     }
-    int gl_scan_fwd_f32(void) { return 0; }
+    int gl_scan_infer_f32(void) { return 0; }
 """)
 
 

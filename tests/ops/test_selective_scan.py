@@ -261,4 +261,4 @@ def test_native_kernel_source_is_package_data_and_keys_the_cache(tmp_path, monke
     body = src / "scan_kernel_body.h"
     body.write_text(body.read_text() + "\n/* edited */\n")
     lib = native._compile_native()
-    assert len(built()) == 2 and hasattr(lib, "gl_scan_fwd_f32")
+    assert len(built()) == 2 and hasattr(lib, "gl_scan_infer_f32")

@@ -142,7 +142,7 @@ class PCS(_SSMBranch):
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
         y = selective_scan(
             xs.reshape(b, -1, L).float(), dts.reshape(b, -1, L).float(), -torch.exp(self.A_logs.float()),
-            Bs.float().contiguous(), Cs.float().contiguous(), self.Ds.float(),
+            Bs.float(), Cs.float(), self.Ds.float(),
             delta_bias=self.dt_projs_bias.float().reshape(-1), delta_softplus=True, backend=self.scan_backend,
         ).reshape(b, K, -1, L)
         y = self.cross_merge(y, h, w).transpose(1, 2).reshape(b, h, w, -1)
@@ -191,7 +191,7 @@ class BSS(_SSMBranch):
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight_spectral)
         y = selective_scan(
             xs.reshape(b, -1, L).float(), dts.reshape(b, -1, L).float(),
-            -torch.exp(self.A_logs_spectral.float()), Bs.float().contiguous(), Cs.float().contiguous(),
+            -torch.exp(self.A_logs_spectral.float()), Bs.float(), Cs.float(),
             self.Ds_spectral.float(), delta_bias=self.dt_projs_bias_spectral.float().reshape(-1),
             delta_softplus=True, backend=self.scan_backend,
         ).reshape(b, K, self.d_spectral, L)

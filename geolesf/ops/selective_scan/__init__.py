@@ -29,13 +29,18 @@ Backends
     Two implementations, same contract:
 
     * native (``native.py``, used for CPU tensors when possible): a small C kernel
-      (``scan_kernel.c`` and ``scan_kernel_body.h``, shipped with the package) compiled on
-      first use with the system C compiler (about a second, cached in
+      (``scan_kernel.c``, ``scan_kernel_body.h``, ``scan_kernel_infer.h``, shipped with the
+      package) compiled on first use with the system C compiler (about a second, cached in
       ``$GEOLESF_KERNEL_CACHE`` or a private folder in the temp directory, rebuilt when the
       C source changes), loaded with ctypes, run over batch ranges on
       ``torch.get_num_threads()`` threads. Softplus, the recurrence, the adjoint and the
-      reductions for A, D and delta_bias are fused per (batch, channel) row in L1-sized
-      scratch, with a vectorised exp2. ``GEOLESF_SCAN_NATIVE=0`` disables it;
+      reductions for A, D and delta_bias are fused in L1-sized scratch, with a vectorised
+      exp2. The forward (``scan_kernel_infer.h``) runs 8 channels of a group at once with
+      their N states as 8-wide lane vectors (no horizontal sums; B and C read through
+      strides, so no layout copy); when no gradient is needed (``torch.no_grad`` /
+      ``torch.inference_mode``, or no input requires grad) it is called directly, without the
+      autograd Function. The backward runs one (batch, channel) row at a time.
+      ``GEOLESF_SCAN_NATIVE=0`` disables it;
     * torch (``torch_scan.py``, fallback without a compiler, and on GPUs): a
       ``torch.autograd.Function`` that processes the batch in chunks (bounded memory), lays
       each chunk out time-major so every recurrence step is one in-place ``addcmul_`` over a
@@ -43,7 +48,9 @@ Backends
 ``mamba_ssm`` (``mamba.py``)
     The official CUDA kernel (``mamba_ssm`` package); CUDA tensors only.
 ``auto``
-    ``mamba_ssm`` when it imports and the tensors are on CUDA, otherwise ``cpu``.
+    CUDA tensors: ``mamba_ssm`` when it imports, else ``reference`` (on a GPU the
+    ``reference`` loop is 4–10× faster than the ``cpu`` backend's torch path, measured on an
+    H200: ``benchmarks/results/gpu.json``). Other tensors: ``cpu``.
 
 Backend selection (``dispatch.py``): ``backend="auto"`` can be overridden with the
 environment variable ``GEOLESF_SCAN_BACKEND`` (one of the names above); an explicit non-auto

@@ -19,7 +19,12 @@ ENV_VAR = "GEOLESF_SCAN_BACKEND"
 
 
 def resolve_backend(backend: str = "auto", device: torch.device | str | None = None) -> str:
-    """The concrete backend (``reference``, ``cpu`` or ``mamba_ssm``) a call would use."""
+    """The concrete backend (``reference``, ``cpu`` or ``mamba_ssm``) a call would use.
+
+    ``auto``: ``mamba_ssm`` for CUDA tensors when it imports; ``reference`` for CUDA tensors
+    without it (measured on an H200, ``benchmarks/results/gpu.json``: the ``cpu`` backend's
+    pure-PyTorch path is 4–10× slower there than ``reference``); ``cpu`` otherwise.
+    """
     if backend is None:
         backend = "auto"
     name = str(backend).strip().lower()
@@ -35,7 +40,9 @@ def resolve_backend(backend: str = "auto", device: torch.device | str | None = N
         )
     is_cuda = device is not None and torch.device(device).type == "cuda"
     if name == "auto":
-        return "mamba_ssm" if is_cuda and mamba_ssm_available() else "cpu"
+        if is_cuda:
+            return "mamba_ssm" if mamba_ssm_available() else "reference"
+        return "cpu"
     if name == "mamba_ssm":
         if not mamba_ssm_available():
             raise ModelError(

@@ -1,7 +1,7 @@
 """The native implementation of the ``cpu`` backend: the C kernel, its build cache and its loading.
 
 The kernel source lives beside this module (``scan_kernel.c``, which includes
-``scan_kernel_body.h`` once per precision) and is shipped as package data. On first use it
+``scan_kernel_body.h``, ``scan_kernel_infer.h`` and ``scan_kernel_grad.h`` once per precision) and is shipped as package data. On first use it
 is compiled with the system C compiler (about a second) into a shared library cached in
 ``$GEOLESF_KERNEL_CACHE`` or a private folder in the temp directory, under a key that hashes
 the kernel source files' bytes, the compiler, the flags and the CPU (so editing the C source
@@ -47,7 +47,7 @@ KERNEL_CACHE_ENV_VAR = "GEOLESF_KERNEL_CACHE"
 # in KERNEL_SOURCES (it and what it #includes) is hashed into the cache key.
 KERNEL_DIR = Path(__file__).resolve().parent
 KERNEL_SOURCE = "scan_kernel.c"
-KERNEL_SOURCES = (KERNEL_SOURCE, "scan_kernel_body.h")
+KERNEL_SOURCES = (KERNEL_SOURCE, "scan_kernel_body.h", "scan_kernel_infer.h", "scan_kernel_grad.h")
 
 _NATIVE = {"tried": False, "lib": None, "error": None}
 _NATIVE_LOCK = threading.Lock()
@@ -191,12 +191,12 @@ def _cached_build(compiler, flags, source, cache, errors):
 def _declare_signatures(lib):
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
     for suf in ("f32", "f64"):
-        fwd = getattr(lib, f"gl_scan_fwd_{suf}")
-        fwd.argtypes = [ptr, ptr, ptr, i64] + [ptr] * 5 + [i64] * 6
-        fwd.restype = ctypes.c_int
-        bwd = getattr(lib, f"gl_scan_bwd_{suf}")
-        bwd.argtypes = [ptr, ptr, ptr, i64] + [ptr] * 12 + [i64] * 6
-        bwd.restype = ctypes.c_int
+        grad = getattr(lib, f"gl_scan_grad_{suf}")
+        grad.argtypes = [ptr, ptr, ptr, i64] + [ptr] * 14 + [i64] * 6
+        grad.restype = ctypes.c_int
+        inf = getattr(lib, f"gl_scan_infer_{suf}")
+        inf.argtypes = [ptr, ptr, ptr, i64] + [ptr] * 7 + [i64] * 6
+        inf.restype = ctypes.c_int
 
 
 def _compile_native():
@@ -274,59 +274,76 @@ def _ptr(t):
     return None if t is None else t.data_ptr()
 
 
+def native_forward(u, delta, A2, B, C, D, delta_bias, delta_softplus):
+    """The selective scan's output by the channel-blocked forward kernel (``scan_kernel_infer.h``).
+
+    Keeps nothing for a backward pass. ``u``, ``delta``, ``D``, ``delta_bias`` and
+    ``A2 = A * log2(e)`` must be contiguous and of one dtype (float32 or float64); ``B`` and
+    ``C`` (batch, K, N, L) may be any strided view of that dtype (their strides are passed to
+    the kernel, which transposes them itself). Batch ranges run on the thread pool.
+    """
+    lib = _NATIVE["lib"]
+    batch, channels, L = u.shape
+    K, N = B.shape[1], A2.shape[1]
+    y = torch.empty_like(u)
+    fn = lib.gl_scan_infer_f32 if u.dtype == torch.float32 else lib.gl_scan_infer_f64
+    sB = (ctypes.c_int64 * 4)(*B.stride())
+    sC = (ctypes.c_int64 * 4)(*C.stride())
+    sp = int(bool(delta_softplus))
+
+    def work(_, b0, b1):
+        return fn(u.data_ptr(), delta.data_ptr(), _ptr(delta_bias), sp, A2.data_ptr(), B.data_ptr(),
+                  C.data_ptr(), ctypes.addressof(sB), ctypes.addressof(sC), _ptr(D), y.data_ptr(),
+                  b0, b1, channels, K, L, N)
+
+    if any(_run_parallel(work, batch, _n_parts(batch))):
+        raise MemoryError("native selective scan: out of memory")
+    return y
+
+
 class _NativeSelectiveScan(torch.autograd.Function):
     """Forward/backward entirely in the C kernel: softplus, recurrence, adjoint and the
-    reductions for dA, dD and delta_bias, one (batch, channel) row at a time in L1-sized
-    scratch, batch ranges spread over a thread pool. Nothing but the inputs is saved."""
+    reductions for dA, dD and delta_bias. The forward is :func:`native_forward`; the backward
+    (``scan_kernel_grad.h``) uses the same 8-channel blocks. Both read B and C through their
+    strides. Batch ranges are spread over a thread pool. Nothing but the inputs is saved."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus):
-        lib = _NATIVE["lib"]
-        batch, channels, L = u.shape
-        K, N = B.shape[1], A.shape[1]
         A2 = (A * _LOG2E).contiguous()
-        Bt = B.transpose(2, 3).contiguous()  # (batch, K, L, N): state axis contiguous
-        Ct = C.transpose(2, 3).contiguous()
-        y = torch.empty_like(u)
-        fwd = lib.gl_scan_fwd_f32 if u.dtype == torch.float32 else lib.gl_scan_fwd_f64
-        sp = int(bool(delta_softplus))
-
-        def work(_, b0, b1):
-            return fwd(u.data_ptr(), delta.data_ptr(), _ptr(delta_bias), sp, A2.data_ptr(), Bt.data_ptr(),
-                       Ct.data_ptr(), _ptr(D), y.data_ptr(), b0, b1, channels, K, L, N)
-
-        if any(_run_parallel(work, batch, _n_parts(batch))):
-            raise MemoryError("native selective scan: out of memory")
-        ctx.save_for_backward(u, delta, delta_bias, A2, Bt, Ct, D)
-        ctx.delta_softplus = sp
+        y = native_forward(u, delta, A2, B, C, D, delta_bias, delta_softplus)
+        ctx.save_for_backward(u, delta, delta_bias, A2, B, C, D)
+        ctx.delta_softplus = int(bool(delta_softplus))
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
         lib = _NATIVE["lib"]
-        u, delta, delta_bias, A2, Bt, Ct, D = ctx.saved_tensors
+        u, delta, delta_bias, A2, B, C, D = ctx.saved_tensors
         batch, channels, L = u.shape
-        K, N = Bt.shape[1], A2.shape[1]
+        K, N = B.shape[1], A2.shape[1]
         gy = gy.to(u.dtype).contiguous()
         du = torch.empty_like(u)
         ddelta = torch.empty_like(u)
-        dBt = torch.zeros_like(Bt)
-        dCt = torch.zeros_like(Ct)
+        dB = u.new_empty(batch, K, N, L)  # every element is written by the kernel
+        dC = u.new_empty(batch, K, N, L)
+        sB = (ctypes.c_int64 * 4)(*B.stride())
+        sC = (ctypes.c_int64 * 4)(*C.stride())
         nparts = _n_parts(batch)
-        bwd = lib.gl_scan_bwd_f32 if u.dtype == torch.float32 else lib.gl_scan_bwd_f64
+        grad = lib.gl_scan_grad_f32 if u.dtype == torch.float32 else lib.gl_scan_grad_f64
         dA_parts = u.new_zeros(nparts, channels, N)  # per-part partial sums, reduced below
         dD_parts = u.new_zeros(nparts, channels)
         db_parts = u.new_zeros(nparts, channels)
 
         def work(i, b0, b1):
-            return bwd(u.data_ptr(), delta.data_ptr(), _ptr(delta_bias), ctx.delta_softplus, A2.data_ptr(),
-                       Bt.data_ptr(), Ct.data_ptr(), _ptr(D), gy.data_ptr(), du.data_ptr(), ddelta.data_ptr(),
-                       dA_parts[i].data_ptr(), dD_parts[i].data_ptr(), db_parts[i].data_ptr(),
-                       dBt.data_ptr(), dCt.data_ptr(), b0, b1, channels, K, L, N)
+            return grad(u.data_ptr(), delta.data_ptr(), _ptr(delta_bias), ctx.delta_softplus, A2.data_ptr(),
+                        B.data_ptr(), C.data_ptr(), ctypes.addressof(sB), ctypes.addressof(sC), _ptr(D),
+                        gy.data_ptr(), du.data_ptr(), ddelta.data_ptr(), dA_parts[i].data_ptr(),
+                        dD_parts[i].data_ptr(), db_parts[i].data_ptr(), dB.data_ptr(), dC.data_ptr(),
+                        b0, b1, channels, K, L, N)
 
         if any(_run_parallel(work, batch, nparts)):
             raise MemoryError("native selective scan: out of memory")
         dD = dD_parts.sum(0) if D is not None else None
         dbias = db_parts.sum(0) if delta_bias is not None else None
-        return du, ddelta, dA_parts.sum(0), dBt.transpose(2, 3), dCt.transpose(2, 3), dD, dbias, None
+        return du, ddelta, dA_parts.sum(0), dB, dC, dD, dbias, None

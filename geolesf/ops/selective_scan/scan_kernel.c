@@ -2,15 +2,15 @@
 
    Compiled on first use with the system C compiler into a shared library loaded with ctypes;
    the compiled library is cached under a key that hashes the bytes of this file and of
-   scan_kernel_body.h, so editing either rebuilds it.
+   scan_kernel_body.h, scan_kernel_infer.h and scan_kernel_grad.h, so editing any of them rebuilds it.
 
    Exports, one per precision (float: f32, double: f64):
-     int gl_scan_fwd_f32 / gl_scan_fwd_f64 (...)
-     int gl_scan_bwd_f32 / gl_scan_bwd_f64 (...)
-   both returning 0 on success and 1 when scratch memory cannot be allocated.
+     int gl_scan_infer_f32 / gl_scan_infer_f64 (...)   (channel-blocked forward, scan_kernel_infer.h)
+     int gl_scan_grad_f32 / gl_scan_grad_f64 (...)     (channel-blocked backward, scan_kernel_grad.h)
+   all returning 0 on success and 1 when scratch memory cannot be allocated.
 
    This file holds the scalar helpers and instantiates the precision-generic body
-   (scan_kernel_body.h) twice, with REAL / GL_FN / GL_S set for float and for double. */
+   (scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h) twice, with REAL / GL_FN / GL_S set for float and for double. */
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -87,6 +87,8 @@ static inline double gl_sigmoidd(double z) { return 1.0 / (1.0 + exp(-z)); }
 #define GL_SUF f32
 #define GL_SHORT f
 #include "scan_kernel_body.h"
+#include "scan_kernel_infer.h"
+#include "scan_kernel_grad.h"
 #undef REAL
 #undef GL_SUF
 #undef GL_SHORT
@@ -95,6 +97,8 @@ static inline double gl_sigmoidd(double z) { return 1.0 / (1.0 + exp(-z)); }
 #define GL_SUF f64
 #define GL_SHORT d
 #include "scan_kernel_body.h"
+#include "scan_kernel_infer.h"
+#include "scan_kernel_grad.h"
 #undef REAL
 #undef GL_SUF
 #undef GL_SHORT
