@@ -364,26 +364,6 @@ def open_scene_cube(data: Any) -> Any:
     return read_cube(data.cube)
 
 
-def scene_labels(data: Any) -> Any:
-    """``data.labels`` as a :class:`~geolesf.io.cube.LabelMap` on the cube grid: a label raster, or
-    vector labels (GeoPackage, GeoJSON, ...) burnt onto the cube's grid with ``data.label_field``."""
-    import tempfile
-
-    from geolesf.io.cube import split_spec
-    from geolesf.io.hsi import read_labels
-    from geolesf.io.labels import VECTOR_SUFFIXES, rasterize_labels
-
-    path, _ = split_spec(data.labels)
-    if path.suffix.lower() not in VECTOR_SUFFIXES:
-        return read_labels(data.labels)
-    with tempfile.TemporaryDirectory(prefix="geolesf-labels-") as tmp:
-        burnt = rasterize_labels(path, split_spec(data.cube)[0], Path(tmp) / "labels.tif",
-                                 field_name=data.label_field, background=0)
-        gt = read_labels(burnt)
-    gt.path = str(path)
-    return gt
-
-
 def scene_features(cube: Any, train: np.ndarray, data: Any, seed: int) -> tuple[Any, Any, Any]:
     """``(features, normalizer, pca)`` of the run: ``data.normalize`` (train | scene | none) and
     ``data.pca`` fitted as configured. In memory: the ``(H, W, F)`` float32 array. Windowed: a

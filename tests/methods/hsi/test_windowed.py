@@ -199,12 +199,17 @@ def test_vector_labels_on_the_cube_grid(scene, tmp_path):
     from rasterio.features import shapes
     from shapely.geometry import shape
 
+    from geolesf.data.scene_labels import scene_labels
+
     folder, _, gt = scene
     with rasterio.open(folder / "gt.tif") as src:
         transform, crs = src.transform, src.crs
     polys = [(shape(g), int(v)) for g, v in shapes(gt, mask=gt > 0, transform=transform)]
     gdf = gpd.GeoDataFrame({"class": [v for _, v in polys]}, geometry=[g for g, _ in polys], crs=crs)
     gdf.to_file(tmp_path / "labels.gpkg", driver="GPKG")
-    data = DataConfig(cube=str(folder / "cube.tif"), labels=str(tmp_path / "labels.gpkg"), label_field="class")
-    labels = W.scene_labels(data)
+    data = DataConfig(cube=str(folder / "cube.tif"), labels=str(tmp_path / "labels.gpkg"), label_field="class",
+                      windowed=True)
+    cube = W.open_scene_cube(data)
+    assert cube.data is None  # burnt onto the grid of a cube read through windows
+    labels = scene_labels(data, cube, seed=0, patch_size=5).ground_truth
     assert np.array_equal(labels.data, gt) and labels.path.endswith("labels.gpkg")
