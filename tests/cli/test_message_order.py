@@ -37,7 +37,7 @@ def test_crs_note_comes_before_the_progress_bar(tmp_path):
 
 
 def test_split_warning_printed_for_every_seed_and_stored(tmp_path):
-    lines = _geolesf("train", "--config", str(REPO / "configs/baselines/indian_pines_rf.yaml"),
+    lines = _geolesf("train", "--config", "baselines/indian_pines_rf",
                      "--split", "disjoint", "--seeds", "0,1", "--out", str(tmp_path / "run"),
                      "--set", "model.args.n_estimators=5", "--set", f"data.cube={IP / 'IP_200_M.mat'}:data_M",
                      "--set", f"data.labels={IP / 'Indian_pines_gt.mat'}:indian_pines_gt", cwd=tmp_path)
