@@ -37,7 +37,11 @@ EXPECTED = (
     "geolesf/embedded/weights/s2mamba_indian_pines_dase.pt",
     "geolesf/ops/selective_scan/scan_kernel.c",
     "geolesf/ops/selective_scan/scan_kernel_body.h",
-    "geolesf/export/stac_schemas/classification-v1.0.0.json",
+    "geolesf/ops/selective_scan/scan_kernel_infer.h",
+    "geolesf/ops/selective_scan/scan_kernel_grad.h",
+    "geolesf/export/stac_schemas/classification-v2.0.0.json",
+    "geolesf/export/stac_schemas/projection-v2.0.0.json",
+    "geolesf/weights_catalog/sam.yaml",
 )
 
 

@@ -39,9 +39,8 @@ def test_numpy_patch_model_progress_and_pixels(cube_da, tmp_path, capsys):
     with rasterio.open(ref.out) as src:
         np.testing.assert_array_equal(out.values, src.read(1))
     np.testing.assert_array_equal(quiet.values, out.values)
-    # 40 rows in strips of 2: the bar counts rows and passes through intermediate states
-    assert "40/40" in bar and "row" in bar
-    assert "2/40" in bar and "20/40" in bar
+    # the bar counts the 40 rows from 0 to 40 (which intermediate states it redraws depends on speed)
+    assert "0/40" in bar and "40/40" in bar and "row" in bar
 
 
 def test_to_qgis_records_input_file_and_acquisition(shared_data, tmp_path):
