@@ -12,6 +12,17 @@
 
 /* dt[t] = softplus(delta[t] + bias) (or without softplus) for one row, and optionally
    sig[t] = d dt / d delta. */
+/* The (L, N) time-major copies Bs, Cs of one scan group's B and C, read through their strides
+   (B and C are (batch, K, N, L) views; the group starts at Bg / Cg). */
+static inline void GL_FN(gather_bc)(const REAL* Bg, const REAL* Cg, const int64_t* sB, const int64_t* sC,
+                                    int64_t N, int64_t L, REAL* Bs, REAL* Cs) {
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t t = 0; t < L; ++t) {
+            Bs[t * N + n] = Bg[n * sB[2] + t * sB[3]];
+            Cs[t * N + n] = Cg[n * sC[2] + t * sC[3]];
+        }
+}
+
 static inline __attribute__((always_inline)) void GL_FN(row_dt)(
     const REAL* delta, REAL bias, int sp, int64_t L, REAL* dt, REAL* sig)
 {

@@ -122,11 +122,7 @@ static inline __attribute__((always_inline)) int GL_FN(grad_rows)(
         for (int64_t k = 0; k < K; ++k) {
             const REAL* Bg = B + b * sB[0] + k * sB[1];
             const REAL* Cg = C + b * sC[0] + k * sC[1];
-            for (int64_t n = 0; n < N; ++n)
-                for (int64_t t = 0; t < L; ++t) {
-                    Bs[t * N + n] = Bg[n * sB[2] + t * sB[3]];
-                    Cs[t * N + n] = Cg[n * sC[2] + t * sC[3]];
-                }
+            GL_FN(gather_bc)(Bg, Cg, sB, sC, N, L, Bs, Cs);
             for (int64_t i = 0; i < L * N * GL_CB; ++i) dBl[i] = dCl[i] = 0;
             for (int64_t d0 = k * Dk; d0 < (k + 1) * Dk; d0 += GL_CB) {
                 const int64_t cnt = (k + 1) * Dk - d0 < GL_CB ? (k + 1) * Dk - d0 : GL_CB;
