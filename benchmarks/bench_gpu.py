@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -31,21 +32,16 @@ import torch
 from geolesf.methods.hsi.s2mamba import S2Mamba
 from geolesf.ops.selective_scan import mamba_ssm_available, selective_scan
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_scan  # noqa: E402  (the scan shapes and seeded inputs of the CPU benchmark)
+
 ROOT = Path(__file__).resolve().parents[1]
-SHAPES = {"PCS": (4, 128, 49, 16), "BSS": (2, 49, 128, 16)}
+SHAPES = bench_scan.SHAPES
 
 
 def make_inputs(batch, K, Dk, L, N, device, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    KD = K * Dk
-    u = torch.randn(batch, KD, L, generator=g)
-    delta = torch.randn(batch, KD, L, generator=g) * 0.5 - 1.0
-    A = -torch.arange(1, N + 1, dtype=torch.float32).repeat(KD, 1) * (0.5 + torch.rand(KD, 1, generator=g))
-    B = torch.randn(batch, K, N, L, generator=g)
-    C = torch.randn(batch, K, N, L, generator=g)
-    D = torch.randn(KD, generator=g)
-    bias = torch.randn(KD, generator=g) * 0.1
-    return [t.to(device=device, dtype=dtype) for t in (u, delta, A, B, C, D, bias)]
+    """``bench_scan``'s seeded scan inputs, on ``device``."""
+    return [t.to(device=device, dtype=dtype) for t in bench_scan.make_inputs(batch, K, Dk, L, N, seed=seed)]
 
 
 def sync(device):

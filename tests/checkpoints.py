@@ -43,3 +43,21 @@ def register_tiny_patch_net(name: str) -> str:
         register_model(name, method="hsi", kind="pixel")(
             lambda in_chans, num_classes, patch_size=5: TinyPatchNet(in_chans, num_classes, patch_size))
     return name
+
+
+def tiny_wsss_checkpoint(out: Path, seg_tiles: Path, max_steps: int = 5, batch_size: int = 8) -> Path:
+    """A CAM run (8-wide simple backbone) of a few steps on the LoveDA tiles of ``seg_tiles``; its ``model.pt``."""
+    from geolesf.config import load_config
+    from geolesf.methods.wsss.train import CONFIG, run_config
+
+    cfg = load_config(CONFIG, initial={
+        "task": "wsss", "out": str(out), "method": "cam",
+        "model": {"backbone": "simple", "args": {"width": 8, "depth": 3}},
+        "data": {"dataset": "loveda", "root": str(seg_tiles), "crop": 64,
+                 "scale_range": [1.0, 1.0], "options": {"tile": 64, "downsample": 4}},
+        "cam": {"scales": [1.0], "margin": 0.1},
+        "trainer": {"max_steps": max_steps, "batch_size": batch_size, "lr": 0.01, "accelerator": "cpu",
+                    "evaluate": False},
+    })
+    run_config(cfg)
+    return Path(out) / "model.pt"

@@ -19,11 +19,11 @@ entry there replaces a built-in entry of the same name (for example to point at 
 from __future__ import annotations
 
 import difflib
-from typing import Any
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from geolesf.data.catalog_entries import ClassInfo, DatasetEntry, FileEntry, parse_entry
 from geolesf.errors import DataError

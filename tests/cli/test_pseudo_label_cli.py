@@ -12,20 +12,9 @@ from geolesf.cli.main import main
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, shared_data):
-    from geolesf.config import load_config
-    from geolesf.methods.wsss.train import CONFIG, run_config
+    from tests.checkpoints import tiny_wsss_checkpoint
 
-    out = tmp_path_factory.mktemp("wsss_cli")
-    cfg = load_config(CONFIG, initial={
-        "task": "wsss", "out": str(out), "method": "cam",
-        "model": {"backbone": "simple", "args": {"width": 8, "depth": 3}},
-        "data": {"dataset": "loveda", "root": str(shared_data / "rs_seg_tiles"), "crop": 64,
-                 "scale_range": [1.0, 1.0], "options": {"tile": 64, "downsample": 4}},
-        "cam": {"scales": [1.0], "margin": 0.1},
-        "trainer": {"max_steps": 5, "batch_size": 8, "lr": 0.01, "accelerator": "cpu", "evaluate": False},
-    })
-    run_config(cfg)
-    return out / "model.pt"
+    return tiny_wsss_checkpoint(tmp_path_factory.mktemp("wsss_cli"), shared_data / "rs_seg_tiles")
 
 
 @pytest.fixture(scope="module")

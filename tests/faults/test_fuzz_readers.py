@@ -284,43 +284,8 @@ def test_fuzz_geotiff_read_labels(data: bytes) -> None:
     check("labels.tif", data, read_labels)
 
 
-# --------------------------------------------------------------------------------------------
-# MATLAB
-
-
-@FUZZ
-@given(data=st.one_of(from_seed("mat"), from_seed("matz")))
-def test_fuzz_mat_v5(data: bytes) -> None:
-    from geolesf.io.hsi import read_cube, read_labels
-
-    def read(path: Path) -> None:
-        try:
-            read_cube(path)
-        finally:
-            read_labels(path)
-
-    check("cube.mat", data, read)
-
-
-@FUZZ
-@given(data=from_seed("mat73", wide_ints=False))
-def test_fuzz_mat_v73(data: bytes) -> None:
-    from geolesf.io.hsi import read_cube, read_labels
-
-    def read(path: Path) -> None:
-        try:
-            read_cube(path)
-        finally:
-            read_labels(path)
-
-    check("cube.mat", data, read)
-
-
-# --------------------------------------------------------------------------------------------
-# ENVI
-
-
-def _read_envi(path: Path) -> None:
+def _read_cube_and_labels(path: Path) -> None:
+    """Read ``path`` as a cube, then (whatever happened) as a label map: both readers see every input."""
     from geolesf.io.hsi import read_cube, read_labels
 
     try:
@@ -329,10 +294,30 @@ def _read_envi(path: Path) -> None:
         read_labels(path)
 
 
+# --------------------------------------------------------------------------------------------
+# MATLAB
+
+
+@FUZZ
+@given(data=st.one_of(from_seed("mat"), from_seed("matz")))
+def test_fuzz_mat_v5(data: bytes) -> None:
+    check("cube.mat", data, _read_cube_and_labels)
+
+
+@FUZZ
+@given(data=from_seed("mat73", wide_ints=False))
+def test_fuzz_mat_v73(data: bytes) -> None:
+    check("cube.mat", data, _read_cube_and_labels)
+
+
+# --------------------------------------------------------------------------------------------
+# ENVI
+
+
 @FUZZ
 @given(hdr=from_seed("envi_hdr"), img=st.one_of(st.just(b""), from_seed("envi_img")))
 def test_fuzz_envi_mutated(hdr: bytes, img: bytes) -> None:
-    check("cube.hdr", hdr, _read_envi, extra={"cube.img": img or SEEDS["envi_img"]})
+    check("cube.hdr", hdr, _read_cube_and_labels, extra={"cube.img": img or SEEDS["envi_img"]})
 
 
 ENVI_KEYS = ["samples", "lines", "bands", "data type", "header offset", "byte order", "interleave",
@@ -373,7 +358,7 @@ def _implied_size(hdr: str) -> int:
 def test_fuzz_envi_generated_header(hdr: str, size: int) -> None:
     """``size`` -1: the data file has the size the header implies (negative dimensions made positive)."""
     size = _implied_size(hdr) if size < 0 else size
-    check("cube.hdr", hdr, _read_envi, extra={"cube.img": bytes(i % 251 for i in range(size))})
+    check("cube.hdr", hdr, _read_cube_and_labels, extra={"cube.img": bytes(i % 251 for i in range(size))})
 
 
 # --------------------------------------------------------------------------------------------

@@ -129,24 +129,14 @@ def test_xarray_to_qgis(landsat_crop, unet_ckpt, tmp_path):
 
 @pytest.mark.shared_data("rs_seg_tiles")
 def test_wsss_pseudo_labels(shared_data, landsat_crop, tmp_path):
-    from geolesf.config import load_config
     from geolesf.methods.wsss.pseudo_label import write_pseudo_labels
-    from geolesf.methods.wsss.train import CONFIG, run_config
+    from tests.checkpoints import tiny_wsss_checkpoint
 
-    run = tmp_path / "run"
-    cfg = load_config(CONFIG, initial={
-        "task": "wsss", "out": str(run), "method": "cam",
-        "model": {"backbone": "simple", "args": {"width": 8, "depth": 3}},
-        "data": {"dataset": "loveda", "root": str(shared_data / "rs_seg_tiles"), "crop": 64,
-                 "scale_range": [1.0, 1.0], "options": {"tile": 64, "downsample": 4}},
-        "cam": {"scales": [1.0], "margin": 0.1},
-        "trainer": {"max_steps": 2, "batch_size": 4, "lr": 0.01, "accelerator": "cpu", "evaluate": False},
-    })
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_config(cfg)
+        model = tiny_wsss_checkpoint(tmp_path / "run", shared_data / "rs_seg_tiles", max_steps=2, batch_size=4)
     out = tmp_path / "pseudo.tif"
-    write_pseudo_labels(landsat_crop, run / "model.pt", out, tile=64, overlap=16, progress=False)
+    write_pseudo_labels(landsat_crop, model, out, tile=64, overlap=16, progress=False)
     assert_cog(out)
     with rasterio.open(out) as src:
         assert src.count == 2 and src.descriptions == ("pseudo_label", "confidence")

@@ -40,7 +40,7 @@ from geolesf.config import TrainConfig
 from geolesf.data.scene_labels import scene_labels
 from geolesf.data.sources import resolve_data
 from geolesf.data.splits import Split, leakage_report
-from geolesf.methods.hsi.scene_map import class_map_ids, predict_for_run, write_scene_map  # noqa: F401 (re-export)
+from geolesf.methods.hsi.scene_map import predict_for_run, write_scene_map
 from geolesf.data.transforms import PCA, BandNormalizer
 from geolesf.data.windowed import open_scene_cube, scene_features
 from geolesf.errors import ConfigError, DataError, ModelError
