@@ -144,7 +144,7 @@ def build_config(args: argparse.Namespace) -> tuple[object, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geolesf.io.atomic import check_run_folder, output_lock
+    from geolesf.io.atomic import check_run_folder, output_folders, output_lock
 
     if getattr(args, "list_configs", False):
         from geolesf.paths import configs_root, packaged_configs
@@ -161,10 +161,10 @@ def run(args: argparse.Namespace) -> int:
         module.run_config(cfg)
         return 0
     # One run per folder at a time; an existing folder with files only with --overwrite or a resume.
+    # A run folder this command creates is removed again, while empty, when the run fails (as predict does).
     from pathlib import Path
 
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(out):
+    with output_folders(Path(out) / "config.yaml"), output_lock(out):
         check_run_folder(out, overwrite=getattr(args, "overwrite", False), resume=bool(resume))
         module.run_config(cfg)
     return 0

@@ -96,3 +96,12 @@ def test_task_key_selects_module_and_rejects_unknown(tmp_path, capsys):
     cfg.write_text("task: segmentation\n")
     assert main(["train", "--config", str(cfg), "--split", "random"]) == 2
     assert "--split: only for the hsi task" in capsys.readouterr().err
+
+
+def test_failed_run_leaves_no_new_run_folder(tmp_path, capsys):
+    """A run that fails on its data removes the (empty) run folder and parents it created."""
+    out = tmp_path / "new" / "run"
+    code = cli_main.main(["train", "--model", "rf", "--cube", "indian_pines", "--labels", str(tmp_path / "none.gpkg"),
+                          "--label-field", "class", "--out", str(out)])
+    assert code == 2 and "vector labels none.gpkg cannot be placed" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
