@@ -3,7 +3,7 @@
 - no import cycles between geolesf modules (an import of a module's own parent package is not an edge:
   Python runs the parent's ``__init__`` first anyway);
 - the shared building blocks (``predict``, ``export``, ``io``, ``data``, ``metrics``, ``ops``, ``peft``,
-  ``xarray``) and every method module that inference uses never reach Lightning, a training module
+  ``losses``, ``xarray``) and every method module that inference uses never reach Lightning, a training module
   (``geolesf.training``, a method's ``train`` / ``patch_training``) or ``geolesf.cli`` — directly or through
   other geolesf modules, counting imports inside functions too;
 - the packages form layers (:data:`LAYERS`): a module imports only its own layer or lower ones, and a method
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "geolesf"
-SHARED = ("predict", "export", "io", "data", "metrics", "ops", "peft", "xarray")
+SHARED = ("predict", "export", "io", "data", "metrics", "ops", "peft", "losses", "xarray")
 TRAINING_MODULES = ("train", "patch_training")
 EVALUATION_MODULES = ("evaluate", "pseudo_label")
 
@@ -29,7 +29,7 @@ LAYERS = {
     "": 0, "errors": 0, "paths": 0, "colors": 0, "provenance": 0,
     "config": 1,
     "io": 2,
-    "registry": 3, "ops": 3, "metrics": 3, "peft": 3,
+    "registry": 3, "ops": 3, "metrics": 3, "peft": 3, "losses": 3,
     "data": 4, "formats": 4, "training": 4,
     "predict": 5, "export": 5,
     "xarray": 6,
