@@ -58,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
     )
     # --out: locked for the run, never an input, an existing file only with --overwrite (geolesf.io.atomic).
     # The default report beside the checkpoint is this command's own and is refreshed.
-    from geolesf.io.atomic import check_outputs, output_lock
+    from geolesf.io.atomic import check_outputs, output_folders, output_lock
 
     inputs = {"--checkpoint": args.checkpoint, "--config": args.config, "--cube": args.cube, "--labels": args.labels}
-    with output_lock(args.out):
+    # a missing folder of --out is created, and removed again (while empty) when the run fails
+    with output_folders(args.out), output_lock(args.out):
         if args.out is not None:
             check_outputs(inputs, {"--out": args.out}, overwrite=args.overwrite)
         fmt = formats.checkpoint_format(args.checkpoint)

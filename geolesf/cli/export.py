@@ -29,8 +29,10 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from geolesf.export.vector import polygonize
+    from geolesf.io.atomic import output_folders
 
-    with warnings.catch_warnings(record=True) as caught:
+    # a missing folder of --gpkg is created, and removed again (while empty) when the export fails
+    with output_folders(args.gpkg), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = polygonize(args.classmap, args.gpkg, layer=args.layer, connectivity=args.connectivity,
                             qml=not args.no_qml, overwrite=args.overwrite)

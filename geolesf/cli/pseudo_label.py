@@ -56,12 +56,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--scales {args.scales!r}: expected comma-separated numbers") from None
     if not scales or any(s <= 0 for s in scales):
         raise ConfigError(f"--scales {args.scales!r}: expected positive numbers")
-    res = write_pseudo_labels(
-        args.scene, args.checkpoint, args.out, margin=args.margin, ignore_value=args.ignore_value, stage=args.stage,
-        tags=args.tags, presence=args.presence, scales=scales, flip=not args.no_flip, tile=args.tile,
-        overlap=args.overlap if args.overlap is not None else min(64, args.tile // 4), batch_size=args.batch_size,
-        device=args.device, nodata=args.nodata, overwrite=args.overwrite,
-    )
+    from geolesf.io.atomic import output_folders
+
+    # a missing folder of --out is created, and removed again (while empty) when the run fails
+    with output_folders(args.out):
+        res = write_pseudo_labels(
+            args.scene, args.checkpoint, args.out, margin=args.margin, ignore_value=args.ignore_value,
+            stage=args.stage, tags=args.tags, presence=args.presence, scales=scales, flip=not args.no_flip,
+            tile=args.tile, overlap=args.overlap if args.overlap is not None else min(64, args.tile // 4),
+            batch_size=args.batch_size, device=args.device, nodata=args.nodata, overwrite=args.overwrite,
+        )
     print(f"wrote {res.out} ({res.width}×{res.height} px, {100 * res.labelled_fraction:.1f}% labelled, "
           f"{res.seconds:.1f} s)")
     return 0

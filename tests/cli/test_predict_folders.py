@@ -53,3 +53,17 @@ def test_predict_takes_a_dataset_name(tmp_path, monkeypatch, capsys):
     assert main(["predict", "landsat7_rgb", "--checkpoint", CKPT, "--out", "out/map.tif"]) == 2
     err = capsys.readouterr().err
     assert "3" in err and "200" in err and not (tmp_path / "out").exists()
+
+
+def test_export_and_evaluate_create_their_output_folders(strip, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(strip / "strip.mat"), "--checkpoint", CKPT, "--out", "map.tif"]) == 0
+    assert main(["export", "map.tif", "--gpkg", "vec/sub/map.gpkg"]) == 0
+    assert (tmp_path / "vec" / "sub" / "map.gpkg").is_file()
+    # a failed export (no such class map) leaves no new folder
+    assert main(["export", "missing.tif", "--gpkg", "gone/map.gpkg"]) == 2
+    assert not (tmp_path / "gone").exists()
+    assert main(["evaluate", "--checkpoint", CKPT, "--out", "eval/sub/metrics.json"]) == 0
+    assert (tmp_path / "eval" / "sub" / "metrics.json").is_file()
+    assert main(["evaluate", "--checkpoint", "missing.pt", "--out", "gone/metrics.json"]) == 2
+    assert not (tmp_path / "gone").exists()

@@ -95,3 +95,14 @@ def test_user_errors_exit_2_without_output(checkpoint, scene, tmp_path, capsys):
         assert err[-1].startswith("error: ") and needle in err[-1]
         assert not out.exists() and not list(tmp_path.glob(".*"))
     assert main(["pseudo-label", str(scene), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.png")]) == 2
+
+
+@pytest.mark.shared_data("rs_seg_tiles")
+def test_pseudo_label_creates_its_output_folder(checkpoint, scene, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["pseudo-label", str(scene), "--checkpoint", str(checkpoint), "--out", "new/sub/pseudo.tif",
+                 "--tile", "128"]) == 0
+    assert (tmp_path / "new" / "sub" / "pseudo.tif").is_file()
+    # fails after the folder was made (no such checkpoint): the new folder is removed again
+    assert main(["pseudo-label", str(scene), "--checkpoint", "missing.pt", "--out", "gone/pseudo.tif"]) == 2
+    assert not (tmp_path / "gone").exists()
