@@ -1,0 +1,141 @@
+"""The QGIS plugin in real QGIS: built by the CLI, installed from the zip, run through Processing.
+
+One headless QGIS process (``tests/qgis/provider_check.py`` under Debian's ``/usr/bin/python3``, where
+PyQGIS imports) loads the plugin from the zip ``geolesf qgis-plugin`` built, lists its algorithms, and
+runs classify (shipped checkpoint ``s2mamba:indian_pines_dase`` on a 40×40 crop of the Indian Pines
+cube written as a GeoTIFF in the assumed UTM georeference of ``tests/scenes.py``), export, a bad input
+and a cancelled classify; the checks here read its JSON report. Without PyQGIS the tests skip with a
+reason, unless ``GEOLESF_REQUIRE_QGIS=1`` (``.ci/run``) makes that a failure.
+
+The provider runs the geolesf executable of this test's environment (beside ``sys.executable``,
+else ``python -m geolesf``) through a two-line wrapper that puts this checkout first on
+``PYTHONPATH``: the provider removes QGIS's ``PYTHONPATH`` from the child's environment, and the
+checkout (not an installed copy) is what is under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import scenes
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINT = "s2mamba:indian_pines_dase"
+BAD_SCENE = ROOT / "geolesf" / "embedded" / "landsat7" / "RGB.byte.tif"
+ROWS, COLS = slice(40, 80), slice(8, 48)
+
+
+def _pyqgis_missing() -> str:
+    if not Path("/usr/bin/python3").is_file():
+        return "/usr/bin/python3 not found"
+    done = subprocess.run(["/usr/bin/python3", "-c", "import qgis.core"], capture_output=True, text=True)
+    return "" if done.returncode == 0 else "PyQGIS not importable under /usr/bin/python3 (apt-get install python3-qgis)"
+
+
+def _geolesf_command() -> list[str]:
+    beside = Path(sys.executable).with_name("geolesf")
+    return [str(beside)] if beside.is_file() else [sys.executable, "-m", "geolesf"]
+
+
+def _wrapper(folder: Path) -> Path:
+    exe = folder / "geolesf"
+    exe.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(ROOT))} exec {shlex.join(_geolesf_command())} \"$@\"\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "geolesf", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    missing = _pyqgis_missing()
+    if missing and os.environ.get("GEOLESF_REQUIRE_QGIS", "") not in ("", "0"):
+        pytest.fail(f"GEOLESF_REQUIRE_QGIS is set but {missing}")
+    if missing:
+        pytest.skip(missing)
+    work = tmp_path_factory.mktemp("qgis_plugin")
+    built = _cli("qgis-plugin", "--out", "geolesf_qgis.zip", cwd=work)
+    assert built.returncode == 0, built.stderr
+    scene = scenes.write_scene(work / "scene.tif", ROWS, COLS)
+    cfg = {"zip": str(work / "geolesf_qgis.zip"), "executable": str(_wrapper(work)), "work": str(work / "qgis"),
+           "scene": str(scene), "checkpoint": CHECKPOINT, "bad_scene": str(BAD_SCENE)}
+    (work / "qgis").mkdir()
+    (work / "cfg.json").write_text(json.dumps(cfg))
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(["/usr/bin/python3", str(ROOT / "tests" / "qgis" / "provider_check.py"),
+                           str(work / "cfg.json")], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    for name in ("run", "bad_input", "cancel"):
+        assert "crashed" not in out[name], out[name].get("traceback")
+    return {**out, "work": work}
+
+
+def test_the_plugin_installs_from_the_zip(report):
+    plugin = report["plugin"]
+    assert plugin["available"] and plugin["loaded"]
+    assert plugin["module"].startswith(str(report["work"] / "qgis" / "plugins"))
+    assert plugin["metadata"]["hasProcessingProvider"] == "yes" and plugin["metadata"]["qgisMinimumVersion"] == "3.22"
+    from geolesf import __version__
+
+    assert plugin["metadata"]["version"] == __version__
+    assert plugin["algorithms"] == ["geolesf:classify", "geolesf:export_gpkg", "geolesf:pseudo_label", "geolesf:train"]
+
+
+def test_classify_adds_the_styled_class_map(report):
+    run = report["run"]["classify"]
+    assert run["errors"] == [] and run["result"]["OUTPUT"].endswith("map.tif")
+    assert run["progress"] and run["progress"][-1] == 100.0  # geolesf's tqdm bar relayed to QGIS
+    assert any(line.startswith("wrote ") and line.endswith("map.qml") for line in run["infos"])
+    (layer,) = run["project_layers"]  # added to the project by runAndLoadResults, styled by the provider
+    assert layer["valid"] and layer["crs"] == scenes.CRS and layer["renderer"] == "paletted"
+    assert {c["value"]: c["label"] for c in layer["classes"]} == scenes.class_names()
+    t = scenes.transform(ROWS.start, COLS.start)
+    size = scenes.PIXEL * 40
+    assert layer["extent"] == pytest.approx([t.c, t.f - size, t.c + size, t.f])
+    assert report["run"]["map_file"]["classes"] == layer["classes"]  # the .qml sidecar, as QGIS opens the file
+
+
+def test_export_writes_polygons_on_the_raster(report):
+    export = report["run"]["export"]
+    vector, raster = export["layer"], report["run"]["map_file"]
+    assert export["errors"] == [] and vector["valid"] and vector["features"] > 0
+    assert vector["crs"] == raster["crs"] == scenes.CRS
+    assert vector["style_loaded"] and vector["style_message"] == "Loaded from Provider"
+    assert vector["renderer"] == "categorizedSymbol" and vector["attribute"] == "class_id"
+    legend = {c["value"]: c["label"] for c in raster["classes"]}
+    shown = {int(c["value"]): c["label"] for c in vector["classes"] if c["value"] not in (None, "")}
+    assert shown and set(shown.items()) <= set(legend.items())
+    assert {"class_id", "class_name", "area_m2"} <= set(vector["fields"])
+    # The polygons tile the raster: same extent, union = the whole 40×40 crop (no nodata pixels).
+    assert vector["extent"] == pytest.approx(raster["extent"])
+    assert vector["union_area"] == pytest.approx((40 * scenes.PIXEL) ** 2)
+
+
+def test_wrong_band_count_is_one_message(report):
+    expected = _cli("predict", str(BAD_SCENE), "--checkpoint", CHECKPOINT, "--out", "x.tif", cwd=report["work"])
+    line = expected.stderr.strip().splitlines()[-1]
+    assert expected.returncode != 0 and line.startswith("error: ") and "3 bands" in line
+    bad = report["bad_input"]
+    assert bad["raised"] == line  # processing.run's QgsProcessingException
+    assert bad["exception"] == line  # the algorithm's own
+    assert bad["left"] == []
+
+
+def test_cancel_leaves_no_output(report):
+    cancel = report["cancel"]
+    assert cancel["canceled"] and cancel["raised"] == "geolesf run cancelled; its partial outputs were removed"
+    assert any(name.endswith(".partial.tif") for name in cancel["seen"])  # cancelled while writing the map
+    assert cancel["left"] == []
