@@ -5,14 +5,16 @@ Run with Debian's interpreter (PyQGIS imports only there)::
     QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis/provider_check.py CONFIG.json
 
 ``CONFIG.json``: ``zip`` (the built plugin), ``executable`` (the geolesf to run), ``work`` (a folder),
-``scene`` (a georeferenced GeoTIFF the checkpoint reads), ``checkpoint`` (MODEL:TAG), ``bad_scene`` (a
-GeoTIFF with the wrong band count). One QGIS process runs every check, as QGIS would:
+``scene`` (a georeferenced GeoTIFF the checkpoint reads), ``checkpoint`` (MODEL:TAG), ``polygons``
+(training polygons on the scene, field ``class``), ``bad_scene`` (a GeoTIFF with the wrong band count).
+One QGIS process runs every check, as QGIS would:
 
 1. the zip is extracted into a plugins folder and the plugin loaded by QGIS's own plugin machinery
    (``qgis.utils``: metadata, ``classFactory``, ``initProcessing``); the provider's algorithms are listed;
 2. ``geolesf:classify`` with ``processing.runAndLoadResults`` (the class map is added to the project
    through the provider's post-processor), progress values recorded;
 3. ``geolesf:export_gpkg`` on that class map;
+   ``geolesf:train`` (random forest) from the scene and the polygons, its class map loaded styled;
 4. ``geolesf:classify`` of ``bad_scene`` (wrong band count): the exception and the error QGIS shows;
 5. ``geolesf:classify`` cancelled as soon as geolesf's temporary class map appears beside the output
    (a hidden file other than the output lock); the folder's files afterwards.
@@ -135,6 +137,21 @@ def classify_and_export(cfg: dict, work: Path) -> dict:
     return out
 
 
+def train(cfg: dict, work: Path) -> dict:
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer
+
+    feedback, context = _feedback_class()(), QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    result = processing.runAndLoadResults("geolesf:train", {
+        "INPUT": cfg["scene"], "LABELS": cfg["polygons"], "FIELD": "class", "MODEL": 1,
+        "OUTPUT": str(work / "run")}, feedback=feedback, context=context)
+    loaded = [raster_info(lyr) for lyr in QgsProject.instance().mapLayers().values() if isinstance(lyr, QgsRasterLayer)]
+    QgsProject.instance().removeAllMapLayers()
+    return {"result": result, "errors": feedback.errors, "infos": feedback.infos, "project_layers": loaded,
+            "run_folder": sorted(p.name for p in (work / "run").iterdir())}
+
+
 def bad_input(cfg: dict, work: Path) -> dict:
     import processing
     from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException
@@ -204,7 +221,8 @@ def main(argv: list[str]) -> int:
     report = {"qgis_version": __import__("qgis.core").core.Qgis.QGIS_VERSION}
     report["plugin"] = load_plugin(cfg["zip"], work)
     ProcessingConfig.setSettingValue("GEOLESF_EXECUTABLE", cfg["executable"])
-    for name, check in (("run", classify_and_export), ("bad_input", bad_input), ("cancel", cancel)):
+    checks = (("run", classify_and_export), ("train", train), ("bad_input", bad_input), ("cancel", cancel))
+    for name, check in checks:
         try:
             report[name] = check(cfg, work)
         except Exception as exc:  # noqa: BLE001 — reported, the test names it

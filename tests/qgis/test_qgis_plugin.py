@@ -3,8 +3,8 @@
 One headless QGIS process (``tests/qgis/provider_check.py`` under Debian's ``/usr/bin/python3``, where
 PyQGIS imports) loads the plugin from the zip ``geolesf qgis-plugin`` built, lists its algorithms, and
 runs classify (shipped checkpoint ``s2mamba:indian_pines_dase`` on a 40×40 crop of the Indian Pines
-cube written as a GeoTIFF in the assumed UTM georeference of ``tests/scenes.py``), export, a bad input
-and a cancelled classify; the checks here read its JSON report. Without PyQGIS the tests skip with a
+cube written as a GeoTIFF in the assumed UTM georeference of ``tests/scenes.py``), export, train (random
+forest from polygons digitised from the DASE training mask), a bad input and a cancelled classify; the checks here read its JSON report. Without PyQGIS the tests skip with a
 reason, unless ``GEOLESF_REQUIRE_QGIS=1`` (``.ci/run``) makes that a failure.
 
 The provider runs the geolesf executable of this test's environment (beside ``sys.executable``,
@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests import scenes
@@ -68,7 +69,11 @@ def report(tmp_path_factory) -> dict:
     built = _cli("qgis-plugin", "--out", "geolesf_qgis.zip", cwd=work)
     assert built.returncode == 0, built.stderr
     scene = scenes.write_scene(work / "scene.tif", ROWS, COLS)
-    cfg = {"zip": str(work / "geolesf_qgis.zip"), "executable": str(_wrapper(work)), "work": str(work / "qgis"),
+    gt = scenes.ground_truth()
+    train_ids = np.where(gt > 0, scenes.dase_mask(), 0)[ROWS, COLS]
+    affine = scenes.transform(ROWS.start, COLS.start)
+    scenes.polygons(train_ids, affine, names=scenes.class_names()).to_file(work / "polygons.gpkg")
+    cfg = {"polygons": str(work / "polygons.gpkg"), "zip": str(work / "geolesf_qgis.zip"), "executable": str(_wrapper(work)), "work": str(work / "qgis"),
            "scene": str(scene), "checkpoint": CHECKPOINT, "bad_scene": str(BAD_SCENE)}
     (work / "qgis").mkdir()
     (work / "cfg.json").write_text(json.dumps(cfg))
@@ -78,7 +83,7 @@ def report(tmp_path_factory) -> dict:
                            str(work / "cfg.json")], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)
-    for name in ("run", "bad_input", "cancel"):
+    for name in ("run", "train", "bad_input", "cancel"):
         assert "crashed" not in out[name], out[name].get("traceback")
     return {**out, "work": work}
 
@@ -122,6 +127,20 @@ def test_export_writes_polygons_on_the_raster(report):
     # The polygons tile the raster: same extent, union = the whole 40×40 crop (no nodata pixels).
     assert vector["extent"] == pytest.approx(raster["extent"])
     assert vector["union_area"] == pytest.approx((40 * scenes.PIXEL) ** 2)
+
+
+def test_train_from_polygons(report):
+    train = report["train"]
+    assert train["errors"] == []
+    run = report["work"] / "qgis" / "run"
+    assert train["result"]["CHECKPOINT"] == str(run / "model.pt") and (run / "model.pt").is_file()
+    assert {"model.pt", "metrics.json", "config.yaml", "classmap.tif", "classmap.qml"} <= set(train["run_folder"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data"]["labels"]["vector"]["reprojected_from"] == "EPSG:4326"  # QGIS layer → geolesf
+    (layer,) = train["project_layers"]  # the class map, added to the project styled
+    assert layer["crs"] == scenes.CRS and layer["renderer"] == "paletted"
+    legend = dict(zip(metrics["class_ids"], metrics["class_names"]))
+    assert {c["value"]: c["label"] for c in layer["classes"]} == legend
 
 
 def test_wrong_band_count_is_one_message(report):

@@ -43,15 +43,15 @@ class _Styler(QgsProcessingLayerPostProcessorInterface):
         layer.triggerRepaint()
 
 
-_STYLER = []  # QGIS keeps only a pointer to the post-processor: the Python object must stay alive
+_STYLERS = []  # QGIS's context deletes a post-processor after use; Python must hold it until then
 
 
 def style_on_load(context, output: str) -> None:
     """Apply the geolesf style when QGIS loads ``output`` at the end of the run."""
     if context.willLoadLayerOnCompletion(output):
-        if not _STYLER:
-            _STYLER.append(_Styler())
-        context.layerToLoadOnCompletionDetails(output).setPostProcessor(_STYLER[0])
+        styler = _Styler()
+        _STYLERS[:] = [*_STYLERS[-31:], styler]
+        context.layerToLoadOnCompletionDetails(output).setPostProcessor(styler)
 
 
 def advanced(param):
