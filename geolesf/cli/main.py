@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("error: interrupted", file=sys.stderr)
         return 130
     finally:

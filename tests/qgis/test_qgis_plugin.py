@@ -7,17 +7,14 @@ cube written as a GeoTIFF in the assumed UTM georeference of ``tests/scenes.py``
 forest from polygons digitised from the DASE training mask), a bad input and a cancelled classify; the checks here read its JSON report. Without PyQGIS the tests skip with a
 reason, unless ``GEOLESF_REQUIRE_QGIS=1`` (``.ci/run``) makes that a failure.
 
-The provider runs the geolesf executable of this test's environment (beside ``sys.executable``,
-else ``python -m geolesf``) through a two-line wrapper that puts this checkout first on
-``PYTHONPATH``: the provider removes QGIS's ``PYTHONPATH`` from the child's environment, and the
-checkout (not an installed copy) is what is under test.
+The provider runs the geolesf executable of this test's environment (``tests/qgis/executable.py``),
+passed through the provider's setting.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +23,7 @@ import numpy as np
 import pytest
 
 from tests import scenes
+from tests.qgis.executable import wrapper
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT = "s2mamba:indian_pines_dase"
@@ -38,18 +36,6 @@ def _pyqgis_missing() -> str:
         return "/usr/bin/python3 not found"
     done = subprocess.run(["/usr/bin/python3", "-c", "import qgis.core"], capture_output=True, text=True)
     return "" if done.returncode == 0 else "PyQGIS not importable under /usr/bin/python3 (apt-get install python3-qgis)"
-
-
-def _geolesf_command() -> list[str]:
-    beside = Path(sys.executable).with_name("geolesf")
-    return [str(beside)] if beside.is_file() else [sys.executable, "-m", "geolesf"]
-
-
-def _wrapper(folder: Path) -> Path:
-    exe = folder / "geolesf"
-    exe.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(ROOT))} exec {shlex.join(_geolesf_command())} \"$@\"\n")
-    exe.chmod(0o755)
-    return exe
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -73,8 +59,9 @@ def report(tmp_path_factory) -> dict:
     train_ids = np.where(gt > 0, scenes.dase_mask(), 0)[ROWS, COLS]
     affine = scenes.transform(ROWS.start, COLS.start)
     scenes.polygons(train_ids, affine, names=scenes.class_names()).to_file(work / "polygons.gpkg")
-    cfg = {"polygons": str(work / "polygons.gpkg"), "zip": str(work / "geolesf_qgis.zip"), "executable": str(_wrapper(work)), "work": str(work / "qgis"),
-           "scene": str(scene), "checkpoint": CHECKPOINT, "bad_scene": str(BAD_SCENE)}
+    cfg = {"zip": str(work / "geolesf_qgis.zip"), "executable": str(wrapper(work)), "work": str(work / "qgis"),
+           "scene": str(scene), "polygons": str(work / "polygons.gpkg"), "checkpoint": CHECKPOINT,
+           "bad_scene": str(BAD_SCENE)}
     (work / "qgis").mkdir()
     (work / "cfg.json").write_text(json.dumps(cfg))
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
