@@ -107,7 +107,7 @@ def render(map_tif: str, gpkg: str, out: Path) -> None:
         QgsRasterLayer,
         QgsVectorLayer,
     )
-    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtCore import QSize, Qt
     from qgis.PyQt.QtGui import QColor
 
     raster = QgsRasterLayer(map_tif, "class map")
@@ -119,6 +119,7 @@ def render(map_tif: str, gpkg: str, out: Path) -> None:
     for i, category in enumerate(renderer.categories()):  # categories() are copies
         symbol = category.symbol().clone()
         symbol.symbolLayer(0).setFillColor(QColor(0, 0, 0, 0))
+        symbol.symbolLayer(0).setStrokeStyle(Qt.SolidLine)  # geolesf's fills have no outline
         symbol.symbolLayer(0).setStrokeColor(QColor("#222222"))
         symbol.symbolLayer(0).setStrokeWidth(0.3)
         renderer.updateCategorySymbol(i, symbol)
