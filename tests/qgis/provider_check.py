@@ -6,7 +6,8 @@ Run with Debian's interpreter (PyQGIS imports only there)::
 
 ``CONFIG.json``: ``zip`` (the built plugin), ``executable`` (the geolesf to run), ``work`` (a folder),
 ``scene`` (a georeferenced GeoTIFF the checkpoint reads), ``checkpoint`` (MODEL:TAG), ``polygons``
-(training polygons on the scene, field ``class``), ``bad_scene`` (a GeoTIFF with the wrong band count).
+(training polygons on the scene, field ``class``), ``bad_scene`` (an RGB GeoTIFF: the wrong band count
+for the checkpoint), ``unet_checkpoint`` (a unet checkpoint file for RGB scenes).
 One QGIS process runs every check, as QGIS would:
 
 1. the zip is extracted into a plugins folder and the plugin loaded by QGIS's own plugin machinery
@@ -15,7 +16,9 @@ One QGIS process runs every check, as QGIS would:
    through the provider's post-processor), progress values recorded;
 3. ``geolesf:export_gpkg`` on that class map;
    ``geolesf:train`` (random forest) from the scene and the polygons, its class map loaded styled;
-4. ``geolesf:classify`` of ``bad_scene`` (wrong band count): the exception and the error QGIS shows;
+4. ``geolesf:classify`` of the RGB scene with the unet checkpoint file (progress over 12 tiles), and
+   ``geolesf:pseudo_label`` with it (not a WSSS checkpoint: geolesf's error);
+   ``geolesf:classify`` of it with ``checkpoint`` (wrong band count): the exception and the error QGIS shows;
 5. ``geolesf:classify`` cancelled as soon as geolesf's temporary class map appears beside the output
    (a hidden file other than the output lock); the folder's files afterwards.
 
@@ -152,6 +155,33 @@ def train(cfg: dict, work: Path) -> dict:
             "run_folder": sorted(p.name for p in (work / "run").iterdir())}
 
 
+def with_checkpoint_file(cfg: dict, work: Path) -> dict:
+    """Classify the RGB scene with a checkpoint *file* (unet, tiles of 256 px: progress in steps), and
+    pseudo-label it with the same (wrong kind of) checkpoint."""
+    import processing
+    from qgis.core import QgsProcessingException, QgsRasterLayer
+
+    feedback = _feedback_class()()
+    result = processing.run("geolesf:classify", {
+        "INPUT": cfg["bad_scene"], "CHECKPOINT": cfg["unet_checkpoint"], "TILE": 256, "OVERLAP": 32,
+        "OUTPUT": str(work / "rgb_map.tif")}, feedback=feedback)
+    layer = QgsRasterLayer(result["OUTPUT"], "rgb map")
+    layer.loadDefaultStyle()
+    info = {"classify": {"progress": feedback.progress, "errors": feedback.errors, "layer": raster_info(layer)}}
+    del layer
+    feedback = _feedback_class()()
+    (work / "pseudo").mkdir()
+    try:
+        processing.run("geolesf:pseudo_label", {
+            "INPUT": cfg["bad_scene"], "CHECKPOINT": cfg["unet_checkpoint"], "STAGE": 0, "MARGIN": 0.2,
+            "TILE": 256, "OUTPUT": str(work / "pseudo" / "labels.tif")}, feedback=feedback)
+        info["pseudo_label"] = None
+    except QgsProcessingException as exc:
+        info["pseudo_label"] = str(exc)
+    info["pseudo_label_left"] = sorted(p.name for p in (work / "pseudo").iterdir())
+    return info
+
+
 def bad_input(cfg: dict, work: Path) -> dict:
     import processing
     from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException
@@ -221,7 +251,8 @@ def main(argv: list[str]) -> int:
     report = {"qgis_version": __import__("qgis.core").core.Qgis.QGIS_VERSION}
     report["plugin"] = load_plugin(cfg["zip"], work)
     ProcessingConfig.setSettingValue("GEOLESF_EXECUTABLE", cfg["executable"])
-    checks = (("run", classify_and_export), ("train", train), ("bad_input", bad_input), ("cancel", cancel))
+    checks = (("run", classify_and_export), ("train", train), ("checkpoint_file", with_checkpoint_file),
+              ("bad_input", bad_input), ("cancel", cancel))
     for name, check in checks:
         try:
             report[name] = check(cfg, work)

@@ -4,7 +4,8 @@ One headless QGIS process (``tests/qgis/provider_check.py`` under Debian's ``/us
 PyQGIS imports) loads the plugin from the zip ``geolesf qgis-plugin`` built, lists its algorithms, and
 runs classify (shipped checkpoint ``s2mamba:indian_pines_dase`` on a 40×40 crop of the Indian Pines
 cube written as a GeoTIFF in the assumed UTM georeference of ``tests/scenes.py``), export, train (random
-forest from polygons digitised from the DASE training mask), a bad input and a cancelled classify; the checks here read its JSON report. Without PyQGIS the tests skip with a
+forest from polygons digitised from the DASE training mask), classify with a unet checkpoint file and
+pseudo-label (the RGB Landsat sample), a bad input and a cancelled classify; the checks here read its JSON report. Without PyQGIS the tests skip with a
 reason, unless ``GEOLESF_REQUIRE_QGIS=1`` (``.ci/run``) makes that a failure.
 
 The provider runs the geolesf executable of this test's environment (``tests/qgis/executable.py``),
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 
 from tests import scenes
+from tests.checkpoints import seeded_unet_checkpoint
 from tests.qgis.executable import wrapper
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +61,8 @@ def report(tmp_path_factory) -> dict:
     train_ids = np.where(gt > 0, scenes.dase_mask(), 0)[ROWS, COLS]
     affine = scenes.transform(ROWS.start, COLS.start)
     scenes.polygons(train_ids, affine, names=scenes.class_names()).to_file(work / "polygons.gpkg")
-    cfg = {"zip": str(work / "geolesf_qgis.zip"), "executable": str(wrapper(work)), "work": str(work / "qgis"),
+    unet = seeded_unet_checkpoint(work / "unet.pt")
+    cfg = {"unet_checkpoint": str(unet), "zip": str(work / "geolesf_qgis.zip"), "executable": str(wrapper(work)), "work": str(work / "qgis"),
            "scene": str(scene), "polygons": str(work / "polygons.gpkg"), "checkpoint": CHECKPOINT,
            "bad_scene": str(BAD_SCENE)}
     (work / "qgis").mkdir()
@@ -70,7 +73,7 @@ def report(tmp_path_factory) -> dict:
                            str(work / "cfg.json")], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)
-    for name in ("run", "train", "bad_input", "cancel"):
+    for name in ("run", "train", "checkpoint_file", "bad_input", "cancel"):
         assert "crashed" not in out[name], out[name].get("traceback")
     return {**out, "work": work}
 
@@ -128,6 +131,22 @@ def test_train_from_polygons(report):
     assert layer["crs"] == scenes.CRS and layer["renderer"] == "paletted"
     legend = dict(zip(metrics["class_ids"], metrics["class_names"]))
     assert {c["value"]: c["label"] for c in layer["classes"]} == legend
+
+
+def test_a_checkpoint_file_and_progress_in_steps(report):
+    run = report["checkpoint_file"]["classify"]
+    assert run["errors"] == []
+    # 791×718 px in 256-px tiles: geolesf's bar moves tile by tile, and QGIS's with it
+    assert len(run["progress"]) >= 3 and run["progress"] == sorted(run["progress"]) and run["progress"][-1] == 100.0
+    layer = run["layer"]
+    assert layer["crs"] == "EPSG:32618" and layer["renderer"] == "paletted"
+    assert [c["label"] for c in layer["classes"]] == ["water", "forest", "field", "urban"]
+
+
+def test_pseudo_label_reports_geolesf_error(report):
+    info = report["checkpoint_file"]
+    assert info["pseudo_label"].startswith("error: ") and "expected a geolesf-wsss/1 checkpoint" in info["pseudo_label"]
+    assert info["pseudo_label_left"] == []
 
 
 def test_wrong_band_count_is_one_message(report):
