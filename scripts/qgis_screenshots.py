@@ -19,6 +19,7 @@ two CPU cores). Written: ``qgis_toolbox.png`` (the provider in the Processing To
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import zipfile
@@ -166,12 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from qgis.core import QgsApplication
 
-    app = QgsApplication([], True)
-    app.initQgis()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        # a throw-away QGIS profile and settings (the provider's executable), not the user's
+        os.environ["XDG_CONFIG_HOME"], os.environ["XDG_DATA_HOME"] = str(work / "config"), str(work / "data")
+        app = QgsApplication([], True, str(work / "profile"))
+        app.initQgis()
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
         _start(args.zip, args.geolesf, work / "plugins")
         import processing
 
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         dialog("geolesf:export_gpkg", {"INPUT": map_tif, "OUTPUT": "TEMPORARY_OUTPUT"}, out / "qgis_export_dialog.png")
         processing.run("geolesf:export_gpkg", {"INPUT": map_tif, "OUTPUT": gpkg})
         render(map_tif, gpkg, out)
-    app.exitQgis()
+        app.exitQgis()
     return 0
 
 

@@ -237,11 +237,17 @@ def cancel(cfg: dict, work: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    import os
+
+    # QGIS's settings (the provider's executable among them) and profile go to the work folder, not
+    # to the user's ~/.config and ~/.local/share
+    work = Path(json.loads(Path(argv[0]).read_text())["work"])
+    os.environ["XDG_CONFIG_HOME"], os.environ["XDG_DATA_HOME"] = str(work / "config"), str(work / "data")
     from qgis.core import QgsApplication, QgsProject
 
     cfg = json.loads(Path(argv[0]).read_text())
     work = Path(cfg["work"])
-    app = QgsApplication([], False)
+    app = QgsApplication([], False, str(work / "profile"))
     app.initQgis()
     sys.path.append(str(Path(QgsApplication.pkgDataPath()) / "python" / "plugins"))
     from processing.core.Processing import Processing
