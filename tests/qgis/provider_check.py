@@ -129,11 +129,15 @@ def classify_and_export(cfg: dict, work: Path) -> dict:
                        "infos": feedback.infos, "errors": feedback.errors,
                        "project_layers": [raster_info(lyr) for lyr in loaded if isinstance(lyr, QgsRasterLayer)]}
     QgsProject.instance().removeAllMapLayers()
-    feedback = recorder()
-    result = processing.run("geolesf:export_gpkg", {"INPUT": str(work / "map.tif"), "OUTPUT": str(work / "map.gpkg")},
-                            feedback=feedback)
+    feedback, context = recorder(), QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    result = processing.runAndLoadResults("geolesf:export_gpkg", {
+        "INPUT": str(work / "map.tif"), "OUTPUT": str(work / "map.gpkg")}, feedback=feedback, context=context)
+    added = [{"renderer": lyr.renderer().type(), "attribute": getattr(lyr.renderer(), "classAttribute", str)()}
+             for lyr in QgsProject.instance().mapLayers().values() if isinstance(lyr, QgsVectorLayer)]
+    QgsProject.instance().removeAllMapLayers()
     layer = QgsVectorLayer(result["OUTPUT"], "polygons", "ogr")
-    out["export"] = {"result": result, "errors": feedback.errors, "layer": vector_info(layer)}
+    out["export"] = {"result": result, "errors": feedback.errors, "layer": vector_info(layer), "project_layers": added}
     raster = QgsRasterLayer(str(work / "map.tif"), "map")
     out["map_file"] = raster_info(raster)
     del layer, raster
@@ -184,7 +188,7 @@ def with_checkpoint_file(cfg: dict, work: Path) -> dict:
 
 def bad_input(cfg: dict, work: Path) -> dict:
     import processing
-    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException
+    from qgis.core import QgsProcessingException
 
     feedback = _feedback_class()()
     params = {"INPUT": cfg["bad_scene"], "SHIPPED": cfg["checkpoint"], "OUTPUT": str(work / "bad" / "map.tif")}
@@ -196,14 +200,6 @@ def bad_input(cfg: dict, work: Path) -> dict:
     except QgsProcessingException as exc:
         info["raised"] = str(exc)
     info["reported"] = feedback.errors
-    # the algorithm's own exception, as a model-builder or script caller sees it
-    alg = QgsApplication.processingRegistry().createAlgorithmById("geolesf:classify")
-    context = QgsProcessingContext()
-    try:
-        alg.processAlgorithm(params, context, _feedback_class()())
-        info["exception"] = None
-    except QgsProcessingException as exc:
-        info["exception"] = str(exc)
     info["left"] = sorted(p.name for p in (work / "bad").iterdir())
     return info
 
