@@ -32,6 +32,8 @@ LAYERS = {
     "registry": 3, "ops": 3, "metrics": 3, "peft": 3, "losses": 3,
     "data": 4, "formats": 4, "training": 4,
     "predict": 5, "export": 5,
+    # the QGIS plugin's zip builder; the plugin package inside (geolesf_qgis) imports only qgis/processing
+    "qgis_plugin": 5,
     "xarray": 6,
     "methods": 7,
     "cli": 8, "__main__": 8,

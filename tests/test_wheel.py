@@ -24,7 +24,7 @@ IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", 
                                 "__pycache__", ".pytest_cache", ".whl", "*.pyc")
 
 #: Files the package must carry (package data): shipped configs, catalog, embedded data and weights,
-#: the selective-scan kernel source, the STAC schemas.
+#: the selective-scan kernel source, the STAC schemas, the QGIS plugin's sources (``geolesf qgis-plugin``).
 EXPECTED = (
     "geolesf/configs/s2mamba/indian_pines.yaml",
     "geolesf/configs/baselines/indian_pines_rf.yaml",
@@ -42,6 +42,8 @@ EXPECTED = (
     "geolesf/export/stac_schemas/classification-v2.0.0.json",
     "geolesf/export/stac_schemas/projection-v2.0.0.json",
     "geolesf/weights_catalog/sam.yaml",
+    "geolesf/qgis_plugin/geolesf_qgis/__init__.py",
+    "geolesf/qgis_plugin/geolesf_qgis/runner.py",
 )
 
 

@@ -8,12 +8,13 @@ inside ``run`` so that ``geolesf --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
 from geolesf import __version__
 
-SUBCOMMANDS = ("data", "weights", "train", "evaluate", "predict", "export", "pseudo_label")
+SUBCOMMANDS = ("data", "weights", "train", "evaluate", "predict", "export", "pseudo_label", "qgis_plugin")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +39,6 @@ def _close_progress_bars() -> None:
     tqdm = sys.modules.get("tqdm")
     if tqdm is None:
         return
-    import contextlib
-
     for bar in list(getattr(tqdm.tqdm, "_instances", ())):
         with contextlib.suppress(Exception):  # a broken bar must not hide the error
             bar.close()
@@ -91,6 +90,33 @@ def os_error_message(exc: BaseException) -> str | None:
     return None
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (CTRL_BREAK on Windows) raises KeyboardInterrupt, as Ctrl-C does, for the block.
+
+    A process manager (the QGIS provider cancelling a run, ``timeout``, a batch system) stops geolesf
+    with SIGTERM, whose default action ends the process at once: temporary files and partial outputs
+    would stay. As an exception, the cleanup of :mod:`geolesf.io.atomic` and of the predictors runs.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = [getattr(signal, name) for name in ("SIGTERM", "SIGBREAK") if hasattr(signal, name)]
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -115,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         warnings.formatwarning = _format_warning
     try:
-        return int(args.func(args) or 0)
+        with _terminate_as_interrupt():
+            return int(args.func(args) or 0)
     except GeolesfError as exc:
         if args.debug:
             raise
@@ -130,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("error: interrupted", file=sys.stderr)
         return 130
     finally:
