@@ -13,7 +13,7 @@ import sys
 
 from geolesf import __version__
 
-SUBCOMMANDS = ("data", "weights", "train", "evaluate", "predict", "export", "pseudo_label")
+SUBCOMMANDS = ("data", "weights", "train", "evaluate", "predict", "export", "pseudo_label", "export_model")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="tiles per forward pass for dense models (default 16); pixels for patch models "
                    "(default 1024)")
     p.add_argument("--device", default="cpu", type=argtypes.device, help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--engine", choices=("torch", "onnxruntime"), default="torch",
+                   help="run the checkpoint with PyTorch (default) or a .onnx from 'geolesf export-model' with "
+                   "onnxruntime (GeoTIFF scenes, one process; a .onnx needs --engine onnxruntime)")
     p.add_argument("--no-preview", action="store_true", help="do not write the PNG preview")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (class map, .qml, .png preview, .stac.json, probabilities); "
@@ -125,6 +128,8 @@ def run_distributed(args: argparse.Namespace) -> int:
         raise ConfigError(f"{len(scenes)} scenes: give --out-dir DIR (one <scene stem>.tif each)")
     if args.out_dir is not None and args.out:
         raise ConfigError("--out and --out-dir exclude each other: give one")
+    if getattr(args, "engine", "torch") != "torch":
+        raise ConfigError("--engine onnxruntime: one GeoTIFF scene with --out (not several scenes or a dask cluster)")
     bad = [s for s in scenes if _whole_cube(s)]
     if bad:
         raise ConfigError(f"{bad[0]}: .mat/ENVI cubes and sensor products are classified whole; "
@@ -215,7 +220,7 @@ def request(args: argparse.Namespace, scene: str) -> "PredictRequest":
         scene=scene, checkpoint=args.checkpoint, out=args.out, model_name=args.model, options=model_options(args),
         tile=args.tile, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size, device=args.device,
         probabilities=args.probabilities, probabilities_uint8=args.probabilities_uint8, nodata=args.nodata,
-        resume=args.resume, preview=not args.no_preview,
+        resume=args.resume, preview=not args.no_preview, engine=getattr(args, "engine", "torch"),
     )
 
 
@@ -250,6 +255,13 @@ def _run_one(args: argparse.Namespace, scene: str) -> int:
     from geolesf.errors import ConfigError
 
     req = request(args, scene)
+    from geolesf.predict.onnx_engine import check_engine, is_onnx_path
+
+    if req.engine != "torch" or is_onnx_path(req.checkpoint):
+        check_engine(req.engine, req.checkpoint)
+        if _whole_cube(scene):
+            raise ConfigError(f"--engine onnxruntime: {scene} is a cube classified whole; give a GeoTIFF scene")
+        return _run_tiled(args, req)
     method = formats.inference(formats.checkpoint_format(req.checkpoint), req.checkpoint)
     if hasattr(method, "run"):
         code = int(method.run(req) or 0)
@@ -280,7 +292,10 @@ def _run_one(args: argparse.Namespace, scene: str) -> int:
             print(f"wrote {result.preview}")
         _write_stac(args, result.out)
         return 0
+    return _run_tiled(args, req)
 
+
+def _run_tiled(args: argparse.Namespace, req: "PredictRequest") -> int:
     from geolesf.predict.tiled import predict_request
 
     tiled = predict_request(req)

@@ -121,7 +121,24 @@ def predict_model(checkpoint: Any, model_name: str | None, options: dict[str, An
         module=pk.model, name=pk.model_name, kind="pixel", class_ids=list(pk.class_ids),
         class_names=list(pk.class_names), colors=list(pk.colors), sha256=pk.sha256 or "",
         in_bands=pk.scene_bands, normalise=normalise, patch_size=pk.patch_size, padding=pk.padding,
+        normalisation=_normalisation_record(pk),
     )
+
+
+def _normalisation_record(pk: Any) -> dict[str, Any] | None:
+    """``normalise`` above as plain data (see ``PredictModel.normalisation``); None for spectrum models."""
+    if not hasattr(pk, "pca_components"):
+        return None
+
+    def listed(a: Any) -> Any:
+        return None if a is None else np.asarray(a).tolist()
+
+    record = pk.band_selection
+    dtypes = {np.asarray(a).dtype.name for a in (pk.band_mean, pk.pca_components) if a is not None}
+    return {"kind": "spectra", "dtype": dtypes.pop() if len(dtypes) == 1 else "float32",
+            "keep": None if record is None else [int(i) for i in record["keep"]], "bands_in": pk.scene_bands,
+            "band_mean": listed(pk.band_mean), "band_std": listed(pk.band_std),
+            "pca_components": listed(pk.pca_components), "pca_mean": listed(pk.pca_mean)}
 
 
 def _used_wavelengths(wavelengths: list[float] | None, record: dict[str, Any] | None) -> list[float] | None:
