@@ -61,6 +61,11 @@ DEEPNESS_SEGMENTOR_KEYS = ("model_type", "class_names", "resolution", "tiles_siz
                            "standardization_mean", "standardization_std", "seg_thresh", "seg_small_segment")
 
 
+_HINTS = {"geolesf-wsss/1": "; of wsss checkpoints only the single-stage segmentation head exports "
+                            "(--option stage=final): CAM/USAGE seed scores size their multi-scale inputs in Python "
+                            "from the tile size, which a graph with a dynamic tile size cannot record"}
+
+
 @dataclass
 class ExportResult:
     out: Path
@@ -153,7 +158,7 @@ def training_resolution(extra: dict[str, Any]) -> tuple[float | None, str]:
     return None, ""
 
 
-def _trace(module: nn.Module, example: torch.Tensor, path: Path, kind: str, opset: int) -> None:
+def _trace(module: nn.Module, example: torch.Tensor, path: Path, kind: str, opset: int, hint: str = "") -> None:
     dims = {0: "batch", 2: "height", 3: "width"} if kind == "dense" else {0: "batch"}
     out_dims = dims if kind == "dense" else {0: "batch"}
     with warnings.catch_warnings():
@@ -164,7 +169,7 @@ def _trace(module: nn.Module, example: torch.Tensor, path: Path, kind: str, opse
                               dynamic_axes={"input": dims, "probabilities": out_dims}, do_constant_folding=True)
         except Exception as exc:  # noqa: BLE001 - any exporter failure means this graph cannot be exported
             raise ModelError(f"model {type(module.model).__name__} cannot be exported to ONNX "
-                             f"({exc.__class__.__name__}: {' '.join(str(exc).split())[:300]})") from None
+                             f"({exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}){hint}") from None
 
 
 def _write_metadata(path: Path, metadata: dict[str, Any]) -> int:
@@ -252,7 +257,7 @@ def export_onnx(
             meta.update(deepness_metadata(pm, tile=tile, overlap=overlap, resolution_cm=resolution_cm,
                                           seg_thresh=seg_thresh, seg_small_segment=seg_small_segment))
         with atomic_path(out) as tmp:
-            _trace(module, _example(pm, 1, 0), tmp, pm.kind, opset)
+            _trace(module, _example(pm, 1, 0), tmp, pm.kind, opset, _HINTS.get(fmt or "", ""))
             nodes = _write_metadata(tmp, meta)
             check = _example(pm, 2, 1, side=96)  # another batch size and tile size than the traced one
             diff = parity(module, tmp, check)
