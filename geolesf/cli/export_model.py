@@ -49,12 +49,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from geolesf.config import parse_options
     from geolesf.export.onnx import export_onnx
+    from geolesf.io.atomic import output_folders
 
-    res = export_onnx(
-        args.checkpoint, args.onnx, model_name=args.model, options=parse_options(args.options),
-        resolution_cm=args.resolution, tile=args.tile, overlap=args.overlap, seg_thresh=args.seg_thresh,
-        seg_small_segment=args.seg_small_segment, opset=args.opset, overwrite=args.overwrite,
-    )
+    with output_folders(args.onnx):  # a missing folder is created, and removed again if the export fails
+        res = export_onnx(
+            args.checkpoint, args.onnx, model_name=args.model, options=parse_options(args.options),
+            resolution_cm=args.resolution, tile=args.tile, overlap=args.overlap, seg_thresh=args.seg_thresh,
+            seg_small_segment=args.seg_small_segment, opset=args.opset, overwrite=args.overwrite,
+        )
     print(f"wrote {res.out} ({res.kind} model, {res.nodes:,} nodes, {res.bytes / 1e6:.1f} MB; onnxruntime vs "
           f"PyTorch max |Δp| = {res.max_abs_diff:.1e})")
     if res.kind == "dense":
