@@ -7,8 +7,8 @@ predictor (:func:`geolesf.predict.tiled.predict_file`) once per engine, every ru
 * ``unet`` (the compact U-Net with the training defaults ``base=16, depth=3``, random weights, 3 bands, 4
   classes) on a ``--size``² mosaic of the real ``RGB.byte.tif`` pixels, tile 512, overlap 64, batch 4;
 * ``s2mamba:indian_pines_dase`` (per-pixel 7×7 patches, 200 bands) on a ``--hsi``² crop of the embedded
-  Indian Pines cube, pixel batch 1024. Its ONNX graph unrolls the ``reference`` selective scan; PyTorch
-  runs geolesf's C scan kernel (``cpu`` backend), so this compares the two whole engines as shipped.
+  Indian Pines cube, pixel batch 1024. Its ONNX graph unrolls the selective scan (``unrolled`` backend);
+  PyTorch runs geolesf's C scan kernel (``cpu`` backend), so this compares the two whole engines as shipped.
 
 The class maps of both engines are compared (fraction of equal pixels). No floor: both sides are reported.
 

@@ -302,7 +302,7 @@ def onnx_table() -> list[str]:
                      f"| {x['torch']['peak_rss_mb']:.0f} | {x['onnxruntime']['peak_rss_mb']:.0f} "
                      f"| {100 * x['equal_class_map_fraction']:.2f} % |")
     lines += ["", "Same tiled predictor, each run in a fresh process (peak RSS includes the imports); S²Mamba's "
-              "graph unrolls the reference scan, PyTorch runs the C scan kernel. No floor. "
+              "graph unrolls the selective scan, PyTorch runs the C scan kernel. No floor. "
               f"Machine: {_machine(r['machine'])}.", ""]
     return lines
 

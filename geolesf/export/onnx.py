@@ -17,9 +17,9 @@ The graph
     Deepness reads 8-bit rasters only, so a model trained on 16-bit or float scenes is usable in Deepness
     only on scenes scaled the same way; geolesf itself feeds the raw values of any scene.
 
-S²Mamba (per-pixel): its selective scans are exported through the ``reference`` backend, the recurrence
-written with torch ops; tracing unrolls it over the sequence (49 steps in PCS, 128 in BSS for 7×7 patches),
-so the graph is a few thousand nodes, with no Loop/Scan operator. Models whose inputs decide the control
+S²Mamba (per-pixel): its selective scans are exported through the ``unrolled`` backend, the recurrence
+written with torch ops and laid out for tracing; tracing unrolls it over the sequence (49 steps in PCS, 128
+in BSS for 7×7 patches), so the graph is a few thousand nodes, with no Loop/Scan operator. Models whose inputs decide the control
 flow (the CAM seed scores of ``geolesf-wsss/1`` CAM / USAGE checkpoints: classes present per tile, per-tile
 maximum normalisation) trace into a graph that is only right for the example input; the parity check on a
 second input refuses them. See ``docs/onnx.md`` for what exports.
@@ -89,11 +89,12 @@ class _Probabilities(nn.Module):
 
 
 def exportable_module(pm: PredictModel) -> nn.Module:
-    """A copy of ``pm.module`` with a softmax, every selective scan on the ``reference`` backend (pure torch ops)."""
+    """A copy of ``pm.module`` with a softmax, every selective scan on the ``unrolled`` backend (torch ops laid
+    out for tracing, :mod:`geolesf.ops.selective_scan.unrolled`)."""
     module = copy.deepcopy(pm.module).cpu().eval()
     for sub in module.modules():
         if hasattr(sub, "scan_backend"):
-            sub.scan_backend = "reference"
+            sub.scan_backend = "unrolled"
     return _Probabilities(module).eval()
 
 

@@ -1,5 +1,5 @@
 """ONNX export of S²Mamba as a per-pixel classifier (the shipped Indian Pines checkpoint): the selective scans
-unrolled from the ``reference`` backend, parity with PyTorch on real patches, and the same class map from
+unrolled (``unrolled`` backend), parity with PyTorch on real patches, and the same class map from
 ``geolesf predict --engine onnxruntime`` as from PyTorch on a real crop."""
 
 from __future__ import annotations
