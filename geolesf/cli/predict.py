@@ -128,8 +128,11 @@ def run_distributed(args: argparse.Namespace) -> int:
         raise ConfigError(f"{len(scenes)} scenes: give --out-dir DIR (one <scene stem>.tif each)")
     if args.out_dir is not None and args.out:
         raise ConfigError("--out and --out-dir exclude each other: give one")
-    if getattr(args, "engine", "torch") != "torch":
-        raise ConfigError("--engine onnxruntime: one GeoTIFF scene with --out (not several scenes or a dask cluster)")
+    from geolesf.predict.onnx_engine import is_onnx_path
+
+    if getattr(args, "engine", "torch") != "torch" or is_onnx_path(args.checkpoint):
+        raise ConfigError("--engine onnxruntime (.onnx models): one GeoTIFF scene with --out, not several scenes "
+                          "or a dask cluster")
     bad = [s for s in scenes if _whole_cube(s)]
     if bad:
         raise ConfigError(f"{bad[0]}: .mat/ENVI cubes and sensor products are classified whole; "
@@ -259,6 +262,9 @@ def _run_one(args: argparse.Namespace, scene: str) -> int:
 
     if req.engine != "torch" or is_onnx_path(req.checkpoint):
         check_engine(req.engine, req.checkpoint)
+        if req.options:
+            raise ConfigError(f"--option/--classes/--prompts ({', '.join(sorted(req.options))}): an exported .onnx "
+                              "takes none; its options were fixed by 'geolesf export-model --option'")
         if _whole_cube(scene):
             raise ConfigError(f"--engine onnxruntime: {scene} is a cube classified whole; give a GeoTIFF scene")
         return _run_tiled(args, req)

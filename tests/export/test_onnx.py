@@ -176,7 +176,13 @@ def test_engine_and_checkpoint_must_agree(exported, rgb_crop, tmp_path, capsys):
     assert main(["predict", str(rgb_crop), "--checkpoint", str(ckpt), "--engine", "onnxruntime",
                  "--out", str(tmp_path / "b.tif")]) == 2
     assert "needs a .onnx model" in capsys.readouterr().err
-    assert not list(tmp_path.glob("*.tif"))
+    assert main(["predict", str(rgb_crop), "--checkpoint", str(path), "--engine", "onnxruntime", "--option",
+                 "stage=final", "--out", str(tmp_path / "c.tif")]) == 2
+    assert "an exported .onnx takes none" in capsys.readouterr().err
+    assert main(["predict", str(rgb_crop), str(rgb_crop), "--checkpoint", str(path), "--engine", "onnxruntime",
+                 "--out-dir", str(tmp_path / "maps")]) == 2
+    assert "not several scenes" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.tif")) and not (tmp_path / "maps").exists()
 
 
 def test_foreign_onnx_is_refused(tmp_path, rgb_crop, capsys):
