@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "folder is created, and removed again if the run fails)")
     p.add_argument("--batch-size", type=argtypes.positive_int, default=None,
                    help="tiles per forward pass for dense models (default 16); pixels for patch models "
-                   "(default 1024)")
+                   "(default 1024; 256 with --engine onnxruntime)")
     p.add_argument("--device", default="cpu", type=argtypes.device, help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--engine", choices=("torch", "onnxruntime"), default="torch",
                    help="run the checkpoint with PyTorch (default) or a .onnx from 'geolesf export-model' with "
