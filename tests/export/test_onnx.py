@@ -218,3 +218,27 @@ def test_smp_encoder_unet_exports(tmp_path):
 
     res = export_onnx(_unet_checkpoint(tmp_path / "smp.pt", encoder="resnet18"), tmp_path / "smp.onnx")
     assert res.kind == "dense" and res.max_abs_diff <= 1e-4
+
+
+def test_deepness_preprocessing_reproduces_geolesf(exported, rgb_crop):
+    """Deepness's own pipeline (ModelBase.preprocessing at the commit above: keep the model's channels, uint8
+    / 255, (x - standardization_mean) / standardization_std, NHWC → NCHW) on a real 8-bit tile gives the
+    probabilities geolesf's PyTorch model gives on the same tile."""
+    import rasterio
+
+    from geolesf.predict.model import load_predict_model
+
+    ckpt, path, _ = exported
+    meta = {k: json.loads(v) for k, v in _metadata(path).items()}
+    with rasterio.open(rgb_crop) as src:
+        chw = src.read(window=((30, 158), (50, 178)))  # uint8, as Deepness reads the layer
+    nhwc = chw.transpose(1, 2, 0)[None]
+    x = np.float32(nhwc[..., :3] * 1.0 / 255.0)
+    x = (x - np.array(meta["standardization_mean"], np.float32)) / np.array(meta["standardization_std"], np.float32)
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    pm = load_predict_model(ckpt)
+    with torch.inference_mode():
+        ref = pm.module(torch.from_numpy(pm.normalise(chw)[None])).softmax(1).numpy()
+    assert np.abs(got - ref).max() <= 1e-4
+    assert (got.argmax(1) == ref.argmax(1)).mean() > 0.999
