@@ -83,3 +83,25 @@ def test_class_map_equals_torch(exported, ip_crop, tmp_path):
         assert b.tags()["patch_size"] == "7"
     np.testing.assert_array_equal(ta, tb)
     assert len(np.unique(ta)) >= 2
+
+
+def test_spectrum_models_are_refused(tmp_path, capsys):
+    """rf/svm are scikit-learn estimators: a one-line error naming why, and no file."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from geolesf.methods.hsi.spectrum import SpectrumCheckpoint, save
+    from geolesf.io.hsi import read_cube
+    from geolesf.io.hsi import read_labels
+    from tests.scenes import EMBEDDED
+
+    x = read_cube(EMBEDDED / "IP_200_M.mat").data[:30, :30, ::10].reshape(-1, 20).astype(np.float32)
+    y = read_labels(EMBEDDED / "Indian_pines_gt.mat").data[:30, :30].ravel()
+    rf = RandomForestClassifier(n_estimators=3, random_state=0).fit(x[y > 0], y[y > 0])
+    ids = [int(c) for c in rf.classes_]
+    save(tmp_path / "rf.pt", SpectrumCheckpoint(
+        estimator=rf, model_name="rf", model_args={}, band_mean=None, band_std=None, pca=None, class_ids=ids,
+        class_names=[f"c{i}" for i in ids], colors=[[i, i, i] for i in ids], in_chans=20))
+    assert main(["export-model", str(tmp_path / "rf.pt"), "--onnx", str(tmp_path / "rf.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "scikit-learn estimators" in err and err.count("\n") == 1
+    assert not (tmp_path / "rf.onnx").exists()
