@@ -246,6 +246,9 @@ def export_onnx(
             raise ModelError(f"{checkpoint}: rf/svm spectrum models are scikit-learn estimators, not torch graphs; "
                              "they have no ONNX export here")
         pm = load_predict_model(checkpoint, model_name, options)
+        if pm.kind == "dense" and tile % max(1, pm.size_divisor):
+            d = pm.size_divisor
+            raise ConfigError(f"--tile {tile}: model {pm.name} needs a multiple of {d} (try {max(d, tile - tile % d)})")
         if pm.normalise is not None and pm.normalisation is None:
             raise ModelError(f"{checkpoint}: the input normalisation of model {pm.name} is not recorded as data, "
                              "so an exported model could not be fed correctly")

@@ -208,6 +208,8 @@ def test_export_cli_messages_and_overwrite(exported, tmp_path, capsys):
     assert "exists already" in capsys.readouterr().err and out.read_bytes() == before
     assert main(["export-model", str(ckpt), "--onnx", str(tmp_path / "m.pt")]) == 2
     assert "expected a .onnx path" in capsys.readouterr().err
+    assert main(["export-model", str(ckpt), "--onnx", str(tmp_path / "n.onnx"), "--tile", "510"]) == 2
+    assert "needs a multiple of 4 (try 508)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temporary file left
 
 
