@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", type=argtypes.device, help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--engine", choices=("torch", "onnxruntime"), default="torch",
                    help="run the checkpoint with PyTorch (default) or a .onnx from 'geolesf export-model' with "
-                   "onnxruntime (GeoTIFF scenes, one process; a .onnx needs --engine onnxruntime)")
+                   "onnxruntime (one scene, one process; a .onnx needs --engine onnxruntime)")
     p.add_argument("--no-preview", action="store_true", help="do not write the PNG preview")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (class map, .qml, .png preview, .stac.json, probabilities); "
@@ -265,9 +265,7 @@ def _run_one(args: argparse.Namespace, scene: str) -> int:
         if req.options:
             raise ConfigError(f"--option/--classes/--prompts ({', '.join(sorted(req.options))}): an exported .onnx "
                               "takes none; its options were fixed by 'geolesf export-model --option'")
-        if _whole_cube(scene):
-            raise ConfigError(f"--engine onnxruntime: {scene} is a cube classified whole; give a GeoTIFF scene")
-        return _run_tiled(args, req)
+        return _run_whole_cube(args, req, scene) if _whole_cube(scene) else _run_tiled(args, req)
     method = formats.inference(formats.checkpoint_format(req.checkpoint), req.checkpoint)
     if hasattr(method, "run"):
         code = int(method.run(req) or 0)
@@ -283,22 +281,33 @@ def _run_one(args: argparse.Namespace, scene: str) -> int:
         return code
 
     if _whole_cube(scene):
-        used = [f"--{n}" for n in TILED_ONLY if getattr(args, n) not in (None, False)]
-        if used:
-            raise ConfigError(f"{', '.join(used)}: only for GeoTIFF scenes; {scene} is classified whole")
-        from geolesf.methods.hsi.inference import classify_cube
-
-        result = classify_cube(
-            scene, req.checkpoint, req.out, model_name=req.model_name, batch_size=req.batch_size or 1024,
-            device=req.device, preview=req.preview,
-        )
-        print(f"wrote {result.out} ({result.class_map.shape[1]}×{result.class_map.shape[0]} px, "
-              f"{result.pixels_per_second:,.0f} px/s)")
-        if result.preview:
-            print(f"wrote {result.preview}")
-        _write_stac(args, result.out)
-        return 0
+        return _run_whole_cube(args, req, scene)
     return _run_tiled(args, req)
+
+
+def _run_whole_cube(args: argparse.Namespace, req: "PredictRequest", scene: str) -> int:
+    from geolesf.errors import ConfigError
+
+    used = [f"--{n}" for n in TILED_ONLY if getattr(args, n) not in (None, False)]
+    if used:
+        raise ConfigError(f"{', '.join(used)}: only for GeoTIFF scenes; {scene} is classified whole")
+    from geolesf.methods.hsi.inference import classify_cube
+
+    bundle, batch = None, req.batch_size or 1024
+    if req.engine == "onnxruntime":  # an exported per-pixel model (S²Mamba) in the same whole-cube path
+        from geolesf.predict.onnx_engine import PatchBundle, load_onnx_model
+
+        bundle, batch = PatchBundle(load_onnx_model(req.checkpoint, req.model_name, req.device)), req.batch_size or 256
+    result = classify_cube(
+        scene, req.checkpoint, req.out, model_name=req.model_name, batch_size=batch,
+        device=req.device, preview=req.preview, bundle=bundle,
+    )
+    print(f"wrote {result.out} ({result.class_map.shape[1]}×{result.class_map.shape[0]} px, "
+          f"{result.pixels_per_second:,.0f} px/s)")
+    if result.preview:
+        print(f"wrote {result.preview}")
+    _write_stac(args, result.out)
+    return 0
 
 
 def _run_tiled(args: argparse.Namespace, req: "PredictRequest") -> int:

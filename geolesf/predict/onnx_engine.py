@@ -114,6 +114,8 @@ class OnnxModule(nn.Module):
         super().__init__()
         self.session = session
         self.input_name = session.get_inputs()[0].name
+        # an empty parameter: callers that take the device from next(module.parameters()) find one
+        self.device_anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feed = {self.input_name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)}
@@ -188,6 +190,33 @@ def load_onnx_model(path: str | Path, model_name: str | None = None, device: str
         normalise=normaliser(meta["geolesf_normalisation"]), patch_size=int(meta["geolesf_patch_size"]),
         padding=str(meta["geolesf_padding"]), size_divisor=int(meta["geolesf_size_divisor"]),
     )
+
+
+class PatchBundle:
+    """A per-pixel .onnx :class:`PredictModel` with the attributes the whole-cube classifier
+    (:func:`geolesf.methods.hsi.inference.classify_cube`) reads from a patch checkpoint: the band selection
+    and normalisation both happen in :meth:`normalise` (``select_bands`` passes the cube through)."""
+
+    def __init__(self, pm: PredictModel) -> None:
+        from geolesf.colors import hex_to_rgb
+
+        if pm.kind != "pixel":
+            raise ConfigError(f"model {pm.name} is a dense model: cubes classified whole need a per-pixel model "
+                              "(S²Mamba); give a GeoTIFF scene")
+        self.pm, self.model, self.model_name, self.sha256 = pm, pm.module, pm.name, pm.sha256
+        self.scene_bands, self.patch_size, self.padding = int(pm.in_bands or 0), pm.patch_size, pm.padding
+        self.class_ids, self.class_names = list(pm.class_ids), list(pm.class_names)
+        self.colors = [list(hex_to_rgb(c)) for c in pm.colors]
+        keep = (pm.normalisation or {}).get("keep")
+        self.band_selection = None if keep is None else {"keep": keep}
+
+    def select_bands(self, cube: np.ndarray, axis: int, source: str) -> np.ndarray:
+        return cube
+
+    def normalise(self, cube: np.ndarray) -> np.ndarray:
+        """``(H, W, bands)`` raw → ``(H, W, features)`` model input."""
+        x = self.pm.normalise(cube.transpose(2, 0, 1)) if self.pm.normalise is not None else cube.transpose(2, 0, 1)
+        return np.ascontiguousarray(np.asarray(x, dtype=np.float32).transpose(1, 2, 0))
 
 
 def check_engine(engine: str, checkpoint: Any) -> None:

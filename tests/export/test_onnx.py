@@ -182,6 +182,12 @@ def test_engine_and_checkpoint_must_agree(exported, rgb_crop, tmp_path, capsys):
     assert main(["predict", str(rgb_crop), str(rgb_crop), "--checkpoint", str(path), "--engine", "onnxruntime",
                  "--out-dir", str(tmp_path / "maps")]) == 2
     assert "not several scenes" in capsys.readouterr().err
+    import scipy.io
+
+    scipy.io.savemat(tmp_path / "cube.mat", {"X": np.zeros((8, 8, 3), np.uint8)})
+    assert main(["predict", str(tmp_path / "cube.mat"), "--checkpoint", str(path), "--engine", "onnxruntime",
+                 "--out", str(tmp_path / "d.tif")]) == 2
+    assert "cubes classified whole need a per-pixel model" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.tif")) and not (tmp_path / "maps").exists()
 
 

@@ -105,3 +105,24 @@ def test_spectrum_models_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "scikit-learn estimators" in err and err.count("\n") == 1
     assert not (tmp_path / "rf.onnx").exists()
+
+
+def test_whole_cube_equals_torch(exported, tmp_path):
+    """A .mat cube (classified whole) with --engine onnxruntime: the same class map as PyTorch's."""
+    import rasterio
+    import scipy.io
+
+    from tests.scenes import EMBEDDED
+
+    path, _ = exported
+    cube = scipy.io.loadmat(EMBEDDED / "IP_200_M.mat")["data_M"][90:98, 20:28]
+    scipy.io.savemat(tmp_path / "crop.mat", {"X": cube})
+    common = [str(tmp_path / "crop.mat"), "--no-preview"]
+    assert main(["predict", *common, "--checkpoint", CKPT, "--out", str(tmp_path / "t.tif")]) == 0
+    assert main(["predict", *common, "--checkpoint", str(path), "--engine", "onnxruntime",
+                 "--out", str(tmp_path / "o.tif")]) == 0
+    with rasterio.open(tmp_path / "t.tif") as a, rasterio.open(tmp_path / "o.tif") as b:
+        ta, tb = a.read(1), b.read(1)
+        assert a.colormap(1) == b.colormap(1) and a.tags()["model"] == b.tags()["model"] == "s2mamba"
+    np.testing.assert_array_equal(ta, tb)
+    assert len(np.unique(ta)) >= 2

@@ -47,7 +47,10 @@ def classify_cube(
     device: str = "cpu",
     preview: bool = True,
     progress: bool = True,
+    bundle: Any = None,
 ) -> SceneResult:
+    """Classify a whole cube with ``checkpoint``; ``bundle``: an already loaded checkpoint-like object used
+    instead of loading it (:class:`geolesf.predict.onnx_engine.PatchBundle` of an exported .onnx)."""
     import torch
 
     from geolesf.io.atomic import check_tif_out
@@ -60,7 +63,7 @@ def classify_cube(
 
     out = Path(out)
     check_tif_out(out, "--out")
-    ckpt = load_patch_checkpoint(checkpoint)
+    ckpt = bundle if bundle is not None else load_patch_checkpoint(checkpoint)
     check_model_name(checkpoint, ckpt.model_name, model_name)
     cube, valid = read_cube_for_prediction(cube_spec)  # NaN/±Inf pixels: nodata (0), as in the tiled path
     check_bands(cube.data.shape[2], ckpt.scene_bands, str(cube_spec), ckpt.model_name)
