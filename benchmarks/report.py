@@ -288,9 +288,29 @@ def large_scene_table() -> list[str]:
             "`bench_s2mamba.py`: ~3 h)", note, "", f"Machine: {_machine(r['machine'])}.", ""]
 
 
+def onnx_table() -> list[str]:
+    r = _load("onnx")
+    if not r:
+        return []
+    lines = ["### ONNX export, `--engine onnxruntime` vs PyTorch (`python benchmarks/bench_onnx.py`)", "",
+             "| model | scene | graph nodes | torch px/s | onnxruntime px/s | ratio | torch peak RSS MB "
+             "| onnxruntime peak RSS MB | equal class map |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in ("unet", "s2mamba"):
+        x = r[name]
+        lines.append(f"| {name} | {x['scene']} | {x['graph_nodes']:,} | {x['torch']['px_per_s']:,.0f} "
+                     f"| {x['onnxruntime']['px_per_s']:,.0f} | {x['onnx_vs_torch_px_per_s']:.2f}× "
+                     f"| {x['torch']['peak_rss_mb']:.0f} | {x['onnxruntime']['peak_rss_mb']:.0f} "
+                     f"| {100 * x['equal_class_map_fraction']:.2f} % |")
+    lines += ["", "Same tiled predictor, each run in a fresh process (peak RSS includes the imports); S²Mamba's "
+              "graph unrolls the selective scan, PyTorch runs the C scan kernel. No floor. "
+              f"Machine: {_machine(r['machine'])}.", ""]
+    return lines
+
+
 def main() -> None:
     body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(), *gpu_table(),
-            *predict_table(), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table()]
+            *predict_table(), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
+            *onnx_table()]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)

@@ -79,6 +79,8 @@ class PredictRequest(_Request):
     nodata: float | None = None
     resume: bool = False
     preview: bool = True
+    engine: str = "torch"
+    """``torch`` (the checkpoint's method) or ``onnxruntime`` (a .onnx from ``geolesf export-model``)."""
 
     def tiling(self) -> dict[str, Any]:
         """The tiling options the user gave (the predictor's defaults fill in the rest)."""

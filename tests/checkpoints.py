@@ -45,13 +45,15 @@ def register_tiny_patch_net(name: str) -> str:
     return name
 
 
-def tiny_wsss_checkpoint(out: Path, seg_tiles: Path, max_steps: int = 5, batch_size: int = 8) -> Path:
-    """A CAM run (8-wide simple backbone) of a few steps on the LoveDA tiles of ``seg_tiles``; its ``model.pt``."""
+def tiny_wsss_checkpoint(out: Path, seg_tiles: Path, max_steps: int = 5, batch_size: int = 8,
+                         method: str = "cam") -> Path:
+    """A CAM (or ``method``) run (8-wide simple backbone) of a few steps on the LoveDA tiles of ``seg_tiles``;
+    its ``model.pt``."""
     from geolesf.config import load_config
     from geolesf.methods.wsss.train import CONFIG, run_config
 
     cfg = load_config(CONFIG, initial={
-        "task": "wsss", "out": str(out), "method": "cam",
+        "task": "wsss", "out": str(out), "method": method,
         "model": {"backbone": "simple", "args": {"width": 8, "depth": 3}},
         "data": {"dataset": "loveda", "root": str(seg_tiles), "crop": 64,
                  "scale_range": [1.0, 1.0], "options": {"tile": 64, "downsample": 4}},

@@ -14,7 +14,8 @@ import sys
 
 from geolesf import __version__
 
-SUBCOMMANDS = ("data", "weights", "train", "evaluate", "predict", "export", "pseudo_label", "qgis_plugin")
+SUBCOMMANDS = ("data", "weights", "train", "evaluate", "predict", "export", "export_model", "pseudo_label",
+               "qgis_plugin")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,8 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "folder is created, and removed again if the run fails)")
     p.add_argument("--batch-size", type=argtypes.positive_int, default=None,
                    help="tiles per forward pass for dense models (default 16); pixels for patch models "
-                   "(default 1024)")
+                   "(default 1024; 256 with --engine onnxruntime)")
     p.add_argument("--device", default="cpu", type=argtypes.device, help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--engine", choices=("torch", "onnxruntime"), default="torch",
+                   help="run the checkpoint with PyTorch (default) or a .onnx from 'geolesf export-model' with "
+                   "onnxruntime (one scene, one process; a .onnx needs --engine onnxruntime)")
     p.add_argument("--no-preview", action="store_true", help="do not write the PNG preview")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (class map, .qml, .png preview, .stac.json, probabilities); "
@@ -125,6 +128,11 @@ def run_distributed(args: argparse.Namespace) -> int:
         raise ConfigError(f"{len(scenes)} scenes: give --out-dir DIR (one <scene stem>.tif each)")
     if args.out_dir is not None and args.out:
         raise ConfigError("--out and --out-dir exclude each other: give one")
+    from geolesf.predict.onnx_engine import is_onnx_path
+
+    if getattr(args, "engine", "torch") != "torch" or is_onnx_path(args.checkpoint):
+        raise ConfigError("--engine onnxruntime (.onnx models): one GeoTIFF scene with --out, not several scenes "
+                          "or a dask cluster")
     bad = [s for s in scenes if _whole_cube(s)]
     if bad:
         raise ConfigError(f"{bad[0]}: .mat/ENVI cubes and sensor products are classified whole; "
@@ -215,7 +223,7 @@ def request(args: argparse.Namespace, scene: str) -> "PredictRequest":
         scene=scene, checkpoint=args.checkpoint, out=args.out, model_name=args.model, options=model_options(args),
         tile=args.tile, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size, device=args.device,
         probabilities=args.probabilities, probabilities_uint8=args.probabilities_uint8, nodata=args.nodata,
-        resume=args.resume, preview=not args.no_preview,
+        resume=args.resume, preview=not args.no_preview, engine=getattr(args, "engine", "torch"),
     )
 
 
@@ -250,6 +258,14 @@ def _run_one(args: argparse.Namespace, scene: str) -> int:
     from geolesf.errors import ConfigError
 
     req = request(args, scene)
+    from geolesf.predict.onnx_engine import check_engine, is_onnx_path
+
+    if req.engine != "torch" or is_onnx_path(req.checkpoint):
+        check_engine(req.engine, req.checkpoint)
+        if req.options:
+            raise ConfigError(f"--option/--classes/--prompts ({', '.join(sorted(req.options))}): an exported .onnx "
+                              "takes none; its options were fixed by 'geolesf export-model --option'")
+        return _run_whole_cube(args, req, scene) if _whole_cube(scene) else _run_tiled(args, req)
     method = formats.inference(formats.checkpoint_format(req.checkpoint), req.checkpoint)
     if hasattr(method, "run"):
         code = int(method.run(req) or 0)
@@ -265,22 +281,36 @@ def _run_one(args: argparse.Namespace, scene: str) -> int:
         return code
 
     if _whole_cube(scene):
-        used = [f"--{n}" for n in TILED_ONLY if getattr(args, n) not in (None, False)]
-        if used:
-            raise ConfigError(f"{', '.join(used)}: only for GeoTIFF scenes; {scene} is classified whole")
-        from geolesf.methods.hsi.inference import classify_cube
+        return _run_whole_cube(args, req, scene)
+    return _run_tiled(args, req)
 
-        result = classify_cube(
-            scene, req.checkpoint, req.out, model_name=req.model_name, batch_size=req.batch_size or 1024,
-            device=req.device, preview=req.preview,
-        )
-        print(f"wrote {result.out} ({result.class_map.shape[1]}×{result.class_map.shape[0]} px, "
-              f"{result.pixels_per_second:,.0f} px/s)")
-        if result.preview:
-            print(f"wrote {result.preview}")
-        _write_stac(args, result.out)
-        return 0
 
+def _run_whole_cube(args: argparse.Namespace, req: "PredictRequest", scene: str) -> int:
+    from geolesf.errors import ConfigError
+
+    used = [f"--{n}" for n in TILED_ONLY if getattr(args, n) not in (None, False)]
+    if used:
+        raise ConfigError(f"{', '.join(used)}: only for GeoTIFF scenes; {scene} is classified whole")
+    from geolesf.methods.hsi.inference import classify_cube
+
+    bundle, batch = None, req.batch_size or 1024
+    if req.engine == "onnxruntime":  # an exported per-pixel model (S²Mamba) in the same whole-cube path
+        from geolesf.predict.onnx_engine import PatchBundle, load_onnx_model
+
+        bundle, batch = PatchBundle(load_onnx_model(req.checkpoint, req.model_name, req.device)), req.batch_size or 256
+    result = classify_cube(
+        scene, req.checkpoint, req.out, model_name=req.model_name, batch_size=batch,
+        device=req.device, preview=req.preview, bundle=bundle,
+    )
+    print(f"wrote {result.out} ({result.class_map.shape[1]}×{result.class_map.shape[0]} px, "
+          f"{result.pixels_per_second:,.0f} px/s)")
+    if result.preview:
+        print(f"wrote {result.preview}")
+    _write_stac(args, result.out)
+    return 0
+
+
+def _run_tiled(args: argparse.Namespace, req: "PredictRequest") -> int:
     from geolesf.predict.tiled import predict_request
 
     tiled = predict_request(req)

@@ -42,6 +42,10 @@ class PredictModel:
     patch_size: int = 1
     padding: str = "symmetric"
     size_divisor: int = 1
+    normalisation: dict[str, Any] | None = None
+    """The parameters of ``normalise`` as plain data (JSON-able), for exporters that must reproduce it
+    (:mod:`geolesf.export.onnx`; the record is read back by :func:`geolesf.predict.onnx_engine.normaliser`).
+    ``None`` with a ``normalise``: not exportable."""
 
 
 def state_dict_sha256(module: nn.Module) -> str:

@@ -134,7 +134,8 @@ def predict_file(
     options: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> TiledResult:
-    """CLI entry: load ``checkpoint`` (checking it holds ``model_name``) and run :func:`predict_raster`.
+    """CLI entry: load ``checkpoint`` (checking it holds ``model_name``; a :class:`PredictModel` is used as
+    it is) and run :func:`predict_raster`.
 
     ``batch_size`` counts tiles for dense models (default 16) and pixels for patch models (default
     1024). ``preview`` also writes a PNG beside ``out`` when the scene has at most 25 Mpx.
@@ -143,9 +144,10 @@ def predict_file(
     if preview:
         from geolesf.io.atomic import check_outputs
 
-        check_outputs({"input scene": scene, "--checkpoint": checkpoint},
+        ckpt_in = None if isinstance(checkpoint, PredictModel) else checkpoint
+        check_outputs({"input scene": scene, "--checkpoint": ckpt_in},
                       {"preview of --out": Path(out).with_suffix(".png")}, overwrite=True)
-    pm = load_predict_model(checkpoint, model_name, options)
+    pm = checkpoint if isinstance(checkpoint, PredictModel) else load_predict_model(checkpoint, model_name, options)
     if pm.kind == "pixel":
         # 1024 pixels: a 4096-pixel batch of 7×7×224 patches takes ~1.7 GB more in S²Mamba (peak 3.6 GB
         # instead of 1.9 GB on a 4,000-wide scene, benchmarks/bench_large_scene.py) for no speed gain on CPU
@@ -172,8 +174,18 @@ def predict_file(
 def predict_request(request: Any) -> TiledResult:
     """:func:`predict_file` for a :class:`geolesf.formats.PredictRequest` (``geolesf predict``)."""
     r = request
+    checkpoint: Any = r.checkpoint
+    batch_size = r.batch_size
+    if getattr(r, "engine", "torch") == "onnxruntime":  # a .onnx from geolesf export-model
+        from geolesf.predict.onnx_engine import load_onnx_model
+
+        checkpoint = load_onnx_model(r.checkpoint, r.model_name, r.device)
+        if batch_size is None and checkpoint.kind == "pixel":
+            # onnxruntime keeps the unrolled scan's intermediates: 256 patches of S²Mamba peak at ~0.7 GB
+            # instead of ~2.4 GB at 1024, for the same px/s (docs/onnx.md)
+            batch_size = 256
     return predict_file(
-        r.scene, r.checkpoint, r.out, model_name=r.model_name, batch_size=r.batch_size, device=r.device,
+        r.scene, checkpoint, r.out, model_name=r.model_name, batch_size=batch_size, device=r.device,
         probabilities=r.probabilities, nodata=r.nodata, resume=r.resume,
         probabilities_dtype="uint8" if r.probabilities_uint8 else "float32", preview=r.preview,
         options=dict(r.options), **r.tiling(),

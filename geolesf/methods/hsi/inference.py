@@ -47,7 +47,10 @@ def classify_cube(
     device: str = "cpu",
     preview: bool = True,
     progress: bool = True,
+    bundle: Any = None,
 ) -> SceneResult:
+    """Classify a whole cube with ``checkpoint``; ``bundle``: an already loaded checkpoint-like object used
+    instead of loading it (:class:`geolesf.predict.onnx_engine.PatchBundle` of an exported .onnx)."""
     import torch
 
     from geolesf.io.atomic import check_tif_out
@@ -60,7 +63,7 @@ def classify_cube(
 
     out = Path(out)
     check_tif_out(out, "--out")
-    ckpt = load_patch_checkpoint(checkpoint)
+    ckpt = bundle if bundle is not None else load_patch_checkpoint(checkpoint)
     check_model_name(checkpoint, ckpt.model_name, model_name)
     cube, valid = read_cube_for_prediction(cube_spec)  # NaN/±Inf pixels: nodata (0), as in the tiled path
     check_bands(cube.data.shape[2], ckpt.scene_bands, str(cube_spec), ckpt.model_name)
@@ -121,7 +124,24 @@ def predict_model(checkpoint: Any, model_name: str | None, options: dict[str, An
         module=pk.model, name=pk.model_name, kind="pixel", class_ids=list(pk.class_ids),
         class_names=list(pk.class_names), colors=list(pk.colors), sha256=pk.sha256 or "",
         in_bands=pk.scene_bands, normalise=normalise, patch_size=pk.patch_size, padding=pk.padding,
+        normalisation=_normalisation_record(pk),
     )
+
+
+def _normalisation_record(pk: Any) -> dict[str, Any] | None:
+    """``normalise`` above as plain data (see ``PredictModel.normalisation``); None for spectrum models."""
+    if not hasattr(pk, "pca_components"):
+        return None
+
+    def listed(a: Any) -> Any:
+        return None if a is None else np.asarray(a).tolist()
+
+    record = pk.band_selection
+    dtypes = {np.asarray(a).dtype.name for a in (pk.band_mean, pk.pca_components) if a is not None}
+    return {"kind": "spectra", "dtype": dtypes.pop() if len(dtypes) == 1 else "float32",
+            "keep": None if record is None else [int(i) for i in record["keep"]], "bands_in": pk.scene_bands,
+            "band_mean": listed(pk.band_mean), "band_std": listed(pk.band_std),
+            "pca_components": listed(pk.pca_components), "pca_mean": listed(pk.pca_mean)}
 
 
 def _used_wavelengths(wavelengths: list[float] | None, record: dict[str, Any] | None) -> list[float] | None:

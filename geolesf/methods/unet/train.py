@@ -167,6 +167,19 @@ def _random_chips(
     return xb, yb
 
 
+def _pixel_size(image_tif: str | Path) -> dict[str, float]:
+    """``{"pixel_size_m": x}`` of a scene with a projected CRS in metres and (within 0.1 %) square pixels, else
+    ``{}``: the resolution an ONNX export gives Deepness (:mod:`geolesf.export.onnx`); x is the mean side."""
+    import rasterio
+
+    with rasterio.open(image_tif) as src:
+        crs, (xres, yres) = src.crs, src.res
+    if crs is None or not crs.is_projected or abs(xres - yres) > 1e-3 * xres:
+        return {}
+    units = (crs.linear_units or "").lower()
+    return {"pixel_size_m": float(xres + yres) / 2} if units in ("metre", "meter", "m", "metres", "meters") else {}
+
+
 def train_segmenter(
     image_tif: str | Path,
     label_tif: str | Path,
@@ -242,7 +255,7 @@ def train_segmenter(
         class_ids=class_ids, class_names=[names.get(i, f"class {i}") for i in class_ids],
         colors=[cols.get(i, palette[k]) for k, i in enumerate(class_ids)],
         extra={"trained_on": Path(image_tif).name, "labels": Path(label_tif).name, "epochs": epochs,
-               "chip": c, "seconds": round(time.perf_counter() - start, 2)},
+               "chip": c, "seconds": round(time.perf_counter() - start, 2), **_pixel_size(image_tif)},
     )
     digest = save(out, ckpt)
     return {"checkpoint": Path(out), "sha256": digest, "history": history, "class_ids": class_ids}

@@ -97,6 +97,8 @@ def to_predict_model(bundle: WSSSBundle, options: dict[str, Any] | None = None) 
         module=module, name=f"wsss-{bundle.method}-{bundle.model_args.get('backbone', '')}", kind="dense",
         class_ids=list(bundle.class_ids), class_names=list(bundle.class_names), colors=list(bundle.colors),
         sha256=bundle.sha256, in_bands=3, normalise=normalise, size_divisor=int(bundle.cam_net.size_divisor),
+        normalisation={"kind": "bands", "dtype": "float32", "divide": 255.0, "band_mean": mean.ravel().tolist(),
+                       "band_std": std.ravel().tolist()},
     )
 
 

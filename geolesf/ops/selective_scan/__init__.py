@@ -45,6 +45,9 @@ Backends
       ``torch.autograd.Function`` that processes the batch in chunks (bounded memory), lays
       each chunk out time-major so every recurrence step is one in-place ``addcmul_`` over a
       contiguous slab, and contracts over N/D with batched vector-matrix products.
+``unrolled`` (``unrolled.py``)
+    The recurrence laid out for ``torch.onnx.export``: time-major inputs, groups broadcast, one
+    batched product per step; the ONNX export of S²Mamba traces it (``geolesf export-model``).
 ``mamba_ssm`` (``mamba.py``)
     The official CUDA kernel (``mamba_ssm`` package); CUDA tensors only.
 ``auto``

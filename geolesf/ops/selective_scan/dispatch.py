@@ -13,8 +13,9 @@ from geolesf.ops.selective_scan.mamba import (
     mamba_ssm_available,
 )
 from geolesf.ops.selective_scan.reference import selective_scan_reference
+from geolesf.ops.selective_scan.unrolled import selective_scan_unrolled
 
-BACKENDS = ("auto", "reference", "cpu", "mamba_ssm")
+BACKENDS = ("auto", "reference", "cpu", "mamba_ssm", "unrolled")
 ENV_VAR = "GEOLESF_SCAN_BACKEND"
 
 
@@ -63,7 +64,7 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=Fa
 
     The contract and the backends are described in :mod:`geolesf.ops.selective_scan`.
 
-    ``backend`` is ``"auto"`` (default), ``"cpu"``, ``"reference"`` or ``"mamba_ssm"``;
+    ``backend`` is ``"auto"`` (default), ``"cpu"``, ``"reference"``, ``"mamba_ssm"`` or ``"unrolled"``;
     with ``"auto"`` the environment variable ``GEOLESF_SCAN_BACKEND`` may name another.
     """
     name = resolve_backend(backend, u.device)
@@ -71,4 +72,6 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=Fa
         return selective_scan_cpu(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "reference":
         return selective_scan_reference(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if name == "unrolled":
+        return selective_scan_unrolled(u, delta, A, B, C, D, delta_bias, delta_softplus)
     return _selective_scan_mamba_ssm(u, delta, A, B, C, D, delta_bias, delta_softplus)
