@@ -3,12 +3,15 @@
 Model: ``segmentation_models_pytorch.Unet`` with a ResNet-18 encoder, random weights (seeded,
 identical for both), 3 bands in, 4 classes. Scene: a mosaic of the real ``RGB.byte.tif`` pixels
 (Landsat 7, EPSG:32618, nodata collar included). Tile 512, overlap 64, cosine blending, batch 8,
-2 threads. Each predictor runs in a fresh subprocess (peak RSS = VmHWM of that process, taken
-right after the prediction). In the geolesf child, after the prediction: the bare forward pass of
-the same model over the same number of tiles, in the predictor's input layout (channels-last, the
-default ``memory_format="auto"``), the bare ``NCHW`` forward on two batches, and this machine's
-FLOP/s limits (:func:`bench_predict.machine_limits`). The table gives, per scene, geolesf's px/s
-and peak RSS as ratios of geoai-py's (targets at 8,192²: ≥ 1.3× and ≤ 0.25×).
+2 threads. Each predictor runs in a fresh subprocess (peak RSS = VmHWM of the prediction alone,
+reset just before it). The machine is shared, so each child also times the bare ``NCHW`` forward of
+the same model on two batches just before and just after its prediction (the same work in both
+children): the load-normalised speed ratio compares the two predictions in units of that
+reference, and the CPU seconds of each prediction are recorded too. In the geolesf child, after
+the prediction: the bare forward in the predictor's input layout (channels-last, the default
+``memory_format="auto"``) on two batches, and this machine's FLOP/s limits
+(:func:`bench_predict.machine_limits`). The output gives, per scene, geolesf's px/s and peak RSS
+as ratios of geoai-py's (targets at 8,192²: ≥ 1.3× and ≤ 0.25×).
 
 geoai-py is not a geolesf dependency. Install it only for this benchmark, outside the venv, e.g.::
 
@@ -46,6 +49,16 @@ def _model():
     return smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=CLASSES).eval()
 
 
+def _clear_peak() -> bool:
+    """Reset this process's VmHWM (Linux ≥ 4.0), so a reference forward run before the prediction does
+    not count in the predictor's peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def child(which: str, scene: str, out: str, threads: int) -> None:
     import numpy as np
     import torch
@@ -53,6 +66,15 @@ def child(which: str, scene: str, out: str, threads: int) -> None:
     torch.set_num_threads(threads)
     model = _model()
     result: dict = {"which": which}
+    x = torch.from_numpy(np.random.default_rng(0).random((BATCH, 3, TILE, TILE), dtype=np.float32))
+
+    def reference() -> float:  # NCHW bare forward, seconds per tile over two batches: the load yardstick
+        return bare_forward(model, x, 2 * BATCH, channels_last=False) / (2 * BATCH)
+
+    ref_before = reference()
+    if not _clear_peak():
+        raise SystemExit("cannot reset VmHWM (/proc/self/clear_refs)")
+    cpu0 = os.times()
     if which == "geoai":
         import geoai
         from geoai.inference import predict_geotiff
@@ -68,12 +90,11 @@ def child(which: str, scene: str, out: str, threads: int) -> None:
         result["seconds"] = time.perf_counter() - t
         result["output"] = "uint8 GeoTIFF (LZW), no colour table, nodata collar predicted"
     else:
+        from geolesf.predict.model import as_predict_model
         from geolesf.predict.tiled import predict_raster
 
         def normalise(x: np.ndarray) -> np.ndarray:
             return x.astype(np.float32) / 255.0
-
-        from geolesf.predict.model import as_predict_model
 
         pm = as_predict_model(model, class_names=[f"c{i}" for i in range(CLASSES)])
         pm.normalise = normalise
@@ -81,16 +102,16 @@ def child(which: str, scene: str, out: str, threads: int) -> None:
         res = predict_raster(scene, pm, out, tile=TILE, overlap=OVERLAP, blend="cosine", batch_size=BATCH,
                              progress=False)
         result["seconds"] = time.perf_counter() - t
-        result["peak_rss"] = _vm("VmHWM")
         result["forward_seconds"] = res.forward_seconds
         result["output"] = "uint8 COG (deflate, overviews), colour table, class names, .qml, nodata kept"
-        result["tiles_run"] = res.tiles_run
-        x = torch.from_numpy(np.random.default_rng(0).random((BATCH, 3, TILE, TILE), dtype=np.float32))
-        result["bare_seconds_all_tiles"] = bare_forward(model, x, res.tiles, channels_last=True)
-        result["bare_nchw_seconds_per_tile"] = bare_forward(model, x, 2 * BATCH, channels_last=False) / (2 * BATCH)
-        result["tiles"] = res.tiles
+        result["tiles_run"], result["tiles"] = res.tiles_run, res.tiles
+    cpu1 = os.times()
+    result["cpu_seconds"] = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    result["peak_rss"] = _vm("VmHWM")
+    result["ref_nchw_seconds_per_tile"] = (ref_before + reference()) / 2
+    if which == "geolesf":
+        result["bare_cl_seconds_per_tile"] = bare_forward(model, x, 2 * BATCH, channels_last=True) / (2 * BATCH)
         result["limits"] = machine_limits(model, 3, TILE)
-    result.setdefault("peak_rss", _vm("VmHWM"))
     print(json.dumps(result))
 
 
@@ -131,13 +152,18 @@ def main() -> None:
                 runs[f"{which}_{size}"] = r
                 print(f"{which} {size}²: {json.dumps(r)}", file=sys.stderr)
             g, p = runs[f"geolesf_{size}"], runs[f"geoai_{size}"]
-            g["bare_mpx_per_s"] = g["tiles"] * TILE * TILE / 1e6 / g["bare_seconds_all_tiles"]
-            g["bare_nchw_mpx_per_s"] = TILE * TILE / 1e6 / g["bare_nchw_seconds_per_tile"]
+            g["bare_mpx_per_s"] = TILE * TILE / 1e6 / g["bare_cl_seconds_per_tile"]
+            g["bare_nchw_mpx_per_s"] = TILE * TILE / 1e6 / g["ref_nchw_seconds_per_tile"]
             lim = g["limits"]
             gflops = lim["flops_per_px"] * g["bare_mpx_per_s"] * 1e6 / 1e9
             ratios[str(size)] = {
                 "px_per_s_vs_geoai": g["mpx_per_s"] / p["mpx_per_s"], "peak_rss_vs_geoai": g["peak_rss"] / p["peak_rss"],
-                "predict_vs_bare_forward_same_tiles": g["bare_seconds_all_tiles"] / g["seconds"],
+                # each predictor's time in units of the NCHW bare forward of one tile, timed in its own process
+                # just before and after it: the machine is shared, and the load differs between the two runs
+                "px_per_s_vs_geoai_load_normalised": (p["seconds"] / p["ref_nchw_seconds_per_tile"])
+                / (g["seconds"] / g["ref_nchw_seconds_per_tile"]),
+                "px_per_cpu_s_vs_geoai": p["cpu_seconds"] / g["cpu_seconds"],
+                "predict_vs_bare_forward_same_tiles": g["tiles_run"] * g["bare_cl_seconds_per_tile"] / g["seconds"],
                 "bare_channels_last_vs_nchw": g["bare_mpx_per_s"] / g["bare_nchw_mpx_per_s"],
                 "bare_forward_gflops": gflops, "bare_forward_share_of_matmul_peak": gflops / lim["matmul_gflops"],
             }
@@ -159,7 +185,8 @@ def main() -> None:
         which, size = key.split("_")
         print(f"| {which} | {size}² | {r['seconds']:.1f} | {r['mpx_per_s']:.3f} | {r['peak_rss'] / 2**20:,.0f} |")
     for size, q in ratios.items():
-        print(f"- {size}²: geolesf / geoai-py px/s **{q['px_per_s_vs_geoai']:.2f}×**, peak RSS "
+        print(f"- {size}²: geolesf / geoai-py px/s **{q['px_per_s_vs_geoai']:.2f}×** (load-normalised "
+              f"{q['px_per_s_vs_geoai_load_normalised']:.2f}×, per CPU second {q['px_per_cpu_s_vs_geoai']:.2f}×), peak RSS "
               f"**{q['peak_rss_vs_geoai']:.3f}×**; predict / bare forward (same tiles) "
               f"{q['predict_vs_bare_forward_same_tiles']:.2f}; bare forward {q['bare_forward_gflops']:.1f} GFLOP/s "
               f"= {q['bare_forward_share_of_matmul_peak']:.2f} of the matmul peak")

@@ -226,7 +226,9 @@ def predict_peer_table() -> list[str]:
                      f"{run['peak_rss'] / 2**20:,.0f} | {out} |")
     lines.append("")
     for size, q in r.get("ratios", {}).items():
-        lines.append(f"- {size}²: geolesf / geoai-py px/s **{q['px_per_s_vs_geoai']:.2f}×**, peak RSS "
+        norm = (f" (load-normalised {q['px_per_s_vs_geoai_load_normalised']:.2f}×, per CPU second "
+                f"{q['px_per_cpu_s_vs_geoai']:.2f}×)" if "px_per_s_vs_geoai_load_normalised" in q else "")
+        lines.append(f"- {size}²: geolesf / geoai-py px/s **{q['px_per_s_vs_geoai']:.2f}×**{norm}, peak RSS "
                      f"**{q['peak_rss_vs_geoai']:.3f}×** (targets at 8192²: ≥ 1.3×, ≤ 0.25×); predict / bare "
                      f"forward on the same tiles {q['predict_vs_bare_forward_same_tiles']:.2f}; bare forward "
                      f"{q['bare_forward_gflops']:.1f} GFLOP/s = {q['bare_forward_share_of_matmul_peak']:.2f} of the "
