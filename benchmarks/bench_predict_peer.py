@@ -3,8 +3,15 @@
 Model: ``segmentation_models_pytorch.Unet`` with a ResNet-18 encoder, random weights (seeded,
 identical for both), 3 bands in, 4 classes. Scene: a mosaic of the real ``RGB.byte.tif`` pixels
 (Landsat 7, EPSG:32618, nodata collar included). Tile 512, overlap 64, cosine blending, batch 8,
-2 threads. Each predictor runs in a fresh subprocess (peak RSS = VmHWM of that process); the
-bare forward pass of the same model over the same number of tiles is timed in the geolesf child.
+2 threads. Each predictor runs in a fresh subprocess (peak RSS = VmHWM of the prediction alone,
+reset just before it). The machine is shared, so each child also times the bare ``NCHW`` forward of
+the same model on two batches just before and just after its prediction (the same work in both
+children): the load-normalised speed ratio compares the two predictions in units of that
+reference, and the CPU seconds of each prediction are recorded too. In the geolesf child, after
+the prediction: the bare forward in the predictor's input layout (channels-last, the default
+``memory_format="auto"``) on two batches, and this machine's FLOP/s limits
+(:func:`bench_predict.machine_limits`). The output gives, per scene, geolesf's px/s and peak RSS
+as ratios of geoai-py's (targets at 8,192²: ≥ 1.3× and ≤ 0.25×).
 
 geoai-py is not a geolesf dependency. Install it only for this benchmark, outside the venv, e.g.::
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
-from bench_predict import _vm, build_mosaic  # noqa: E402
+from bench_predict import _vm, bare_forward, build_mosaic, machine_limits  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "predict_peer.json"
 TILE, OVERLAP, BATCH, CLASSES = 512, 64, 8, 4
@@ -41,6 +49,16 @@ def _model():
     return smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=CLASSES).eval()
 
 
+def _clear_peak() -> bool:
+    """Reset this process's VmHWM (Linux ≥ 4.0), so a reference forward run before the prediction does
+    not count in the predictor's peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def child(which: str, scene: str, out: str, threads: int) -> None:
     import numpy as np
     import torch
@@ -48,6 +66,15 @@ def child(which: str, scene: str, out: str, threads: int) -> None:
     torch.set_num_threads(threads)
     model = _model()
     result: dict = {"which": which}
+    x = torch.from_numpy(np.random.default_rng(0).random((BATCH, 3, TILE, TILE), dtype=np.float32))
+
+    def reference() -> float:  # NCHW bare forward, seconds per tile over two batches: the load yardstick
+        return bare_forward(model, x, 2 * BATCH, channels_last=False) / (2 * BATCH)
+
+    ref_before = reference()
+    if not _clear_peak():
+        raise SystemExit("cannot reset VmHWM (/proc/self/clear_refs)")
+    cpu0 = os.times()
     if which == "geoai":
         import geoai
         from geoai.inference import predict_geotiff
@@ -63,12 +90,11 @@ def child(which: str, scene: str, out: str, threads: int) -> None:
         result["seconds"] = time.perf_counter() - t
         result["output"] = "uint8 GeoTIFF (LZW), no colour table, nodata collar predicted"
     else:
+        from geolesf.predict.model import as_predict_model
         from geolesf.predict.tiled import predict_raster
 
         def normalise(x: np.ndarray) -> np.ndarray:
             return x.astype(np.float32) / 255.0
-
-        from geolesf.predict.model import as_predict_model
 
         pm = as_predict_model(model, class_names=[f"c{i}" for i in range(CLASSES)])
         pm.normalise = normalise
@@ -76,24 +102,20 @@ def child(which: str, scene: str, out: str, threads: int) -> None:
         res = predict_raster(scene, pm, out, tile=TILE, overlap=OVERLAP, blend="cosine", batch_size=BATCH,
                              progress=False)
         result["seconds"] = time.perf_counter() - t
+        result["forward_seconds"] = res.forward_seconds
         result["output"] = "uint8 COG (deflate, overviews), colour table, class names, .qml, nodata kept"
-        result["tiles_run"] = res.tiles_run
-        x = torch.from_numpy(np.random.default_rng(0).random((BATCH, 3, TILE, TILE), dtype=np.float32))
-        n, t = 0, time.perf_counter()
-        with torch.inference_mode():
-            while n < res.tiles:
-                b = min(BATCH, res.tiles - n)
-                model(x[:b]).softmax(1).numpy()
-                n += b
-        result["bare_seconds_all_tiles"] = time.perf_counter() - t
-        result["tiles"] = res.tiles
+        result["tiles_run"], result["tiles"] = res.tiles_run, res.tiles
+    cpu1 = os.times()
+    result["cpu_seconds"] = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     result["peak_rss"] = _vm("VmHWM")
+    result["ref_nchw_seconds_per_tile"] = (ref_before + reference()) / 2
+    if which == "geolesf":
+        result["bare_cl_seconds_per_tile"] = bare_forward(model, x, 2 * BATCH, channels_last=True) / (2 * BATCH)
+        result["limits"] = machine_limits(model, 3, TILE)
     print(json.dumps(result))
 
 
 def run_child(which: str, scene: Path, out: Path, threads: int, geoai_path: str | None) -> dict:
-    import os
-
     env = dict(os.environ)
     if which == "geoai":
         if not geoai_path:
@@ -117,6 +139,8 @@ def main() -> None:
         child(*args.child, threads=args.threads)
         return
     runs: dict[str, dict] = {}
+    ratios: dict[str, dict] = {}
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="geolesf_peer_") as tmp:
         tmp = Path(tmp)
         for size in [int(s) for s in args.sizes.split(",")]:
@@ -127,14 +151,32 @@ def main() -> None:
                 r["mpx_per_s"] = size * size / 1e6 / r["seconds"]
                 runs[f"{which}_{size}"] = r
                 print(f"{which} {size}²: {json.dumps(r)}", file=sys.stderr)
-            g = runs[f"geolesf_{size}"]
-            g["bare_mpx_per_s"] = g["tiles"] * TILE * TILE / 1e6 / g["bare_seconds_all_tiles"]
+            g, p = runs[f"geolesf_{size}"], runs[f"geoai_{size}"]
+            g["bare_mpx_per_s"] = TILE * TILE / 1e6 / g["bare_cl_seconds_per_tile"]
+            g["bare_nchw_mpx_per_s"] = TILE * TILE / 1e6 / g["ref_nchw_seconds_per_tile"]
+            lim = g["limits"]
+            gflops = lim["flops_per_px"] * g["bare_mpx_per_s"] * 1e6 / 1e9
+            ratios[str(size)] = {
+                "px_per_s_vs_geoai": g["mpx_per_s"] / p["mpx_per_s"], "peak_rss_vs_geoai": g["peak_rss"] / p["peak_rss"],
+                # each predictor's time in units of the NCHW bare forward of one tile, timed in its own process
+                # just before and after it: the machine is shared, and the load differs between the two runs
+                "px_per_s_vs_geoai_load_normalised": (p["seconds"] / p["ref_nchw_seconds_per_tile"])
+                / (g["seconds"] / g["ref_nchw_seconds_per_tile"]),
+                "px_per_cpu_s_vs_geoai": p["cpu_seconds"] / g["cpu_seconds"],
+                "predict_vs_bare_forward_same_tiles": g["tiles_run"] * g["bare_cl_seconds_per_tile"] / g["seconds"],
+                "bare_channels_last_vs_nchw": g["bare_mpx_per_s"] / g["bare_nchw_mpx_per_s"],
+                "bare_forward_gflops": gflops, "bare_forward_share_of_matmul_peak": gflops / lim["matmul_gflops"],
+            }
+            print(f"{size}²: {json.dumps(ratios[str(size)])}", file=sys.stderr)
             scene.unlink()
     versions = [r.get("version") for r in runs.values() if r.get("version")]
-    report = {"benchmark": "predict_peer", "machine": machine_info(), "threads": args.threads,
+    machine = machine_info()
+    machine["load_average_1min_at_start"], machine["load_average_1min_at_end"] = load_start, os.getloadavg()[0]
+    report = {"benchmark": "predict_peer", "machine": machine, "threads": args.threads,
               "geoai_version": versions[0] if versions else None,
               "model": "smp.Unet(resnet18, random init, 3→4)", "tile": TILE, "overlap": OVERLAP, "batch": BATCH,
-              "blend": "cosine", "runs": runs}
+              "blend": "cosine", "memory_format": "auto", "runs": runs, "ratios": ratios,
+              "targets": {"px_per_s_vs_geoai": ">= 1.3 at 8192", "peak_rss_vs_geoai": "<= 0.25 at 8192"}}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print("| predictor | scene | seconds | Mpx/s | peak RSS MB |")
@@ -142,6 +184,12 @@ def main() -> None:
     for key, r in runs.items():
         which, size = key.split("_")
         print(f"| {which} | {size}² | {r['seconds']:.1f} | {r['mpx_per_s']:.3f} | {r['peak_rss'] / 2**20:,.0f} |")
+    for size, q in ratios.items():
+        print(f"- {size}²: geolesf / geoai-py px/s **{q['px_per_s_vs_geoai']:.2f}×** (load-normalised "
+              f"{q['px_per_s_vs_geoai_load_normalised']:.2f}×, per CPU second {q['px_per_cpu_s_vs_geoai']:.2f}×), peak RSS "
+              f"**{q['peak_rss_vs_geoai']:.3f}×**; predict / bare forward (same tiles) "
+              f"{q['predict_vs_bare_forward_same_tiles']:.2f}; bare forward {q['bare_forward_gflops']:.1f} GFLOP/s "
+              f"= {q['bare_forward_share_of_matmul_peak']:.2f} of the matmul peak")
     print(f"\nwrote {RESULTS}")
 
 

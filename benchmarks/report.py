@@ -173,25 +173,38 @@ def gpu_table() -> list[str]:
     return lines
 
 
+def _load_note(m: dict) -> str:
+    a, b = m.get("load_average_1min_at_start"), m.get("load_average_1min_at_end")
+    return f", 1-min load average {a:.1f} at start, {b:.1f} at end (shared machine)" if a is not None else ""
+
+
 def predict_table() -> list[str]:
     r = _load("predict")
     if not r:
         return []
     lines = ["### Tiled prediction (`python benchmarks/bench_predict.py`)", "",
-             f"Model {r['model']['name']} (random init), tile {r['tile']}, overlap {r['overlap']}, batch {r['batch']}. "
-             f"Machine: {_machine(r['machine'])}.", "",
-             "| scene | tiles | seconds | Mpx/s | peak RSS MB (median; each run) |", "|---|---|---|---|---|"]
+             f"Model {r['model']['name']} (random init), tile {r['tile']}, overlap {r['overlap']}, batch {r['batch']}, "
+             f"input layout {r.get('memory_format', 'NCHW')}. Machine: {_machine(r['machine'])}{_load_note(r['machine'])}.",
+             "", "| scene | tiles | seconds | Mpx/s | peak RSS MB (median; each run) |", "|---|---|---|---|---|"]
     for size, run in r["runs"].items():
         peaks = run.get("peak_rss_runs", [run["peak_rss"]])
         median = run.get("peak_rss_median", run["peak_rss"])
         each = " / ".join(f"{x / 2**20:,.0f}" for x in peaks)
         lines.append(f"| {size}² | {run['tiles']} | {run['seconds']:.1f} | {run['mpx_per_s']:.2f} | "
                      f"{median / 2**20:,.0f} ({each}) |")
-    lines += ["", f"- memory ratio 16384² / 4096² (median peaks, fresh process per run): **{r['memory_ratio']:.4f}** "
-              "(target ≤ 1.15); identical runs differ by up to ~100 MB (heap fragmentation of the batch tensors)",
+    worst = r.get("memory_ratio_worst_pair")
+    lines += ["", f"- memory ratio 16384² / 4096² (fresh process per run): medians **{r['memory_ratio']:.4f}**"
+              + (f", worst pair (largest 16384² peak / smallest 4096² peak) **{worst:.4f}**" if worst else "")
+              + " (target ≤ 1.15 in every run)",
               f"- predict vs bare forward on the same tiles: {r['overhead_ratio_same_tiles']:.2f}× "
-              f"(target ≥ 0.8×); share of predict time inside the model's forward: {r['forward_share_of_predict_time']:.2f}",
-              "- peer comparison: next table (`bench_predict_peer.py`)", ""]
+              f"(target ≥ 0.8×); share of predict time inside the model's forward: {r['forward_share_of_predict_time']:.2f}"]
+    if "bare_forward_gflops" in r:
+        lim = r["runs"][min(r["runs"], key=int)]["limits"]
+        lines.append(f"- limit: {lim['flops_per_px']:,.0f} FLOP/px; the bare forward reaches {r['bare_forward_gflops']:.1f} "
+                     f"GFLOP/s = {r['bare_forward_share_of_matmul_peak']:.2f} of a 2048² float32 matmul "
+                     f"({lim['matmul_gflops']:.0f} GFLOP/s; 3×3 conv 64→64: {lim['conv_gflops']:.0f} GFLOP/s); "
+                     f"channels-last vs NCHW bare forward {r['channels_last_vs_nchw_bare']:.2f}×")
+    lines += ["- peer comparison: next table (`bench_predict_peer.py`)", ""]
     return lines
 
 
@@ -202,8 +215,9 @@ def predict_peer_table() -> list[str]:
     lines = ["### Tiled prediction against geoai-py (`python benchmarks/bench_predict_peer.py`)", "",
              f"Same model ({r['model']}), same mosaic of real Landsat pixels, tile {r['tile']}, overlap "
              f"{r['overlap']}, batch {r['batch']}, {r['blend']} blending, {r['threads']} threads, each predictor in "
-             f"a fresh process. geoai-py {r.get('geoai_version', '?')} (`predict_geotiff`), installed only for the "
-             f"benchmark. Machine: {_machine(r['machine'])}.", "",
+             f"a fresh process; geolesf input layout {r.get('memory_format', 'NCHW')}. geoai-py "
+             f"{r.get('geoai_version', '?')} (`predict_geotiff`), installed only for the "
+             f"benchmark. Machine: {_machine(r['machine'])}{_load_note(r['machine'])}.", "",
              "| predictor | scene | seconds | Mpx/s | peak RSS MB | output |", "|---|---|---|---|---|---|"]
     for key, run in r["runs"].items():
         which, size = key.split("_")
@@ -211,6 +225,16 @@ def predict_peer_table() -> list[str]:
         lines.append(f"| {which} | {size}² | {run['seconds']:.1f} | {run['mpx_per_s']:.3f} | "
                      f"{run['peak_rss'] / 2**20:,.0f} | {out} |")
     lines.append("")
+    for size, q in r.get("ratios", {}).items():
+        norm = (f" (load-normalised {q['px_per_s_vs_geoai_load_normalised']:.2f}×, per CPU second "
+                f"{q['px_per_cpu_s_vs_geoai']:.2f}×)" if "px_per_s_vs_geoai_load_normalised" in q else "")
+        lines.append(f"- {size}²: geolesf / geoai-py px/s **{q['px_per_s_vs_geoai']:.2f}×**{norm}, peak RSS "
+                     f"**{q['peak_rss_vs_geoai']:.3f}×** (targets at 8192²: ≥ 1.3×, ≤ 0.25×); predict / bare "
+                     f"forward on the same tiles {q['predict_vs_bare_forward_same_tiles']:.2f}; bare forward "
+                     f"{q['bare_forward_gflops']:.1f} GFLOP/s = {q['bare_forward_share_of_matmul_peak']:.2f} of the "
+                     f"float32 matmul peak; channels-last vs NCHW bare forward {q['bare_channels_last_vs_nchw']:.2f}×")
+    if r.get("ratios"):
+        lines.append("")
     return lines
 
 

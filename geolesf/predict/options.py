@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from geolesf.errors import ConfigError, DataError
 from geolesf.predict import blend as _blend
+from geolesf.predict.batching import MEMORY_FORMATS
 
 if TYPE_CHECKING:
     from geolesf.predict.model import PredictModel
@@ -46,8 +47,14 @@ class TilingOptions:
     out_nodata: int | None = None
     block: int = 512
     device: str = "cpu"
+    memory_format: str = "auto"
+    """Layout of the dense batch input: ``auto`` (channels-last on CPU for convolutional
+    ``nn.Module`` s), ``channels_last`` or ``contiguous`` (:mod:`geolesf.predict.batching`)."""
 
     def __post_init__(self) -> None:
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ConfigError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, "
+                              f"found '{self.memory_format}'")
         if self.blend_on not in ("probabilities", "logits"):
             raise ConfigError(f"blend_on must be 'probabilities' or 'logits', found '{self.blend_on}'")
         if self.probabilities_dtype not in ("float32", "uint8"):
@@ -83,7 +90,7 @@ class TilingOptions:
             height=height, width=width, tile=self.tile, overlap=self.overlap, blend=self.blend,
             margin=self.blend_margin, batch_size=self.batch_size, blend_on=self.blend_on, want_probs=want_probs,
             prob_u8=self.prob_u8, out_dtype=out_dtype, nodata_out=nodata_out, nodata=self.nodata,
-            device=self.device, pixel_batch=self.pixel_batch, block=self.block,
+            device=self.device, pixel_batch=self.pixel_batch, block=self.block, memory_format=self.memory_format,
         )
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from geolesf.predict import blend as _blend
+from geolesf.predict.batching import BatchBuffers, use_channels_last
 from geolesf.predict.patches import PAD_MODES, PatchGatherer
 
 if TYPE_CHECKING:
@@ -39,23 +40,23 @@ def tile_batches(n: int, batch: int) -> list[list[int]]:
     return [list(range(a, min(a + batch, n))) for a in range(0, n, batch)]
 
 
-def pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
-    if x.shape[1] == h and x.shape[2] == w:
-        return x
-    return np.pad(x, ((0, 0), (0, h - x.shape[1]), (0, w - x.shape[2])), mode="symmetric")
-
-
 class TileRunner:
-    """Reads one tile's input and runs the model on a batch of tiles."""
+    """Reads one tile's input and runs the model on a batch of tiles.
+
+    Dense batches go through reused buffers (:class:`geolesf.predict.batching.BatchBuffers`): the
+    arrays :meth:`run_dense` returns are views that the next call overwrites.
+    """
 
     def __init__(self, pm: PredictModel, src: Any, th: int, tw: int, device: str, softmax: bool,
-                 pixel_batch: int) -> None:
+                 pixel_batch: int, memory_format: str = "auto") -> None:
         self.pm, self.src, self.th, self.tw = pm, src, th, tw
         self.device, self.softmax, self.pixel_batch = torch.device(device), softmax, pixel_batch
         self.halo = pm.patch_size // 2 if pm.kind == "pixel" else 0
         d = max(1, pm.size_divisor)
         self.ph, self.pw = -(-th // d) * d, -(-tw // d) * d
         self.forward_seconds = 0.0
+        self.channels_last = pm.kind == "dense" and use_channels_last(pm.module, device, memory_format)
+        self.buffers = BatchBuffers(self.ph, self.pw, th, tw, self.channels_last)
 
     def read(self, y: int, x: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
         """Model input for tile ``(y, x)``, its validity ``(th, tw)`` and the halo sides added."""
@@ -74,13 +75,14 @@ class TileRunner:
         return x
 
     def run_dense(self, inputs: list[np.ndarray]) -> np.ndarray:
-        x = torch.from_numpy(np.stack([pad_to(a, self.ph, self.pw) for a in inputs])).to(self.device)
+        """``(n, C, th, tw)`` float32 outputs of the tiles ``inputs`` (a view of the reused output buffer)."""
+        x = self.buffers.inputs(inputs).to(self.device)
         start = time.perf_counter()
         with torch.inference_mode():
             y = self.pm.module(x)
             if self.softmax:
                 y = y.softmax(1)
-            out = y[:, :, : self.th, : self.tw].float().cpu().numpy()
+            out = self.buffers.outputs(y)
         self.forward_seconds += time.perf_counter() - start
         return out
 
@@ -126,6 +128,7 @@ class RowPlan:
     device: str
     pixel_batch: int
     block: int
+    memory_format: str = "auto"
     rows: tuple[int, ...] = field(init=False)
     cols: tuple[int, ...] = field(init=False)
 
@@ -175,7 +178,7 @@ class TileRowLoop:
         self.C = len(pm.class_ids)
         self.lut = np.asarray(pm.class_ids, dtype=plan.out_dtype)
         self.runner = TileRunner(pm, src, plan.th, plan.tw, plan.device, plan.blend_on == "probabilities",
-                                 plan.pixel_batch)
+                                 plan.pixel_batch, plan.memory_format)
         self.windows = _blend.WindowCache(plan.overlap, plan.blend, plan.margin)
         self.tiles_skipped = 0
         self.read_seconds = 0.0

@@ -140,6 +140,9 @@ class StreamingRun:
     def run(self) -> TiledResult:
         import rasterio
 
+        from geolesf.predict.batching import pin_mmap_threshold
+
+        pin_mmap_threshold()  # peak memory the same in every run (see geolesf.predict.batching)
         state = self._load_state()
         env = rasterio.Env(GDAL_CACHEMAX=int(self.settings.gdal_cache_mb))
         env.__enter__()
