@@ -2,20 +2,26 @@
 
    Compiled on first use with the system C compiler into a shared library loaded with ctypes;
    the compiled library is cached under a key that hashes the bytes of this file and of
-   scan_kernel_body.h, scan_kernel_infer.h and scan_kernel_grad.h, so editing any of them rebuilds it.
+   scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h and scan_kernel_fused.h, so editing any of them rebuilds it.
 
    Exports, one per precision (float: f32, double: f64):
      int gl_scan_infer_f32 / gl_scan_infer_f64 (...)   (channel-blocked forward, scan_kernel_infer.h)
      int gl_scan_grad_f32 / gl_scan_grad_f64 (...)     (channel-blocked backward, scan_kernel_grad.h)
+     int gl_scan_fused_f32 / gl_scan_fused_f64 (...)   (multi-direction inference scan with the dt
+                                                        projection and the cross-scan/merge folded in,
+                                                        scan_kernel_fused.h)
    all returning 0 on success and 1 when scratch memory cannot be allocated.
 
    This file holds the scalar helpers and instantiates the precision-generic body
-   (scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h) twice, with REAL / GL_FN / GL_S set for float and for double. */
+   (scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h) twice, with REAL / GL_FN / GL_S set for float and for double. */
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 /* 2^x in float, vectorisable (no libm call): x = i + f with i = round(x), |f| <= 1/2,
    2^f by the degree-6 minimax polynomial of Cephes' exp2f (relative error ~1.5e-7),
@@ -83,22 +89,39 @@ static inline double gl_sigmoidd(double z) { return 1.0 / (1.0 + exp(-z)); }
 /* GL_S(name): namef / named (the scalar helpers above of this precision) */
 #define GL_S(name) GL_CAT(name, GL_SHORT)
 
+/* GL_FW: lanes per channel block of the fused multi-direction kernel (scan_kernel_fused.h):
+   one 512-bit register of floats where the compiler targets AVX-512 (the -march=native build),
+   else 8 (one 256-bit register; the portable build's loops vectorise to whatever the target has). */
 #define REAL float
 #define GL_SUF f32
 #define GL_SHORT f
+#if defined(__AVX512F__)
+#define GL_FW 16
+#define GL_FUSED_AVX512 1
+#else
+#define GL_FW 8
+#define GL_FUSED_AVX512 0
+#endif
 #include "scan_kernel_body.h"
 #include "scan_kernel_infer.h"
 #include "scan_kernel_grad.h"
+#include "scan_kernel_fused.h"
 #undef REAL
 #undef GL_SUF
 #undef GL_SHORT
+#undef GL_FW
+#undef GL_FUSED_AVX512
 
 #define REAL double
 #define GL_SUF f64
 #define GL_SHORT d
+#define GL_FW 8
+#define GL_FUSED_AVX512 0
 #include "scan_kernel_body.h"
 #include "scan_kernel_infer.h"
 #include "scan_kernel_grad.h"
+#include "scan_kernel_fused.h"
 #undef REAL
 #undef GL_SUF
 #undef GL_SHORT
+#undef GL_FW

@@ -1,0 +1,188 @@
+/* Multi-direction inference scan with the projections and the layout work folded in (the
+   inference forward of S²Mamba's PCS and BSS branches). Not a header of its own: #included by
+   scan_kernel.c once per precision after scan_kernel_body.h (same REAL / GL_FN / GL_S macros;
+   GL_FW = lanes per block). Hence no include guard.
+
+   One call runs all K scan directions of a branch. Direction k (taken in the order korder[0..K-1])
+   scans the L positions of an item in the order src[k][0..L-1] and adds its output at step t to
+   position dst[k][t]; so a cross-scan (row-major, column-major, reversed) or a flip is an index
+   pattern, not a copy, and the cross-merge is the accumulation (in korder's order, the summation
+   order of the model's own merge). For channel d (0 <= d < Dk) of direction k, position p:
+
+     u        = X[b*sxb + d*sxd + p*sxp]                      (shared by all directions)
+     r-th dt input, B[n], C[n] = P[b*spb + p*spp + k*spk + c*spc] with c = r, R + n, R + N + n
+     delta    = sum_r Wdt[(k*Dk + d)*R + r] * (dt input r)     (the dt projection, done here)
+     dt       = softplus(delta + bias[k*Dk + d])              (softplus only if sp)
+     h_n      = exp2(dt * A2[k*Dk + d, n]) * h_n + dt * B[n] * u,   h = 0 before the first step
+     Y[b*syb + d*syd + dst[k][t]*syp] += sum_n C[n] h_n + D[k*Dk + d] * u
+
+   Y is overwritten (not added to) by the first direction. The channels are processed GL_FW at a
+   time with their N states as GL_FW-wide lane vectors (as scan_kernel_infer.h); B[n] and C[n]
+   are broadcast. Nothing is kept for a backward pass. Returns 0, or 1 when scratch memory
+   cannot be allocated. */
+
+static inline __attribute__((always_inline)) void GL_FN(fused_block)(
+    const REAL* dts, const REAL* usn, const REAL* Pk, int64_t spp, int64_t spc, int64_t R,
+    const int32_t* src, const int32_t* dst, const REAL* At, const REAL* Dv, REAL* ysn,
+    int64_t L, const int64_t N, REAL* h)
+{
+    for (int64_t i = 0; i < N * GL_FW; ++i) h[i] = 0;
+    for (int64_t t = 0; t < L; ++t) {
+        const REAL* dt = dts + t * GL_FW;
+        const REAL* ut = usn + (int64_t)src[t] * GL_FW;
+        const REAL* Bt = Pk + (int64_t)src[t] * spp + R * spc;
+        const REAL* Ct = Bt + N * spc;
+        REAL x[GL_FW], acc[GL_FW];
+#pragma omp simd
+        for (int j = 0; j < GL_FW; ++j) { x[j] = dt[j] * ut[j]; acc[j] = 0; }
+        for (int64_t n = 0; n < N; ++n) {
+            const REAL bn = Bt[n * spc], cn = Ct[n * spc];
+            const REAL* An = At + n * GL_FW;
+            REAL* hn = h + n * GL_FW;
+#pragma omp simd
+            for (int j = 0; j < GL_FW; ++j) {
+                const REAL hv = GL_S(gl_exp2)(dt[j] * An[j]) * hn[j] + x[j] * bn;
+                hn[j] = hv;
+                acc[j] += cn * hv;
+            }
+        }
+        REAL* yt = ysn + (int64_t)dst[t] * GL_FW;
+#pragma omp simd
+        for (int j = 0; j < GL_FW; ++j) yt[j] += acc[j] + Dv[j] * ut[j];
+    }
+}
+
+#if GL_FUSED_AVX512
+/* The same block with AVX-512 intrinsics (float, 16 lanes, N = 16 states in registers), used by
+   the -march=native build on CPUs with AVX-512F. exp2 as in gl_exp2f (same rounding to the
+   nearest integer, same polynomial) but 2^i applied with vscalefps, and the exponent clamped
+   below at -126 instead of flushing to 0 there (a decay under 2^-126 is 2^-126, not 0: a
+   difference below 1e-38 relative). */
+static void GL_FN(fused_block16_avx512)(
+    const float* dts, const float* usn, const float* Pk, int64_t spp, int64_t spc, int64_t R,
+    const int32_t* src, const int32_t* dst, const float* At, const float* Dv, float* ysn, int64_t L)
+{
+    __m512 hv[16], av[16];
+    for (int n = 0; n < 16; ++n) { hv[n] = _mm512_setzero_ps(); av[n] = _mm512_loadu_ps(At + 16 * n); }
+    const __m512 dv = _mm512_loadu_ps(Dv), lo = _mm512_set1_ps(-126.0f);
+    const __m512 c0 = _mm512_set1_ps(1.535336188319500e-4f), c1 = _mm512_set1_ps(1.339887440266574e-3f);
+    const __m512 c2 = _mm512_set1_ps(9.618437357674640e-3f), c3 = _mm512_set1_ps(5.550332471162809e-2f);
+    const __m512 c4 = _mm512_set1_ps(2.402264791363012e-1f), c5 = _mm512_set1_ps(6.931472028550421e-1f);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t t = 0; t < L; ++t) {
+        const __m512 dt = _mm512_loadu_ps(dts + 16 * t);
+        const __m512 ut = _mm512_loadu_ps(usn + 16 * (int64_t)src[t]);
+        const float* Bt = Pk + (int64_t)src[t] * spp + R * spc;
+        const float* Ct = Bt + 16 * spc;
+        const __m512 x = _mm512_mul_ps(dt, ut);
+        __m512 acc = _mm512_setzero_ps();
+        for (int n = 0; n < 16; ++n) {
+            const __m512 e = _mm512_max_ps(_mm512_mul_ps(dt, av[n]), lo);
+            const __m512 r = _mm512_roundscale_ps(e, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            const __m512 f = _mm512_sub_ps(e, r);
+            __m512 p = _mm512_fmadd_ps(c0, f, c1);
+            p = _mm512_fmadd_ps(p, f, c2);
+            p = _mm512_fmadd_ps(p, f, c3);
+            p = _mm512_fmadd_ps(p, f, c4);
+            p = _mm512_fmadd_ps(p, f, c5);
+            p = _mm512_fmadd_ps(p, f, one);
+            const __m512 a = _mm512_scalef_ps(p, r);
+            hv[n] = _mm512_fmadd_ps(a, hv[n], _mm512_mul_ps(x, _mm512_set1_ps(Bt[n * spc])));
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(Ct[n * spc]), hv[n], acc);
+        }
+        float* yt = ysn + 16 * (int64_t)dst[t];
+        _mm512_storeu_ps(yt, _mm512_add_ps(_mm512_loadu_ps(yt), _mm512_fmadd_ps(dv, ut, acc)));
+    }
+}
+#endif
+
+/* dts[t][j] = softplus(sum_r Wt[r][j] * P[src[t], r] + bias[j]) for one block and direction. */
+static inline __attribute__((always_inline)) void GL_FN(fused_dt)(
+    const REAL* Pk, int64_t spp, int64_t spc, int64_t R, const int32_t* src, const REAL* Wt,
+    const REAL* bv, int sp, int64_t L, REAL* dts)
+{
+    for (int64_t t = 0; t < L; ++t) {
+        const REAL* pr = Pk + (int64_t)src[t] * spp;
+        REAL* dt = dts + t * GL_FW;
+#pragma omp simd
+        for (int j = 0; j < GL_FW; ++j) dt[j] = Wt[j] * pr[0];
+        for (int64_t r = 1; r < R; ++r) {
+            const REAL pv = pr[r * spc];
+#pragma omp simd
+            for (int j = 0; j < GL_FW; ++j) dt[j] += Wt[r * GL_FW + j] * pv;
+        }
+#pragma omp simd
+        for (int j = 0; j < GL_FW; ++j) dt[j] += bv[j];
+    }
+    if (sp) {
+#pragma omp simd
+        for (int64_t i = 0; i < L * GL_FW; ++i) dts[i] = GL_S(gl_softplus)(dts[i]);
+    }
+}
+
+static inline __attribute__((always_inline)) int GL_FN(fused_rows)(
+    const REAL* X, const int64_t* sx, const REAL* P, const int64_t* sP, const REAL* Wdt, const REAL* bias,
+    int sp, const REAL* A2, const REAL* D, const int32_t* src, const int32_t* dst, const int32_t* korder,
+    REAL* Y, const int64_t* sy, int64_t b0, int64_t b1, int64_t K, int64_t Dk, int64_t L, int64_t R,
+    const int64_t N)
+{
+    REAL* buf = (REAL*)malloc(sizeof(REAL) * (size_t)(3 * L * GL_FW + (R + 2 * N + 2) * GL_FW));
+    if (!buf) return 1;
+    REAL* usn = buf;
+    REAL* ysn = usn + L * GL_FW;
+    REAL* dts = ysn + L * GL_FW;
+    REAL* Wt = dts + L * GL_FW;
+    REAL* At = Wt + R * GL_FW;
+    REAL* h = At + N * GL_FW;
+    REAL* Dv = h + N * GL_FW;
+    REAL* bv = Dv + GL_FW;
+    for (int64_t b = b0; b < b1; ++b) {
+        const REAL* Xb = X + b * sx[0];
+        REAL* Yb = Y + b * sy[0];
+        for (int64_t d0 = 0; d0 < Dk; d0 += GL_FW) {
+            const int64_t cnt = Dk - d0 < GL_FW ? Dk - d0 : GL_FW;
+            for (int64_t p = 0; p < L; ++p)
+                for (int64_t j = 0; j < GL_FW; ++j) {
+                    usn[p * GL_FW + j] = j < cnt ? Xb[(d0 + j) * sx[1] + p * sx[2]] : (REAL)0;
+                    ysn[p * GL_FW + j] = 0;
+                }
+            for (int64_t i = 0; i < K; ++i) {
+                const int64_t k = korder[i];
+                for (int64_t j = 0; j < GL_FW; ++j) {
+                    const int64_t c = k * Dk + d0 + j;
+                    for (int64_t r = 0; r < R; ++r) Wt[r * GL_FW + j] = j < cnt ? Wdt[c * R + r] : (REAL)0;
+                    for (int64_t n = 0; n < N; ++n) At[n * GL_FW + j] = j < cnt ? A2[c * N + n] : (REAL)0;
+                    Dv[j] = j < cnt && D ? D[c] : (REAL)0;
+                    bv[j] = j < cnt && bias ? bias[c] : (REAL)0;
+                }
+                const REAL* Pk = P + b * sP[0] + k * sP[2];
+                GL_FN(fused_dt)(Pk, sP[1], sP[3], R, src + k * L, Wt, bv, sp, L, dts);
+#if GL_FUSED_AVX512
+                if (N == 16) {
+                    GL_FN(fused_block16_avx512)(dts, usn, Pk, sP[1], sP[3], R, src + k * L, dst + k * L, At, Dv,
+                                                ysn, L);
+                    continue;
+                }
+#endif
+                GL_FN(fused_block)(dts, usn, Pk, sP[1], sP[3], R, src + k * L, dst + k * L, At, Dv, ysn, L, N, h);
+            }
+            for (int64_t p = 0; p < L; ++p)
+                for (int64_t j = 0; j < cnt; ++j) Yb[(d0 + j) * sy[1] + p * sy[2]] = ysn[p * GL_FW + j];
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+/* sx = (sxb, sxd, sxp), sP = (spb, spp, spk, spc), sy = (syb, syd, syp): element strides. */
+int GL_FN(gl_scan_fused)(
+    const REAL* X, const int64_t* sx, const REAL* P, const int64_t* sP, const REAL* Wdt, const REAL* bias,
+    int64_t sp, const REAL* A2, const REAL* D, const int32_t* src, const int32_t* dst, const int32_t* korder,
+    REAL* Y, const int64_t* sy, int64_t b0, int64_t b1, int64_t K, int64_t Dk, int64_t L, int64_t R, int64_t N)
+{
+    if (N == 16)
+        return GL_FN(fused_rows)(X, sx, P, sP, Wdt, bias, (int)sp, A2, D, src, dst, korder, Y, sy, b0, b1,
+                                 K, Dk, L, R, 16);
+    return GL_FN(fused_rows)(X, sx, P, sP, Wdt, bias, (int)sp, A2, D, src, dst, korder, Y, sy, b0, b1,
+                             K, Dk, L, R, N);
+}

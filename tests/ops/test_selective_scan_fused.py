@@ -1,0 +1,112 @@
+"""The multi-direction inference scan (``multi_scan_infer``, ``scan_kernel_fused.h``) against the
+``reference`` backend run direction by direction on explicitly gathered copies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from geolesf.errors import ModelError
+from geolesf.ops.selective_scan import native_kernel_available, selective_scan_reference
+from geolesf.ops.selective_scan.fused import multi_scan_infer
+
+needs_native = pytest.mark.skipif(not native_kernel_available(), reason="no C compiler for the native kernel")
+
+
+def composed(x, proj, wdt, bias, A, D, src, dst, korder):
+    """What multi_scan_infer computes, written with gathers and the reference backend (float64)."""
+    x, proj, wdt, bias, A, D = (t.double() for t in (x, proj, wdt, bias, A, D))
+    K, Dk, R = wdt.shape
+    N = A.shape[1]
+    y = None
+    for k in korder:
+        xs = x[:, :, src[k]]
+        p = proj[:, src[k], k]
+        delta = torch.einsum("blr,dr->bdl", p[..., :R], wdt[k])
+        ch = slice(k * Dk, (k + 1) * Dk)
+        yk = selective_scan_reference(xs, delta, A[ch], p[..., R:R + N].mT, p[..., R + N:].mT, D[ch], bias[ch],
+                                      delta_softplus=True)
+        out = torch.zeros_like(yk)
+        out[:, :, dst[k]] = yk
+        y = out if y is None else y + out
+    return y
+
+
+def cross_tables(h, w):
+    """S²Mamba's PCS cross-scan as index tables: row-major, column-major, both reversed."""
+    L = h * w
+    rows = list(range(L))
+    cols = [(t % h) * w + t // h for t in range(L)]
+    tables = [rows, cols, rows[::-1], cols[::-1]]
+    return tables, tables
+
+
+def make(batch, Dk, L, K, R, N, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # x and proj as strided views (channels-last x; a projection with its K blocks interleaved)
+    x = torch.randn(batch, L, Dk, generator=g, dtype=torch.float64).to(dtype).transpose(1, 2)
+    proj = torch.randn(batch, L, K * (R + 2 * N) + 3, generator=g, dtype=torch.float64).to(dtype)
+    proj = proj[..., 3:].reshape(batch, L, K, R + 2 * N)
+    wdt = (torch.randn(K, Dk, R, generator=g, dtype=torch.float64) * 0.5).to(dtype)
+    bias = (torch.randn(K * Dk, generator=g, dtype=torch.float64) * 0.3 - 1).to(dtype)
+    A = -(torch.rand(K * Dk, N, generator=g, dtype=torch.float64) * 2 + 0.1).to(dtype)
+    D = torch.randn(K * Dk, generator=g, dtype=torch.float64).to(dtype)
+    return x, proj, wdt, bias, A, D
+
+
+def tol(dtype):
+    return 1e-5 if dtype == torch.float32 else 1e-11
+
+
+# (batch, Dk, h, w, R, N): the S²Mamba PCS shape, odd channel counts (partial lane blocks),
+# batch 1, a state size other than the specialised 16
+PCS_SHAPES = [(2, 128, 7, 7, 4, 16), (1, 13, 3, 5, 2, 16), (3, 21, 4, 3, 1, 5)]
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", PCS_SHAPES)
+def test_cross_scan_matches_reference(shape, dtype):
+    batch, Dk, h, w, R, N = shape
+    x, proj, wdt, bias, A, D = make(batch, Dk, h * w, 4, R, N, dtype)
+    src, dst = cross_tables(h, w)
+    order = (0, 2, 1, 3)
+    want = composed(x, proj, wdt, bias, A, D, src, dst, order)
+    with torch.inference_mode():
+        got = multi_scan_infer(x, proj, wdt, bias, A, D, src, dst, order)
+    assert got.dtype == dtype and got.shape == want.shape
+    assert got.transpose(1, 2).is_contiguous()
+    err = (got.double() - want).abs().max().item()
+    assert err <= tol(dtype) * max(1.0, want.abs().max().item()), err
+
+
+# (batch, Dk, L, R, N): the S²Mamba BSS shape (49 channels: 16-lane blocks + 1), odd small ones
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 49, 128, 4, 16), (1, 9, 17, 3, 16), (2, 3, 6, 2, 7)])
+@pytest.mark.parametrize("true_reverse", [False, True])
+def test_bidirectional_scan_matches_reference(shape, dtype, true_reverse):
+    batch, Dk, L, R, N = shape
+    x, proj, wdt, bias, A, D = make(batch, Dk, L, 2, R, N, dtype, seed=1)
+    fwd, rev = list(range(L)), list(range(L))[::-1]
+    src = [fwd, rev if true_reverse else fwd]
+    dst = [fwd, rev]
+    want = composed(x, proj, wdt, bias, A, D, src, dst, (0, 1))
+    with torch.inference_mode():
+        got = multi_scan_infer(x, proj, wdt, bias, A, D, src, dst, (0, 1))
+    err = (got.double() - want).abs().max().item()
+    assert err <= tol(dtype) * max(1.0, want.abs().max().item()), err
+
+
+@needs_native
+def test_bad_tables_and_shapes_raise_model_error():
+    x, proj, wdt, bias, A, D = make(1, 4, 6, 2, 2, 3, torch.float32)
+    ok = [list(range(6))] * 2
+    with pytest.raises(ModelError, match="outside"):
+        multi_scan_infer(x, proj, wdt, bias, A, D, [list(range(1, 7))] * 2, ok, (0, 1))
+    with pytest.raises(ModelError, match="src must be"):
+        multi_scan_infer(x, proj, wdt, bias, A, D, ok[:1], ok, (0, 1))
+    with pytest.raises(ModelError, match="permutation"):
+        multi_scan_infer(x, proj, wdt, bias, A, D, ok, ok, (0, 0))
+    with pytest.raises(ModelError, match="proj must be"):
+        multi_scan_infer(x, proj[:, :, :, 1:], wdt, bias, A, D, ok, ok, (0, 1))
