@@ -79,9 +79,8 @@ def pcs_forward(pcs, u: torch.Tensor) -> torch.Tensor:
     src, dst = cross_scan_tables(h, w)
     y = multi_scan_infer(x.transpose(1, 2), proj, pcs.dt_projs_weight, pcs.dt_projs_bias.reshape(-1),
                          -torch.exp(pcs.A_logs), pcs.Ds, src, dst, PCS_MERGE_ORDER)
-    y = y.transpose(1, 2).reshape(b, h, w, D)
-    y = pcs.out_norm(y) * F.gelu(z)
-    return pcs.dropout(pcs.out_proj(y))
+    y = pcs.out_norm(y.transpose(1, 2).reshape(b, h, w, D))
+    return pcs.dropout(pcs.out_proj(F.gelu(z).mul_(y)))
 
 
 def bss_forward(bss, u: torch.Tensor) -> torch.Tensor:
@@ -89,11 +88,11 @@ def bss_forward(bss, u: torch.Tensor) -> torch.Tensor:
     x, z = front_channels_last(bss, u)  # (B, P², 128): channels = positions, sequence = features
     K, L, P2 = bss.K, bss.d_inner, bss.d_spectral
     weight = bss.x_proj_weight_spectral  # (K, R + 2N, P²)
-    proj = torch.matmul(weight.reshape(-1, P2), x)  # (B, K·(R+2N), L)
+    proj = torch.bmm(weight.reshape(1, -1, P2).expand(b, -1, -1), x)  # (B, K·(R+2N), L), no copy of x
     proj = proj.view(b, K, -1, L).permute(0, 3, 1, 2)  # (B, L, K, R+2N) view
     src, dst = spectral_tables(L, bool(bss.true_reverse))
     y = multi_scan_infer(x, proj, bss.dt_projs_weight_spectral, bss.dt_projs_bias_spectral.reshape(-1),
                          -torch.exp(bss.A_logs_spectral), bss.Ds_spectral, src, dst, (0, 1))
     y = bss.out_norm_spectral(y.transpose(1, 2))  # (B, 128, P²): LayerNorm over the positions
-    y = y.transpose(1, 2).reshape(b, h, w, L) * F.gelu(z)
-    return bss.dropout(bss.out_proj(y))
+    y = y.transpose(1, 2).reshape(b, h, w, L)  # a view; gelu(z) * y below is written in z's layout
+    return bss.dropout(bss.out_proj(F.gelu(z).mul_(y)))

@@ -22,6 +22,15 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+/* Flush-to-zero / denormals-are-zero around a kernel call (x86 SSE control register; elsewhere a no-op). */
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#define GL_FTZ_BEGIN const unsigned int gl_csr = _mm_getcsr(); _mm_setcsr(gl_csr | 0x8040u);
+#define GL_FTZ_END _mm_setcsr(gl_csr);
+#else
+#define GL_FTZ_BEGIN
+#define GL_FTZ_END
+#endif
 
 /* 2^x in float, vectorisable (no libm call): x = i + f with i = round(x), |f| <= 1/2,
    2^f by the degree-6 minimax polynomial of Cephes' exp2f (relative error ~1.5e-7),
@@ -97,9 +106,11 @@ static inline double gl_sigmoidd(double z) { return 1.0 / (1.0 + exp(-z)); }
 #define GL_SHORT f
 #if defined(__AVX512F__)
 #define GL_FW 16
+#define GL_CB 16
 #define GL_FUSED_AVX512 1
 #else
 #define GL_FW 8
+#define GL_CB 8
 #define GL_FUSED_AVX512 0
 #endif
 #include "scan_kernel_body.h"
@@ -110,12 +121,14 @@ static inline double gl_sigmoidd(double z) { return 1.0 / (1.0 + exp(-z)); }
 #undef GL_SUF
 #undef GL_SHORT
 #undef GL_FW
+#undef GL_CB
 #undef GL_FUSED_AVX512
 
 #define REAL double
 #define GL_SUF f64
 #define GL_SHORT d
 #define GL_FW 8
+#define GL_CB 8
 #define GL_FUSED_AVX512 0
 #include "scan_kernel_body.h"
 #include "scan_kernel_infer.h"
