@@ -8,7 +8,7 @@ import torch
 
 from geolesf.errors import ModelError
 from geolesf.ops.selective_scan import native_kernel_available, selective_scan_reference
-from geolesf.ops.selective_scan.fused import multi_scan_infer
+from geolesf.ops.selective_scan.fused import multi_scan, multi_scan_infer
 
 needs_native = pytest.mark.skipif(not native_kernel_available(), reason="no C compiler for the native kernel")
 
@@ -110,3 +110,49 @@ def test_bad_tables_and_shapes_raise_model_error():
         multi_scan_infer(x, proj, wdt, bias, A, D, ok, ok, (0, 0))
     with pytest.raises(ModelError, match="proj must be"):
         multi_scan_infer(x, proj[:, :, :, 1:], wdt, bias, A, D, ok, ok, (0, 1))
+
+
+def _grads(fn, inputs, gy):
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    y = fn(*leaves)
+    return y, torch.autograd.grad(y, leaves, gy.to(y.dtype))
+
+
+# (batch, Dk, K, L, R, N, cross): PCS (cross-scan tables, K = 4), BSS-like (K = 2, flipped output),
+# odd channel counts, batch 1, N other than 16
+GRAD_SHAPES = [(2, 19, 4, 12, 4, 16, True), (1, 9, 2, 17, 3, 16, False), (3, 5, 2, 6, 2, 7, False)]
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", GRAD_SHAPES)
+def test_gradients_match_reference(shape, dtype):
+    batch, Dk, K, L, R, N, cross = shape
+    inputs = make(batch, Dk, L, K, R, N, dtype, seed=2)
+    if cross:
+        src, dst = cross_tables(3, 4)
+        order = (0, 2, 1, 3)
+    else:
+        fwd = list(range(L))
+        src, dst, order = [fwd, fwd], [fwd, fwd[::-1]], (0, 1)
+    gy = torch.randn(batch, Dk, L, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    yr, want = _grads(lambda *t: composed(*t, src, dst, order), [t.double() for t in inputs], gy)
+    yc, have = _grads(lambda *t: multi_scan(*t, src, dst, order), inputs, gy)
+    assert yc.dtype == dtype
+    scale = max(1.0, yr.abs().max().item())
+    assert (yc.detach().double() - yr.detach()).abs().max().item() <= tol(dtype) * scale
+    for name, a, b in zip(("x", "proj", "dt_weight", "dt_bias", "A", "D"), want, have):
+        assert b.shape == a.shape, name
+        err = (b.double() - a).abs().max().item()
+        assert err <= 4 * tol(dtype) * max(1.0, a.abs().max().item()), (name, err)
+
+
+@needs_native
+def test_multi_scan_without_grad_is_the_inference_kernel():
+    inputs = make(2, 7, 9, 2, 2, 16, torch.float32, seed=3)
+    fwd = list(range(9))
+    args = ([fwd, fwd], [fwd, fwd[::-1]], (0, 1))
+    with torch.no_grad():
+        a = multi_scan(*inputs, *args)
+    b = multi_scan(*[t.clone().requires_grad_() for t in inputs], *args)
+    assert b.requires_grad and torch.equal(a, b.detach())

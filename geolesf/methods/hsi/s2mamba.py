@@ -22,7 +22,8 @@ and the official BSS "backward" direction is *not* reversed (its flip acts on a 
 Parameter and buffer names follow the official state-dict keys so official weights load directly
 (:func:`convert_official_checkpoint`). The selective scan comes from
 :func:`geolesf.ops.selective_scan.selective_scan` (reference / fast CPU / mamba-ssm CUDA); inference on
-the CPU takes a copy-free forward of the two branches (``s2mamba_infer.py``: same results to rounding).
+the CPU (native kernel) takes a copy-free forward of the two branches (``s2mamba_fused.py``: same
+results and gradients to rounding).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geolesf.errors import ModelError
-from geolesf.methods.hsi.s2mamba_infer import bss_forward, pcs_forward, use_fused
+from geolesf.methods.hsi.s2mamba_fused import bss_forward, pcs_forward, use_fused
 from geolesf.ops.selective_scan import selective_scan
 from geolesf.registry import PretrainedCfg, register_model
 
@@ -135,7 +136,7 @@ class PCS(_SSMBranch):
         return y[:, 0] + inv[:, 0] + wh + inv_wh
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        if use_fused(self, u):  # inference on CPU: the copy-free forward (s2mamba_infer.py)
+        if use_fused(self, u):  # CPU + native kernel: the copy-free forward (s2mamba_fused.py)
             return pcs_forward(self, u)
         b, h, w, _ = u.shape
         x, z = self.front(u)

@@ -77,8 +77,107 @@ def _check(x, proj, dt_weight, dt_bias, A, D, korder):
     return batch, Dk, L, K, R, N
 
 
+def _strides(t, n):
+    return (ctypes.c_int64 * n)(*t.stride())
+
+
+def _prepare(x, proj, dt_weight, dt_bias, A, D, src, dst, korder):
+    batch, Dk, L, K, R, N = _check(x, proj, dt_weight, dt_bias, A, D, korder)
+    dtype = x.dtype
+    tables = (_index_table(src, K, L, "src"), _index_table(dst, K, L, "dst"),
+              torch.as_tensor([int(k) for k in korder], dtype=torch.int32))
+    params = (proj.to(dtype), dt_weight.to(dtype).contiguous(),
+              None if dt_bias is None else dt_bias.to(dtype).contiguous(),
+              (A.to(dtype) * _LOG2E).contiguous(), None if D is None else D.to(dtype).contiguous())
+    return (batch, Dk, L, K, R, N), tables, params
+
+
+def _forward(x, proj, wdt, bias, A2, Dv, tables, dims, softplus):
+    batch, Dk, L, K, R, N = dims
+    src_t, dst_t, order = tables
+    y = x.new_empty(batch, L, Dk).transpose(1, 2)
+    lib = _NATIVE["lib"]
+    fn = lib.gl_scan_fused_f32 if x.dtype == torch.float32 else lib.gl_scan_fused_f64
+    sx, sp, sy = _strides(x, 3), _strides(proj, 4), _strides(y, 3)
+
+    def work(_, b0, b1):
+        return fn(x.data_ptr(), ctypes.addressof(sx), proj.data_ptr(), ctypes.addressof(sp), wdt.data_ptr(),
+                  _ptr(bias), softplus, A2.data_ptr(), _ptr(Dv), src_t.data_ptr(), dst_t.data_ptr(),
+                  order.data_ptr(), y.data_ptr(), ctypes.addressof(sy), b0, b1, K, Dk, L, R, N)
+
+    if any(_run_parallel(work, batch, _n_parts(batch))):
+        raise MemoryError("native multi-direction scan: out of memory")
+    return y
+
+
+def _backward(gy, x, proj, wdt, bias, A2, Dv, tables, dims, softplus):
+    batch, Dk, L, K, R, N = dims
+    src_t, dst_t, _ = tables
+    gy = gy.to(x.dtype)
+    dx = x.new_empty(batch, L, Dk).transpose(1, 2)  # every element written by the kernel
+    dproj = x.new_empty(batch, L, K, R + 2 * N)
+    nparts = _n_parts(batch)
+    dW = x.new_zeros(nparts, K * Dk, R)  # per-part partial sums, reduced below
+    dA = x.new_zeros(nparts, K * Dk, N)
+    dD = x.new_zeros(nparts, K * Dk)
+    db = x.new_zeros(nparts, K * Dk)
+    lib = _NATIVE["lib"]
+    fn = lib.gl_scan_fused_grad_f32 if x.dtype == torch.float32 else lib.gl_scan_fused_grad_f64
+    sx, sp, sg = _strides(x, 3), _strides(proj, 4), _strides(gy, 3)
+    sdx, sdp = _strides(dx, 3), _strides(dproj, 4)
+
+    def work(i, b0, b1):
+        return fn(x.data_ptr(), ctypes.addressof(sx), proj.data_ptr(), ctypes.addressof(sp), wdt.data_ptr(),
+                  _ptr(bias), softplus, A2.data_ptr(), _ptr(Dv), src_t.data_ptr(), dst_t.data_ptr(),
+                  gy.data_ptr(), ctypes.addressof(sg), dx.data_ptr(), ctypes.addressof(sdx), dproj.data_ptr(),
+                  ctypes.addressof(sdp), dW[i].data_ptr(), dA[i].data_ptr(), dD[i].data_ptr(), db[i].data_ptr(),
+                  b0, b1, K, Dk, L, R, N)
+
+    if any(_run_parallel(work, batch, nparts)):
+        raise MemoryError("native multi-direction scan: out of memory")
+    return dx, dproj, dW.sum(0).view(K, Dk, R), db.sum(0), dA.sum(0), dD.sum(0)
+
+
+class _MultiScan(torch.autograd.Function):
+    """Forward: the fused kernel; backward: its adjoint (``gl_scan_fused_grad``). Saves only the inputs."""
+
+    @staticmethod
+    def forward(ctx, x, proj, dt_weight, dt_bias, A, D, src, dst, korder, delta_softplus):
+        dims, tables, (p, wdt, bias, A2, Dv) = _prepare(x, proj, dt_weight, dt_bias, A, D, src, dst, korder)
+        softplus = int(bool(delta_softplus))
+        y = _forward(x, p, wdt, bias, A2, Dv, tables, dims, softplus)
+        ctx.save_for_backward(x, p, wdt, bias, A2, Dv)
+        ctx.extra = (tables, dims, softplus, dt_bias is not None, D is not None)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):
+        x, p, wdt, bias, A2, Dv = ctx.saved_tensors
+        tables, dims, softplus, has_bias, has_D = ctx.extra
+        dx, dproj, dW, db, dA, dD = _backward(gy, x, p, wdt, bias, A2, Dv, tables, dims, softplus)
+        return dx, dproj, dW, db if has_bias else None, dA, dD if has_D else None, None, None, None, None
+
+
+def multi_scan(x, proj, dt_weight, dt_bias, A, D, src, dst, korder, delta_softplus=True):
+    """K scan directions over one input, summed back in position order; differentiable.
+
+    Arguments and result as :func:`multi_scan_infer`. When a gradient is needed the call goes
+    through an autograd Function whose backward is the kernel's adjoint (``gl_scan_fused_grad``:
+    the channel-blocked backward of ``scan_kernel_grad.h`` run on each direction's gathered
+    block, its results scattered back to x's and proj's positions); otherwise it is
+    :func:`multi_scan_infer`. Gradients flow to x, proj, dt_weight, dt_bias, A and D.
+    """
+    if not fused_scan_available(x.device):
+        raise ModelError("multi_scan needs CPU tensors and the native selective-scan kernel")
+    tensors = (x, proj, dt_weight, dt_bias, A, D)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _MultiScan.apply(x, proj, dt_weight, dt_bias, A, D, src, dst, korder, delta_softplus)
+    return multi_scan_infer(x, proj, dt_weight, dt_bias, A, D, src, dst, korder, delta_softplus)
+
+
 def multi_scan_infer(x, proj, dt_weight, dt_bias, A, D, src, dst, korder, delta_softplus=True):
-    """K scan directions over one input, summed back in position order (inference only).
+    """K scan directions over one input, summed back in position order (no gradient).
 
     x          : (batch, Dk, L), any strides: channel d of every direction reads x[:, d, position]
     proj       : (batch, L, K, R + 2N), any strides: per position and direction the R inputs of the
@@ -94,28 +193,7 @@ def multi_scan_infer(x, proj, dt_weight, dt_bias, A, D, src, dst, korder, delta_
     """
     if not fused_scan_available(x.device):
         raise ModelError("multi_scan_infer needs CPU tensors and the native selective-scan kernel")
-    batch, Dk, L, K, R, N = _check(x, proj, dt_weight, dt_bias, A, D, korder)
-    dtype = x.dtype
-    src_t, dst_t = _index_table(src, K, L, "src"), _index_table(dst, K, L, "dst")
-    order = torch.as_tensor([int(k) for k in korder], dtype=torch.int32)
-    proj = proj.to(dtype)
-    wdt = dt_weight.to(dtype).contiguous()
-    A2 = (A.to(dtype) * _LOG2E).contiguous()
-    Dv = None if D is None else D.to(dtype).contiguous()
-    bias = None if dt_bias is None else dt_bias.to(dtype).contiguous()
-    y = x.new_empty(batch, L, Dk).transpose(1, 2)
-    lib = _NATIVE["lib"]
-    fn = lib.gl_scan_fused_f32 if dtype == torch.float32 else lib.gl_scan_fused_f64
-    sx = (ctypes.c_int64 * 3)(*x.stride())
-    sp = (ctypes.c_int64 * 4)(*proj.stride())
-    sy = (ctypes.c_int64 * 3)(*y.stride())
-    softplus = int(bool(delta_softplus))
-
-    def work(_, b0, b1):
-        return fn(x.data_ptr(), ctypes.addressof(sx), proj.data_ptr(), ctypes.addressof(sp), wdt.data_ptr(),
-                  _ptr(bias), softplus, A2.data_ptr(), _ptr(Dv), src_t.data_ptr(), dst_t.data_ptr(),
-                  order.data_ptr(), y.data_ptr(), ctypes.addressof(sy), b0, b1, K, Dk, L, R, N)
-
-    if any(_run_parallel(work, batch, _n_parts(batch))):
-        raise MemoryError("native multi-direction scan: out of memory")
-    return y
+    dims, tables, (p, wdt, bias, A2, Dv) = _prepare(x, proj, dt_weight, dt_bias, A, D, src, dst, korder)
+    with torch.no_grad():
+        return _forward(x.detach(), p.detach(), wdt.detach(), None if bias is None else bias.detach(),
+                        A2.detach(), None if Dv is None else Dv.detach(), tables, dims, int(bool(delta_softplus)))

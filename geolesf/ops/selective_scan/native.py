@@ -205,6 +205,9 @@ def _declare_signatures(lib):
         fused = getattr(lib, f"gl_scan_fused_{suf}")
         fused.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr] + [i64] * 7
         fused.restype = ctypes.c_int
+        fgrad = getattr(lib, f"gl_scan_fused_grad_{suf}")
+        fgrad.argtypes = [ptr] * 6 + [i64] + [ptr] * 14 + [i64] * 7
+        fgrad.restype = ctypes.c_int
 
 
 def _compile_native():

@@ -190,3 +190,183 @@ int GL_FN(gl_scan_fused)(
     GL_FTZ_END
     return rc;
 }
+
+/* ---- backward of gl_scan_fused (the training path) ------------------------------------------
+
+   Per item b and direction k, every block of GL_CB channels: the block's inputs are gathered in
+   scan order (dt recomputed from P and Wdt, u from x at src[t], the output gradient from gy at
+   dst[t], B and C from P at src[t]) and the channel-blocked adjoint of scan_kernel_grad.h
+   (grad_block) runs on them. Its results go back as: du added to an (L, Dk) accumulator of the
+   item at position src[t] (all directions read x); dB, dC and the dt-projection input gradient
+   (ddelta[d] * Wdt[d, r]) accumulated lane-wise over the direction's blocks and summed across
+   lanes once per (item, direction), then added to dP at position src[t]; dWdt (lane-wise over
+   t), dbias, dA, dD added to this part's accumulators. dx and dP are written in full (every
+   element); gy, dx, dP are read/written through strides. Per-part accumulators: dWacc
+   (K*Dk, R), dAacc (K*Dk, N), dDacc, dbacc (K*Dk). The blocks are GL_CB wide (grad_block's
+   width), which scan_kernel.c sets equal to GL_FW. */
+
+#if GL_CB != GL_FW
+#error "scan_kernel_fused.h: the backward needs GL_CB == GL_FW"
+#endif
+
+static inline __attribute__((always_inline)) int GL_FN(fused_grad_rows)(
+    const REAL* X, const int64_t* sx, const REAL* P, const int64_t* sP, const REAL* Wdt, const REAL* bias,
+    int sp, const REAL* A2, const REAL* D, const int32_t* src, const int32_t* dst,
+    const REAL* GY, const int64_t* sg, REAL* DX, const int64_t* sdx, REAL* DP, const int64_t* sdp,
+    REAL* dWacc, REAL* dAacc, REAL* dDacc, REAL* dbacc,
+    int64_t b0, int64_t b1, int64_t K, int64_t Dk, int64_t L, int64_t R, const int64_t N)
+{
+    const int64_t C2 = R + 2 * N, W = GL_CB;
+    const size_t n_real = (size_t)(4 * L * N * W + L * R * W + 2 * L * N + 6 * L * W + (2 * R + 4 * N + 4) * W
+                                   + L * Dk + L * C2);
+    REAL* buf = (REAL*)malloc(sizeof(REAL) * n_real);
+    if (!buf) return 1;
+    REAL* a = buf;
+    REAL* h = a + L * N * W;
+    REAL* dBl = h + L * N * W;
+    REAL* dCl = dBl + L * N * W;
+    REAL* dRl = dCl + L * N * W;
+    REAL* Bs = dRl + L * R * W;
+    REAL* Cs = Bs + L * N;
+    REAL* dts = Cs + L * N;
+    REAL* us = dts + L * W;
+    REAL* gys = us + L * W;
+    REAL* sig = gys + L * W;
+    REAL* dus = sig + L * W;
+    REAL* dds = dus + L * W;
+    REAL* Wt = dds + L * W;
+    REAL* dWl = Wt + R * W;
+    REAL* At = dWl + R * W;
+    REAL* lam = At + N * W;
+    REAL* dAl = lam + N * W;
+    REAL* zero = dAl + N * W;
+    REAL* Dv = zero + N * W;
+    REAL* bv = Dv + W;
+    REAL* sums = bv + W;
+    REAL* dxa = sums + 2 * W;    /* (L, Dk): du of the item, natural positions */
+    REAL* dPa = dxa + L * Dk;    /* (L, C2): dP of one direction, natural positions */
+    for (int64_t i = 0; i < N * W; ++i) zero[i] = 0;
+    for (int64_t b = b0; b < b1; ++b) {
+        const REAL* Xb = X + b * sx[0];
+        const REAL* Gb = GY + b * sg[0];
+        REAL* DPb = DP + b * sdp[0];
+        for (int64_t i = 0; i < L * Dk; ++i) dxa[i] = 0;
+        for (int64_t k = 0; k < K; ++k) {
+            const REAL* Pk = P + b * sP[0] + k * sP[2];
+            const int32_t* sk = src + k * L;
+            const int32_t* dk = dst + k * L;
+            for (int64_t t = 0; t < L; ++t) {
+                const REAL* Pt = Pk + (int64_t)sk[t] * sP[1];
+                for (int64_t n = 0; n < N; ++n) {
+                    Bs[t * N + n] = Pt[(R + n) * sP[3]];
+                    Cs[t * N + n] = Pt[(R + N + n) * sP[3]];
+                }
+            }
+            for (int64_t i = 0; i < L * N * W; ++i) dBl[i] = dCl[i] = 0;
+            for (int64_t i = 0; i < L * R * W; ++i) dRl[i] = 0;
+            for (int64_t d0 = 0; d0 < Dk; d0 += W) {
+                const int64_t cnt = Dk - d0 < W ? Dk - d0 : W;
+                for (int64_t j = 0; j < W; ++j) {
+                    const int64_t c = k * Dk + d0 + j;
+                    for (int64_t r = 0; r < R; ++r) Wt[r * W + j] = j < cnt ? Wdt[c * R + r] : (REAL)0;
+                    for (int64_t n = 0; n < N; ++n) At[n * W + j] = j < cnt ? A2[c * N + n] : (REAL)0;
+                    Dv[j] = j < cnt && D ? D[c] : (REAL)0;
+                    bv[j] = j < cnt && bias ? bias[c] : (REAL)0;
+                }
+                /* z = delta + bias in scan order; dt = softplus(z), sig = d dt / d z */
+                GL_FN(fused_dt)(Pk, sP[1], sP[3], R, sk, Wt, bv, 0, L, dts);
+                if (sp) {
+#pragma omp simd
+                    for (int64_t i = 0; i < L * W; ++i) {
+                        sig[i] = GL_S(gl_sigmoid)(dts[i]);
+                        dts[i] = GL_S(gl_softplus)(dts[i]);
+                    }
+                } else {
+                    for (int64_t i = 0; i < L * W; ++i) sig[i] = 1;
+                }
+                for (int64_t t = 0; t < L; ++t)
+                    for (int64_t j = 0; j < W; ++j) {
+                        const int on = j < cnt;
+                        us[t * W + j] = on ? Xb[(d0 + j) * sx[1] + (int64_t)sk[t] * sx[2]] : (REAL)0;
+                        gys[t * W + j] = on ? Gb[(d0 + j) * sg[1] + (int64_t)dk[t] * sg[2]] : (REAL)0;
+                        if (!on) dts[t * W + j] = sig[t * W + j] = 0;
+                    }
+                for (int64_t i = 0; i < N * W; ++i) dAl[i] = 0;
+                for (int64_t i = 0; i < 2 * W; ++i) sums[i] = 0;
+                GL_FN(grad_block)(dts, us, gys, sig, Bs, Cs, At, Dv, a, h, dBl, dCl, lam, dAl, zero,
+                                  dus, dds, sums, L, N);
+                for (int64_t r = 0; r < R; ++r) {
+                    const REAL* wr = Wt + r * W;
+                    REAL acc[GL_CB];
+                    for (int64_t j = 0; j < W; ++j) acc[j] = 0;
+                    for (int64_t t = 0; t < L; ++t) {
+                        const REAL pv = Pk[(int64_t)sk[t] * sP[1] + r * sP[3]];
+                        const REAL* dd = dds + t * W;
+                        REAL* dr = dRl + (t * R + r) * W;
+#pragma omp simd
+                        for (int64_t j = 0; j < W; ++j) {
+                            acc[j] += dd[j] * pv;
+                            dr[j] += dd[j] * wr[j];
+                        }
+                    }
+                    for (int64_t j = 0; j < W; ++j) dWl[r * W + j] = acc[j];
+                }
+                for (int64_t t = 0; t < L; ++t) {
+                    REAL* dxr = dxa + (int64_t)sk[t] * Dk + d0;
+                    for (int64_t j = 0; j < cnt; ++j) dxr[j] += dus[t * W + j];
+                }
+                for (int64_t j = 0; j < cnt; ++j) {
+                    const int64_t c = k * Dk + d0 + j;
+                    for (int64_t n = 0; n < N; ++n) dAacc[c * N + n] += dAl[n * W + j];
+                    for (int64_t r = 0; r < R; ++r) dWacc[c * R + r] += dWl[r * W + j];
+                    dbacc[c] += sums[j];
+                    dDacc[c] += sums[W + j];
+                }
+            }
+            /* lanes summed once per (item, direction); padded lanes hold zeros */
+            for (int64_t i = 0; i < L * C2; ++i) dPa[i] = 0;
+            for (int64_t t = 0; t < L; ++t) {
+                REAL* dq = dPa + (int64_t)sk[t] * C2;
+                for (int64_t r = 0; r < R; ++r) {
+                    REAL s0 = 0;
+                    for (int64_t j = 0; j < W; ++j) s0 += dRl[(t * R + r) * W + j];
+                    dq[r] += s0;
+                }
+                for (int64_t n = 0; n < N; ++n) {
+                    REAL sb = 0, sc = 0;
+                    for (int64_t j = 0; j < W; ++j) {
+                        sb += dBl[(t * N + n) * W + j];
+                        sc += dCl[(t * N + n) * W + j];
+                    }
+                    dq[R + n] += sb;
+                    dq[R + N + n] += sc;
+                }
+            }
+            for (int64_t p = 0; p < L; ++p)
+                for (int64_t c = 0; c < C2; ++c) DPb[p * sdp[1] + k * sdp[2] + c * sdp[3]] = dPa[p * C2 + c];
+        }
+        REAL* DXb = DX + b * sdx[0];
+        for (int64_t p = 0; p < L; ++p)
+            for (int64_t d = 0; d < Dk; ++d) DXb[d * sdx[1] + p * sdx[2]] = dxa[p * Dk + d];
+    }
+    free(buf);
+    return 0;
+}
+
+/* sg, sdx: (batch, channel, position) strides of gy and dx; sdp: (batch, position, direction,
+   column) strides of dP. Other arguments as gl_scan_fused. */
+int GL_FN(gl_scan_fused_grad)(
+    const REAL* X, const int64_t* sx, const REAL* P, const int64_t* sP, const REAL* Wdt, const REAL* bias,
+    int64_t sp, const REAL* A2, const REAL* D, const int32_t* src, const int32_t* dst,
+    const REAL* GY, const int64_t* sg, REAL* DX, const int64_t* sdx, REAL* DP, const int64_t* sdp,
+    REAL* dWacc, REAL* dAacc, REAL* dDacc, REAL* dbacc,
+    int64_t b0, int64_t b1, int64_t K, int64_t Dk, int64_t L, int64_t R, int64_t N)
+{
+    GL_FTZ_BEGIN
+    int rc = N == 16 ? GL_FN(fused_grad_rows)(X, sx, P, sP, Wdt, bias, (int)sp, A2, D, src, dst, GY, sg, DX, sdx, DP,
+                                              sdp, dWacc, dAacc, dDacc, dbacc, b0, b1, K, Dk, L, R, 16)
+                     : GL_FN(fused_grad_rows)(X, sx, P, sP, Wdt, bias, (int)sp, A2, D, src, dst, GY, sg, DX, sdx, DP,
+                                              sdp, dWacc, dAacc, dDacc, dbacc, b0, b1, K, Dk, L, R, N);
+    GL_FTZ_END
+    return rc;
+}
