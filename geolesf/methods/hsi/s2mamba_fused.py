@@ -17,7 +17,7 @@ composed forward. Same mathematics, different data movement:
 * the merged output comes back in the layout the following LayerNorm reads.
 
 Outputs and gradients agree with the composed forward to float32 rounding
-(``tests/methods/test_s2mamba_fused.py``).
+(``tests/methods/hsi/test_s2mamba_fused.py``).
 """
 
 from __future__ import annotations
