@@ -2,22 +2,29 @@
 
 1. Whole-scene map: pixels/s of patch inference (batch 1024, P = 7) with each available
    selective-scan backend. The ``reference`` backend is timed on a slice of the scene (it is the
-   readable definition, not a production path); the others on all 21,025 pixels.
-2. Training time per epoch for the official Indian Pines configuration
+   readable definition, not a production path); the others on all 21,025 pixels. On the CPU the
+   ``cpu`` backend runs the copy-free fused forward (``geolesf/methods/hsi/s2mamba_fused.py``).
+2. Same class map: the embedded checkpoint ``s2mamba:indian_pines_dase`` classifies the whole
+   scene with the fused forward and with the composed forward it replaces; the JSON records how
+   many classes differ (must be 0) and the largest probability difference (must be ≤ 1e-5).
+3. Training time per epoch for the official Indian Pines configuration
    (``geolesf/configs/s2mamba/indian_pines.yaml``: fixed SpectralFormer split, 695 training pixels, batch 64),
-   measured over a few epochs of the real Lightning loop. Needs ``GEOLESF_DATA`` for the fixed maps;
-   without it the 10 % random split (1,025 pixels) is used and the JSON says so.
-
-3. How far from this machine's limit: the model's FLOPs per pixel (matmuls and convolutions
+   measured over a few epochs of the real Lightning loop (end to end: setup, epochs, checkpoints,
+   plots, divided by the epochs, as in every earlier revision). Needs ``GEOLESF_DATA`` for the
+   fixed maps; without it the 10 % random split (1,025 pixels) is used and the JSON says so.
+4. How far from this machine's limit: the model's FLOPs per pixel (matmuls and convolutions
    counted by ``torch.utils.flop_counter``, plus the selective scans at about 15 flops per
    state and step: exp2 polynomial, state update, output) against a float32 matmul's GFLOP/s
-   measured on the same threads in the same run.
-4. ``--baseline REV``: the same benchmark run from the git revision REV (extracted with
-   ``git archive`` into a temp folder, run in a subprocess with its own code) right after this
-   one, so the speed-ups are ratios measured in one run on one (possibly loaded) machine.
+   measured on the same threads in the same run: the px/s the forward would reach at matmul
+   rate, and the fraction of it measured; for training, the epoch time at matmul rate with the
+   backward counted as twice the forward.
+5. ``--baseline REV`` (repeatable): the same benchmark run from git revision REV (extracted with
+   ``git archive`` into a temp folder, run in a subprocess with its own code and its own copy of
+   this script) right after this one, so the speed-ups are ratios measured in one run on one
+   (possibly loaded: the JSON records the load average before and after) machine.
 
-    python benchmarks/bench_s2mamba.py [--epochs 3] [--reference-pixels 2048] [--baseline REV]
-"""
+    python benchmarks/bench_s2mamba.py [--epochs 3] [--reference-pixels 2048] [--baseline REV ...]
+
 
 from __future__ import annotations
 
@@ -93,6 +100,34 @@ def epoch_time(epochs: int) -> dict[str, object]:
             "estimated_400_epochs_min": 400 * per_epoch / 60}
 
 
+def same_class_map() -> dict[str, float]:
+    """The embedded checkpoint on the whole scene: fused forward vs the composed forward."""
+    import geolesf.methods.hsi.s2mamba as s2m
+    from geolesf.io.hsi import read_cube
+    from geolesf.methods.hsi.checkpoint import load_any
+    from geolesf.predict.patches import PatchGatherer
+
+    ckpt = load_any("s2mamba:indian_pines_dase")
+    cube = read_cube(ROOT / "geolesf/embedded/indian_pines/IP_200_M.mat").data
+    x = ckpt.normalise(ckpt.select_bands(cube, 2, "indian pines"))
+    gather = PatchGatherer(x, ckpt.patch_size, ckpt.padding)
+    rows, cols = (torch.from_numpy(a) for a in np.divmod(np.arange(x.shape[0] * x.shape[1]), x.shape[1]))
+    model, fused_rule = ckpt.model.eval(), s2m.use_fused
+    probs = {}
+    for name, rule in (("fused", fused_rule), ("composed", lambda *_: False)):
+        s2m.use_fused = rule
+        try:
+            with torch.inference_mode():
+                probs[name] = torch.cat([model(gather(rows[i:i + 1024], cols[i:i + 1024])).softmax(1)
+                                         for i in range(0, len(rows), 1024)])
+        finally:
+            s2m.use_fused = fused_rule
+    differ = int((probs["fused"].argmax(1) != probs["composed"].argmax(1)).sum())
+    diff = (probs["fused"] - probs["composed"]).abs().max().item()
+    print(f"embedded checkpoint, whole scene: {differ} of {len(rows)} classes differ, max probability diff {diff:.1e}")
+    return {"pixels": len(rows), "classes_differing": differ, "max_probability_diff": diff}
+
+
 def machine_limit(per_pixel_scan_steps: int) -> dict[str, float]:
     """FLOPs per pixel of S²Mamba (P = 7, 200 bands) and a matmul's GFLOP/s on these threads."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -118,6 +153,20 @@ def machine_limit(per_pixel_scan_steps: int) -> dict[str, float]:
             "matmul_gflops": gflops, "pixels_per_second_at_matmul_rate": limit}
 
 
+def against_limit(result: dict) -> None:
+    """Fractions of the matmul-rate limit reached by the measured figures (added to result['limit'])."""
+    lim = result["limit"]
+    flop = (lim["dense_mflop_per_pixel"] + lim["scan_mflop_per_pixel"]) * 1e6
+    lim["scene_fraction_of_limit"] = result["scene"]["cpu"]["pixels_per_second"] / lim["pixels_per_second_at_matmul_rate"]
+    t = result.get("training")
+    if t:
+        # forward + backward ≈ 3 forwards per training pixel and epoch
+        lim["training_seconds_per_epoch_at_matmul_rate"] = 3 * flop * t["train_pixels"] / (lim["matmul_gflops"] * 1e9)
+        lim["training_fraction_of_limit"] = lim["training_seconds_per_epoch_at_matmul_rate"] / t["seconds_per_epoch"]
+    print("of the matmul-rate limit: scene {:.0%}".format(lim["scene_fraction_of_limit"])
+          + (", training {:.0%}".format(lim["training_fraction_of_limit"]) if t else ""))
+
+
 def baseline_run(rev: str, epochs: int, skip_training: bool) -> dict[str, object]:
     """This benchmark as it was at git revision ``rev``, run from an extracted copy of that tree."""
     import subprocess
@@ -138,22 +187,33 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--reference-pixels", type=int, default=2048)
     parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--baseline", metavar="REV", help="also run this benchmark from git revision REV")
+    parser.add_argument("--skip-class-map", action="store_true", help="skip the fused-vs-composed class map check")
+    parser.add_argument("--baseline", metavar="REV", action="append", default=[],
+                        help="also run this benchmark from git revision REV (repeatable)")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    load_before = os.getloadavg()
     # CPU backends only: the mamba_ssm kernel needs CUDA (timed separately when a GPU is available).
     result = {"scene": scene_throughput(["reference", "cpu"], args.reference_pixels), "machine": machine_info()}
+    if not args.skip_class_map:
+        result["class_map"] = same_class_map()
     if not args.skip_training:
         result["training"] = epoch_time(args.epochs)
     # scan steps per pixel: PCS 4 directions x 128 channels x 49 steps, BSS 2 x 49 x 128
     result["limit"] = machine_limit(4 * 128 * 49 + 2 * 49 * 128)
-    if args.baseline:
-        base = baseline_run(args.baseline, args.epochs, args.skip_training)
+    against_limit(result)
+    baselines = []
+    for rev in args.baseline:
+        base = baseline_run(rev, args.epochs, args.skip_training)
         speedup = {"scene_cpu": result["scene"]["cpu"]["pixels_per_second"] / base["scene"]["cpu"]["pixels_per_second"]}
         if base.get("training") and result.get("training"):
             speedup["training_epoch"] = base["training"]["seconds_per_epoch"] / result["training"]["seconds_per_epoch"]
-        result["baseline"] = {**base, "speedup": speedup}
-        print(f"vs {args.baseline}: " + ", ".join(f"{k} {v:.2f}x" for k, v in speedup.items()))
+        baselines.append({**base, "speedup": speedup})
+        print(f"vs {rev}: " + ", ".join(f"{k} {v:.2f}x" for k, v in speedup.items()))
+    if baselines:
+        result["baseline"] = baselines[0]
+        result["baselines"] = baselines
+    result["load_average_1_5_15_min"] = {"before": list(load_before), "after": list(os.getloadavg())}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS}")

@@ -21,9 +21,9 @@ and the official BSS "backward" direction is *not* reversed (its flip acts on a 
 
 Parameter and buffer names follow the official state-dict keys so official weights load directly
 (:func:`convert_official_checkpoint`). The selective scan comes from
-:func:`geolesf.ops.selective_scan.selective_scan` (reference / fast CPU / mamba-ssm CUDA); inference on
-the CPU (native kernel) takes a copy-free forward of the two branches (``s2mamba_fused.py``: same
-results and gradients to rounding).
+:func:`geolesf.ops.selective_scan.selective_scan` (reference / fast CPU / mamba-ssm CUDA); on the CPU
+with the native kernel the two branches take a copy-free forward (``s2mamba_fused.py``: same results
+and gradients to rounding).
 """
 
 from __future__ import annotations

@@ -58,6 +58,23 @@ static inline float gl_exp2f(float x) {
 
 static inline double gl_exp2d(double x) { return exp2(x); }
 
+#if defined(__AVX512F__)
+/* 16 floats' 2^x: the rounding and polynomial of gl_exp2f, 2^i applied with vscalefps; x is
+   clamped below at -126 (2^-126 instead of 0 there: a difference below 1e-38). */
+static inline __m512 gl_exp2_avx512(__m512 x) {
+    const __m512 e = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
+    const __m512 r = _mm512_roundscale_ps(e, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(e, r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.535336188319500e-4f), f, _mm512_set1_ps(1.339887440266574e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, r);
+}
+#endif
+
 /* log(1 + e) for e in [0, 1], vectorisable: Cephes logf polynomial on the mantissa of
    y = 1 + e plus a first-order correction for the rounding of 1 + e. */
 static inline float gl_log1p01f(float e) {

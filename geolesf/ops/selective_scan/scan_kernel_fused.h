@@ -54,21 +54,14 @@ static inline __attribute__((always_inline)) void GL_FN(fused_block)(
 
 #if GL_FUSED_AVX512
 /* The same block with AVX-512 intrinsics (float, 16 lanes, N = 16 states in registers), used by
-   the -march=native build on CPUs with AVX-512F. exp2 as in gl_exp2f (same rounding to the
-   nearest integer, same polynomial) but 2^i applied with vscalefps, and the exponent clamped
-   below at -126 instead of flushing to 0 there (a decay under 2^-126 is 2^-126, not 0: a
-   difference below 1e-38 relative). */
+   the -march=native build on CPUs with AVX-512F; exp2 by gl_exp2_avx512 (scan_kernel.c). */
 static void GL_FN(fused_block16_avx512)(
     const float* dts, const float* usn, const float* Pk, int64_t spp, int64_t spc, int64_t R,
     const int32_t* src, const int32_t* dst, const float* At, const float* Dv, float* ysn, int64_t L)
 {
     __m512 hv[16], av[16];
     for (int n = 0; n < 16; ++n) { hv[n] = _mm512_setzero_ps(); av[n] = _mm512_loadu_ps(At + 16 * n); }
-    const __m512 dv = _mm512_loadu_ps(Dv), lo = _mm512_set1_ps(-126.0f);
-    const __m512 c0 = _mm512_set1_ps(1.535336188319500e-4f), c1 = _mm512_set1_ps(1.339887440266574e-3f);
-    const __m512 c2 = _mm512_set1_ps(9.618437357674640e-3f), c3 = _mm512_set1_ps(5.550332471162809e-2f);
-    const __m512 c4 = _mm512_set1_ps(2.402264791363012e-1f), c5 = _mm512_set1_ps(6.931472028550421e-1f);
-    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 dv = _mm512_loadu_ps(Dv);
     for (int64_t t = 0; t < L; ++t) {
         const __m512 dt = _mm512_loadu_ps(dts + 16 * t);
         const __m512 ut = _mm512_loadu_ps(usn + 16 * (int64_t)src[t]);
@@ -77,16 +70,7 @@ static void GL_FN(fused_block16_avx512)(
         const __m512 x = _mm512_mul_ps(dt, ut);
         __m512 acc = _mm512_setzero_ps();
         for (int n = 0; n < 16; ++n) {
-            const __m512 e = _mm512_max_ps(_mm512_mul_ps(dt, av[n]), lo);
-            const __m512 r = _mm512_roundscale_ps(e, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            const __m512 f = _mm512_sub_ps(e, r);
-            __m512 p = _mm512_fmadd_ps(c0, f, c1);
-            p = _mm512_fmadd_ps(p, f, c2);
-            p = _mm512_fmadd_ps(p, f, c3);
-            p = _mm512_fmadd_ps(p, f, c4);
-            p = _mm512_fmadd_ps(p, f, c5);
-            p = _mm512_fmadd_ps(p, f, one);
-            const __m512 a = _mm512_scalef_ps(p, r);
+            const __m512 a = gl_exp2_avx512(_mm512_mul_ps(dt, av[n]));
             hv[n] = _mm512_fmadd_ps(a, hv[n], _mm512_mul_ps(x, _mm512_set1_ps(Bt[n * spc])));
             acc = _mm512_fmadd_ps(_mm512_set1_ps(Ct[n * spc]), hv[n], acc);
         }
