@@ -24,7 +24,7 @@
    (possibly loaded: the JSON records the load average before and after) machine.
 
     python benchmarks/bench_s2mamba.py [--epochs 3] [--reference-pixels 2048] [--baseline REV ...]
-
+"""
 
 from __future__ import annotations
 
