@@ -1,14 +1,15 @@
-"""Multi-direction inference scan: several scan directions of one branch in one native call.
+"""Multi-direction scan: several scan directions of one branch in one native call.
 
-:func:`multi_scan_infer` runs K selective scans that share one input ``x`` but read it in
+:func:`multi_scan` (and its no-gradient form :func:`multi_scan_infer`) runs K selective scans that share one input ``x`` but read it in
 different orders (a cross-scan over a patch, a flipped sequence), computes each direction's
 ``delta`` from a low-rank projection itself (Mamba's ``dt_proj``), and sums the K outputs back
 in position order (the cross-merge). The orders are index patterns (``src``/``dst``) read inside
 the C kernel (``scan_kernel_fused.h``): no direction is ever materialised, and ``x``, the
 projections and the output are read and written through their strides.
 
-It is an inference path (no gradients): the caller (S²Mamba under ``torch.no_grad`` /
-``torch.inference_mode``) keeps its composed path for training and for other backends.
+When a gradient is needed, :func:`multi_scan` goes through an autograd Function whose backward
+is one native call as well (``gl_scan_fused_grad``). CPU tensors and the native kernel only
+(:func:`fused_scan_available`); S²Mamba keeps its composed forward elsewhere.
 Equivalent, to rounding, to::
 
     for i, k in enumerate(korder):
@@ -19,7 +20,8 @@ Equivalent, to rounding, to::
                             D=D[k*Dk:(k+1)*Dk], delta_bias=dt_bias[k*Dk:(k+1)*Dk], delta_softplus)
         y[:, :, dst[k]] = yk if i == 0 else y[:, :, dst[k]] + yk
 
-(``tests/ops/test_selective_scan_fused.py`` checks exactly this against the ``reference`` backend.)
+(``tests/ops/test_selective_scan_fused.py`` checks exactly this, outputs and gradients, against the
+``reference`` backend.)
 """
 
 from __future__ import annotations
