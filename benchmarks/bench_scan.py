@@ -6,7 +6,7 @@ Times forward + backward (gradients w.r.t. all seven inputs) for
 * ``mambapy``   the pure-PyTorch Blelloch parallel scan of the ``mambapy`` package
                 (``mambapy.pscan``, adapted to its (B, L, D, N) contract);
 * ``reference`` geolesf's ``reference`` backend;
-* ``cpu``       geolesf's ``cpu`` backend,
+* ``cpu``       geolesf's ``cpu`` backend (16-channel blocks on AVX-512 CPUs, 8 elsewhere),
 
 and the max abs error of ``cpu`` (float32) against ``reference`` in float64 (the float32
 reference's own error is recorded beside it). Writes
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import sys
 import time
@@ -138,6 +139,7 @@ def main(argv=None):
     }
     wanted = [m for m in args.methods.split(",") if m]
     results = {"machine": machine_info(), "batch": batch, "repeats": repeats, "dtype": "float32", "shapes": {}}
+    load_before = os.getloadavg()  # the machine is shared: the JSON records how loaded it was
     for name, (K, Dk, L, N) in SHAPES.items():
         inputs = make_inputs(batch, K, Dk, L, N)
         entry = {"channels": K * Dk, "K": K, "L": L, "N": N, "seconds": {}, "all_seconds": {}}
@@ -173,6 +175,7 @@ def main(argv=None):
             entry["speedup_cpu_vs"] = {m: sec[m] / sec["cpu"] for m in sec if m != "cpu"}
         results["shapes"][name] = entry
 
+    results["load_average_1_5_15_min"] = {"before": list(load_before), "after": list(os.getloadavg())}
     out = Path(args.out)
     if args.quick and args.out == parser.get_default("out"):
         out = out.with_name("scan_quick.json")

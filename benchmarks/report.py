@@ -133,6 +133,21 @@ def s2mamba_speed_table() -> list[str]:
     return lines
 
 
+def s2mamba_cputime_table() -> list[str]:
+    r = _load("s2mamba_cputime")
+    if not r:
+        return []
+    lines = ["### S²Mamba CPU time, interleaved with earlier revisions (`python benchmarks/bench_s2mamba_cputime.py`)", "",
+             f"One thread, thread CPU time, best of 5 per run and of the interleaved rounds. Machine: {_machine(r['machine'])}.", "",
+             "| code | inference, 256 px | training step, 64 px |", "|---|---|---|"]
+    for name, b in r["best"].items():
+        lines.append(f"| {name} | {b['infer_256_cpu_s'] * 1e3:.0f} ms | {b['train_step_64_cpu_s'] * 1e3:.0f} ms |")
+    for rev, sp in r["speedup"].items():
+        lines.append(f"| speed-up over `{rev}` | {sp['infer_256_cpu_s']:.2f}× | {sp['train_step_64_cpu_s']:.2f}× |")
+    lines.append("")
+    return lines
+
+
 def gpu_table() -> list[str]:
     r = _load("gpu")
     if not r:
@@ -332,7 +347,8 @@ def onnx_table() -> list[str]:
 
 
 def main() -> None:
-    body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(), *gpu_table(),
+    body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(),
+            *s2mamba_cputime_table(), *gpu_table(),
             *predict_table(), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
             *onnx_table()]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"

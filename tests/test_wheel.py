@@ -39,6 +39,7 @@ EXPECTED = (
     "geolesf/ops/selective_scan/scan_kernel_body.h",
     "geolesf/ops/selective_scan/scan_kernel_infer.h",
     "geolesf/ops/selective_scan/scan_kernel_grad.h",
+    "geolesf/ops/selective_scan/scan_kernel_fused.h",
     "geolesf/export/stac_schemas/classification-v2.0.0.json",
     "geolesf/export/stac_schemas/projection-v2.0.0.json",
     "geolesf/weights_catalog/sam.yaml",

@@ -21,7 +21,9 @@ and the official BSS "backward" direction is *not* reversed (its flip acts on a 
 
 Parameter and buffer names follow the official state-dict keys so official weights load directly
 (:func:`convert_official_checkpoint`). The selective scan comes from
-:func:`geolesf.ops.selective_scan.selective_scan` (reference / fast CPU / mamba-ssm CUDA).
+:func:`geolesf.ops.selective_scan.selective_scan` (reference / fast CPU / mamba-ssm CUDA); on the CPU
+with the native kernel the two branches take a copy-free forward (``s2mamba_fused.py``: same results
+and gradients to rounding).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geolesf.errors import ModelError
+from geolesf.methods.hsi.s2mamba_fused import bss_forward, pcs_forward, use_fused
 from geolesf.ops.selective_scan import selective_scan
 from geolesf.registry import PretrainedCfg, register_model
 
@@ -133,6 +136,8 @@ class PCS(_SSMBranch):
         return y[:, 0] + inv[:, 0] + wh + inv_wh
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
+        if use_fused(self, u):  # CPU + native kernel: the copy-free forward (s2mamba_fused.py)
+            return pcs_forward(self, u)
         b, h, w, _ = u.shape
         x, z = self.front(u)
         L, K = h * w, self.K
@@ -180,6 +185,8 @@ class BSS(_SSMBranch):
         b, h, w, _ = u.shape
         if h * w != self.d_spectral:
             raise ModelError(f"BSS was built for {self.d_spectral} positions per patch, got {h}×{w}")
+        if use_fused(self, u):
+            return bss_forward(self, u)
         x, z = self.front(u)
         seq = x.reshape(b, self.d_inner, h * w).transpose(1, 2)  # (B, P², 128): channels = positions
         # Official code: the backward copy is flipped along a size-1 axis, i.e. not reversed at all.

@@ -29,22 +29,27 @@ Backends
     Two implementations, same contract:
 
     * native (``native.py``, used for CPU tensors when possible): a small C kernel
-      (``scan_kernel.c``, ``scan_kernel_body.h``, ``scan_kernel_infer.h``, shipped with the
+      (``scan_kernel.c`` and the ``scan_kernel_*.h`` it includes, shipped with the
       package) compiled on first use with the system C compiler (about a second, cached in
       ``$GEOLESF_KERNEL_CACHE`` or a private folder in the temp directory, rebuilt when the
       C source changes), loaded with ctypes, run over batch ranges on
       ``torch.get_num_threads()`` threads. Softplus, the recurrence, the adjoint and the
       reductions for A, D and delta_bias are fused in L1-sized scratch, with a vectorised
-      exp2. The forward (``scan_kernel_infer.h``) runs 8 channels of a group at once with
-      their N states as 8-wide lane vectors (no horizontal sums; B and C read through
-      strides, so no layout copy); when no gradient is needed (``torch.no_grad`` /
-      ``torch.inference_mode``, or no input requires grad) it is called directly, without the
-      autograd Function. The backward runs one (batch, channel) row at a time.
+      exp2. The forward (``scan_kernel_infer.h``) runs 8 channels of a group at once (16 in
+      the ``-march=native`` build on AVX-512 CPUs) with their N states as lane vectors (no
+      horizontal sums; B and C read through strides, so no layout copy); when no gradient is
+      needed (``torch.no_grad`` / ``torch.inference_mode``, or no input requires grad) it is
+      called directly, without the autograd Function. The backward (``scan_kernel_grad.h``)
+      uses the same channel blocks. Denormals are flushed to zero during a kernel call.
       ``GEOLESF_SCAN_NATIVE=0`` disables it;
     * torch (``torch_scan.py``, fallback without a compiler, and on GPUs): a
       ``torch.autograd.Function`` that processes the batch in chunks (bounded memory), lays
       each chunk out time-major so every recurrence step is one in-place ``addcmul_`` over a
       contiguous slab, and contracts over N/D with batched vector-matrix products.
+    A third entry point, :func:`geolesf.ops.selective_scan.fused.multi_scan` (``fused.py``,
+    ``scan_kernel_fused.h``), runs several scan directions over one input in one native call
+    (the directions are index tables; the dt projection and the merge of the directions are
+    folded in), differentiable; S²Mamba's CPU forward uses it.
 ``unrolled`` (``unrolled.py``)
     The recurrence laid out for ``torch.onnx.export``: time-major inputs, groups broadcast, one
     batched product per step; the ONNX export of S²Mamba traces it (``geolesf export-model``).

@@ -1,7 +1,8 @@
 """The native implementation of the ``cpu`` backend: the C kernel, its build cache and its loading.
 
 The kernel source lives beside this module (``scan_kernel.c``, which includes
-``scan_kernel_body.h``, ``scan_kernel_infer.h`` and ``scan_kernel_grad.h`` once per precision) and is shipped as package data. On first use it
+``scan_kernel_body.h``, ``scan_kernel_infer.h``, ``scan_kernel_grad.h`` and ``scan_kernel_fused.h`` once
+per precision) and is shipped as package data. On first use it
 is compiled with the system C compiler (about a second) into a shared library cached in
 ``$GEOLESF_KERNEL_CACHE`` or a private folder in the temp directory, under a key that hashes
 the kernel source files' bytes, the compiler, the flags and the CPU (so editing the C source
@@ -47,7 +48,8 @@ KERNEL_CACHE_ENV_VAR = "GEOLESF_KERNEL_CACHE"
 # in KERNEL_SOURCES (it and what it #includes) is hashed into the cache key.
 KERNEL_DIR = Path(__file__).resolve().parent
 KERNEL_SOURCE = "scan_kernel.c"
-KERNEL_SOURCES = (KERNEL_SOURCE, "scan_kernel_body.h", "scan_kernel_infer.h", "scan_kernel_grad.h")
+KERNEL_SOURCES = (KERNEL_SOURCE, "scan_kernel_body.h", "scan_kernel_infer.h", "scan_kernel_grad.h",
+                  "scan_kernel_fused.h")
 
 _NATIVE = {"tried": False, "lib": None, "error": None}
 _NATIVE_LOCK = threading.Lock()
@@ -147,8 +149,11 @@ def _build_flag_sets():
     # No -ffast-math (it would break the rounding trick in gl_exp2f); -fno-trapping-math
     # lets the clamps vectorise, -ffp-contract=fast allows FMAs under -std=c99.
     common = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast", "-fPIC", "-shared", "-std=c99"]
+    # the build for this CPU; on x86, 512-bit vectors where it has AVX-512 (the fused kernel's
+    # 16-lane float blocks, scan_kernel_fused.h); the next sets are the portable fallbacks
+    wide = ["-mprefer-vector-width=512"] if platform.machine().lower() in ("x86_64", "amd64") else []
     return [
-        [*common, "-march=native", "-fopenmp-simd"],
+        [*common, "-march=native", *wide, "-fopenmp-simd"],
         [*common, "-fopenmp-simd"],
         ["-O2", "-fPIC", "-shared", "-std=c99"],
     ]
@@ -197,6 +202,12 @@ def _declare_signatures(lib):
         inf = getattr(lib, f"gl_scan_infer_{suf}")
         inf.argtypes = [ptr, ptr, ptr, i64] + [ptr] * 7 + [i64] * 6
         inf.restype = ctypes.c_int
+        fused = getattr(lib, f"gl_scan_fused_{suf}")
+        fused.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr] + [i64] * 7
+        fused.restype = ctypes.c_int
+        fgrad = getattr(lib, f"gl_scan_fused_grad_{suf}")
+        fgrad.argtypes = [ptr] * 6 + [i64] + [ptr] * 14 + [i64] * 7
+        fgrad.restype = ctypes.c_int
 
 
 def _compile_native():

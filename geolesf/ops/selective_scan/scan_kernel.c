@@ -2,20 +2,35 @@
 
    Compiled on first use with the system C compiler into a shared library loaded with ctypes;
    the compiled library is cached under a key that hashes the bytes of this file and of
-   scan_kernel_body.h, scan_kernel_infer.h and scan_kernel_grad.h, so editing any of them rebuilds it.
+   scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h and scan_kernel_fused.h, so editing any of them rebuilds it.
 
    Exports, one per precision (float: f32, double: f64):
      int gl_scan_infer_f32 / gl_scan_infer_f64 (...)   (channel-blocked forward, scan_kernel_infer.h)
      int gl_scan_grad_f32 / gl_scan_grad_f64 (...)     (channel-blocked backward, scan_kernel_grad.h)
+     int gl_scan_fused_f32 / gl_scan_fused_f64 (...)   (multi-direction inference scan with the dt
+                                                        projection and the cross-scan/merge folded in,
+                                                        scan_kernel_fused.h)
    all returning 0 on success and 1 when scratch memory cannot be allocated.
 
    This file holds the scalar helpers and instantiates the precision-generic body
-   (scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h) twice, with REAL / GL_FN / GL_S set for float and for double. */
+   (scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h) twice, with REAL / GL_FN / GL_S set for float and for double. */
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+/* Flush-to-zero / denormals-are-zero around a kernel call (x86 SSE control register; elsewhere a no-op). */
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#define GL_FTZ_BEGIN const unsigned int gl_csr = _mm_getcsr(); _mm_setcsr(gl_csr | 0x8040u);
+#define GL_FTZ_END _mm_setcsr(gl_csr);
+#else
+#define GL_FTZ_BEGIN
+#define GL_FTZ_END
+#endif
 
 /* 2^x in float, vectorisable (no libm call): x = i + f with i = round(x), |f| <= 1/2,
    2^f by the degree-6 minimax polynomial of Cephes' exp2f (relative error ~1.5e-7),
@@ -42,6 +57,23 @@ static inline float gl_exp2f(float x) {
 }
 
 static inline double gl_exp2d(double x) { return exp2(x); }
+
+#if defined(__AVX512F__)
+/* 16 floats' 2^x: the rounding and polynomial of gl_exp2f, 2^i applied with vscalefps; x is
+   clamped below at -126 (2^-126 instead of 0 there: a difference below 1e-38). */
+static inline __m512 gl_exp2_avx512(__m512 x) {
+    const __m512 e = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
+    const __m512 r = _mm512_roundscale_ps(e, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(e, r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.535336188319500e-4f), f, _mm512_set1_ps(1.339887440266574e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, r);
+}
+#endif
 
 /* log(1 + e) for e in [0, 1], vectorisable: Cephes logf polynomial on the mantissa of
    y = 1 + e plus a first-order correction for the rounding of 1 + e. */
@@ -83,22 +115,43 @@ static inline double gl_sigmoidd(double z) { return 1.0 / (1.0 + exp(-z)); }
 /* GL_S(name): namef / named (the scalar helpers above of this precision) */
 #define GL_S(name) GL_CAT(name, GL_SHORT)
 
+/* GL_FW: lanes per channel block of the fused multi-direction kernel (scan_kernel_fused.h):
+   one 512-bit register of floats where the compiler targets AVX-512 (the -march=native build),
+   else 8 (one 256-bit register; the portable build's loops vectorise to whatever the target has). */
 #define REAL float
 #define GL_SUF f32
 #define GL_SHORT f
+#if defined(__AVX512F__)
+#define GL_FW 16
+#define GL_CB 16
+#define GL_FUSED_AVX512 1
+#else
+#define GL_FW 8
+#define GL_CB 8
+#define GL_FUSED_AVX512 0
+#endif
 #include "scan_kernel_body.h"
 #include "scan_kernel_infer.h"
 #include "scan_kernel_grad.h"
+#include "scan_kernel_fused.h"
 #undef REAL
 #undef GL_SUF
 #undef GL_SHORT
+#undef GL_FW
+#undef GL_CB
+#undef GL_FUSED_AVX512
 
 #define REAL double
 #define GL_SUF f64
 #define GL_SHORT d
+#define GL_FW 8
+#define GL_CB 8
+#define GL_FUSED_AVX512 0
 #include "scan_kernel_body.h"
 #include "scan_kernel_infer.h"
 #include "scan_kernel_grad.h"
+#include "scan_kernel_fused.h"
 #undef REAL
 #undef GL_SUF
 #undef GL_SHORT
+#undef GL_FW

@@ -185,9 +185,14 @@ int GL_FN(gl_scan_grad)(
     REAL* du, REAL* ddelta, REAL* dAacc, REAL* dDacc, REAL* dbacc, REAL* dB, REAL* dC,
     int64_t b0, int64_t b1, int64_t KD, int64_t K, int64_t L, int64_t N)
 {
+    int rc;
+    GL_FTZ_BEGIN
     if (N == 16)
-        return GL_FN(grad_rows)(u, delta, bias, (int)sp, A2, B, C, sB, sC, D, gy, du, ddelta, dAacc, dDacc,
-                                dbacc, dB, dC, b0, b1, KD, K, L, 16);
-    return GL_FN(grad_rows)(u, delta, bias, (int)sp, A2, B, C, sB, sC, D, gy, du, ddelta, dAacc, dDacc,
-                            dbacc, dB, dC, b0, b1, KD, K, L, N);
+        rc = GL_FN(grad_rows)(u, delta, bias, (int)sp, A2, B, C, sB, sC, D, gy, du, ddelta, dAacc, dDacc,
+                              dbacc, dB, dC, b0, b1, KD, K, L, 16);
+    else
+        rc = GL_FN(grad_rows)(u, delta, bias, (int)sp, A2, B, C, sB, sC, D, gy, du, ddelta, dAacc, dDacc,
+                              dbacc, dB, dC, b0, b1, KD, K, L, N);
+    GL_FTZ_END
+    return rc;
 }

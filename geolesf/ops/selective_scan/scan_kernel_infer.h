@@ -112,7 +112,12 @@ int GL_FN(gl_scan_infer)(
     const REAL* B, const REAL* C, const int64_t* sB, const int64_t* sC, const REAL* D, REAL* y,
     int64_t b0, int64_t b1, int64_t KD, int64_t K, int64_t L, int64_t N)
 {
+    int rc;
+    GL_FTZ_BEGIN
     if (N == 16)
-        return GL_FN(infer_rows)(u, delta, bias, (int)sp, A2, B, C, sB, sC, D, y, b0, b1, KD, K, L, 16);
-    return GL_FN(infer_rows)(u, delta, bias, (int)sp, A2, B, C, sB, sC, D, y, b0, b1, KD, K, L, N);
+        rc = GL_FN(infer_rows)(u, delta, bias, (int)sp, A2, B, C, sB, sC, D, y, b0, b1, KD, K, L, 16);
+    else
+        rc = GL_FN(infer_rows)(u, delta, bias, (int)sp, A2, B, C, sB, sC, D, y, b0, b1, KD, K, L, N);
+    GL_FTZ_END
+    return rc;
 }

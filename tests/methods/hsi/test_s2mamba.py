@@ -116,6 +116,7 @@ def _capture_scan(monkeypatch):
         return y
 
     monkeypatch.setattr(s2m, "selective_scan", spy)
+    monkeypatch.setattr(s2m, "use_fused", lambda *_: False)  # the composed forward (the fused one: test_s2mamba_fused.py)
     return calls
 
 
