@@ -28,6 +28,14 @@ returns the label file written into ``folder`` from the training half's full mas
 row and keeps the others already in ``--out`` (same settings and seeds required; runs are
 deterministic per seed on a CPU).
 
+Rows: full masks; points and scribbles with partial cross-entropy alone (``prior_weight: 0``) and with the
+gated CRF prior (the objective's default weight 0.01; for points also a sharper image kernel and the prior
+on 4× down-scaled predictions). A "prior alone" row is not meaningful: without any label the prior cannot
+name classes (a constant map minimises it).
+
+The results in ``benchmarks/results/weak_labels.json`` came from
+``--seeds 0,1 --scenes potsdam,spacenet`` followed by ``--rows "points + coarse prior" --merge``.
+
 The training budget is deliberately small (compact unet, random chips, a few hundred steps) so the
 whole benchmark stays within ~15 min on 2 CPU cores; the numbers compare label types under the same
 budget, they are not the accuracy a full training reaches.

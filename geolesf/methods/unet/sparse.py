@@ -16,10 +16,11 @@ pixel (at a random position inside the chip), so that with a fraction of a perce
 labelled every batch still carries labels — uniform chips would mostly see none.
 ``prior_weight: 0`` gives the partial-CE-alone baseline.
 
-Options (``data.supervision_args``): ``prior_weight`` (default 0.1), ``radius`` (5 px), ``sigma_xy``
-(6 px), ``sigma_img`` (0.5 band standard deviations) — the reference implementation's example
-setting (loss weight 0.1, one bilateral kernel with σ_xy 6 and σ_rgb 0.1 on [0, 1] RGB, radius 5,
-recalled), with σ_img restated for z-scored bands — ``warmup`` (0.5) and ``scale`` (1): the prior on
+Options (``data.supervision_args``): ``prior_weight`` (default 0.01), ``radius`` (5 px), ``sigma_xy``
+(6 px), ``sigma_img`` (0.5 band standard deviations) — the kernel of the reference implementation's
+example setting (one bilateral kernel with σ_xy 6 and σ_rgb 0.1 on [0, 1] RGB, radius 5, recalled),
+with σ_img restated for z-scored bands; its loss weight 0.1 made our randomly initialised unet collapse
+towards a constant map in short CPU trainings, so the default is 0.01 (benchmarks/bench_weak_labels.py) — ``warmup`` (0.5) and ``scale`` (1): the prior on
 predictions and image average-pooled by ``scale`` (the paper computes it on down-scaled predictions;
 ``radius`` and ``sigma_xy`` are then in down-scaled pixels, so the prior reaches ``scale`` × farther).
 
@@ -39,7 +40,7 @@ from geolesf.data.supervision import partial_cross_entropy
 from geolesf.errors import ConfigError
 from geolesf.methods.unet.objectives import IGNORE, LabelRasters, Objective, check_args, sparse_class_raster
 
-DEFAULTS = {"prior_weight": 0.1, "radius": 5.0, "sigma_xy": 6.0, "sigma_img": 0.5, "warmup": 0.5, "scale": 1}
+DEFAULTS = {"prior_weight": 0.01, "radius": 5.0, "sigma_xy": 6.0, "sigma_img": 0.5, "warmup": 0.5, "scale": 1}
 
 
 class SparseObjective(Objective):
@@ -48,7 +49,7 @@ class SparseObjective(Objective):
     needs_labels = False
     chips_at_labels = True
 
-    def __init__(self, name: str, prior_weight: float = 0.1, radius: float = 5.0, sigma_xy: float = 6.0,
+    def __init__(self, name: str, prior_weight: float = 0.01, radius: float = 5.0, sigma_xy: float = 6.0,
                  sigma_img: float = 0.5, warmup: float = 0.5, scale: int = 1) -> None:
         if prior_weight < 0 or not 0 <= warmup < 1 or scale < 1:
             raise ConfigError(f"data.supervision_args: prior_weight must be ≥ 0, warmup in [0, 1) and scale ≥ 1, "
