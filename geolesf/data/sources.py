@@ -39,7 +39,7 @@ ROLES: dict[str, tuple[str, ...]] = {
 
 #: ``DataConfig`` fields holding a source, and the kind each is.
 DATA_FIELDS = {"cube": "cube", "labels": "labels", "train_map": "train_map", "test_map": "test_map",
-               "test_labels": "labels", "image": "image"}
+               "test_labels": "labels", "image": "image", "eval_labels": "labels", "test_image": "image"}
 
 #: ``data.*`` keys that ``geolesf train`` also takes as ``--key`` flags (for the hint in messages).
 TRAIN_FLAGS = ("cube", "labels", "train_map", "test_map", "test_labels")

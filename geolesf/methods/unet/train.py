@@ -11,10 +11,17 @@
   ``data.background`` (default 0, i.e. "not a building" for footprints) and pixels two classes claim
   get 255 (ignored), through the burner the HSI task shares (:mod:`geolesf.io.labels`);
 
-trains on random chips (:func:`geolesf.methods.unet.model.train_segmenter`) and writes into ``out``:
-``model.pt`` (``geolesf-segmentation/1``), ``labels.tif`` when labels were rasterised,
-``metrics.json`` (loss history and the *training-scene* fit: mIoU, per-class IoU — the scene is
-the training data, so this measures fit, not generalisation; evaluate on another scene with
+``data.supervision`` says what the labels are: ``mask`` (the default, full masks as above),
+``points`` or ``scribbles`` (sparse labels: unburnt pixels are unlabelled; partial cross-entropy +
+gated CRF prior) — one objective each (:mod:`geolesf.methods.unet.objectives`, options in
+``data.supervision_args``). Full labels for evaluation only: ``data.eval_labels`` (the training
+scene) and ``data.test_image`` + ``data.test_labels`` (a spatially separate region).
+
+trains on random chips (:func:`train_segmenter`) and writes into ``out``: ``model.pt``
+(``geolesf-segmentation/1``), ``labels.tif`` when labels were rasterised, ``classmap.tif`` (the
+training scene's predicted class map, COG + ``.qml``), ``metrics.json`` (loss history, the
+supervision's report and the *training-scene* fit against the training labels: mIoU, per-class IoU
+— fit, not generalisation; ``eval_labels`` and ``test`` when given; evaluate on another scene with
 ``geolesf evaluate --checkpoint model.pt --option image=… --option labels=…``) and ``config.yaml``.
 The checkpoint predicts any scene with ``geolesf predict scene.tif --checkpoint run/model.pt``.
 """
@@ -28,15 +35,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from geolesf.config import ModelConfig
 from geolesf.config import run_config_class
 from geolesf.errors import ConfigError, DataError
 from geolesf.io.labels import VECTOR_SUFFIXES, burn_to_raster
 from geolesf.methods.unet.checkpoint import SegmentationCheckpoint, save
-from geolesf.methods.unet.evaluate import scene_metrics
 from geolesf.methods.unet.model import unet
+from geolesf.methods.unet.objectives import IGNORE
 from geolesf.io.atomic import write_json, write_yaml
 
 
@@ -56,6 +62,18 @@ class SegDataConfig:
     """Label value of unlabelled pixels (default: the label raster's nodata)."""
     class_names: dict[int, str] | None = None
     colors: dict[int, str] | None = None
+    supervision: str = "mask"
+    """How ``labels`` supervise: mask (full masks), points, scribbles (:mod:`geolesf.methods.unet.objectives`)."""
+    supervision_args: dict[str, Any] | None = None
+    """Options of the supervision's objective (e.g. ``{prior_weight: 1.0}`` for points)."""
+    eval_labels: str | None = None
+    """Full labels of the training scene used for evaluation only (raster or vector, burnt as ``labels``)."""
+    test_image: str | None = None
+    """A spatially separate region (raster) to evaluate on, with ``test_labels``."""
+    test_labels: str | None = None
+    """Full labels of ``test_image`` (raster or vector)."""
+    eval_label_field: str | None = None
+    """Vector ``eval_labels`` / ``test_labels``: attribute holding the class (default: every feature is class 1)."""
 
 
 @dataclass
@@ -102,39 +120,76 @@ def run_config(cfg: SegmentationConfig) -> Path:
     import dataclasses
 
     from geolesf.data.sources import resolve_data
+    from geolesf.methods.unet.objectives import make_objective
 
     given = cfg
     cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))  # dataset names → local files
     _check(cfg)
+    objective = make_objective(cfg.data)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(out / "config.yaml", given)
-    labels, class_names = Path(cfg.data.labels), cfg.data.class_names
-    if labels.suffix.lower() in VECTOR_SUFFIXES:
-        known = {v: int(k) for k, v in (class_names or {}).items()}
-        labels, burned = burn_to_raster(labels, cfg.data.image, out / "labels.tif", field_name=cfg.data.label_field,
-                                        background=cfg.data.background, all_touched=cfg.data.all_touched,
-                                        name_to_id=known or None)
-        class_names = {**burned.names, **(class_names or {})}
-        for line in burned.notes():
-            print(f"note: {line}")
-        print(f"rasterised {cfg.data.labels} onto {Path(cfg.data.image).name} → {labels}")
+    read = objective.read_labels(cfg.data, out)
     t = cfg.trainer
+    ids = sorted(int(k) for k in cfg.data.class_names) if cfg.data.class_names and cfg.data.supervision != "mask" \
+        else None
     summary = train_segmenter(
-        cfg.data.image, labels, out / "model.pt", class_names=class_names, colors=cfg.data.colors,
-        ignore_value=cfg.data.ignore_value, model_args=cfg.model.args, epochs=t.epochs,
+        cfg.data.image, read.labels, out / "model.pt", class_names=read.class_names, colors=cfg.data.colors,
+        ignore_value=read.ignore_value, model_args=cfg.model.args, epochs=t.epochs,
         steps_per_epoch=t.steps_per_epoch, chip=t.chip, batch_size=t.batch_size, lr=t.lr, seed=t.seed,
-        device=t.device,
+        device=t.device, objective=objective, extra_rasters=read.extra, class_ids=ids,
     )
-    fit = scene_metrics(out / "model.pt", cfg.data.image, labels, ignore_value=cfg.data.ignore_value,
-                        device=t.device)
     metrics = {"checkpoint": "model.pt", "sha256": summary["sha256"], "history": summary["history"],
-               "class_ids": summary["class_ids"], "training_scene_fit": fit,
-               "note": "training_scene_fit is measured on the training scene itself (fit, not generalisation)"}
+               "class_ids": summary["class_ids"], "supervision": {**objective.report(), **read.report}}
+    metrics.update(_run_metrics(cfg, out, read))
     write_json(out / "metrics.json", metrics)
+    fit = metrics["training_scene_fit"]
     print(f"[unet] loss {summary['history'][0]['loss']:.4f} → {summary['history'][-1]['loss']:.4f}, "
-          f"training-scene mIoU {fit['mIoU']:.4f} → {out}")
+          f"training-scene mIoU {fit['mIoU']:.4f} (against the {objective.name} labels) → {out}")
+    for key in ("eval_labels", "test"):
+        if key in metrics:
+            print(f"[unet] {key} mIoU {metrics[key]['mIoU']:.4f}")
     return out
+
+
+def _full_labels(spec: str, image: str, cfg: SegmentationConfig, dest: Path) -> Path:
+    """Evaluation labels as a raster on ``image``'s grid (vector layers burnt as the mask labels are)."""
+    from geolesf.methods.unet.objectives import class_lookup
+
+    if not Path(spec).is_file():
+        raise DataError(f"{spec}: file not found")
+    if Path(spec).suffix.lower() not in VECTOR_SUFFIXES:
+        return Path(spec)
+    return burn_to_raster(spec, image, dest, field_name=cfg.data.eval_label_field, background=cfg.data.background,
+                          all_touched=cfg.data.all_touched, name_to_id=class_lookup(cfg.data.class_names))[0]
+
+
+def _run_metrics(cfg: SegmentationConfig, out: Path, read: Any) -> dict[str, Any]:
+    """The training scene's class map (``classmap.tif`` + ``.qml``) and its metrics; the test region's."""
+    import tempfile
+
+    from geolesf.methods.unet.evaluate import map_metrics, predict_map
+    from geolesf.predict.model import load_predict_model
+
+    d, dev = cfg.data, cfg.trainer.device
+    pm = load_predict_model(out / "model.pt")
+    classmap = predict_map(pm, d.image, out / "classmap.tif", device=dev)
+    res: dict[str, Any] = {"classmap": classmap.name, "training_scene_fit": map_metrics(
+        classmap, read.labels, pm.class_ids, pm.class_names, ignore_value=read.ignore_value),
+        "note": "training_scene_fit is measured on the training labels themselves (fit, not generalisation)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        if d.eval_labels:
+            truth = _full_labels(d.eval_labels, d.image, cfg, Path(tmp) / "eval.tif")
+            res["eval_labels"] = map_metrics(classmap, truth, pm.class_ids, pm.class_names, ignore_value=None)
+            res["eval_labels"]["labels"] = str(d.eval_labels)
+        if d.test_image or d.test_labels:
+            if not (d.test_image and d.test_labels):
+                raise ConfigError("data.test_image and data.test_labels go together (a separate region and its labels)")
+            truth = _full_labels(d.test_labels, d.test_image, cfg, Path(tmp) / "test.tif")
+            pred = predict_map(pm, d.test_image, Path(tmp) / "test_pred.tif", device=dev, qml=False)
+            res["test"] = map_metrics(pred, truth, pm.class_ids, pm.class_names, ignore_value=None)
+            res["test"].update(image=str(d.test_image), labels=str(d.test_labels))
+    return res
 
 
 def _read_pair(image_tif: str | Path, label_tif: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
@@ -156,15 +211,67 @@ def _read_pair(image_tif: str | Path, label_tif: str | Path) -> tuple[np.ndarray
 
 
 def _random_chips(
-    rng: np.random.Generator, x_all: np.ndarray, target: np.ndarray, c: int, batch_size: int, device: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch_size`` random ``c``×``c`` chips of the normalised image and their targets."""
-    h, w = target.shape
+    rng: np.random.Generator, x_all: np.ndarray, rasters: dict[str, np.ndarray], c: int, batch_size: int, device: str
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``batch_size`` random ``c``×``c`` chips of the normalised image and of every raster (same windows)."""
+    h, w = rasters["target"].shape
     ys = rng.integers(0, h - c + 1, batch_size)
     xs = rng.integers(0, w - c + 1, batch_size)
     xb = torch.from_numpy(np.stack([x_all[:, y:y + c, x:x + c] for y, x in zip(ys, xs)])).to(device)
-    yb = torch.from_numpy(np.stack([target[y:y + c, x:x + c] for y, x in zip(ys, xs)])).to(device)
-    return xb, yb
+    chips = {k: torch.from_numpy(np.stack([r[y:y + c, x:x + c] for y, x in zip(ys, xs)])).to(device)
+             for k, r in rasters.items()}
+    return xb, chips
+
+
+def _fit(model: torch.nn.Module, objective: Any, state: Any, *, epochs: int, steps_per_epoch: int,
+         batch_size: int, lr: float, rng: np.random.Generator) -> list[dict[str, float]]:
+    """The training loop: random chips, the objective's loss, its per-epoch hook; returns the history."""
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    history = []
+    bar = tqdm(range(epochs), desc=f"train unet ({objective.name})", unit="epoch", dynamic_ncols=True)
+    for epoch in bar:
+        model.train()
+        total, sums = 0.0, {}
+        for _ in range(steps_per_epoch):
+            xb, chips = _random_chips(rng, state.image, state.rasters, state.chip, batch_size, state.device)
+            if objective.needs_labels and (chips["target"] == IGNORE).all():
+                continue
+            loss, stats = objective.loss(model(xb), xb, chips)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+        history.append({"epoch": epoch + 1, "loss": total / steps_per_epoch,
+                        **{k: v / steps_per_epoch for k, v in sums.items()}})
+        model.eval()
+        objective.on_epoch_end(epoch + 1, state)
+        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+    model.eval()
+    return history
+
+
+def _targets(image_tif: Any, label_tif: Any, ignore_value: int | None,
+             class_ids: list[int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Image, valid mask, per-pixel class index (:data:`IGNORE` where unlabelled) and the class ids."""
+    image, labels, valid, label_nodata = _read_pair(image_tif, label_tif)
+    ignore = label_nodata if ignore_value is None else ignore_value
+    usable = valid & (labels != ignore) if ignore is not None else valid
+    found = [int(v) for v in np.unique(labels[usable])]
+    if class_ids is None:
+        class_ids = found
+    elif set(found) - set(class_ids):
+        raise DataError(f"{label_tif}: label values {sorted(set(found) - set(class_ids))} are not among the "
+                        f"classes of data.class_names {class_ids}")
+    if len(class_ids) < 2:
+        raise DataError(f"{label_tif}: need at least 2 classes to train, found {class_ids}")
+    lut = np.full(max(int(labels.max()), max(class_ids)) + 1, IGNORE, dtype=np.int64)
+    lut[class_ids] = np.arange(len(class_ids))
+    target = np.where(usable, lut[labels], IGNORE)
+    return image, valid, target, list(class_ids)
 
 
 def train_segmenter(
@@ -183,57 +290,40 @@ def train_segmenter(
     lr: float = 2e-3,
     seed: int = 0,
     device: str = "cpu",
+    objective: Any = None,
+    extra_rasters: dict[str, np.ndarray] | None = None,
+    class_ids: list[int] | None = None,
 ) -> dict[str, Any]:
     """Train ``unet`` on random chips of one image/label GeoTIFF pair; write a checkpoint.
 
     ``ignore_value`` (default: the label raster's nodata) marks unlabelled pixels; image
-    nodata pixels are ignored too. Class ids are the remaining label values. Returns a summary
-    dict with the checkpoint path, its sha256 and the loss history.
+    nodata pixels are ignored too. Class ids are the remaining label values, or ``class_ids``
+    (sparse labels: classes may be given that few pixels carry). ``objective`` (default: full-mask
+    cross-entropy) gives the loss and the per-epoch hook; ``extra_rasters`` are cropped with the target.
+    Returns a summary dict with the checkpoint path, its sha256 and the loss history.
     """
     from geolesf.colors import default_palette
+    from geolesf.methods.unet.objectives import MaskObjective, TrainState
 
+    objective = objective or MaskObjective()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    image, labels, valid, label_nodata = _read_pair(image_tif, label_tif)
-    ignore = label_nodata if ignore_value is None else ignore_value
-    usable = valid & (labels != ignore) if ignore is not None else valid
-    class_ids = [int(v) for v in np.unique(labels[usable])]
-    if len(class_ids) < 2:
-        raise DataError(f"{label_tif}: need at least 2 classes to train, found {class_ids}")
-    lut = np.full(int(labels.max()) + 1, -100, dtype=np.int64)
-    lut[class_ids] = np.arange(len(class_ids))
-    target = np.where(usable, lut[labels], -100)
+    image, valid, target, class_ids = _targets(image_tif, label_tif, ignore_value, class_ids)
     pix = image[:, valid]
     mean, std = pix.mean(axis=1), pix.std(axis=1) + 1e-6
     x_all = (image - mean[:, None, None]) / std[:, None, None]
     x_all[:, ~valid] = 0.0
     bands, h, w = image.shape
-    c = min(chip, h, w)
     args = {"in_chans": bands, "num_classes": len(class_ids), "base": 16, "depth": 3, **(model_args or {})}
     model = unet(**args).to(device)
     div = getattr(model, "size_divisor", 1)
+    c = min(chip, h, w)
     c = max(div, c - c % div)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history = []
+    rasters = {"target": target, "valid": valid, **(extra_rasters or {})}
+    state = TrainState(model, x_all.astype(np.float32), rasters, class_ids, device=device, chip=c)
     start = time.perf_counter()
-    from tqdm.auto import tqdm
-
-    model.train()
-    bar = tqdm(range(epochs), desc="train unet", unit="epoch", dynamic_ncols=True)
-    for epoch in bar:
-        total = 0.0
-        for _ in range(steps_per_epoch):
-            xb, yb = _random_chips(rng, x_all, target, c, batch_size, device)
-            if (yb == -100).all():
-                continue
-            loss = F.cross_entropy(model(xb), yb, ignore_index=-100)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-        history.append({"epoch": epoch + 1, "loss": total / steps_per_epoch})
-        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-    model.eval()
+    history = _fit(model, objective, state, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+                   lr=lr, rng=rng)
     names = class_names or {}
     palette = default_palette(len(class_ids))
     cols = colors or {}
@@ -242,7 +332,7 @@ def train_segmenter(
         class_ids=class_ids, class_names=[names.get(i, f"class {i}") for i in class_ids],
         colors=[cols.get(i, palette[k]) for k, i in enumerate(class_ids)],
         extra={"trained_on": Path(image_tif).name, "labels": Path(label_tif).name, "epochs": epochs,
-               "chip": c, "seconds": round(time.perf_counter() - start, 2)},
+               "chip": c, "seconds": round(time.perf_counter() - start, 2), "supervision": objective.name},
     )
     digest = save(out, ckpt)
     return {"checkpoint": Path(out), "sha256": digest, "history": history, "class_ids": class_ids}

@@ -4,8 +4,8 @@ From cheap labels (image-level tags, points, scribbles, boxes) to dense pseudo-l
 
 - :mod:`geolesf.methods.wsss.cam` — class activation maps (ResNet / ViT), multi-scale + flip inference;
 - :mod:`geolesf.methods.wsss.usage` — USAGE seed-area generation (temperature pooling, equivariance loss);
-- :mod:`geolesf.methods.wsss.affinity` — affinity from attention or embeddings, adaptive affinity loss;
-- :mod:`geolesf.losses.reassign` — the label-reassign loss (shared with the weakly-supervised unet);
+- :mod:`geolesf.losses.affinity` (shared, layer 3) — affinity from attention or embeddings, adaptive affinity loss;
+- :mod:`geolesf.losses.reassign` (shared, layer 3) — the label-reassign loss;
 - :mod:`geolesf.methods.wsss.single_stage` — the joint classification + segmentation network;
 - :mod:`geolesf.data.supervision` — the supervision types and their converters.
 """

@@ -12,7 +12,7 @@ Backbones (weights are optional and never downloaded; give a local file with ``w
   (e.g. ``resnet50-0676ba61.pth`` = ``ResNet50_Weights.IMAGENET1K_V1``).
 * ``vit`` — a ViT / DeiT with a class token whose modules carry timm's names, so a timm state
   dict (``deit_small_patch16_224``) loads with ``weights=``; the patch tokens form the feature map
-  and every block's attention is returned for affinity (:mod:`geolesf.methods.wsss.affinity`).
+  and every block's attention is returned for affinity (:mod:`geolesf.losses.affinity`).
 * ``simple`` — a small conv net (``width``, ``depth``) for CPU tests and quick aerial demos.
 
 Inference (:func:`multiscale_cams`): the CAMs of several scales and their horizontal flips are

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from geolesf.errors import ConfigError, ModelError
 from geolesf.metrics.segmentation import SegmentationConfusion
 from geolesf.methods.wsss.cam import class_scores, multiscale_cams, scores_to_seeds
-from geolesf.methods.wsss.affinity import attention_affinity, embedding_affinity, feature_affinity, random_walk
+from geolesf.losses.affinity import attention_affinity, embedding_affinity, feature_affinity, random_walk
 from geolesf.methods.wsss.checkpoint import WSSSBundle
 from geolesf.methods.wsss.checkpoint import load as load_wsss_checkpoint
 from geolesf.methods.wsss.data import WSSSDataset, open_dataset, to_tensor

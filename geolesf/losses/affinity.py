@@ -1,5 +1,8 @@
 """Pixel affinity for weakly supervised segmentation: from attention or embeddings, its loss, and its use.
 
+Shared (layer 3): moved here from ``methods/wsss`` so that the dense segmenter's sparse-label
+objectives (:mod:`geolesf.losses.gated_crf`) reuse the neighbour pairs.
+
 * :func:`attention_affinity` — the Transformer's own affinity: patch-to-patch attention averaged
   over heads and the last ``layers`` blocks, made symmetric ``(A + Aᵀ)/2`` and row-normalised.
 * :func:`embedding_affinity` — ``a_ij = exp(−‖e_i − e_j‖₁)`` between embeddings within ``radius``
@@ -57,7 +60,8 @@ def attention_affinity(attentions: Sequence[torch.Tensor], layers: int = 4, pref
     return row_normalise(a) if normalise else a
 
 
-def _grid_offsets(radius: float) -> list[tuple[int, int]]:
+def grid_offsets(radius: float) -> list[tuple[int, int]]:
+    """The offsets ``(dy, dx)`` of :func:`neighbour_pairs`: one per unordered pair (``dy > 0`` or ``dy = 0, dx > 0``)."""
     r = int(radius)
     offs = [(dy, dx) for dy in range(0, r + 1) for dx in range(-r, r + 1)
             if (dy > 0 or dx > 0) and dy * dy + dx * dx < radius * radius]
@@ -69,7 +73,7 @@ def neighbour_pairs(h: int, w: int, radius: float,
     """Flat indices ``(i, j)`` of every unordered pair of grid cells with ``dy² + dx² < radius²``."""
     ii, jj = [], []
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-    for dy, dx in _grid_offsets(radius):
+    for dy, dx in grid_offsets(radius):
         y2, x2 = ys + dy, xs + dx
         ok = (y2 < h) & (x2 >= 0) & (x2 < w)
         ii.append((ys * w + xs)[ok])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from geolesf.errors import ConfigError
-from geolesf.methods.wsss.affinity import (
+from geolesf.losses.affinity import (
     adaptive_affinity_loss,
     attention_affinity,
     embedding_affinity,
