@@ -22,7 +22,7 @@ every class except ``background``/``ignore``; the steps run in this order:
    in a building mask);
 2. **wrong class**: exactly ``round(wrong_class_share · N)`` of the remaining objects take another class
    drawn uniformly from the mask's other non-background classes (when the mask has one such class only,
-   there is no other class to give and this step does nothing — reported);
+   there is no other class to give: those objects stay and the report says so);
 3. **boundary**: every remaining object is eroded or dilated (a fair coin per object) by ``boundary_px``
    pixels (a square structuring element): an eroded rim takes the nearest pixel's class outside the
    object, a dilated rim overwrites the neighbouring labelled pixels with the object's class;
@@ -205,12 +205,13 @@ def noisy_from_mask(mask: np.ndarray, seed: int, *, boundary_px: int = 2, drop_s
         cls, comp = objs[i]
         out[comp] = _surrounding_class(m, comp, ignore, fallback)
     report.dropped = len(drop)
+    if len(fg_classes) < 2 and len(wrong):
+        report.notes.append("wrong class: the mask has one non-background class, no other class to give; "
+                            "those objects stay as they are (and get boundary noise)")
+        keep, wrong = order[n_drop:], wrong[:0]
     for i in wrong:
         cls, comp = objs[i]
         others = [c for c in fg_classes if c != cls]
-        if not others:
-            report.notes.append("wrong class: the mask has one non-background class, no other class to give")
-            break
         out[comp] = others[int(rng.integers(len(others)))]
         report.wrong_class += 1
     coins = rng.random(len(keep)) < 0.5
