@@ -45,14 +45,15 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> to
     return 1.0 - 2.0 * inter / union
 
 
-def projection_loss(probs: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Mean projection loss of the boxes of one image.
+def projection_loss(probs: torch.Tensor, boxes: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Projection loss of the boxes of one image.
 
     ``probs`` ``(K, H, W)`` class probabilities; ``boxes`` ``(N, 7)`` rows ``[k, c0, r0, c1, r1, use_x,
     use_y]``: channel ``k``, inclusive pixel column/row ranges, and whether the x-projection (max over
     rows, one value per column) and the y-projection (max over columns, one per row) apply. The box
     window's projections are all ones, so each term is ``dice_loss(max-projection, 1)``. Boxes with no
-    usable projection do not count; 0 (with a graph) when none does.
+    usable projection do not count. ``reduction="mean"``: the mean over boxes (0 with a graph when
+    none counts); ``"none"``: the ``(M,)`` per-box losses (to average over the boxes of a whole batch).
     """
     terms = []
     for k, c0, r0, c1, r1, use_x, use_y in boxes.long().tolist():
@@ -67,6 +68,8 @@ def projection_loss(probs: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
             py = window.amax(1)
             parts.append(dice_loss(py, torch.ones_like(py)))
         terms.append(torch.stack(parts).sum())
+    if reduction == "none":
+        return torch.stack(terms) if terms else probs.new_zeros(0)
     if not terms:
         return probs.sum() * 0.0
     return torch.stack(terms).mean()

@@ -52,6 +52,9 @@ def test_projection_loss_by_hand():
     two = torch.tensor([[1, 1, 0, 3, 1, 0, 1], [1, 1, 0, 3, 1, 1, 0], [0, 0, 0, 1, 1, 0, 0]])
     assert projection_loss(probs, two).item() == pytest.approx((lx + ly) / 2, abs=1e-4)
     assert projection_loss(probs, torch.zeros(0, 7, dtype=torch.long)).item() == 0.0
+    per_box = projection_loss(probs, two, reduction="none")  # per-box terms, to average over a whole batch
+    assert per_box.tolist() == pytest.approx([ly, lx], abs=1e-4)
+    assert projection_loss(probs, torch.zeros(0, 7, dtype=torch.long), reduction="none").shape == (0,)
 
 
 def test_pairwise_loss_by_hand():

@@ -207,7 +207,9 @@ def boxinst_loss(logits: torch.Tensor, image: torch.Tensor, outside: torch.Tenso
     log_p = F.log_softmax(logits, 1)
     ce = F.nll_loss(log_p, outside, ignore_index=IGNORE) if (outside != IGNORE).any() else logits.sum() * 0.0
     probs = log_p.exp()
-    proj = torch.stack([projection_loss(probs[b], rows[b].to(logits.device)) for b in range(len(rows))]).mean()
+    per_box = torch.cat([projection_loss(probs[b], rows[b].to(logits.device), reduction="none")
+                         for b in range(len(rows))])
+    proj = per_box.mean() if len(per_box) else logits.sum() * 0.0  # the mean over the batch's boxes
     sim = colour_similarity(image, dilation=int(opts["dilation"]), theta=opts["theta"])
     pair = pairwise_loss(log_p, sim, pair_mask, dilation=int(opts["dilation"]), tau=opts["tau"])
     loss = ce + opts["lambda_proj"] * proj + ramp * opts["lambda_pair"] * pair
