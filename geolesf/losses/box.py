@@ -45,7 +45,18 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> to
     return 1.0 - 2.0 * inter / union
 
 
-def projection_loss(probs: torch.Tensor, boxes: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def smooth_max(x: torch.Tensor, dim: int, alpha: float = 0.0) -> torch.Tensor:
+    """The max along ``dim`` (``alpha = 0``, BoxInst), or the α-softmax ``Σ x·e^{αx} / Σ e^{αx}`` of Hsu et al.
+    (NeurIPS 2019, box-tightness MIL) for ``alpha > 0``: every pixel of a row gets a gradient, weighted
+    towards the largest values (→ the max as α → ∞, → the mean as α → 0)."""
+    if alpha <= 0:
+        return x.amax(dim)
+    w = torch.softmax(alpha * x, dim)
+    return (w * x).sum(dim)
+
+
+def projection_loss(probs: torch.Tensor, boxes: torch.Tensor, reduction: str = "mean",
+                    alpha: float = 0.0) -> torch.Tensor:
     """Projection loss of the boxes of one image.
 
     ``probs`` ``(K, H, W)`` class probabilities; ``boxes`` ``(N, 7)`` rows ``[k, c0, r0, c1, r1, use_x,
@@ -54,6 +65,7 @@ def projection_loss(probs: torch.Tensor, boxes: torch.Tensor, reduction: str = "
     window's projections are all ones, so each term is ``dice_loss(max-projection, 1)``. Boxes with no
     usable projection do not count. ``reduction="mean"``: the mean over boxes (0 with a graph when
     none counts); ``"none"``: the ``(M,)`` per-box losses (to average over the boxes of a whole batch).
+    ``alpha > 0`` replaces the max by the smooth :func:`smooth_max`.
     """
     terms = []
     for k, c0, r0, c1, r1, use_x, use_y in boxes.long().tolist():
@@ -62,10 +74,10 @@ def projection_loss(probs: torch.Tensor, boxes: torch.Tensor, reduction: str = "
             continue
         parts = []
         if use_x:
-            px = window.amax(0)
+            px = smooth_max(window, 0, alpha)
             parts.append(dice_loss(px, torch.ones_like(px)))
         if use_y:
-            py = window.amax(1)
+            py = smooth_max(window, 1, alpha)
             parts.append(dice_loss(py, torch.ones_like(py)))
         terms.append(torch.stack(parts).sum())
     if reduction == "none":

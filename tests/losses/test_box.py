@@ -16,6 +16,7 @@ from geolesf.losses.box import (
     pairwise_loss,
     pixel_ranges,
     projection_loss,
+    smooth_max,
 )
 
 
@@ -111,3 +112,16 @@ def test_pixel_ranges_and_window_cuts():
 def test_box_outside_target():
     t = box_outside_target(np.array([[1, 0, 2, 1]]), (2, 4), background=0)
     assert t.tolist() == [[0, -100, -100, 0], [0, -100, -100, 0]]
+
+
+def test_smooth_max_by_hand():
+    """α-softmax of (0, 1) with α = ln 3: weights softmax(0, ln 3) = (¼, ¾) → 0·¼ + 1·¾ = 0.75.
+    α = 0 is the hard max; a large α approaches it."""
+    x = torch.tensor([[0.0, 1.0]])
+    assert smooth_max(x, 1, math.log(3)).item() == pytest.approx(0.75, abs=1e-6)
+    assert smooth_max(x, 1, 0.0).item() == 1.0
+    assert smooth_max(x, 1, 50.0).item() == pytest.approx(1.0, abs=1e-6)
+    # in the projection loss: window [[0, 1]] on channel 0 (1×2), y-projection only → dice(0.75, 1)
+    probs = torch.tensor([[[0.0, 1.0]]])
+    loss = projection_loss(probs, torch.tensor([[0, 0, 0, 1, 0, 0, 1]]), alpha=math.log(3))
+    assert loss.item() == pytest.approx(1 - 2 * 0.75 / (0.75 ** 2 + 1), abs=1e-4)

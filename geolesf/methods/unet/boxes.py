@@ -52,10 +52,11 @@ from geolesf.losses.box import (
 from geolesf.methods.unet.objectives import IGNORE, UNLABELLED, LabelRasters, Objective, check_args, class_lookup
 
 DEFAULTS = {"mode": "boxinst", "lambda_proj": 1.0, "lambda_pair": 1.0, "theta": DEFAULT_THETA, "tau": DEFAULT_TAU,
-            "dilation": 2, "warmup_steps": 100}
+            "dilation": 2, "warmup_steps": 100, "smooth_max": 0.0}
 """``data.supervision_args`` of ``boxes``: ``mode`` ``boxinst`` (projection + pairwise) or ``fill`` (the
 "box interior = class" baseline); loss weights; colour scale θ and edge threshold τ; the pairwise
-dilation; ``warmup_steps``, the optimiser steps over which the pairwise weight ramps from 0 to λ_pair."""
+dilation; ``warmup_steps``, the optimiser steps over which the pairwise weight ramps from 0 to λ_pair;
+``smooth_max`` α: 0 = the hard max-projection of BoxInst, α > 0 the α-softmax of Hsu et al. 2019."""
 MODES = ("boxinst", "fill")
 
 
@@ -207,7 +208,8 @@ def boxinst_loss(logits: torch.Tensor, image: torch.Tensor, outside: torch.Tenso
     log_p = F.log_softmax(logits, 1)
     ce = F.nll_loss(log_p, outside, ignore_index=IGNORE) if (outside != IGNORE).any() else logits.sum() * 0.0
     probs = log_p.exp()
-    per_box = torch.cat([projection_loss(probs[b], rows[b].to(logits.device), reduction="none")
+    per_box = torch.cat([projection_loss(probs[b], rows[b].to(logits.device), reduction="none",
+                                         alpha=float(opts["smooth_max"]))
                          for b in range(len(rows))])
     proj = per_box.mean() if len(per_box) else logits.sum() * 0.0  # the mean over the batch's boxes
     sim = colour_similarity(image, dilation=int(opts["dilation"]), theta=opts["theta"])
