@@ -138,6 +138,12 @@ def _names(values: Sequence[int], class_names: Mapping[int, str] | None) -> list
     return [class_names.get(int(v), str(v)) for v in values] if class_names else [int(v) for v in values]
 
 
+def _centres(t: Any, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map coordinates of the centres of pixels ``(rows, cols)`` under the affine transform ``t``."""
+    c, r = np.asarray(cols, dtype=np.float64) + 0.5, np.asarray(rows, dtype=np.float64) + 0.5
+    return t.a * c + t.b * r + t.c, t.d * c + t.e * r + t.f
+
+
 def _write(gdf: Any, path: str | Path) -> Path:
     from geolesf.io.atomic import atomic_path
 
@@ -156,7 +162,7 @@ def points_to_vector(sparse: np.ndarray, path: str | Path, *, transform: Any, cr
     from shapely.geometry import Point
 
     rows, cols = np.nonzero(sparse != UNLABELLED)
-    xs, ys = transform * (cols + 0.5, rows + 0.5)
+    xs, ys = _centres(transform, rows, cols)
     values = sparse[rows, cols]
     gdf = gpd.GeoDataFrame({field: _names(values, class_names)},
                            geometry=[Point(x, y) for x, y in zip(np.atleast_1d(xs), np.atleast_1d(ys))], crs=crs)
@@ -171,7 +177,7 @@ def scribbles_to_vector(lines: Sequence[Polyline], path: str | Path, *, transfor
 
     geoms = []
     for _, p in lines:
-        xs, ys = transform * (p[:, 1] + 0.5, p[:, 0] + 0.5)
+        xs, ys = _centres(transform, p[:, 0], p[:, 1])
         geoms.append(LineString(list(zip(xs, ys))))
     gdf = gpd.GeoDataFrame({field: _names([c for c, _ in lines], class_names)}, geometry=geoms, crs=crs)
     return _write(gdf, path)

@@ -19,7 +19,8 @@ RUNS = [pytest.param(p, id=p.stem, marks=[pytest.mark.shared_data(*NOTEBOOK_DATA
 def test_there_are_notebooks():
     names = [p.name for p in NOTEBOOKS]
     for name in ("01_indian_pines_s2mamba.ipynb", "02_tiled_prediction_qgis.ipynb", "03_sam_peft_aerial.ipynb",
-                 "04_weak_supervision_tags.ipynb", "05_own_scene_polygons.ipynb"):
+                 "04_weak_supervision_tags.ipynb", "05_own_scene_polygons.ipynb",
+                 "06_points_to_map.ipynb"):
         assert name in names, name
 
 

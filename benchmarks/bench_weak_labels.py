@@ -1,0 +1,229 @@
+"""What cheaper labels cost: unet trained from full masks, points and scribbles, tested on a separate region.
+
+    GEOLESF_DATA=/work/shared/data python benchmarks/bench_weak_labels.py \\
+        [--seeds 0,1] [--scenes spacenet,potsdam,vaihingen,loveda] [--rows full,points,...] \\
+        [--out benchmarks/results/weak_labels.json]
+
+For every scene the image and its full mask are split into two spatially separate halves (left =
+training region, right = test region, no overlap). Weak labels are derived from the TRAINING half's
+full mask by the seeded procedures of :mod:`geolesf.data.weak_labels`, written as GeoPackages (points /
+lines with a ``class`` field) and trained through the segmentation task's ordinary run
+(:func:`geolesf.methods.unet.train.run_config`: vector labels burnt by the shared label reader,
+``data.supervision`` objective, class map + metrics); the score is the mIoU of the TEST half against
+its full mask (``data.test_image`` / ``data.test_labels``). Every row runs for every seed (the seed
+draws the weak labels and the training); the JSON holds each run and mean ± std per row.
+
+Scenes: ``spacenet`` — SpaceNet Atlanta ``sample_geotiff.tif`` with its 43 footprints (redistributable;
+building / background); ``potsdam``, ``vaihingen``, ``loveda`` — the ``rs_seg_tiles`` crops (shared only,
+skipped without them; LoveDA tile 0 cropped to its top-left 512 × 1024 px, label 0 = no data). The PNG
+tiles carry no georeferencing: they get a local 1 m grid (EPSG:3857 at the origin) so that the vector
+labels round-trip exactly as on a real scene.
+
+**Adding a row** (e.g. boxes, ``box interior = class``, noisy masks): add one entry to
+:data:`LABEL_TYPES`: ``LabelType(derive, supervision, args)`` where ``derive(mask, seed, grid, folder)``
+returns the label file written into ``folder`` from the training half's full mask (``mask``: uint8,
+255 = ignore; ``grid``: ``(crs, transform)``), ``supervision`` is the ``data.supervision`` value and
+``args`` its ``data.supervision_args``. The row's "labelled share" is read back from the run's
+``labels.tif`` (labelled pixels / pixels with image data).
+
+The training budget is deliberately small (compact unet, random chips, a few hundred steps) so the
+whole benchmark stays within ~15 min on 2 CPU cores; the numbers compare label types under the same
+budget, they are not the accuracy a full training reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TRAINER = {"epochs": 8, "steps_per_epoch": 15, "chip": 96, "batch_size": 8, "lr": 0.003}
+MODEL_ARGS = {"base": 8, "depth": 3}
+POINTS_PER_CLASS = 40
+"""Points per class in the training half (clicks at least 2 px inside their class region)."""
+
+
+@dataclass
+class LabelType:
+    derive: Callable[[np.ndarray, int, tuple[Any, Any], Path], Path | None]
+    supervision: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def _full(mask: np.ndarray, seed: int, grid: tuple[Any, Any], folder: Path) -> None:
+    return None  # the full mask raster itself (see _labels_for)
+
+
+def _points(mask: np.ndarray, seed: int, grid: tuple[Any, Any], folder: Path) -> Path:
+    from geolesf.data.weak_labels import points_from_mask, points_to_vector
+
+    sparse = points_from_mask(mask, per_class=POINTS_PER_CLASS, seed=seed, margin=2)
+    return points_to_vector(sparse, folder / f"points_{seed}.gpkg", crs=grid[0], transform=grid[1])
+
+
+def _scribbles(mask: np.ndarray, seed: int, grid: tuple[Any, Any], folder: Path) -> Path:
+    from geolesf.data.weak_labels import scribbles_from_mask, scribbles_to_vector
+
+    lines = scribbles_from_mask(mask, seed=seed, erode=3, max_length=150, area_per_scribble=15000, min_area=50)
+    return scribbles_to_vector(lines, folder / f"scribbles_{seed}.gpkg", crs=grid[0], transform=grid[1])
+
+
+LABEL_TYPES: dict[str, LabelType] = {
+    "full": LabelType(_full, "mask"),
+    "points": LabelType(_points, "points", {"prior_weight": 0.0}),
+    "points + prior": LabelType(_points, "points"),
+    "scribbles": LabelType(_scribbles, "scribbles", {"prior_weight": 0.0}),
+    "scribbles + prior": LabelType(_scribbles, "scribbles"),
+}
+"""Row name → how its labels are derived and which objective trains on them (module docstring)."""
+
+
+def _write_tif(path: Path, arr: np.ndarray, crs: Any, transform: Any, nodata: Any = None) -> Path:
+    import rasterio
+
+    arr = arr if arr.ndim == 3 else arr[None]
+    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
+                       dtype=arr.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
+        dst.write(arr)
+    return path
+
+
+def _scene(name: str, data: Path) -> tuple[np.ndarray, np.ndarray, Any, Any, dict[int, str]] | None:
+    """``(image (bands, H, W), mask (H, W) uint8 255 = ignore, crs, transform, class names)`` or None if absent."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    if name == "spacenet":
+        from geolesf.io.labels import burn_vector_labels
+
+        img = data / "spacenet_solaris" / "sample_geotiff.tif"
+        with rasterio.open(img) as src:
+            image, crs, transform = src.read(), src.crs, src.transform
+        burned = burn_vector_labels(data / "spacenet_solaris" / "geotiff_labels.geojson", crs=crs,
+                                    transform=transform, shape=image.shape[1:])
+        mask = np.where(burned.data == -1, 0, np.where(burned.data < 0, 255, burned.data)).astype(np.uint8)
+        return image, mask, crs, transform, {0: "background", 1: "building"}
+    from PIL import Image
+
+    tiles = {"potsdam": "potsdam/{}/2_10_0_0_512_512.png", "vaihingen": "vaihingen/{}/area1_0_0_512_512.png",
+             "loveda": "loveda/{}/0.png"}
+    base = data / "rs_seg_tiles"
+    if not (base / tiles[name].format("img")).is_file():
+        return None
+    image = np.asarray(Image.open(base / tiles[name].format("img")).convert("RGB")).transpose(2, 0, 1).copy()
+    mask = np.asarray(Image.open(base / tiles[name].format("ann"))).astype(np.uint8).copy()
+    if name == "loveda":
+        image, mask = image[:, :512], mask[:512]
+        mask[mask == 0] = 255  # LoveDA: 0 = no data
+    names = {int(c): f"class {int(c)}" for c in np.unique(mask) if c != 255}
+    return image, mask, "EPSG:3857", from_origin(0, mask.shape[0], 1, 1), names
+
+
+def _halves(image: np.ndarray, mask: np.ndarray, crs: Any, transform: Any, folder: Path) -> dict[str, Any]:
+    """Left half = training region, right half = test region (spatially separate), as GeoTIFFs."""
+    w = mask.shape[1] // 2
+    out = {}
+    for part, cols in (("train", slice(0, w)), ("test", slice(w, 2 * w))):
+        t = transform * transform.translation(cols.start, 0)
+        out[f"{part}_image"] = _write_tif(folder / f"{part}.tif", image[:, :, cols], crs, t)
+        out[f"{part}_mask"] = _write_tif(folder / f"{part}_mask.tif", mask[:, cols], crs, t, nodata=255)
+        out[f"{part}_grid"] = (crs, t)
+        out[f"{part}_array"] = mask[:, cols]
+    return out
+
+
+def _run(scene: dict[str, Any], row: str, seed: int, names: dict[int, str], folder: Path) -> dict[str, Any]:
+    import rasterio
+
+    from geolesf.config import from_dict
+    from geolesf.methods.unet.train import CONFIG, run_config
+
+    kind = LABEL_TYPES[row]
+    labels = kind.derive(scene["train_array"], seed, scene["train_grid"], folder) or scene["train_mask"]
+    out = folder / f"run_{row.replace(' + ', '_').replace(' ', '_')}_{seed}"
+    data = {"image": str(scene["train_image"]), "labels": str(labels), "supervision": kind.supervision,
+            "supervision_args": kind.args or None, "class_names": names, "test_image": str(scene["test_image"]),
+            "test_labels": str(scene["test_mask"])}
+    if str(labels).endswith(".gpkg"):
+        data["label_field"] = "class"
+    cfg = from_dict(CONFIG, {"task": "segmentation", "out": str(out), "model": {"name": "unet", "args": MODEL_ARGS},
+                             "data": data, "trainer": {**TRAINER, "seed": seed}})
+    start = time.perf_counter()
+    run_config(cfg)
+    seconds = time.perf_counter() - start
+    metrics = json.loads((out / "metrics.json").read_text())
+    with rasterio.open(out / "labels.tif" if (out / "labels.tif").is_file() else labels) as lab:
+        lab_arr = lab.read(1)
+    share = float(np.count_nonzero(lab_arr != 255)) / lab_arr.size
+    return {"row": row, "seed": seed, "test_mIoU": metrics["test"]["mIoU"], "labelled_share": share,
+            "test_per_class_IoU": metrics["test"]["per_class_IoU"], "seconds": round(seconds, 1)}
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for r in runs:
+        out.setdefault(r["row"], []).append(r)
+    return {row: {"test_mIoU_mean": float(np.mean([r["test_mIoU"] for r in rs])),
+                  "test_mIoU_std": float(np.std([r["test_mIoU"] for r in rs])),
+                  "labelled_share_mean": float(np.mean([r["labelled_share"] for r in rs])),
+                  "seeds": [r["seed"] for r in rs]} for row, rs in out.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "weak_labels.json"))
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--scenes", default="spacenet,potsdam,vaihingen")
+    parser.add_argument("--rows", default=",".join(LABEL_TYPES))
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a training setting for a quick look, e.g. --set epochs=2 (keys of TRAINER)")
+    args = parser.parse_args(argv)
+    for item in args.sets:
+        key, _, value = item.partition("=")
+        if key not in TRAINER:
+            parser.error(f"--set {item}: expected one of {', '.join(TRAINER)}")
+        TRAINER[key] = type(TRAINER[key])(value)
+    import torch
+
+    from benchmarks._machine import machine_info
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    data = Path(os.environ.get("GEOLESF_DATA", REPO / "shared" / "data"))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = [r.strip() for r in args.rows.split(",")]
+    result: dict[str, Any] = {"trainer": TRAINER, "model_args": MODEL_ARGS, "points_per_class": POINTS_PER_CLASS,
+                              "seeds": seeds, "scenes": {}, "machine": machine_info()}
+    for name in args.scenes.split(","):
+        found = _scene(name, data)
+        if found is None:
+            print(f"{name}: not in {data}, skipped")
+            continue
+        image, mask, crs, transform, names = found
+        with tempfile.TemporaryDirectory() as tmp:
+            scene = _halves(image, mask, crs, transform, Path(tmp))
+            runs = [_run(scene, row, seed, names, Path(tmp)) for row in rows for seed in seeds]
+        result["scenes"][name] = {"shape": list(mask.shape), "classes": names, "runs": runs,
+                                  "summary": _summary(runs)}
+        for row, s in result["scenes"][name]["summary"].items():
+            print(f"{name:10s} {row:18s} mIoU {s['test_mIoU_mean']:.4f} ± {s['test_mIoU_std']:.4f}  "
+                  f"labelled {100 * s['labelled_share_mean']:.3f} %")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""``geolesf train`` of the segmentation task from a GeoPackage of points / scribbles (real SpaceNet crops)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from geolesf.cli.main import main
+from geolesf.data.weak_labels import points_from_mask, points_to_vector, scribbles_from_mask, scribbles_to_vector
+from geolesf.io.labels import burn_vector_labels
+
+FAST = ["--set", "trainer.epochs=2", "--set", "trainer.steps_per_epoch=2", "--set", "trainer.chip=64",
+        "--set", "trainer.batch_size=2", "--set", "model.args={base: 4, depth: 2}"]
+
+
+@pytest.fixture(scope="module")
+def scene(shared_data, tmp_path_factory):
+    """Two spatially separate 256² crops (train / test) of the SpaceNet sample, the footprints and weak labels."""
+    folder = tmp_path_factory.mktemp("weak_scene")
+    footprints = shared_data / "spacenet_solaris" / "geotiff_labels.geojson"
+    out = {"footprints": footprints}
+    with rasterio.open(shared_data / "spacenet_solaris" / "sample_geotiff.tif") as src:
+        for name, win in (("train", Window(100, 300, 256, 256)), ("test", Window(500, 300, 256, 256))):
+            profile = {**src.profile, "width": 256, "height": 256, "transform": src.window_transform(win)}
+            profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
+            with rasterio.open(folder / f"{name}.tif", "w", **profile) as dst:
+                dst.write(src.read(window=win))
+            out[name] = folder / f"{name}.tif"
+        crs, transform = src.crs, src.window_transform(Window(100, 300, 256, 256))
+    burned = burn_vector_labels(footprints, crs=crs, transform=transform, shape=(256, 256))
+    mask = np.where(burned.data == -1, 0, burned.data).astype(np.uint8)
+    names = {0: "background", 1: "building"}
+    out["points"] = points_to_vector(points_from_mask(mask, per_class=20, seed=0), folder / "points.gpkg",
+                                     crs=crs, transform=transform, class_names=names)
+    out["scribbles"] = scribbles_to_vector(scribbles_from_mask(mask, seed=0, max_length=50), folder / "lines.gpkg",
+                                           crs=crs, transform=transform, class_names=names)
+    return out
+
+
+def test_points_geopackage_to_map_qml_and_metrics(scene, tmp_path):
+    run = tmp_path / "run"
+    rc = main(["train", "--config", "segmentation/unet_spacenet_buildings", "--out", str(run),
+               "--set", f"data.image={scene['train']}", "--set", f"data.labels={scene['points']}",
+               "--set", "data.supervision=points", "--set", "data.label_field=class",
+               "--set", f"data.eval_labels={scene['footprints']}",
+               "--set", f"data.test_image={scene['test']}", "--set", f"data.test_labels={scene['footprints']}", *FAST])
+    assert rc == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["supervision"]["type"] == "points" and m["supervision"]["options"]["prior_weight"] == 1.0
+    assert m["supervision"]["labelled_share"] == pytest.approx(40 / 256**2)
+    assert m["supervision"]["burn"]["pixels_per_class"] == {"0": 20, "1": 20}
+    assert {"partial_ce", "gated_crf"} <= set(m["history"][0])
+    for key in ("training_scene_fit", "eval_labels", "test"):
+        assert 0.0 <= m[key]["mIoU"] <= 1.0 and set(m[key]["per_class_IoU"]) == {"background", "building"}
+    with rasterio.open(run / "classmap.tif") as cm, rasterio.open(scene["train"]) as src:
+        assert cm.crs == src.crs and cm.transform == src.transform
+    assert (run / "classmap.qml").read_text().count("building") >= 1
+    with rasterio.open(run / "labels.tif") as lab:
+        assert int((lab.read(1) != 255).sum()) == 40 and lab.nodata == 255
+
+
+def test_scribbles_and_one_line_errors(scene, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", "--config", "segmentation/unet_spacenet_buildings", "--out", str(run),
+               "--set", f"data.image={scene['train']}", "--set", f"data.labels={scene['scribbles']}",
+               "--set", "data.supervision=scribbles", "--set", "data.label_field=class",
+               "--set", "data.supervision_args={prior_weight: 0.5}", *FAST])
+    assert rc == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["supervision"]["type"] == "scribbles" and m["supervision"]["options"]["prior_weight"] == 0.5
+    capsys.readouterr()
+    for sets, text in ((["data.supervision=dots"], "'dots' is not a supervision type"),
+                       (["data.supervision=points", "data.supervision_args={radius: 3, sigma: 1}"],
+                        "unknown key(s) sigma")):
+        bad = tmp_path / "bad"
+        args = ["train", "--config", "segmentation/unet_spacenet_buildings", "--out", str(bad),
+                "--set", f"data.image={scene['train']}", "--set", f"data.labels={scene['points']}"]
+        for s in sets:
+            args += ["--set", s]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and text in err[0], err
+        assert not bad.exists()
