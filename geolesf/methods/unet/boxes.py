@@ -52,11 +52,13 @@ from geolesf.losses.box import (
 from geolesf.methods.unet.objectives import IGNORE, UNLABELLED, LabelRasters, Objective, check_args, class_lookup
 
 DEFAULTS = {"mode": "boxinst", "lambda_proj": 1.0, "lambda_pair": 1.0, "theta": DEFAULT_THETA, "tau": DEFAULT_TAU,
-            "dilation": 2, "warmup_steps": 100, "smooth_max": 0.0}
+            "dilation": 2, "warmup_steps": 100, "smooth_max": 0.0, "fill_warmup_steps": 0}
 """``data.supervision_args`` of ``boxes``: ``mode`` ``boxinst`` (projection + pairwise) or ``fill`` (the
 "box interior = class" baseline); loss weights; colour scale θ and edge threshold τ; the pairwise
 dilation; ``warmup_steps``, the optimiser steps over which the pairwise weight ramps from 0 to λ_pair;
-``smooth_max`` α: 0 = the hard max-projection of BoxInst, α > 0 the α-softmax of Hsu et al. 2019."""
+``smooth_max`` α: 0 = the hard max-projection of BoxInst, α > 0 the α-softmax of Hsu et al. 2019;
+``fill_warmup_steps``: over these first steps the box-fill cross-entropy inside the boxes fades out
+linearly (a warm start from the baseline's labels; 0 = pure BoxInst)."""
 MODES = ("boxinst", "fill")
 
 
@@ -171,7 +173,15 @@ class BoxObjective(Objective):
                               size) for b in range(len(target))]
         outside = torch.where(in_box, torch.full_like(target, IGNORE), target)
         ramp = min(1.0, self.steps / o["warmup_steps"]) if o["warmup_steps"] > 0 else 1.0
-        return boxinst_loss(logits, image, outside, rows, in_box & rasters["valid"].bool(), o, ramp)
+        loss, stats = boxinst_loss(logits, image, outside, rows, in_box & rasters["valid"].bool(), o, ramp)
+        fade = max(0.0, 1.0 - (self.steps - 1) / o["fill_warmup_steps"]) if o["fill_warmup_steps"] > 0 else 0.0
+        if fade > 0:  # the box-fill labels inside the boxes, fading out (weighted per pixel as in the baseline)
+            inside = torch.where(in_box, target, torch.full_like(target, IGNORE))
+            n = max(int((target != IGNORE).sum()), 1)
+            fill = F.cross_entropy(logits, inside, ignore_index=IGNORE, reduction="sum") / n
+            loss = loss + fade * fill
+            stats.update(fill_inside=float(fill.detach()))
+        return loss, {**stats, "fill_weight": fade}
 
     def on_epoch_end(self, epoch: int, state: Any) -> None:
         if list(state.class_ids) != self.class_ids:
