@@ -29,8 +29,8 @@ import numpy as np
 
 BOX_JITTER = 0.0
 """Relative jitter of each box edge (0: tight boxes, as a register or a careful annotator gives)."""
-BOX_ARGS: dict[str, Any] = {"smooth_max": 4.0, "lambda_pair": 0.0}
-"""``data.supervision_args`` of the ``boxes`` row (see geolesf/methods/unet/boxes.py)."""
+BOX_ARGS: dict[str, Any] = {}
+"""``data.supervision_args`` of the ``boxes`` row: the BoxInst defaults of geolesf/methods/unet/boxes.py."""
 NOISE: dict[str, Any] = {"boundary_px": 3, "drop_share": 0.2, "wrong_class_share": 0.2, "spurious_share": 0.3,
                          "spurious_radius": (3, 8)}
 """Noise model of the ``noisy`` rows (:func:`geolesf.data.weak_labels_box.noisy_from_mask`)."""

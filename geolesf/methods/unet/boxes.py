@@ -52,13 +52,13 @@ from geolesf.losses.box import (
 from geolesf.methods.unet.objectives import IGNORE, UNLABELLED, LabelRasters, Objective, check_args, class_lookup
 
 DEFAULTS = {"mode": "boxinst", "lambda_proj": 1.0, "lambda_pair": 1.0, "theta": DEFAULT_THETA, "tau": DEFAULT_TAU,
-            "dilation": 2, "warmup_steps": 100, "smooth_max": 0.0, "fill_warmup_steps": 0}
+            "dilation": 2, "warmup_steps": 100, "smooth_max": 0.0, "fill_rate": 0.0}
 """``data.supervision_args`` of ``boxes``: ``mode`` ``boxinst`` (projection + pairwise) or ``fill`` (the
 "box interior = class" baseline); loss weights; colour scale θ and edge threshold τ; the pairwise
 dilation; ``warmup_steps``, the optimiser steps over which the pairwise weight ramps from 0 to λ_pair;
 ``smooth_max`` α: 0 = the hard max-projection of BoxInst, α > 0 the α-softmax of Hsu et al. 2019;
-``fill_warmup_steps``: over these first steps the box-fill cross-entropy inside the boxes fades out
-linearly (a warm start from the baseline's labels; 0 = pure BoxInst)."""
+``fill_rate`` ρ > 0 adds the filling-rate guided cross-entropy of Song et al. (CVPR 2019) on the top-ρ
+pixels of each box. Both are off by default (BoxInst as published)."""
 MODES = ("boxinst", "fill")
 
 
@@ -173,15 +173,7 @@ class BoxObjective(Objective):
                               size) for b in range(len(target))]
         outside = torch.where(in_box, torch.full_like(target, IGNORE), target)
         ramp = min(1.0, self.steps / o["warmup_steps"]) if o["warmup_steps"] > 0 else 1.0
-        loss, stats = boxinst_loss(logits, image, outside, rows, in_box & rasters["valid"].bool(), o, ramp)
-        fade = max(0.0, 1.0 - (self.steps - 1) / o["fill_warmup_steps"]) if o["fill_warmup_steps"] > 0 else 0.0
-        if fade > 0:  # the box-fill labels inside the boxes, fading out (weighted per pixel as in the baseline)
-            inside = torch.where(in_box, target, torch.full_like(target, IGNORE))
-            n = max(int((target != IGNORE).sum()), 1)
-            fill = F.cross_entropy(logits, inside, ignore_index=IGNORE, reduction="sum") / n
-            loss = loss + fade * fill
-            stats.update(fill_inside=float(fill.detach()))
-        return loss, {**stats, "fill_weight": fade}
+        return boxinst_loss(logits, image, outside, rows, in_box & rasters["valid"].bool(), o, ramp)
 
     def on_epoch_end(self, epoch: int, state: Any) -> None:
         if list(state.class_ids) != self.class_ids:
@@ -225,8 +217,28 @@ def boxinst_loss(logits: torch.Tensor, image: torch.Tensor, outside: torch.Tenso
     sim = colour_similarity(image, dilation=int(opts["dilation"]), theta=opts["theta"])
     pair = pairwise_loss(log_p, sim, pair_mask, dilation=int(opts["dilation"]), tau=opts["tau"])
     loss = ce + opts["lambda_proj"] * proj + ramp * opts["lambda_pair"] * pair
-    return loss, {"ce_outside": float(ce.detach()), "projection": float(proj.detach()),
-                  "pairwise": float(pair.detach()), "pairwise_weight": ramp * opts["lambda_pair"]}
+    stats = {"ce_outside": float(ce.detach()), "projection": float(proj.detach()),
+             "pairwise": float(pair.detach()), "pairwise_weight": ramp * opts["lambda_pair"]}
+    if opts["fill_rate"] > 0:
+        rate = filling_rate_loss(log_p, rows, opts["fill_rate"], n=max(int((pair_mask | (outside != IGNORE)).sum()), 1))
+        loss = loss + rate
+        stats["fill_rate_ce"] = float(rate.detach())
+    return loss, stats
+
+
+def filling_rate_loss(log_p: torch.Tensor, rows: list[torch.Tensor], rate: float, n: int) -> torch.Tensor:
+    """Filling-rate guided cross-entropy (Song et al., CVPR 2019): in each box the ``rate`` share of its
+    pixels most likely of the box's class (by the current, detached prediction) are trained as that class;
+    the rest of the box is left to the other terms. Summed over pixels and divided by ``n`` (the chip
+    batch's pixels with a target), so it weighs per pixel as the box-fill baseline's cross-entropy does."""
+    total = log_p.sum() * 0.0
+    for b, boxes in enumerate(rows):
+        for k, c0, r0, c1, r1, _, _ in boxes.long().tolist():
+            window = log_p[b, k, r0:r1 + 1, c0:c1 + 1].flatten()
+            top = max(1, int(round(rate * window.numel())))
+            chosen = torch.topk(window.detach(), top).indices
+            total = total - window[chosen].sum()
+    return total / n
 
 
 def box_objective(name: str, data: Any) -> BoxObjective:

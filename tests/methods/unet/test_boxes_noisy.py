@@ -183,3 +183,16 @@ def test_noisy_end_to_end_writes_overruled(spacenet, tmp_path, capsys):
     shares = {k: v["share"] for k, v in sup["overruled"]["per_class"].items()}
     assert set(shares) == {"background", "building"}
     assert "overruled" in (run / "overruled.qml").read_text()
+
+
+def test_filling_rate_loss_by_hand():
+    """One 1×4 box on channel 1 with p₁ = (0.9, 0.2, 0.6, 0.1), ρ = 0.5: the top 2 pixels (0.9 and 0.6) are
+    trained as class 1 → −(ln 0.9 + ln 0.6) / n with n = 4 pixels → (0.105361 + 0.510826) / 4 = 0.154047."""
+    from geolesf.methods.unet.boxes import filling_rate_loss
+
+    p1 = torch.tensor([0.9, 0.2, 0.6, 0.1])
+    log_p = torch.stack([(1 - p1).log(), p1.log()]).reshape(1, 2, 1, 4).requires_grad_(True)
+    loss = filling_rate_loss(log_p, [torch.tensor([[1, 0, 0, 3, 0, 1, 1]])], 0.5, n=4)
+    assert loss.item() == pytest.approx(-(np.log(0.9) + np.log(0.6)) / 4, abs=1e-6)
+    loss.backward()
+    assert log_p.grad[0, 1, 0].tolist() == pytest.approx([-0.25, 0.0, -0.25, 0.0])
