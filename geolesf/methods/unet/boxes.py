@@ -20,7 +20,12 @@ Deviations, all forced by the semantic (not instance) setting or by geolesf's im
 * **crops**: training chips cut boxes; a box cut in x keeps only its x-projection, one cut in y only
   its y-projection (:func:`geolesf.losses.box.boxes_in_window`).
 
-The baseline ``box_mode: fill`` ("box interior = class") trains plain cross-entropy on the boxes filled
+Two variants from the box-supervision literature are options, off by default: ``smooth_max`` (the
+α-softmax instead of the hard max-projection, Hsu et al., NeurIPS 2019 — every pixel of a row gets a
+gradient) and ``fill_rate`` (the filling-rate guided cross-entropy of Song et al., CVPR 2019 — the top-ρ
+share of each box's pixels trained as its class).
+
+The baseline ``mode: fill`` ("box interior = class") trains plain cross-entropy on the boxes filled
 with their class (smaller boxes painted over larger ones, :func:`geolesf.data.supervision.boxes_to_pseudo_mask`).
 
 Boxes arrive as a vector layer of box polygons (any CRS, the class in ``data.label_field``; read by
