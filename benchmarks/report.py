@@ -288,9 +288,30 @@ def large_scene_table() -> list[str]:
             "`bench_s2mamba.py`: ~3 h)", note, "", f"Machine: {_machine(r['machine'])}.", ""]
 
 
+def weak_labels_table() -> list[str]:
+    r = _load("weak_labels")
+    if not r:
+        return []
+    t = r["trainer"]
+    lines = ["### Weak labels → dense map (`python benchmarks/bench_weak_labels.py`)", "",
+             "unet trained on the left half of each scene from labels derived (seeded) from its full mask; mIoU on the "
+             "spatially separate right half against its full mask, mean ± std over seeds "
+             f"{', '.join(map(str, r['seeds']))}.", "",
+             "| scene | labels | labelled px | test mIoU |", "|---|---|---|---|"]
+    for scene, x in r["scenes"].items():
+        for row, s in x["summary"].items():
+            lines.append(f"| {scene} | {row} | {100 * s['labelled_share_mean']:.3f} % | "
+                         f"{s['test_mIoU_mean']:.3f} ± {s['test_mIoU_std']:.3f} |")
+    lines += ["", f"Budget per run: {t['epochs']} epochs × {t['steps_per_epoch']} steps, chips {t['chip']} px, batch "
+              f"{t['batch_size']}, unet {r['model_args']}; {r['points_per_class']} points per class. "
+              f"Machine: {_machine(r['machine'])}.", ""]
+    return lines
+
+
 def main() -> None:
     body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(), *gpu_table(),
-            *predict_table(), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table()]
+            *predict_table(), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
+            *weak_labels_table()]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)

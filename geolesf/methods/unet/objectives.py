@@ -11,7 +11,8 @@ noisy masks:
 2. **the loss on a chip batch** — :meth:`Objective.loss` ``(logits, image_chip, rasters_chip) ->
    (loss, stats)``. ``rasters_chip`` maps names to ``(B, c, c)`` tensors of the same chips:
    ``"target"`` (class *index* 0..K-1, :data:`IGNORE` where unlabelled), ``"valid"`` (bool, image
-   data present) and every extra raster. ``stats`` are floats averaged per epoch into the history;
+   data present) and every extra raster. ``stats`` are floats averaged per epoch into the history.
+   Chips are drawn uniformly, or (``chips_at_labels``) each around a random labelled pixel;
 3. **an optional per-epoch hook** — :meth:`Objective.on_epoch_end` ``(epoch, state)`` may rewrite
    ``state.rasters`` (e.g. pseudo-label rounds: confident predictions become labels);
 
@@ -77,6 +78,8 @@ class TrainState:
     class_ids: list[int]
     device: str = "cpu"
     chip: int = 128
+    epochs: int = 1
+    """The run's number of epochs (for schedules in the hook)."""
 
 
 class Objective:
@@ -85,6 +88,8 @@ class Objective:
     name = "objective"
     needs_labels = True
     """Whether chip batches without any labelled pixel are skipped (False when a prior acts on every pixel)."""
+    chips_at_labels = False
+    """Whether every training chip is placed to hold a labelled pixel (sparse labels), instead of uniformly."""
 
     def read_labels(self, data: Any, out: Path) -> LabelRasters:  # pragma: no cover - interface
         raise NotImplementedError

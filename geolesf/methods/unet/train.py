@@ -211,12 +211,21 @@ def _read_pair(image_tif: str | Path, label_tif: str | Path) -> tuple[np.ndarray
 
 
 def _random_chips(
-    rng: np.random.Generator, x_all: np.ndarray, rasters: dict[str, np.ndarray], c: int, batch_size: int, device: str
+    rng: np.random.Generator, x_all: np.ndarray, rasters: dict[str, np.ndarray], c: int, batch_size: int, device: str,
+    anchors: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``batch_size`` random ``c``×``c`` chips of the normalised image and of every raster (same windows)."""
+    """``batch_size`` random ``c``×``c`` chips of the normalised image and of every raster (same windows).
+
+    With ``anchors`` (flat pixel indices), each chip holds a random anchor at a random place in the chip.
+    """
     h, w = rasters["target"].shape
-    ys = rng.integers(0, h - c + 1, batch_size)
-    xs = rng.integers(0, w - c + 1, batch_size)
+    if anchors is not None and anchors.size:
+        ay, ax = np.divmod(rng.choice(anchors, batch_size), w)
+        ys = np.clip(ay - rng.integers(0, c, batch_size), 0, h - c)
+        xs = np.clip(ax - rng.integers(0, c, batch_size), 0, w - c)
+    else:
+        ys = rng.integers(0, h - c + 1, batch_size)
+        xs = rng.integers(0, w - c + 1, batch_size)
     xb = torch.from_numpy(np.stack([x_all[:, y:y + c, x:x + c] for y, x in zip(ys, xs)])).to(device)
     chips = {k: torch.from_numpy(np.stack([r[y:y + c, x:x + c] for y, x in zip(ys, xs)])).to(device)
              for k, r in rasters.items()}
@@ -231,11 +240,13 @@ def _fit(model: torch.nn.Module, objective: Any, state: Any, *, epochs: int, ste
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
     bar = tqdm(range(epochs), desc=f"train unet ({objective.name})", unit="epoch", dynamic_ncols=True)
+    objective.on_epoch_end(0, state)  # epoch 0: before training (schedules start here)
     for epoch in bar:
         model.train()
         total, sums = 0.0, {}
+        anchors = np.flatnonzero(state.rasters["target"] != IGNORE) if objective.chips_at_labels else None
         for _ in range(steps_per_epoch):
-            xb, chips = _random_chips(rng, state.image, state.rasters, state.chip, batch_size, state.device)
+            xb, chips = _random_chips(rng, state.image, state.rasters, state.chip, batch_size, state.device, anchors)
             if objective.needs_labels and (chips["target"] == IGNORE).all():
                 continue
             loss, stats = objective.loss(model(xb), xb, chips)
@@ -320,7 +331,7 @@ def train_segmenter(
     c = min(chip, h, w)
     c = max(div, c - c % div)
     rasters = {"target": target, "valid": valid, **(extra_rasters or {})}
-    state = TrainState(model, x_all.astype(np.float32), rasters, class_ids, device=device, chip=c)
+    state = TrainState(model, x_all.astype(np.float32), rasters, class_ids, device=device, chip=c, epochs=epochs)
     start = time.perf_counter()
     history = _fit(model, objective, state, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                    lr=lr, rng=rng)

@@ -56,3 +56,34 @@ def test_sparse_loss_is_partial_ce_plus_weighted_gated_crf():
     loss, stats = obj.loss(torch.zeros(1, 2, 1, 2), torch.zeros(1, 1, 1, 2), empty)
     assert stats["partial_ce"] == 0.0 and loss.item() == pytest.approx(math.exp(-0.5), abs=1e-6)
     assert not obj.needs_labels and MaskObjective.needs_labels
+
+
+def test_sparse_chips_are_placed_around_labelled_pixels():
+    import numpy as np
+
+    from geolesf.methods.unet.train import _random_chips
+
+    target = np.full((50, 70), IGNORE, dtype=np.int64)
+    target[[0, 49, 20], [0, 69, 33]] = 1  # corners and the middle: the chip must still hold the pixel
+    rasters = {"target": target, "valid": np.ones((50, 70), bool)}
+    anchors = np.flatnonzero(target != IGNORE)
+    _, chips = _random_chips(np.random.default_rng(0), np.zeros((1, 50, 70), np.float32), rasters, 16, 64, "cpu",
+                             anchors)
+    assert chips["target"].shape == (64, 16, 16)
+    assert bool(((chips["target"] != IGNORE).flatten(1).any(1)).all())
+    _, uniform = _random_chips(np.random.default_rng(0), np.zeros((1, 50, 70), np.float32), rasters, 16, 64, "cpu")
+    assert not bool(((uniform["target"] != IGNORE).flatten(1).any(1)).all())
+    assert SparseObjective("points").chips_at_labels and not MaskObjective.chips_at_labels
+
+
+def test_warmup_switches_the_prior_on_after_the_given_fraction_of_epochs():
+    state = SimpleNamespace(epochs=4, rasters={"target": torch.tensor([[0, IGNORE]]).numpy(),
+                                               "valid": torch.ones(1, 2, dtype=torch.bool).numpy()})
+    obj = SparseObjective("scribbles", prior_weight=0.3, warmup=0.5)
+    weights = []
+    for epoch in range(4):  # the hook runs with 0 before epoch 1, then after each epoch
+        obj.on_epoch_end(epoch, state)
+        weights.append(obj.weight)
+    assert weights == [0.0, 0.0, 0.3, 0.3] and obj.report()["labelled_share"] == 0.5
+    with pytest.raises(ConfigError, match="warmup"):
+        make_objective(_data("points", {"warmup": 1.0}))
