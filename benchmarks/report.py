@@ -288,12 +288,12 @@ def large_scene_table() -> list[str]:
             "`bench_s2mamba.py`: ~3 h)", note, "", f"Machine: {_machine(r['machine'])}.", ""]
 
 
-def weak_labels_table() -> list[str]:
-    r = _load("weak_labels")
+def weak_labels_table(name: str = "weak_labels", rows: str = "") -> list[str]:
+    r = _load(name)
     if not r:
         return []
     t = r["trainer"]
-    lines = ["### Weak labels → dense map (`python benchmarks/bench_weak_labels.py`)", "",
+    lines = [f"### Weak labels → dense map{rows} (`python benchmarks/bench_weak_labels.py`, `results/{name}.json`)", "",
              "unet trained on the left half of each scene from labels derived (seeded) from its full mask; mIoU on the "
              "spatially separate right half against its full mask, mean ± std over seeds "
              f"{', '.join(map(str, r['seeds']))}.", "",
@@ -311,7 +311,8 @@ def weak_labels_table() -> list[str]:
 def main() -> None:
     body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(), *gpu_table(),
             *predict_table(), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
-            *weak_labels_table()]
+            *weak_labels_table(), *weak_labels_table("weak_labels_boxes", ": boxes"),
+            *weak_labels_table("weak_labels_noisy", ": noisy masks")]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)

@@ -3,8 +3,9 @@
 Run through the weak-label benchmark, e.g. only these rows on the SpaceNet scene and Potsdam::
 
     GEOLESF_DATA=/work/shared/data python benchmarks/bench_weak_labels.py --scenes spacenet,potsdam \\
-        --rows "boxes,box interior = class,noisy (CE),noisy (GCE + reassign)" \\
-        --out benchmarks/results/weak_labels_boxes_noisy.json
+        --rows "boxes,boxes (projection only),box interior = class" --out benchmarks/results/weak_labels_boxes.json
+    GEOLESF_DATA=/work/shared/data python benchmarks/bench_weak_labels.py --scenes spacenet,potsdam \\
+        --rows "noisy (CE),noisy (GCE + reassign)" --out benchmarks/results/weak_labels_noisy.json
 
 The labels of each row are derived from the training half's full mask with the row's seed
 (:mod:`geolesf.data.weak_labels_box`):
@@ -12,7 +13,8 @@ The labels of each row are derived from the training half's full mask with the r
 * ``boxes`` / ``box interior = class`` — the same boxes (one tight box per connected component of each
   non-background class, jitter :data:`BOX_JITTER`) as a GeoPackage of box polygons with a ``class``
   field; ``boxes`` trains the BoxInst objective (projection + pairwise, options :data:`BOX_ARGS`),
-  ``box interior = class`` the baseline (cross-entropy on the boxes filled with their class). Their
+  ``boxes (projection only)`` the same without the pairwise term (an ablation), ``box interior = class``
+  the baseline (cross-entropy on the boxes filled with their class). Their
   "labelled share" is 1 (the box-filled mask covers the scene); the share of the scene inside a box
   is in the run's metrics (``supervision.box_share``);
 * ``noisy (CE)`` / ``noisy (GCE + reassign)`` — the full mask degraded by the noise model
@@ -57,6 +59,7 @@ def rows(label_type: Any) -> dict[str, Any]:
     """The rows, built with the benchmark's ``LabelType(derive, supervision, args)``."""
     return {
         "boxes": label_type(derive_boxes, "boxes", dict(BOX_ARGS)),
+        "boxes (projection only)": label_type(derive_boxes, "boxes", {**BOX_ARGS, "lambda_pair": 0.0}),
         "box interior = class": label_type(derive_boxes, "boxes", {"mode": "fill"}),
         "noisy (CE)": label_type(derive_noisy, "noisy", {"loss": "ce", "reassign": False}),
         "noisy (GCE + reassign)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": True}),
