@@ -17,6 +17,9 @@ Deviations, all forced by the semantic (not instance) setting or by geolesf's im
   those units) instead of 2; τ = 0.3 as in BoxInst;
 * **warm-up**: BoxInst ramps the pairwise weight up over its first 10k iterations; here ``w(t)``
   ramps linearly over the first ``warmup_steps`` optimiser steps (default 100);
+* **BatchNorm**: after the last epoch the BatchNorm statistics are re-estimated on the scene with the
+  final weights (:mod:`geolesf.methods.unet.calibration`; in both modes, so the baseline gets it too):
+  the projection loss's large, sparse gradients otherwise leave the running averages behind;
 * **crops**: training chips cut boxes; a box cut in x keeps only its x-projection, one cut in y only
   its y-projection (:func:`geolesf.losses.box.boxes_in_window`).
 
@@ -54,6 +57,7 @@ from geolesf.losses.box import (
     pixel_ranges,
     projection_loss,
 )
+from geolesf.methods.unet.calibration import recalibrate_batchnorm
 from geolesf.methods.unet.objectives import IGNORE, UNLABELLED, LabelRasters, Objective, check_args, class_lookup
 
 DEFAULTS = {"mode": "boxinst", "lambda_proj": 1.0, "lambda_pair": 1.0, "theta": DEFAULT_THETA, "tau": DEFAULT_TAU,
@@ -134,6 +138,7 @@ class BoxObjective(Objective):
         self.class_ids: list[int] = []
         self.steps = 0
         self.box_share: float | None = None
+        self.calibrated_chips = 0
 
     def read_labels(self, data: Any, out: Path) -> LabelRasters:
         import rasterio
@@ -183,12 +188,15 @@ class BoxObjective(Objective):
     def on_epoch_end(self, epoch: int, state: Any) -> None:
         if list(state.class_ids) != self.class_ids:
             raise DataError(f"boxes: the trainer's classes {state.class_ids} differ from the boxes' {self.class_ids}")
+        if epoch == getattr(state, "epochs", -1):  # after the last epoch (both modes, so the baseline gets it too)
+            self.calibrated_chips = recalibrate_batchnorm(state.model, state.image, state.chip, device=state.device)
 
     def report(self) -> dict[str, Any]:
         loss = ("CE outside boxes + λ_proj · projection + λ_pair · pairwise (BoxInst, Tian et al. 2021)"
                 if self.options["mode"] == "boxinst" else "CE on the boxes filled with their class (box interior = class)")
         return {"type": self.name, "loss": loss, "options": dict(self.options), "box_share": self.box_share,
-                "boxes": None if self.scene is None else int(len(self.scene.class_ids))}
+                "boxes": None if self.scene is None else int(len(self.scene.class_ids)),
+                "batchnorm_recalibrated_on_chips": self.calibrated_chips}
 
 
 def fill_mask(scene: SceneBoxes, shape: tuple[int, int], background: int) -> np.ndarray:

@@ -20,7 +20,8 @@ Deviations: (1) in the WSSS spec L_LR is added to the CE on the pseudo labels; h
 pixels' noisy label is dropped from ``L_fit`` (keeping both would pull one pixel towards two classes);
 (2) re-assignment starts after ``reassign_from_epoch`` epochs (default 2): prototypes of an
 untrained network are meaningless. The embeddings are read by a forward hook on the model's head,
-registered at the end of the first epoch (the objective does not see the model before then).
+registered by the per-epoch hook before training (epoch 0). After the last epoch the BatchNorm
+statistics are re-estimated on the scene (:mod:`geolesf.methods.unet.calibration`).
 
 **Overruled**: after training, the run predicts the training scene and compares it with the input
 map. ``overruled.tif`` (georeferenced, with ``.qml``) marks each pixel: 0 = the prediction keeps the
@@ -42,6 +43,7 @@ from torch.nn import functional as F
 from geolesf.errors import ConfigError
 from geolesf.losses.reassign import label_reassign_loss
 from geolesf.losses.robust import generalized_cross_entropy
+from geolesf.methods.unet.calibration import recalibrate_batchnorm
 from geolesf.methods.unet.objectives import IGNORE, LabelRasters, MaskObjective, check_args
 
 DEFAULTS = {"loss": "gce", "q": 0.7, "reassign": True, "lambda_lr": 1.0, "temperature": 0.1, "threshold": 0.9,
@@ -118,6 +120,9 @@ class NoisyObjective(MaskObjective):
         self.run["device"] = state.device
         if self.options["reassign"] and self.hook is None:
             self.hook = HeadInput(state.model)
+        if epoch == getattr(state, "epochs", -1):  # after the last epoch: BatchNorm statistics of the final weights
+            self.run["calibrated_chips"] = recalibrate_batchnorm(state.model, state.image, state.chip,
+                                                                 device=state.device)
 
     def report(self) -> dict[str, Any]:
         if self.hook is not None:
@@ -126,7 +131,8 @@ class NoisyObjective(MaskObjective):
         loss = ("generalized cross-entropy (Zhang & Sabuncu 2018)" if o["loss"] == "gce" else "cross-entropy") + \
             (" + λ_LR · label-reassign loss (decoder-embedding prototypes)" if o["reassign"] else "")
         rep: dict[str, Any] = {"type": self.name, "loss": loss, "options": dict(o),
-                               "reassigned_share_during_training": self.reassigned / max(self.labelled, 1)}
+                               "reassigned_share_during_training": self.reassigned / max(self.labelled, 1),
+                               "batchnorm_recalibrated_on_chips": self.run.get("calibrated_chips", 0)}
         model = self.run.get("out", Path("-")) / "model.pt"
         if model.is_file():
             rep["overruled"] = write_overruled(model, self.run["image"], self.run["labels"],
