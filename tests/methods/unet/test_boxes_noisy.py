@@ -196,3 +196,24 @@ def test_filling_rate_loss_by_hand():
     assert loss.item() == pytest.approx(-(np.log(0.9) + np.log(0.6)) / 4, abs=1e-6)
     loss.backward()
     assert log_p.grad[0, 1, 0].tolist() == pytest.approx([-0.25, 0.0, -0.25, 0.0])
+
+
+def test_batchnorm_recalibration_recomputes_the_running_statistics():
+    """A 1×1 conv (weight 1) + BatchNorm on a 4×4 image of 0..15, chips of 2 px → 4 windows, 2 batches of 2.
+    With momentum None the running mean is the average of the two batch means = the image mean 7.5; the
+    stale statistics (mean 100) are gone, the weights and the momentum are unchanged."""
+    from geolesf.methods.unet.calibration import recalibrate_batchnorm
+
+    conv = torch.nn.Conv2d(1, 1, 1, bias=False)
+    torch.nn.init.ones_(conv.weight)
+    bn = torch.nn.BatchNorm2d(1)
+    bn.running_mean.fill_(100.0)
+    model = torch.nn.Sequential(conv, bn).eval()
+    image = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    assert recalibrate_batchnorm(model, image, 2, batch_size=2) == 4
+    assert bn.running_mean.item() == pytest.approx(7.5)
+    # batches: windows (0,0)+(0,2) = rows 0-1 → values 0..7, mean 3.5, unbiased var 6;
+    # windows (2,0)+(2,2) → 8..15, same var → running var 6
+    assert bn.running_var.item() == pytest.approx(6.0)
+    assert bn.momentum == 0.1 and not model.training and conv.weight.item() == 1.0
+    assert recalibrate_batchnorm(torch.nn.Conv2d(1, 1, 1), image, 2) == 0
