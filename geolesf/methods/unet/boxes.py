@@ -193,7 +193,8 @@ class BoxObjective(Objective):
 
     def report(self) -> dict[str, Any]:
         loss = ("CE outside boxes + λ_proj · projection + λ_pair · pairwise (BoxInst, Tian et al. 2021)"
-                if self.options["mode"] == "boxinst" else "CE on the boxes filled with their class (box interior = class)")
+                if self.options["mode"] == "boxinst"
+                else "CE on the boxes filled with their class (box interior = class)")
         return {"type": self.name, "loss": loss, "options": dict(self.options), "box_share": self.box_share,
                 "boxes": None if self.scene is None else int(len(self.scene.class_ids)),
                 "batchnorm_recalibrated_on_chips": self.calibrated_chips}
