@@ -18,9 +18,9 @@ The labels of each row are derived from the training half's full mask with the r
   the baseline (cross-entropy on the boxes filled with their class). Their
   "labelled share" is 1 (the box-filled mask covers the scene); the share of the scene inside a box
   is in the run's metrics (``supervision.box_share``);
-* ``noisy (CE)`` / ``noisy (GCE + reassign)`` — the full mask degraded by the noise model
-  :data:`NOISE` (objects dropped or given another class, boundaries eroded/dilated, spurious blobs),
-  trained with plain cross-entropy, or with generalized cross-entropy + the label-reassign loss.
+* ``noisy (CE)`` / ``noisy (GCE)`` / ``noisy (GCE + reassign)`` — the full mask degraded by the noise
+  model :data:`NOISE` (objects dropped or given another class, boundaries eroded/dilated, spurious blobs),
+  trained with plain cross-entropy, generalized cross-entropy, or GCE + the label-reassign loss.
 """
 
 from __future__ import annotations
@@ -64,5 +64,6 @@ def rows(label_type: Any) -> dict[str, Any]:
         "boxes + filling rate": label_type(derive_boxes, "boxes", {**BOX_ARGS, "fill_rate": 0.5}),
         "box interior = class": label_type(derive_boxes, "boxes", {"mode": "fill"}),
         "noisy (CE)": label_type(derive_noisy, "noisy", {"loss": "ce", "reassign": False}),
+        "noisy (GCE)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": False}),
         "noisy (GCE + reassign)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": True}),
     }
