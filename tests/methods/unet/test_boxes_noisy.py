@@ -169,7 +169,7 @@ def test_noisy_end_to_end_writes_overruled(spacenet, tmp_path, capsys):
     run = tmp_path / "run"
     rc = main(["train", "--config", str(CONFIG), "--out", str(run), "--set", f"data.image={sn / 'sample_geotiff.tif'}",
                "--set", f"data.labels={labels}", "--set", "data.supervision=noisy",
-               "--set", "data.supervision_args={reassign_from_epoch: 2}", *TINY])
+               "--set", "data.supervision_args={loss: gce, reassign: true, reassign_from_epoch: 2}", *TINY])
     assert rc == 0
     sup = json.loads((run / "metrics.json").read_text())["supervision"]
     assert sup["type"] == "noisy" and "generalized cross-entropy" in sup["loss"]
