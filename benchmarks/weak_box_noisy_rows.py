@@ -1,11 +1,12 @@
 """Rows of ``benchmarks/bench_weak_labels.py`` for boxes and noisy masks (issue #22, part 2).
 
-Run through the weak-label benchmark, e.g. only these rows on the SpaceNet scene and Potsdam::
+Run through the weak-label benchmark (the results committed in ``benchmarks/results/`` came from these
+rows, SpaceNet only, seeds 0 and 1; add ``potsdam,vaihingen`` to ``--scenes`` for the aerial tiles)::
 
-    GEOLESF_DATA=/work/shared/data python benchmarks/bench_weak_labels.py --scenes spacenet,potsdam \\
-        --rows "boxes,boxes (projection only),box interior = class" --out benchmarks/results/weak_labels_boxes.json
-    GEOLESF_DATA=/work/shared/data python benchmarks/bench_weak_labels.py --scenes spacenet,potsdam \\
-        --rows "noisy (CE),noisy (GCE + reassign)" --out benchmarks/results/weak_labels_noisy.json
+    GEOLESF_DATA=/work/shared/data python benchmarks/bench_weak_labels.py --scenes spacenet --seeds 0,1 \\
+        --rows "boxes,box interior = class,boxes + filling rate" --out benchmarks/results/weak_labels_boxes.json
+    GEOLESF_DATA=/work/shared/data python benchmarks/bench_weak_labels.py --scenes spacenet --seeds 0,1 \\
+        --rows "noisy (CE),noisy (GCE),noisy (GCE + reassign)" --out benchmarks/results/weak_labels_noisy.json
 
 The labels of each row are derived from the training half's full mask with the row's seed
 (:mod:`geolesf.data.weak_labels_box`):
