@@ -17,9 +17,10 @@ method): each unordered pair is counted once and the sum doubled, which equals t
 symmetric kernel.
 
 Deviations, documented: the paper's window is the square ``(2r+1)²`` minus its centre, here the
-disc ``dy² + dx² < r²``; the paper computes the loss on down-scaled predictions, here at full chip
-resolution (the chips are small); the image features are the per-band standardised bands (z-scores),
-so ``σ_img`` is in band standard deviations (the reference code uses RGB scaled to [0, 1]).
+disc ``dy² + dx² < r²``; the paper computes the loss on down-scaled predictions, here on whatever
+resolution the caller passes (the points objective pools by its ``scale`` option, default 1 = full);
+the image features are the per-band standardised bands (z-scores), so ``σ_img`` is in band standard
+deviations (the reference code uses RGB scaled to [0, 1]).
 The image carries no gradient (the kernel is fixed per chip).
 """
 

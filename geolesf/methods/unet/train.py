@@ -90,6 +90,8 @@ class SegTrainerConfig:
     chip: int = 128
     batch_size: int = 8
     lr: float = 2e-3
+    lr_schedule: str = "constant"
+    """``constant`` (the default) or ``cosine`` (decay to 0 over the run, one step per batch)."""
     seed: int = 0
     device: str = "cpu"
 
@@ -113,6 +115,8 @@ def _check(cfg: SegmentationConfig) -> None:
     for key in ("epochs", "steps_per_epoch", "chip", "batch_size"):
         if getattr(t, key) < 1:
             raise ConfigError(f"trainer.{key} must be at least 1, found {getattr(t, key)}")
+    if t.lr_schedule not in ("constant", "cosine"):
+        raise ConfigError(f"trainer.lr_schedule must be 'constant' or 'cosine', found '{t.lr_schedule}'")
 
 
 def run_config(cfg: SegmentationConfig) -> Path:
@@ -137,7 +141,7 @@ def run_config(cfg: SegmentationConfig) -> Path:
         cfg.data.image, read.labels, out / "model.pt", class_names=read.class_names, colors=cfg.data.colors,
         ignore_value=read.ignore_value, model_args=cfg.model.args, epochs=t.epochs,
         steps_per_epoch=t.steps_per_epoch, chip=t.chip, batch_size=t.batch_size, lr=t.lr, seed=t.seed,
-        device=t.device, objective=objective, extra_rasters=read.extra, class_ids=ids,
+        device=t.device, lr_schedule=t.lr_schedule, objective=objective, extra_rasters=read.extra, class_ids=ids,
     )
     metrics = {"checkpoint": "model.pt", "sha256": summary["sha256"], "history": summary["history"],
                "class_ids": summary["class_ids"], "supervision": {**objective.report(), **read.report}}
@@ -233,11 +237,15 @@ def _random_chips(
 
 
 def _fit(model: torch.nn.Module, objective: Any, state: Any, *, epochs: int, steps_per_epoch: int,
-         batch_size: int, lr: float, rng: np.random.Generator) -> list[dict[str, float]]:
+         batch_size: int, lr: float, rng: np.random.Generator, schedule: str = "constant") -> list[dict[str, float]]:
     """The training loop: random chips, the objective's loss, its per-epoch hook; returns the history."""
     from tqdm.auto import tqdm
 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    total_steps = max(1, epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, (lambda k: 0.5 * (1 + np.cos(np.pi * min(k, total_steps) / total_steps))) if schedule == "cosine"
+        else (lambda k: 1.0))
     history = []
     bar = tqdm(range(epochs), desc=f"train unet ({objective.name})", unit="epoch", dynamic_ncols=True)
     objective.on_epoch_end(0, state)  # epoch 0: before training (schedules start here)
@@ -253,6 +261,7 @@ def _fit(model: torch.nn.Module, objective: Any, state: Any, *, epochs: int, ste
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
             total += loss.item()
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -301,6 +310,7 @@ def train_segmenter(
     lr: float = 2e-3,
     seed: int = 0,
     device: str = "cpu",
+    lr_schedule: str = "constant",
     objective: Any = None,
     extra_rasters: dict[str, np.ndarray] | None = None,
     class_ids: list[int] | None = None,
@@ -334,7 +344,7 @@ def train_segmenter(
     state = TrainState(model, x_all.astype(np.float32), rasters, class_ids, device=device, chip=c, epochs=epochs)
     start = time.perf_counter()
     history = _fit(model, objective, state, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-                   lr=lr, rng=rng)
+                   lr=lr, rng=rng, schedule=lr_schedule)
     names = class_names or {}
     palette = default_palette(len(class_ids))
     cols = colors or {}

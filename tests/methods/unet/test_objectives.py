@@ -87,3 +87,18 @@ def test_warmup_switches_the_prior_on_after_the_given_fraction_of_epochs():
     assert weights == [0.0, 0.0, 0.3, 0.3] and obj.report()["labelled_share"] == 0.5
     with pytest.raises(ConfigError, match="warmup"):
         make_objective(_data("points", {"warmup": 1.0}))
+
+
+def test_scale_computes_the_prior_on_pooled_predictions():
+    # 2×4 chip, left 2×2 block class 0, right block class 1 (logits ±20: one-hot to 1e-17). scale 2 pools it to
+    # 1×2: p0 = (1, 0), p1 = (0, 1); radius 1.5, σ_xy = 1, constant image: one pair, K = e^-0.5, disagreement 1
+    # → 2 · e^-0.5 · 1 / 2 source pixels = e^-0.5 = 0.606531 (at full resolution it would be different).
+    logits = torch.zeros(1, 2, 2, 4)
+    logits[0, 0, :, :2], logits[0, 1, :, 2:] = 20.0, 20.0
+    rasters = {"target": torch.full((1, 2, 4), IGNORE), "valid": torch.ones(1, 2, 4, dtype=torch.bool)}
+    obj = SparseObjective("points", prior_weight=1.0, radius=1.5, sigma_xy=1.0, sigma_img=1.0, scale=2)
+    loss, stats = obj.loss(logits, torch.zeros(1, 1, 2, 4), rasters)
+    assert stats["gated_crf"] == pytest.approx(math.exp(-0.5), abs=1e-6) and loss.item() == pytest.approx(
+        math.exp(-0.5), abs=1e-6)
+    with pytest.raises(ConfigError, match="scale"):
+        make_objective(_data("points", {"scale": 0}))

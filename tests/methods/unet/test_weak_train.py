@@ -50,7 +50,7 @@ def test_points_geopackage_to_map_qml_and_metrics(scene, tmp_path):
                "--set", f"data.test_image={scene['test']}", "--set", f"data.test_labels={scene['footprints']}", *FAST])
     assert rc == 0
     m = json.loads((run / "metrics.json").read_text())
-    assert m["supervision"]["type"] == "points" and m["supervision"]["options"]["prior_weight"] == 0.1
+    assert m["supervision"]["type"] == "points" and m["supervision"]["options"]["prior_weight"] == 0.01
     assert m["supervision"]["labelled_share"] == pytest.approx(40 / 256**2)
     assert m["supervision"]["burn"]["pixels_per_class"] == {"0": 20, "1": 20}
     # warm-up (half the epochs): partial CE alone in epoch 1, the prior on in epoch 2
