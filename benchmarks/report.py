@@ -312,7 +312,8 @@ def main() -> None:
     body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(), *gpu_table(),
             *predict_table(), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
             *weak_labels_table(), *weak_labels_table("weak_labels_boxes", ": boxes"),
-            *weak_labels_table("weak_labels_noisy", ": noisy masks")]
+            *weak_labels_table("weak_labels_noisy", ": noisy masks"),
+            *weak_labels_table("weak_labels_boxes_noisy_budget2", ": boxes and noisy masks, the script's current budget")]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
