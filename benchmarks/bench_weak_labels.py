@@ -108,6 +108,10 @@ LABEL_TYPES: dict[str, LabelType] = {
 }
 """Row name → how its labels are derived and which objective trains on them (module docstring)."""
 
+from benchmarks.weak_box_noisy_rows import rows as _box_noisy_rows  # noqa: E402 - boxes / noisy rows (#22 part 2)
+
+LABEL_TYPES.update(_box_noisy_rows(LabelType))
+
 
 def _write_tif(path: Path, arr: np.ndarray, crs: Any, transform: Any, nodata: Any = None) -> Path:
     import rasterio

@@ -346,12 +346,12 @@ def onnx_table() -> list[str]:
     return lines
 
 
-def weak_labels_table() -> list[str]:
-    r = _load("weak_labels")
+def weak_labels_table(name: str = "weak_labels", rows: str = "") -> list[str]:
+    r = _load(name)
     if not r:
         return []
     t = r["trainer"]
-    lines = ["### Weak labels → dense map (`python benchmarks/bench_weak_labels.py`)", "",
+    lines = [f"### Weak labels → dense map{rows} (`python benchmarks/bench_weak_labels.py`, `results/{name}.json`)", "",
              "unet trained on the left half of each scene from labels derived (seeded) from its full mask; mIoU on the "
              "spatially separate right half against its full mask, mean ± std over seeds "
              f"{', '.join(map(str, r['seeds']))}.", "",
@@ -370,7 +370,9 @@ def main() -> None:
     body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(),
             *s2mamba_cputime_table(), *gpu_table(),
             *predict_table(), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
-            *onnx_table(), *weak_labels_table()]
+            *onnx_table(), *weak_labels_table(), *weak_labels_table("weak_labels_boxes", ": boxes"),
+            *weak_labels_table("weak_labels_noisy", ": noisy masks"),
+            *weak_labels_table("weak_labels_boxes_noisy_budget2", ": boxes and noisy masks, the script's current budget")]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)

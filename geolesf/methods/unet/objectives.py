@@ -45,6 +45,8 @@ SUPERVISION = {
     "mask": "geolesf.methods.unet.objectives:mask_objective",
     "points": "geolesf.methods.unet.sparse:sparse_objective",
     "scribbles": "geolesf.methods.unet.sparse:sparse_objective",
+    "boxes": "geolesf.methods.unet.boxes:box_objective",
+    "noisy": "geolesf.methods.unet.noisy:noisy_objective",
 }
 """``data.supervision`` name → ``"module:factory"`` (``factory(name, data_cfg) -> Objective``)."""
 

@@ -9,7 +9,7 @@ walk with an affinity (the Transformer's own attention, or the embedding affinit
     L = L_cls + L_seg(CE on confident pseudo labels) + λ₁·L_AA + λ₂·L_LR
 
 with the adaptive affinity loss on the embeddings (:mod:`geolesf.losses.affinity`) and the
-label-reassign loss (:mod:`geolesf.methods.wsss.reassign`). Deviations from the paper (whose code is
+label-reassign loss (:mod:`geolesf.losses.reassign`). Deviations from the paper (whose code is
 not public): the backbone defaults to a torchvision ResNet or the toolkit's ViT instead of
 WideResNet-38, the refinement is an affinity random walk instead of PAMR, and the
 segmentation head is a light 3×3 conv head at the backbone stride instead of DeepLab's ASPP.
@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from geolesf.errors import ConfigError
 from geolesf.methods.wsss.cam import CAMNet, class_scores, normalise_cams, scores_to_seeds
 from geolesf.losses.affinity import adaptive_affinity_loss, attention_affinity, embedding_affinity, random_walk
-from geolesf.methods.wsss.reassign import label_reassign_loss
+from geolesf.losses.reassign import label_reassign_loss
 
 REFINEMENTS = ("auto", "attention", "embedding", "none")
 

@@ -1,4 +1,4 @@
-"""Label-reassign loss on a constructed two-class embedding map (methods.md §8.5 (c))."""
+"""Label-reassign loss (geolesf.losses.reassign) on a constructed two-class embedding map (methods.md §8.5 (c))."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from geolesf.methods.wsss.reassign import (
+from geolesf.losses.reassign import (
     class_prototypes,
     label_reassign_loss,
     reassign_labels,

@@ -1,0 +1,70 @@
+"""Rows of ``benchmarks/bench_weak_labels.py`` for boxes and noisy masks (issue #22, part 2).
+
+Run through the weak-label benchmark (the results committed in ``benchmarks/results/`` came from these
+rows, SpaceNet only, seeds 0 and 1; add ``potsdam,vaihingen`` to ``--scenes`` for the aerial tiles)::
+
+    GEOLESF_DATA=/work/shared/data python benchmarks/bench_weak_labels.py --scenes spacenet --seeds 0,1 \\
+        --rows "boxes,box interior = class,boxes + filling rate" --out benchmarks/results/weak_labels_boxes.json
+    GEOLESF_DATA=/work/shared/data python benchmarks/bench_weak_labels.py --scenes spacenet --seeds 0,1 \\
+        --rows "noisy (CE),noisy (GCE),noisy (GCE + reassign)" --out benchmarks/results/weak_labels_noisy.json
+
+The labels of each row are derived from the training half's full mask with the row's seed
+(:mod:`geolesf.data.weak_labels_box`):
+
+* ``boxes`` / ``box interior = class`` — the same boxes (one tight box per connected component of each
+  non-background class, jitter :data:`BOX_JITTER`) as a GeoPackage of box polygons with a ``class``
+  field; ``boxes`` trains the BoxInst objective (projection + pairwise, options :data:`BOX_ARGS`),
+  ``boxes (projection only)`` the same without the pairwise term (an ablation), ``boxes + filling rate``
+  with the filling-rate guided cross-entropy of Song et al. 2019 added (ρ = 0.5), ``box interior = class``
+  the baseline (cross-entropy on the boxes filled with their class). Their
+  "labelled share" is 1 (the box-filled mask covers the scene); the share of the scene inside a box
+  is in the run's metrics (``supervision.box_share``);
+* ``noisy (CE)`` / ``noisy (GCE)`` / ``noisy (GCE + reassign)`` — the full mask degraded by the noise
+  model :data:`NOISE` (objects dropped or given another class, boundaries eroded/dilated, spurious blobs),
+  trained with plain cross-entropy, generalized cross-entropy, or GCE + the label-reassign loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BOX_JITTER = 0.0
+"""Relative jitter of each box edge (0: tight boxes, as a register or a careful annotator gives)."""
+BOX_ARGS: dict[str, Any] = {}
+"""``data.supervision_args`` of the ``boxes`` row: the BoxInst defaults of geolesf/methods/unet/boxes.py."""
+NOISE: dict[str, Any] = {"boundary_px": 3, "drop_share": 0.2, "wrong_class_share": 0.2, "spurious_share": 0.3,
+                         "spurious_radius": (3, 8)}
+"""Noise model of the ``noisy`` rows (:func:`geolesf.data.weak_labels_box.noisy_from_mask`)."""
+
+
+def derive_boxes(mask: np.ndarray, seed: int, grid: tuple[Any, Any], folder: Path) -> Path:
+    """Tight (or jittered) boxes of the mask's objects → ``boxes_<seed>.gpkg`` (field ``class``)."""
+    from geolesf.data.weak_labels_box import boxes_from_mask, write_boxes_gpkg
+
+    boxes = boxes_from_mask(mask, seed, jitter=BOX_JITTER, background=0, ignore=255)
+    return write_boxes_gpkg(folder / f"boxes_{seed}.gpkg", boxes, crs=grid[0], transform=grid[1])
+
+
+def derive_noisy(mask: np.ndarray, seed: int, grid: tuple[Any, Any], folder: Path) -> Path:
+    """The mask degraded by :data:`NOISE` → ``noisy_<seed>.tif`` (255 = unlabelled)."""
+    from geolesf.data.weak_labels_box import noisy_from_mask, write_noisy_tif
+
+    noisy, report = noisy_from_mask(mask, seed, background=0, ignore=255, **NOISE)
+    print(f"noisy labels (seed {seed}): {100 * report.changed_share:.2f} % of the labelled pixels changed")
+    return write_noisy_tif(folder / f"noisy_{seed}.tif", noisy, crs=grid[0], transform=grid[1], report=report)
+
+
+def rows(label_type: Any) -> dict[str, Any]:
+    """The rows, built with the benchmark's ``LabelType(derive, supervision, args)``."""
+    return {
+        "boxes": label_type(derive_boxes, "boxes", dict(BOX_ARGS)),
+        "boxes (projection only)": label_type(derive_boxes, "boxes", {**BOX_ARGS, "lambda_pair": 0.0}),
+        "boxes + filling rate": label_type(derive_boxes, "boxes", {**BOX_ARGS, "fill_rate": 0.5}),
+        "box interior = class": label_type(derive_boxes, "boxes", {"mode": "fill"}),
+        "noisy (CE)": label_type(derive_noisy, "noisy", {"loss": "ce", "reassign": False}),
+        "noisy (GCE)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": False}),
+        "noisy (GCE + reassign)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": True}),
+    }

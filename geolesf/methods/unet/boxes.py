@@ -1,0 +1,261 @@
+"""``data.supervision: boxes`` — box-supervised training of ``unet`` in the manner of BoxInst.
+
+Follows BoxInst (Tian, Shen, Wang & Chen, "BoxInst: High-Performance Instance Segmentation with Box
+Annotations", CVPR 2021): the **projection loss** (dice between the max-projections of the predicted
+mask on x and y and those of the box) plus the **pairwise loss** (neighbouring pixels at dilation 2 of
+similar colour, ``S ≥ τ``, should share a label), both in :mod:`geolesf.losses.box`. Total loss on a
+chip batch::
+
+    L = CE(outside every box → background)  +  λ_proj · L_proj  +  w(t) · λ_pair · L_pair
+
+Deviations, all forced by the semantic (not instance) setting or by geolesf's imagery:
+
+* **semantic setting**: a box of class ``c`` constrains the class-``c`` probability map in its window
+  (the box itself), and pixels outside every box are background — a cross-entropy term BoxInst does
+  not need (its instance masks are cropped to the box). ``P(same label)`` sums over all classes;
+* **colour**: Euclidean distance of z-scored bands (any band count) instead of CIE LAB, θ = 0.1 (in
+  those units) instead of 2; τ = 0.3 as in BoxInst;
+* **warm-up**: BoxInst ramps the pairwise weight up over its first 10k iterations; here ``w(t)``
+  ramps linearly over the first ``warmup_steps`` optimiser steps (default 100);
+* **BatchNorm**: after the last epoch the BatchNorm statistics are re-estimated on the scene with the
+  final weights (:mod:`geolesf.methods.unet.calibration`; in both modes, so the baseline gets it too):
+  the projection loss's large, sparse gradients otherwise leave the running averages behind;
+* **crops**: training chips cut boxes; a box cut in x keeps only its x-projection, one cut in y only
+  its y-projection (:func:`geolesf.losses.box.boxes_in_window`).
+
+Two variants from the box-supervision literature are options, off by default: ``smooth_max`` (the
+α-softmax instead of the hard max-projection, Hsu et al., NeurIPS 2019 — every pixel of a row gets a
+gradient) and ``fill_rate`` (the filling-rate guided cross-entropy of Song et al., CVPR 2019 — the top-ρ
+share of each box's pixels trained as its class).
+
+The baseline ``mode: fill`` ("box interior = class") trains plain cross-entropy on the boxes filled
+with their class (smaller boxes painted over larger ones, :func:`geolesf.data.supervision.boxes_to_pseudo_mask`).
+
+Boxes arrive as a vector layer of box polygons (any CRS, the class in ``data.label_field``; read by
+:func:`geolesf.data.supervision.boxes_from_vector`, each feature's bounding box) or as a raster through
+the label reader (one box per connected component of each class, :func:`geolesf.data.weak_labels_box.boxes_from_mask`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from geolesf.errors import ConfigError, DataError
+from geolesf.losses.box import (
+    DEFAULT_TAU,
+    DEFAULT_THETA,
+    box_cover,
+    boxes_in_window,
+    colour_similarity,
+    pairwise_loss,
+    pixel_ranges,
+    projection_loss,
+)
+from geolesf.methods.unet.calibration import recalibrate_batchnorm
+from geolesf.methods.unet.objectives import IGNORE, UNLABELLED, LabelRasters, Objective, check_args, class_lookup
+
+DEFAULTS = {"mode": "boxinst", "lambda_proj": 1.0, "lambda_pair": 1.0, "theta": DEFAULT_THETA, "tau": DEFAULT_TAU,
+            "dilation": 2, "warmup_steps": 100, "smooth_max": 0.0, "fill_rate": 0.0}
+"""``data.supervision_args`` of ``boxes``: ``mode`` ``boxinst`` (projection + pairwise) or ``fill`` (the
+"box interior = class" baseline); loss weights; colour scale θ and edge threshold τ; the pairwise
+dilation; ``warmup_steps``, the optimiser steps over which the pairwise weight ramps from 0 to λ_pair;
+``smooth_max`` α: 0 = the hard max-projection of BoxInst, α > 0 the α-softmax of Hsu et al. 2019;
+``fill_rate`` ρ > 0 adds the filling-rate guided cross-entropy of Song et al. (CVPR 2019) on the top-ρ
+pixels of each box. Both are off by default (BoxInst as published)."""
+MODES = ("boxinst", "fill")
+
+
+@dataclass
+class SceneBoxes:
+    """Boxes of a scene: inclusive pixel ranges ``(N, 4)`` ``[c0, r0, c1, r1]`` and their class ids ``(N,)``."""
+
+    ranges: np.ndarray
+    class_ids: np.ndarray
+    pixel_boxes: np.ndarray
+    """The boxes in pixel-edge coordinates ``[x0, y0, x1, y1]`` as read (clipped to the scene)."""
+
+
+def read_scene_boxes(labels: str | Path, image: str | Path, *, label_field: str | None,
+                     name_to_id: dict[str, int] | None, background: int) -> SceneBoxes:
+    """Boxes from a vector layer (reprojected to the image CRS) or a label raster on the image grid."""
+    import rasterio
+
+    from geolesf.data.supervision import boxes_from_vector
+    from geolesf.data.weak_labels_box import boxes_from_mask
+    from geolesf.io.labels import is_vector
+
+    with rasterio.open(image) as src:
+        crs, transform, shape = src.crs, src.transform, (src.height, src.width)
+    if is_vector(labels):
+        boxes, classes = boxes_from_vector(labels, transform=transform, crs=crs, class_field=label_field or "class",
+                                           class_ids=name_to_id)
+    else:
+        with rasterio.open(labels) as lab:
+            mask, nodata = lab.read(1), lab.nodata
+        if mask.shape != shape:
+            raise DataError(f"{labels} is {mask.shape[1]}×{mask.shape[0]} px; {image} is {shape[1]}×{shape[0]}")
+        got = boxes_from_mask(mask, seed=0, background=background, ignore=None if nodata is None else int(nodata))
+        boxes, classes = got.boxes, got.classes
+    h, w = shape
+    inside = (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < w) & (boxes[:, 1] < h)
+    if not inside.any():
+        raise DataError(f"{labels}: no box overlaps {Path(image).name}")
+    boxes, classes = np.clip(boxes[inside], 0, [w, h, w, h]), np.asarray(classes, dtype=np.int64)[inside]
+    if (classes == background).any():
+        raise DataError(f"{labels}: a box has the background class {background} (data.background); boxes mark objects")
+    if (classes < 0).any() or (classes > 254).any():
+        raise DataError(f"{labels}: box classes must be ids in 0..254")
+    return SceneBoxes(ranges=pixel_ranges(boxes), class_ids=classes, pixel_boxes=boxes)
+
+
+class BoxObjective(Objective):
+    """``boxes``: BoxInst projection + pairwise losses (``mode: boxinst``) or box-filled CE (``mode: fill``).
+
+    ``labels.tif`` is the boxes filled with their class (the "box interior = class" mask) in both
+    modes: it fixes the class set and is what the baseline trains on; the BoxInst mode reads from it
+    only the background outside the boxes, and gets the boxes themselves from the extra rasters
+    ``row``/``col`` (each chip pixel's scene position, so a chip finds the boxes it cuts) and
+    ``in_box``. The training-scene fit in ``metrics.json`` is therefore measured against the filled
+    boxes; give ``data.eval_labels`` for the real masks.
+    """
+
+    name = "boxes"
+
+    def __init__(self, background: int = 0, **options: Any) -> None:
+        self.background = int(background)
+        self.options = dict(DEFAULTS, **options)
+        if self.options["mode"] not in MODES:
+            raise ConfigError(f"data.supervision_args.mode: expected one of {', '.join(MODES)}, "
+                              f"found '{self.options['mode']}'")
+        self.scene: SceneBoxes | None = None
+        self.channels: np.ndarray | None = None
+        self.class_ids: list[int] = []
+        self.steps = 0
+        self.box_share: float | None = None
+        self.calibrated_chips = 0
+
+    def read_labels(self, data: Any, out: Path) -> LabelRasters:
+        import rasterio
+
+        from geolesf.io.cog import write_cog
+
+        scene = read_scene_boxes(data.labels, data.image, label_field=data.label_field,
+                                 name_to_id=class_lookup(data.class_names), background=self.background)
+        with rasterio.open(data.image) as src:
+            crs, transform, shape = src.crs, src.transform, (src.height, src.width)
+        filled = fill_mask(scene, shape, self.background)
+        path = Path(write_cog(out / "labels.tif", filled, crs=crs, transform=transform, nodata=UNLABELLED,
+                              resampling="nearest"))
+        self.class_ids = sorted(int(k) for k in data.class_names) if data.class_names else \
+            sorted(int(v) for v in np.unique(filled))
+        missing = sorted(set(int(c) for c in scene.class_ids) - set(self.class_ids))
+        if missing:
+            raise DataError(f"{data.labels}: box classes {missing} are not in data.class_names")
+        self.scene = scene
+        self.channels = np.searchsorted(self.class_ids, scene.class_ids)
+        cover = box_cover(scene.ranges, shape)
+        self.box_share = float(cover.mean())
+        print(f"read {len(scene.class_ids)} boxes of {Path(str(data.labels)).name} "
+              f"({100 * self.box_share:.1f} % of the scene inside a box) → {path}")
+        extra = {}
+        if self.options["mode"] == "boxinst":
+            rows, cols = np.indices(shape, dtype=np.int32)
+            extra = {"row": rows, "col": cols, "in_box": cover}
+        return LabelRasters(path, dict(data.class_names or {}), extra=extra,
+                            report={"labels": str(data.labels), "boxes": int(len(scene.class_ids))})
+
+    def loss(self, logits: Any, image: Any, rasters: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+        target = rasters["target"]
+        o = self.options
+        self.steps += 1
+        if o["mode"] == "fill":
+            ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
+            return ce, {"ce": float(ce.detach())}
+        in_box = rasters["in_box"].bool()
+        size = target.shape[-1]
+        rows = [chip_box_rows(self.scene, self.channels, int(rasters["row"][b, 0, 0]), int(rasters["col"][b, 0, 0]),
+                              size) for b in range(len(target))]
+        outside = torch.where(in_box, torch.full_like(target, IGNORE), target)
+        ramp = min(1.0, self.steps / o["warmup_steps"]) if o["warmup_steps"] > 0 else 1.0
+        return boxinst_loss(logits, image, outside, rows, in_box & rasters["valid"].bool(), o, ramp)
+
+    def on_epoch_end(self, epoch: int, state: Any) -> None:
+        if list(state.class_ids) != self.class_ids:
+            raise DataError(f"boxes: the trainer's classes {state.class_ids} differ from the boxes' {self.class_ids}")
+        if epoch == getattr(state, "epochs", -1):  # after the last epoch (both modes, so the baseline gets it too)
+            self.calibrated_chips = recalibrate_batchnorm(state.model, state.image, state.chip, device=state.device)
+
+    def report(self) -> dict[str, Any]:
+        loss = ("CE outside boxes + λ_proj · projection + λ_pair · pairwise (BoxInst, Tian et al. 2021)"
+                if self.options["mode"] == "boxinst"
+                else "CE on the boxes filled with their class (box interior = class)")
+        return {"type": self.name, "loss": loss, "options": dict(self.options), "box_share": self.box_share,
+                "boxes": None if self.scene is None else int(len(self.scene.class_ids)),
+                "batchnorm_recalibrated_on_chips": self.calibrated_chips}
+
+
+def fill_mask(scene: SceneBoxes, shape: tuple[int, int], background: int) -> np.ndarray:
+    """The "box interior = class" pseudo mask: background outside, each box's class inside (smaller on top)."""
+    from geolesf.data.supervision import boxes_to_pseudo_mask
+
+    return boxes_to_pseudo_mask(scene.pixel_boxes, scene.class_ids, shape, fill="box", background=background)
+
+
+def chip_box_rows(scene: SceneBoxes, channels: np.ndarray, row: int, col: int, size: int) -> torch.Tensor:
+    """The scene boxes as :func:`~geolesf.losses.box.projection_loss` rows of the chip at ``(row, col)``."""
+    return torch.from_numpy(boxes_in_window(scene.ranges, channels, row, col, size, size))
+
+
+def boxinst_loss(logits: torch.Tensor, image: torch.Tensor, outside: torch.Tensor, rows: list[torch.Tensor],
+                 pair_mask: torch.Tensor, opts: dict[str, Any], ramp: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """The BoxInst objective on a chip batch.
+
+    ``logits`` ``(B, K, H, W)``; ``image`` ``(B, C, H, W)`` (z-scored bands); ``outside`` ``(B, H, W)``
+    background index outside the boxes, :data:`IGNORE` inside; ``rows[b]`` the chip's box rows;
+    ``pair_mask`` the centre pixels of the pairwise edges (inside a box, image data present);
+    ``ramp`` the pairwise warm-up factor in [0, 1].
+    """
+    log_p = F.log_softmax(logits, 1)
+    ce = F.nll_loss(log_p, outside, ignore_index=IGNORE) if (outside != IGNORE).any() else logits.sum() * 0.0
+    probs = log_p.exp()
+    per_box = torch.cat([projection_loss(probs[b], rows[b].to(logits.device), reduction="none",
+                                         alpha=float(opts["smooth_max"]))
+                         for b in range(len(rows))])
+    proj = per_box.mean() if len(per_box) else logits.sum() * 0.0  # the mean over the batch's boxes
+    sim = colour_similarity(image, dilation=int(opts["dilation"]), theta=opts["theta"])
+    pair = pairwise_loss(log_p, sim, pair_mask, dilation=int(opts["dilation"]), tau=opts["tau"])
+    loss = ce + opts["lambda_proj"] * proj + ramp * opts["lambda_pair"] * pair
+    stats = {"ce_outside": float(ce.detach()), "projection": float(proj.detach()),
+             "pairwise": float(pair.detach()), "pairwise_weight": ramp * opts["lambda_pair"]}
+    if opts["fill_rate"] > 0:
+        rate = filling_rate_loss(log_p, rows, opts["fill_rate"], n=max(int((pair_mask | (outside != IGNORE)).sum()), 1))
+        loss = loss + rate
+        stats["fill_rate_ce"] = float(rate.detach())
+    return loss, stats
+
+
+def filling_rate_loss(log_p: torch.Tensor, rows: list[torch.Tensor], rate: float, n: int) -> torch.Tensor:
+    """Filling-rate guided cross-entropy (Song et al., CVPR 2019): in each box the ``rate`` share of its
+    pixels most likely of the box's class (by the current, detached prediction) are trained as that class;
+    the rest of the box is left to the other terms. Summed over pixels and divided by ``n`` (the chip
+    batch's pixels with a target), so it weighs per pixel as the box-fill baseline's cross-entropy does."""
+    total = log_p.sum() * 0.0
+    for b, boxes in enumerate(rows):
+        for k, c0, r0, c1, r1, _, _ in boxes.long().tolist():
+            window = log_p[b, k, r0:r1 + 1, c0:c1 + 1].flatten()
+            top = max(1, int(round(rate * window.numel())))
+            chosen = torch.topk(window.detach(), top).indices
+            total = total - window[chosen].sum()
+    return total / n
+
+
+def box_objective(name: str, data: Any) -> BoxObjective:
+    """Factory of ``boxes`` (:data:`geolesf.methods.unet.objectives.SUPERVISION`)."""
+    return BoxObjective(background=getattr(data, "background", 0),
+                        **check_args(name, getattr(data, "supervision_args", None), DEFAULTS))
