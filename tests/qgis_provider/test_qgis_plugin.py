@@ -1,6 +1,6 @@
 """The QGIS plugin in real QGIS: built by the CLI, installed from the zip, run through Processing.
 
-One headless QGIS process (``tests/qgis/provider_check.py`` under Debian's ``/usr/bin/python3``, where
+One headless QGIS process (``tests/qgis_provider/provider_check.py`` under Debian's ``/usr/bin/python3``, where
 PyQGIS imports) loads the plugin from the zip ``geolesf qgis-plugin`` built, lists its algorithms, and
 runs classify (shipped checkpoint ``s2mamba:indian_pines_dase`` on a 40×40 crop of the Indian Pines
 cube written as a GeoTIFF in the assumed UTM georeference of ``tests/scenes.py``), export, train (random
@@ -8,7 +8,7 @@ forest from polygons digitised from the DASE training mask), classify with a une
 pseudo-label (the RGB Landsat sample), a bad input and a cancelled classify; the checks here read its JSON report. Without PyQGIS the tests skip with a
 reason, unless ``GEOLESF_REQUIRE_QGIS=1`` (``.ci/run``) makes that a failure.
 
-The provider runs the geolesf executable of this test's environment (``tests/qgis/executable.py``),
+The provider runs the geolesf executable of this test's environment (``tests/qgis_provider/executable.py``),
 passed through the provider's setting.
 """
 
@@ -25,7 +25,7 @@ import pytest
 
 from tests import scenes
 from tests.checkpoints import seeded_unet_checkpoint
-from tests.qgis.executable import wrapper
+from tests.qgis_provider.executable import wrapper
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT = "s2mamba:indian_pines_dase"
@@ -69,7 +69,10 @@ def report(tmp_path_factory) -> dict:
     (work / "cfg.json").write_text(json.dumps(cfg))
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     env.pop("PYTHONPATH", None)
-    done = subprocess.run(["/usr/bin/python3", str(ROOT / "tests" / "qgis" / "provider_check.py"),
+    # geolesf's bars redraw on every step (the runner otherwise asks for at most two redraws a second, and a
+    # fast machine finishes the scene within one), so the progress the test reads does not depend on speed
+    env["TQDM_MININTERVAL"] = "0"
+    done = subprocess.run(["/usr/bin/python3", str(ROOT / "tests" / "qgis_provider" / "provider_check.py"),
                            str(work / "cfg.json")], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)

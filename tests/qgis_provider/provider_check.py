@@ -2,7 +2,7 @@
 
 Run with Debian's interpreter (PyQGIS imports only there)::
 
-    QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis/provider_check.py CONFIG.json
+    QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis_provider/provider_check.py CONFIG.json
 
 ``CONFIG.json``: ``zip`` (the built plugin), ``executable`` (the geolesf to run), ``work`` (a folder),
 ``scene`` (a georeferenced GeoTIFF the checkpoint reads), ``checkpoint`` (MODEL:TAG), ``polygons``

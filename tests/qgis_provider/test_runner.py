@@ -15,7 +15,7 @@ import pytest
 from tqdm import tqdm
 
 from geolesf.qgis_plugin.geolesf_qgis import runner
-from tests.qgis.executable import ROOT, wrapper
+from tests.qgis_provider.executable import ROOT, wrapper
 
 
 class Feedback:
