@@ -194,6 +194,20 @@ def boxes_from_vector(path: str | Path, *, transform: Any, crs: Any = None, clas
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(values, dtype=np.int64)
 
 
+def pixel_boxes_to_polygons(boxes: np.ndarray, transform: Any) -> list[Any]:
+    """Shapely polygons of pixel boxes under an affine ``transform`` (identity when None)."""
+    import shapely.geometry
+
+    polys = []
+    for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+        if transform is not None:
+            a, b, c, d, e, f = tuple(transform)[:6]
+            corners = [(a * x + b * y + c, d * x + e * y + f) for x, y in corners]
+        polys.append(shapely.geometry.Polygon(corners))
+    return polys
+
+
 def boxes_to_pseudo_mask(boxes: np.ndarray, classes: Sequence[int], shape: tuple[int, int], *,
                          fill: str = "box", background: int = 0) -> np.ndarray:
     """Box labels → a pseudo mask ``(H, W)`` uint8: ``background`` outside every box, the box's class inside.

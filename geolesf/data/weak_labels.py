@@ -144,14 +144,15 @@ def _centres(t: Any, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np
     return t.a * c + t.b * r + t.c, t.d * c + t.e * r + t.f
 
 
-def _write(gdf: Any, path: str | Path) -> Path:
+def write_gpkg(gdf: Any, path: str | Path, **to_file: Any) -> Path:
+    """Derived weak labels (a GeoDataFrame) as the GeoPackage layer ``path.stem``, written atomically."""
     from geolesf.io.atomic import atomic_path
 
     path = Path(path)
     if path.suffix.lower() != ".gpkg":
         raise DataError(f"{path}: weak labels are written as a GeoPackage (.gpkg)")
     with atomic_path(path, suffix=".part.gpkg") as tmp:
-        gdf.to_file(tmp, driver="GPKG", layer=path.stem)
+        gdf.to_file(tmp, driver="GPKG", layer=path.stem, **to_file)
     return path
 
 
@@ -166,7 +167,7 @@ def points_to_vector(sparse: np.ndarray, path: str | Path, *, transform: Any, cr
     values = sparse[rows, cols]
     gdf = gpd.GeoDataFrame({field: _names(values, class_names)},
                            geometry=[Point(x, y) for x, y in zip(np.atleast_1d(xs), np.atleast_1d(ys))], crs=crs)
-    return _write(gdf, path)
+    return write_gpkg(gdf, path)
 
 
 def scribbles_to_vector(lines: Sequence[Polyline], path: str | Path, *, transform: Any, crs: Any,
@@ -180,4 +181,4 @@ def scribbles_to_vector(lines: Sequence[Polyline], path: str | Path, *, transfor
         xs, ys = _centres(transform, p[:, 0], p[:, 1])
         geoms.append(LineString(list(zip(xs, ys))))
     gdf = gpd.GeoDataFrame({field: _names([c for c, _ in lines], class_names)}, geometry=geoms, crs=crs)
-    return _write(gdf, path)
+    return write_gpkg(gdf, path)

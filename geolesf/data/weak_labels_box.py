@@ -109,23 +109,15 @@ def write_boxes_gpkg(path: str | Path, labels: BoxLabels, *, crs: Any, transform
     """Box polygons (map coordinates through ``transform``) with an integer ``class_field`` (and
     ``class_name`` when names are given) as a GeoPackage layer, written atomically."""
     import geopandas as gpd
-    import shapely.geometry
 
-    from geolesf.io.atomic import atomic_path
+    from geolesf.data.supervision import pixel_boxes_to_polygons
+    from geolesf.data.weak_labels import write_gpkg
 
-    path = Path(path)
-    if path.suffix.lower() != ".gpkg":
-        raise DataError(f"{path}: expected a .gpkg path for the boxes")
-    polys = []
-    for x0, y0, x1, y1 in labels.boxes:
-        corners = [transform @ (x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
-        polys.append(shapely.geometry.Polygon(corners))
     data: dict[str, Any] = {class_field: labels.classes.astype(np.int32)}
     if class_names:
         data["class_name"] = [class_names.get(int(c), f"class {c}") for c in labels.classes]
-    gdf = gpd.GeoDataFrame(data, geometry=polys, crs=crs)
-    with atomic_path(path, suffix=".gpkg", create=False) as tmp:
-        gdf.to_file(tmp, layer=path.stem, driver="GPKG", engine="pyogrio", geometry_type="Polygon")
+    gdf = gpd.GeoDataFrame(data, geometry=pixel_boxes_to_polygons(labels.boxes, transform), crs=crs)
+    write_gpkg(gdf, path, engine="pyogrio", geometry_type="Polygon")
     return path
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from geolesf.data.supervision import pixel_boxes_to_polygons
 from geolesf.errors import DataError
 from geolesf.io.atomic import atomic_path
 
@@ -28,20 +29,6 @@ def boxes_qml(class_ids: Sequence[int], class_names: Sequence[str], colors: Sequ
     from geolesf.io.qml import vector_qml
 
     return vector_qml(class_ids, class_names, colors, field=field, outline_mm=width_mm)
-
-
-def pixel_boxes_to_polygons(boxes: np.ndarray, transform: Any) -> list[Any]:
-    """Shapely polygons of pixel boxes under an affine ``transform`` (identity when None)."""
-    import shapely.geometry
-
-    polys = []
-    for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
-        corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
-        if transform is not None:
-            a, b, c, d, e, f = tuple(transform)[:6]
-            corners = [(a * x + b * y + c, d * x + e * y + f) for x, y in corners]
-        polys.append(shapely.geometry.Polygon(corners))
-    return polys
 
 
 @dataclass
