@@ -75,3 +75,17 @@ def polygons(ids: np.ndarray, affine, crs: str = CRS, to_crs: str | None = "EPSG
     values = [names[v] if names else v for _, v in feats]
     gdf = gpd.GeoDataFrame({"class": values}, geometry=[g for g, _ in feats], crs=crs)
     return gdf.to_crs(to_crs) if to_crs else gdf
+
+
+def crop_geotiff(src_path: Path, out: Path, window) -> Path:
+    """A ``rasterio.windows.Window`` of a real GeoTIFF written as a plain (untiled) GeoTIFF, georeference kept."""
+    import rasterio
+
+    with rasterio.open(src_path) as src:
+        profile = {**src.profile, "height": window.height, "width": window.width,
+                   "transform": src.window_transform(window)}
+        for key in ("blockxsize", "blockysize", "tiled"):
+            profile.pop(key, None)
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    return out

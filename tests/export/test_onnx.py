@@ -67,17 +67,12 @@ def exported(tmp_path_factory) -> tuple[Path, Path, object]:
 @pytest.fixture(scope="module")
 def rgb_crop(shared_data: Path, tmp_path_factory) -> Path:
     """A 180×200 crop of RGB.byte.tif with its georeference and part of its nodata collar."""
-    import rasterio
     from rasterio.windows import Window
 
-    out = tmp_path_factory.mktemp("scene") / "crop.tif"
-    with rasterio.open(shared_data / "rasterio_landsat7" / "RGB.byte.tif") as src:
-        win = Window(0, 80, 200, 180)
-        profile = src.profile | {"height": 180, "width": 200, "transform": src.window_transform(win)}
-        profile.pop("blockxsize", None), profile.pop("blockysize", None)
-        with rasterio.open(out, "w", **profile) as dst:
-            dst.write(src.read(window=win))
-    return out
+    from tests.scenes import crop_geotiff
+
+    return crop_geotiff(shared_data / "rasterio_landsat7" / "RGB.byte.tif",
+                        tmp_path_factory.mktemp("scene") / "crop.tif", Window(0, 80, 200, 180))
 
 
 def _metadata(path: Path) -> dict[str, str]:

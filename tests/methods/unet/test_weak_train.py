@@ -12,6 +12,7 @@ from rasterio.windows import Window
 from geolesf.cli.main import main
 from geolesf.data.weak_labels import points_from_mask, points_to_vector, scribbles_from_mask, scribbles_to_vector
 from geolesf.io.labels import burn_vector_labels
+from tests.scenes import crop_geotiff
 
 FAST = ["--set", "trainer.epochs=2", "--set", "trainer.steps_per_epoch=2", "--set", "trainer.chip=64",
         "--set", "trainer.batch_size=2", "--set", "model.args={base: 4, depth: 2}"]
@@ -23,14 +24,11 @@ def scene(shared_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("weak_scene")
     footprints = shared_data / "spacenet_solaris" / "geotiff_labels.geojson"
     out = {"footprints": footprints}
-    with rasterio.open(shared_data / "spacenet_solaris" / "sample_geotiff.tif") as src:
-        for name, win in (("train", Window(100, 300, 256, 256)), ("test", Window(500, 300, 256, 256))):
-            profile = {**src.profile, "width": 256, "height": 256, "transform": src.window_transform(win)}
-            profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
-            with rasterio.open(folder / f"{name}.tif", "w", **profile) as dst:
-                dst.write(src.read(window=win))
-            out[name] = folder / f"{name}.tif"
-        crs, transform = src.crs, src.window_transform(Window(100, 300, 256, 256))
+    sample = shared_data / "spacenet_solaris" / "sample_geotiff.tif"
+    for name, win in (("train", Window(100, 300, 256, 256)), ("test", Window(500, 300, 256, 256))):
+        out[name] = crop_geotiff(sample, folder / f"{name}.tif", win)
+    with rasterio.open(out["train"]) as src:
+        crs, transform = src.crs, src.transform
     burned = burn_vector_labels(footprints, crs=crs, transform=transform, shape=(256, 256))
     mask = np.where(burned.data == -1, 0, burned.data).astype(np.uint8)
     names = {0: "background", 1: "building"}
