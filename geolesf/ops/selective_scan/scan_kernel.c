@@ -73,6 +73,7 @@ static inline __m512 gl_exp2_avx512(__m512 x) {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, r);
 }
+#include "scan_kernel_avx512.h"
 #endif
 
 /* log(1 + e) for e in [0, 1], vectorisable: Cephes logf polynomial on the mantissa of
@@ -134,6 +135,9 @@ static inline double gl_sigmoidd(double z) { return 1.0 / (1.0 + exp(-z)); }
 #include "scan_kernel_infer.h"
 #include "scan_kernel_grad.h"
 #include "scan_kernel_fused.h"
+#if GL_FUSED_AVX512
+#include "scan_kernel_avx512_rows.h"
+#endif
 #undef REAL
 #undef GL_SUF
 #undef GL_SHORT
