@@ -315,7 +315,8 @@ def native_forward(u, delta, A2, B, C, D, delta_bias, delta_softplus):
 class _NativeSelectiveScan(torch.autograd.Function):
     """Forward/backward entirely in the C kernel: softplus, recurrence, adjoint and the
     reductions for dA, dD and delta_bias. The forward is :func:`native_forward`; the backward
-    (``scan_kernel_grad.h``) uses the same 8-channel blocks. Both read B and C through their
+    (``scan_kernel_grad.h``; ``scan_kernel_avx512*.h`` for float32, N = 16 in the AVX-512 build) uses
+    the same channel blocks. Both read B and C through their
     strides. Batch ranges are spread over a thread pool. Nothing but the inputs is saved."""
 
     @staticmethod

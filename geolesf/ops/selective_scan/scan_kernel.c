@@ -2,7 +2,7 @@
 
    Compiled on first use with the system C compiler into a shared library loaded with ctypes;
    the compiled library is cached under a key that hashes the bytes of this file and of
-   scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h and scan_kernel_fused.h, so editing any of them rebuilds it.
+   scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h and scan_kernel_avx512*.h, so editing any of them rebuilds it.
 
    Exports, one per precision (float: f32, double: f64):
      int gl_scan_infer_f32 / gl_scan_infer_f64 (...)   (channel-blocked forward, scan_kernel_infer.h)
@@ -13,7 +13,10 @@
    all returning 0 on success and 1 when scratch memory cannot be allocated.
 
    This file holds the scalar helpers and instantiates the precision-generic body
-   (scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h) twice, with REAL / GL_FN / GL_S set for float and for double. */
+   (scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h) twice, with REAL / GL_FN / GL_S set for float and for double.
+   Where the compiler targets AVX-512F, float with N = 16 runs the intrinsics kernels of
+   scan_kernel_avx512.h (layout helpers and register-resident blocks, included before the
+   instantiations) and scan_kernel_avx512_rows.h (the row-level loops, included after the float one). */
 
 #include <stdint.h>
 #include <stdlib.h>
