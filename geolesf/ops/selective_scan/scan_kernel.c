@@ -107,8 +107,18 @@ static inline float gl_softplusf(float z) {
     return z > 20.0f ? z : v;
 }
 static inline float gl_sigmoidf(float z) { return 1.0f / (1.0f + gl_exp2f(-z * 1.4426950408889634f)); }
+/* softplus(z) and sigmoid(z) from one exp2: e = exp(-|z|), sigmoid = 1/(1+e) for z >= 0 and e/(1+e)
+   below (the backward needs both; one exponential instead of two). */
+static inline float gl_softplus_sigmoidf(float z, float* sig) {
+    const float e = gl_exp2f(-fabsf(z) * 1.4426950408889634f);
+    const float r = 1.0f / (1.0f + e);
+    *sig = z >= 0.0f ? r : e * r;
+    const float v = (z > 0.0f ? z : 0.0f) + gl_log1p01f(e);
+    return z > 20.0f ? z : v;
+}
 static inline double gl_softplusd(double z) { return z > 20.0 ? z : log1p(exp(z)); }
 static inline double gl_sigmoidd(double z) { return 1.0 / (1.0 + exp(-z)); }
+static inline double gl_softplus_sigmoidd(double z, double* sig) { *sig = gl_sigmoidd(z); return gl_softplusd(z); }
 
 /* ---- precision-generic body, instantiated once per precision -------------------------- */
 
