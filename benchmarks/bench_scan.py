@@ -6,7 +6,9 @@ Times forward + backward (gradients w.r.t. all seven inputs) for
 * ``mambapy``   the pure-PyTorch Blelloch parallel scan of the ``mambapy`` package
                 (``mambapy.pscan``, adapted to its (B, L, D, N) contract);
 * ``reference`` geolesf's ``reference`` backend;
-* ``cpu``       geolesf's ``cpu`` backend (16-channel blocks on AVX-512 CPUs, 8 elsewhere),
+* ``cpu``       geolesf's ``cpu`` backend (on AVX-512 CPUs the intrinsics kernels of
+                ``scan_kernel_avx512*.h``: 16-lane channel blocks plus item-lane blocks for a
+                group's leftover channels; 8-channel portable blocks elsewhere),
 
 and the max abs error of ``cpu`` (float32) against ``reference`` in float64 (the float32
 reference's own error is recorded beside it). Writes

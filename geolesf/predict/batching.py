@@ -20,7 +20,13 @@ peak memory the same on every scene and in every run:
   threshold (``mallopt(M_MMAP_THRESHOLD)``, which also switches the dynamic adjustment off) makes
   every block at least that large a private mapping that goes back to the OS when freed, so the
   peak is the live memory of one batch. It is process-wide (glibc has no per-call setting) and is
-  applied once, by the predictor, on glibc only.
+  applied by the predictors, on glibc only. Per-pixel (patch) models want the opposite setting:
+  S²Mamba's batch of 1,024 patches has activations of 25–100 MB, above the 32 MiB ceiling of the
+  dynamic threshold, so with it (or with a 4 MiB pin) every batch maps and unmaps them and the kernel
+  zero-fills their pages again — about a third of the CPU time of whole-scene prediction was page
+  faults and ``brk`` trims. :data:`PIXEL_MMAP_THRESHOLD` (256 MiB) keeps them in the heap, where the
+  next batch reuses the same memory (whole-scene S²Mamba: about 1.4× the pixels per CPU-second, for
+  a peak about 0.2 GB higher; ``benchmarks/bench_s2mamba.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ import numpy as np
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 DEFAULT_MMAP_THRESHOLD = 4 << 20
+"""The dense tile runner's threshold: every block of 4 MiB or more is a private mapping."""
+PIXEL_MMAP_THRESHOLD = 256 << 20
+"""Per-pixel (patch) models' threshold: a batch's activations stay in the heap and are reused."""
 _pinned: list[int] = []
 
 
@@ -92,18 +101,22 @@ class BatchBuffers:
         return out
 
 
-def pin_mmap_threshold(nbytes: int | None = None) -> bool:
-    """Pin glibc's mmap threshold (and a trim threshold of twice that) once per process; False where
-    the C library is not glibc or when switched off. See the module docstring for why.
+def pin_mmap_threshold(nbytes: int | None = None, *, kind: str = "dense") -> bool:
+    """Pin glibc's mmap threshold (and a trim threshold of twice that); False where the C library is
+    not glibc or when switched off. See the module docstring for why.
 
     ``nbytes`` defaults to the environment variable ``GEOLESF_MMAP_THRESHOLD`` (bytes; ``0`` leaves
-    glibc's own dynamic threshold alone), else 4 MiB.
+    glibc's own dynamic threshold alone), else :data:`DEFAULT_MMAP_THRESHOLD` for ``kind="dense"``
+    (tiled dense models) or :data:`PIXEL_MMAP_THRESHOLD` for ``kind="pixel"`` (per-pixel patch models).
+    A process that runs both kinds gets the setting of the latest call.
     """
     if nbytes is None:
         env = os.environ.get("GEOLESF_MMAP_THRESHOLD", "").strip()
-        nbytes = int(env) if env.isdigit() else DEFAULT_MMAP_THRESHOLD
-    if _pinned or nbytes <= 0:
+        nbytes = int(env) if env.isdigit() else (PIXEL_MMAP_THRESHOLD if kind == "pixel" else DEFAULT_MMAP_THRESHOLD)
+    if nbytes <= 0:
         return bool(_pinned)
+    if _pinned and _pinned[-1] == nbytes:
+        return True
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -114,5 +127,5 @@ def pin_mmap_threshold(nbytes: int | None = None) -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     if not (mallopt(_M_MMAP_THRESHOLD, int(nbytes)) and mallopt(_M_TRIM_THRESHOLD, 2 * int(nbytes))):
         return False
-    _pinned.append(int(nbytes))
+    _pinned[:] = [int(nbytes)]
     return True

@@ -59,6 +59,9 @@ def predict_pixels(
     """Class index (0-based) for each pixel, batched, with a tqdm progress bar in pixels."""
     from tqdm.auto import tqdm
 
+    from geolesf.predict.batching import pin_mmap_threshold
+
+    pin_mmap_threshold(kind="pixel")  # the batch activations stay in the heap (geolesf.predict.batching)
     model.eval()
     rows_t = torch.as_tensor(rows, dtype=torch.long)
     cols_t = torch.as_tensor(cols, dtype=torch.long)

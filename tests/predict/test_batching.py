@@ -151,3 +151,35 @@ def test_pinned_mmap_threshold_returns_freed_batches(env, tmp_path):
         assert pinned == "False" and int(kept_mb) >= 11
     else:
         assert pinned == "True" and int(kept_mb) <= 1
+
+
+_PIXEL_PROBE = r"""
+import numpy as np
+from geolesf.predict.batching import pin_mmap_threshold
+
+def rss():
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) for l in fh if l.startswith("VmRSS")) * 1024
+
+first = pin_mmap_threshold()                   # dense: 4 MiB
+pinned = pin_mmap_threshold(kind="pixel")      # the latest call's setting: 256 MiB
+a = np.ones(64 << 20, np.uint8); del a         # a patch batch's activations, freed
+base = rss()                                   # still resident: kept in the heap for the next batch
+b = np.ones(64 << 20, np.uint8)                # the next batch: the same memory, no new pages
+print(first, pinned, base >> 20, (rss() - base) >> 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_pixel_models_keep_batch_memory_in_the_heap(tmp_path):
+    """kind="pixel": a freed 64 MiB block stays in the heap and the next one of that size reuses it
+    (no fresh pages to fault in); a later call switches the setting of an earlier one."""
+    import os
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "GEOLESF_MMAP_THRESHOLD"}
+    proc = subprocess.run([sys.executable, "-c", _PIXEL_PROBE], capture_output=True, text=True, check=True,
+                          cwd=tmp_path, env={**env, "PYTHONPATH": str(root)})
+    first, pinned, base_mb, grown_mb = proc.stdout.split()
+    assert first == "True" and pinned == "True"
+    assert int(base_mb) >= 64 and int(grown_mb) <= 1

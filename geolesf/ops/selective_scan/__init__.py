@@ -40,7 +40,12 @@ Backends
       horizontal sums; B and C read through strides, so no layout copy); when no gradient is
       needed (``torch.no_grad`` / ``torch.inference_mode``, or no input requires grad) it is
       called directly, without the autograd Function. The backward (``scan_kernel_grad.h``)
-      uses the same channel blocks. Denormals are flushed to zero during a kernel call.
+      uses the same channel blocks. In the AVX-512 build, float32 with N = 16 runs the
+      intrinsics kernels of ``scan_kernel_avx512.h`` / ``scan_kernel_avx512_rows.h``: states
+      and adjoints in registers, rows and lanes exchanged by in-register 16×16 transposes, and
+      a group's channels beyond the last whole 16-channel block run as item-lane blocks (one
+      channel of 16 batch items per block, each lane with its own B and C), so no lane idles at
+      S²Mamba's 49-channel spectral groups. Denormals are flushed to zero during a kernel call.
       ``GEOLESF_SCAN_NATIVE=0`` disables it;
     * torch (``torch_scan.py``, fallback without a compiler, and on GPUs): a
       ``torch.autograd.Function`` that processes the batch in chunks (bounded memory), lays

@@ -2,7 +2,7 @@
 
 The kernel source lives beside this module (``scan_kernel.c``, which includes
 ``scan_kernel_body.h``, ``scan_kernel_infer.h``, ``scan_kernel_grad.h`` and ``scan_kernel_fused.h`` once
-per precision) and is shipped as package data. On first use it
+per precision, and ``scan_kernel_avx512.h`` / ``scan_kernel_avx512_rows.h`` once where the compiler targets AVX-512) and is shipped as package data. On first use it
 is compiled with the system C compiler (about a second) into a shared library cached in
 ``$GEOLESF_KERNEL_CACHE`` or a private folder in the temp directory, under a key that hashes
 the kernel source files' bytes, the compiler, the flags and the CPU (so editing the C source
@@ -48,8 +48,8 @@ KERNEL_CACHE_ENV_VAR = "GEOLESF_KERNEL_CACHE"
 # in KERNEL_SOURCES (it and what it #includes) is hashed into the cache key.
 KERNEL_DIR = Path(__file__).resolve().parent
 KERNEL_SOURCE = "scan_kernel.c"
-KERNEL_SOURCES = (KERNEL_SOURCE, "scan_kernel_body.h", "scan_kernel_infer.h", "scan_kernel_grad.h",
-                  "scan_kernel_fused.h")
+KERNEL_SOURCES = (KERNEL_SOURCE, "scan_kernel_avx512.h", "scan_kernel_avx512_rows.h", "scan_kernel_body.h",
+                  "scan_kernel_infer.h", "scan_kernel_grad.h", "scan_kernel_fused.h")
 
 _NATIVE = {"tried": False, "lib": None, "error": None}
 _NATIVE_LOCK = threading.Lock()
@@ -315,7 +315,8 @@ def native_forward(u, delta, A2, B, C, D, delta_bias, delta_softplus):
 class _NativeSelectiveScan(torch.autograd.Function):
     """Forward/backward entirely in the C kernel: softplus, recurrence, adjoint and the
     reductions for dA, dD and delta_bias. The forward is :func:`native_forward`; the backward
-    (``scan_kernel_grad.h``) uses the same 8-channel blocks. Both read B and C through their
+    (``scan_kernel_grad.h``; ``scan_kernel_avx512*.h`` for float32, N = 16 in the AVX-512 build) uses
+    the same channel blocks. Both read B and C through their
     strides. Batch ranges are spread over a thread pool. Nothing but the inputs is saved."""
 
     @staticmethod

@@ -2,7 +2,7 @@
 
    Compiled on first use with the system C compiler into a shared library loaded with ctypes;
    the compiled library is cached under a key that hashes the bytes of this file and of
-   scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h and scan_kernel_fused.h, so editing any of them rebuilds it.
+   scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h and scan_kernel_avx512*.h, so editing any of them rebuilds it.
 
    Exports, one per precision (float: f32, double: f64):
      int gl_scan_infer_f32 / gl_scan_infer_f64 (...)   (channel-blocked forward, scan_kernel_infer.h)
@@ -13,7 +13,10 @@
    all returning 0 on success and 1 when scratch memory cannot be allocated.
 
    This file holds the scalar helpers and instantiates the precision-generic body
-   (scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h) twice, with REAL / GL_FN / GL_S set for float and for double. */
+   (scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h) twice, with REAL / GL_FN / GL_S set for float and for double.
+   Where the compiler targets AVX-512F, float with N = 16 runs the intrinsics kernels of
+   scan_kernel_avx512.h (layout helpers and register-resident blocks, included before the
+   instantiations) and scan_kernel_avx512_rows.h (the row-level loops, included after the float one). */
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -73,6 +76,7 @@ static inline __m512 gl_exp2_avx512(__m512 x) {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, r);
 }
+#include "scan_kernel_avx512.h"
 #endif
 
 /* log(1 + e) for e in [0, 1], vectorisable: Cephes logf polynomial on the mantissa of
@@ -103,8 +107,18 @@ static inline float gl_softplusf(float z) {
     return z > 20.0f ? z : v;
 }
 static inline float gl_sigmoidf(float z) { return 1.0f / (1.0f + gl_exp2f(-z * 1.4426950408889634f)); }
+/* softplus(z) and sigmoid(z) from one exp2: e = exp(-|z|), sigmoid = 1/(1+e) for z >= 0 and e/(1+e)
+   below (the backward needs both; one exponential instead of two). */
+static inline float gl_softplus_sigmoidf(float z, float* sig) {
+    const float e = gl_exp2f(-fabsf(z) * 1.4426950408889634f);
+    const float r = 1.0f / (1.0f + e);
+    *sig = z >= 0.0f ? r : e * r;
+    const float v = (z > 0.0f ? z : 0.0f) + gl_log1p01f(e);
+    return z > 20.0f ? z : v;
+}
 static inline double gl_softplusd(double z) { return z > 20.0 ? z : log1p(exp(z)); }
 static inline double gl_sigmoidd(double z) { return 1.0 / (1.0 + exp(-z)); }
+static inline double gl_softplus_sigmoidd(double z, double* sig) { *sig = gl_sigmoidd(z); return gl_softplusd(z); }
 
 /* ---- precision-generic body, instantiated once per precision -------------------------- */
 
@@ -134,6 +148,9 @@ static inline double gl_sigmoidd(double z) { return 1.0 / (1.0 + exp(-z)); }
 #include "scan_kernel_infer.h"
 #include "scan_kernel_grad.h"
 #include "scan_kernel_fused.h"
+#if GL_FUSED_AVX512
+#include "scan_kernel_avx512_rows.h"
+#endif
 #undef REAL
 #undef GL_SUF
 #undef GL_SHORT

@@ -27,11 +27,12 @@ static inline __attribute__((always_inline)) void GL_FN(row_dt)(
     const REAL* delta, REAL bias, int sp, int64_t L, REAL* dt, REAL* sig)
 {
     if (sp) {
-#pragma omp simd
-        for (int64_t t = 0; t < L; ++t) dt[t] = GL_S(gl_softplus)(delta[t] + bias);
         if (sig) {
 #pragma omp simd
-            for (int64_t t = 0; t < L; ++t) sig[t] = GL_S(gl_sigmoid)(delta[t] + bias);
+            for (int64_t t = 0; t < L; ++t) dt[t] = GL_S(gl_softplus_sigmoid)(delta[t] + bias, sig + t);
+        } else {
+#pragma omp simd
+            for (int64_t t = 0; t < L; ++t) dt[t] = GL_S(gl_softplus)(delta[t] + bias);
         }
     } else {
         for (int64_t t = 0; t < L; ++t) dt[t] = delta[t] + bias;

@@ -125,6 +125,17 @@ static inline __attribute__((always_inline)) int GL_FN(fused_rows)(
         REAL* Yb = Y + b * sy[0];
         for (int64_t d0 = 0; d0 < Dk; d0 += GL_FW) {
             const int64_t cnt = Dk - d0 < GL_FW ? Dk - d0 : GL_FW;
+#if GL_FUSED_AVX512
+            if (N == 16 && (sx[1] == 1 || sx[2] == 1)) {  /* channels-last: masked rows; row-major: transposes */
+                memset(ysn, 0, sizeof(REAL) * (size_t)(L * 16));
+                if (sx[1] == 1)
+                    for (int64_t p = 0; p < L; ++p)
+                        _mm512_storeu_ps(usn + 16 * p, _mm512_maskz_loadu_ps((__mmask16)((1u << cnt) - 1u),
+                                                                             Xb + d0 + p * sx[2]));
+                else
+                    gl_rows_to_lanes16(Xb + d0 * sx[1], sx[1], cnt, L, usn);
+            } else
+#endif
             for (int64_t p = 0; p < L; ++p)
                 for (int64_t j = 0; j < GL_FW; ++j) {
                     usn[p * GL_FW + j] = j < cnt ? Xb[(d0 + j) * sx[1] + p * sx[2]] : (REAL)0;
@@ -150,6 +161,13 @@ static inline __attribute__((always_inline)) int GL_FN(fused_rows)(
 #endif
                 GL_FN(fused_block)(dts, usn, Pk, sP[1], sP[3], R, src + k * L, dst + k * L, At, Dv, ysn, L, N, h);
             }
+#if GL_FUSED_AVX512
+            if (N == 16 && sy[1] == 1) {
+                for (int64_t p = 0; p < L; ++p)
+                    _mm512_mask_storeu_ps(Yb + d0 + p * sy[2], (__mmask16)((1u << cnt) - 1u), _mm512_loadu_ps(ysn + 16 * p));
+                continue;
+            }
+#endif
             for (int64_t p = 0; p < L; ++p)
                 for (int64_t j = 0; j < cnt; ++j) Yb[(d0 + j) * sy[1] + p * sy[2]] = ysn[p * GL_FW + j];
         }

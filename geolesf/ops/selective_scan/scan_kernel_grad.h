@@ -19,6 +19,12 @@ static inline __attribute__((always_inline)) void GL_FN(grad_block)(
     const REAL* At, const REAL* Dv, REAL* a, REAL* h, REAL* dBl, REAL* dCl, REAL* lam, REAL* dAl,
     const REAL* zero, REAL* dus, REAL* dds, REAL* sums, int64_t L, const int64_t N)
 {
+#if GL_FUSED_AVX512
+    if (N == 16) {  /* float, 16 lanes: the register-resident block of scan_kernel_avx512.h */
+        gl_grad_block16(dts, us, gys, sig, Bs, Cs, At, Dv, a, h, dBl, dCl, dAl, dus, dds, sums, L);
+        return;
+    }
+#endif
     const REAL ln2 = (REAL)0.69314718055994530942;
     for (int64_t t = 0; t < L; ++t) {
         const REAL* dt = dts + t * GL_CB;
@@ -187,6 +193,12 @@ int GL_FN(gl_scan_grad)(
 {
     int rc;
     GL_FTZ_BEGIN
+#if GL_FUSED_AVX512
+    if (N == 16)
+        rc = gl_grad_rows16(u, delta, bias, (int)sp, A2, B, C, sB, sC, D, gy, du, ddelta, dAacc, dDacc, dbacc,
+                            dB, dC, b0, b1, KD, K, L);
+    else
+#endif
     if (N == 16)
         rc = GL_FN(grad_rows)(u, delta, bias, (int)sp, A2, B, C, sB, sC, D, gy, du, ddelta, dAacc, dDacc,
                               dbacc, dB, dC, b0, b1, KD, K, L, 16);

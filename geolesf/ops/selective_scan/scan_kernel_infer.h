@@ -114,6 +114,11 @@ int GL_FN(gl_scan_infer)(
 {
     int rc;
     GL_FTZ_BEGIN
+#if GL_FUSED_AVX512
+    if (N == 16)
+        rc = gl_infer_rows16(u, delta, bias, (int)sp, A2, B, C, sB, sC, D, y, b0, b1, KD, K, L);
+    else
+#endif
     if (N == 16)
         rc = GL_FN(infer_rows)(u, delta, bias, (int)sp, A2, B, C, sB, sC, D, y, b0, b1, KD, K, L, 16);
     else
