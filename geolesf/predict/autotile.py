@@ -17,8 +17,8 @@ the process itself (Python, torch, the model's weights):
 * per pixel of every tile in a batch: the model's forward (``act_px``: the peak of the tensors alive
   during a forward plus softmax, per input pixel), the batch input buffer and the normalised tile
   (``2 × 4 × bands``) and the output buffer (``4 × classes``);
-* per pixel of one tile: the float32 accumulator, the blending window and its masked copy
-  (``4 × (classes + 3)``);
+* per pixel of one tile: the float32 accumulator, the masked blending window and the cached windows
+  of the nine tile positions (corner, edge, interior: ``4 × (classes + 1 + 1 + 9)``);
 * per column of the scene: the finished row band (``tile`` bytes) and the carry to the next tile row
   (at most ``2 × overlap`` rows of ``classes + 1`` float32).
 
@@ -42,6 +42,7 @@ This module imports neither torch nor rasterio at import time.
 from __future__ import annotations
 
 import re
+import sys
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +137,7 @@ def tile_bytes(th: int, tw: int, batch: int, *, act_px: float, bands: int, class
     """Bytes the predictor holds for a batch of ``th × tw`` tiles (see the module docstring)."""
     ph, pw = _padded(th, divisor), _padded(tw, divisor)
     per_px = act_px + 8 * bands + 4 * classes
-    return int(batch * ph * pw * per_px + th * tw * 4 * (classes + 3)
+    return int(batch * ph * pw * per_px + th * tw * 4 * (classes + 11)
                + width * (th + 4 * (classes + 1) * 2 * overlap))
 
 
@@ -238,11 +239,15 @@ def probe_activation_bytes(module: Any, bands: int, divisor: int = 1, device: st
 
 
 def auto_tile(pm: Any, height: int, width: int, bands: int, *, overlap: int, budget: int | None,
-              batch: int | None, device: str = "cpu", softmax: bool = True) -> TileChoice:
+              batch: int | None, device: str = "cpu", softmax: bool = True, verbose: bool = False) -> TileChoice:
     """:func:`choose_tile` for a dense :class:`~geolesf.predict.model.PredictModel` on a scene whose model
-    input has ``bands`` bands, the model probed; ``budget`` ``None``: :func:`default_budget`."""
+    input has ``bands`` bands, the model probed; ``budget`` ``None``: :func:`default_budget`. ``verbose``
+    prints the choice to stderr."""
     act = probe_activation_bytes(pm.module, bands, pm.size_divisor, device, softmax)
-    return choose_tile(height, width, overlap=overlap, divisor=max(1, pm.size_divisor), act_px=act, bands=bands,
-                       classes=len(pm.class_ids), budget=default_budget() if budget is None else int(budget),
-                       batch=batch)
+    choice = choose_tile(height, width, overlap=overlap, divisor=max(1, pm.size_divisor), act_px=act, bands=bands,
+                         classes=len(pm.class_ids), budget=default_budget() if budget is None else int(budget),
+                         batch=batch)
+    if verbose:
+        print(choice.describe(), file=sys.stderr)
+    return choice
 

@@ -26,7 +26,6 @@ same bytes an uninterrupted run would. The destination itself is only ever a com
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,14 +98,11 @@ def predict_raster(
     per pixel measured by a probe forward (:mod:`geolesf.predict.autotile`); the choice is printed
     (when ``progress``) and returned in the result. Per-pixel patch models keep a 512 px tile.
     """
-    auto = isinstance(tile, str)
-    if auto and tile != "auto":
-        raise ConfigError(f"--tile must be a number of pixels or 'auto', found '{tile}'")
-    budget = None if memory_budget is None else parse_size(memory_budget)
+    auto, budget = _auto_args(tile, memory_budget)
     opts = TilingOptions(tile=PIXEL_MODEL_TILE if auto else int(tile), overlap=overlap, blend=blend, margin=margin,
-                         blend_on=blend_on, batch_size=16 if batch_size is None else batch_size, pixel_batch=pixel_batch, probabilities_dtype=probabilities_dtype,
-                         nodata=nodata, out_nodata=out_nodata, block=block, device=device,
-                         memory_format=memory_format)
+                         blend_on=blend_on, batch_size=16 if batch_size is None else batch_size,
+                         pixel_batch=pixel_batch, probabilities_dtype=probabilities_dtype, nodata=nodata,
+                         out_nodata=out_nodata, block=block, device=device, memory_format=memory_format)
     settings = RunSettings(resume=resume, progress=progress, checkpoint_every=checkpoint_every,
                            overview_resampling=overview_resampling, gdal_cache_mb=gdal_cache_mb,
                            on_flush=on_flush, qml=qml)
@@ -118,20 +114,31 @@ def predict_raster(
     with output_lock(out, probs_path):
         src = open_source(source, nodata)
         try:
-            choice = None
-            if auto and pm.kind == "dense":
-                choice = auto_tile(pm, src.height, src.width, _model_bands(src, pm), overlap=opts.overlap,
-                                   budget=budget, batch=batch_size, device=opts.device,
-                                   softmax=opts.blend_on == "probabilities")
+            choice = _choose(src, pm, opts, budget, batch_size, progress) if auto else None
+            if choice is not None:
                 opts = dataclasses.replace(opts, tile=choice.tile, batch_size=choice.batch, margin=margin)
-                if progress:
-                    print(choice.describe(), file=sys.stderr)
             check_inputs(src, pm, opts.tile)
             result = _stream(src, pm, opts.for_model(pm), out, probs_path, settings)
             result.tile_choice = choice
             return result
         finally:
             src.close()
+
+
+def _auto_args(tile: int | str, memory_budget: int | str | None) -> tuple[bool, int | None]:
+    """Whether ``tile`` asks for ``auto``, and the budget in bytes (None: the default)."""
+    if isinstance(tile, str) and tile != "auto":
+        raise ConfigError(f"--tile must be a number of pixels or 'auto', found '{tile}'")
+    return isinstance(tile, str), None if memory_budget is None else parse_size(memory_budget)
+
+
+def _choose(src: Any, pm: PredictModel, opts: TilingOptions, budget: int | None, batch_size: int | None,
+            progress: bool) -> Any:
+    """The :class:`~geolesf.predict.autotile.TileChoice` of a dense model on ``src`` (None for patch models)."""
+    if pm.kind != "dense":
+        return None
+    return auto_tile(pm, src.height, src.width, _model_bands(src, pm), overlap=opts.overlap, budget=budget,
+                     batch=batch_size, device=opts.device, softmax=opts.blend_on == "probabilities", verbose=progress)
 
 
 def _model_bands(src: Any, pm: PredictModel) -> int:
