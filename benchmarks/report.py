@@ -233,23 +233,46 @@ def predict_peer_table() -> list[str]:
              f"a fresh process; geolesf input layout {r.get('memory_format', 'NCHW')}. geoai-py "
              f"{r.get('geoai_version', '?')} (`predict_geotiff`), installed only for the "
              f"benchmark. Machine: {_machine(r['machine'])}{_load_note(r['machine'])}.", "",
-             "| predictor | scene | seconds | Mpx/s | peak RSS MB | output |", "|---|---|---|---|---|---|"]
+             "| predictor | scene | tile/batch | computed/scene px | seconds | Mpx/s | peak RSS MB | 1-min load | output |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key, run in r["runs"].items():
         which, size = key.split("_")
         out = run.get("output", "")
-        lines.append(f"| {which} | {size}² | {run['seconds']:.1f} | {run['mpx_per_s']:.3f} | "
-                     f"{run['peak_rss'] / 2**20:,.0f} | {out} |")
+        waste = f"{run['waste']:.3f}" if "waste" in run else ""
+        tiling = f"{run.get('tile', r['tile'])}/{run.get('batch', r['batch'])}"
+        load = (f"{run['load_1min_at_start']:.1f}–{run['load_1min_at_end']:.1f}"
+                if "load_1min_at_start" in run else "")
+        lines.append(f"| {which} | {size}² | {tiling} | {waste} | {run['seconds']:.1f} | {run['mpx_per_s']:.3f} | "
+                     f"{run['peak_rss'] / 2**20:,.0f} | {load} | {out} |")
     lines.append("")
     for size, q in r.get("ratios", {}).items():
-        norm = (f" (load-normalised {q['px_per_s_vs_geoai_load_normalised']:.2f}×, per CPU second "
-                f"{q['px_per_cpu_s_vs_geoai']:.2f}×)" if "px_per_s_vs_geoai_load_normalised" in q else "")
-        lines.append(f"- {size}²: geolesf / geoai-py px/s **{q['px_per_s_vs_geoai']:.2f}×**{norm}, peak RSS "
-                     f"**{q['peak_rss_vs_geoai']:.3f}×** (targets at 8192²: ≥ 1.3×, ≤ 0.25×); predict / bare "
-                     f"forward on the same tiles {q['predict_vs_bare_forward_same_tiles']:.2f}; bare forward "
-                     f"{q['bare_forward_gflops']:.1f} GFLOP/s = {q['bare_forward_share_of_matmul_peak']:.2f} of the "
-                     f"float32 matmul peak; channels-last vs NCHW bare forward {q['bare_channels_last_vs_nchw']:.2f}×")
+        lines += _peer_ratio_lines(size, q)
     if r.get("ratios"):
         lines.append("")
+    return lines
+
+
+def _peer_ratio_lines(size: str, q: dict) -> list[str]:
+    """The ratio bullets of one scene size of ``bench_predict_peer.py`` (fixed 512 tiles and, if run, auto)."""
+    lines = []
+    for name, label in (("", "geolesf (tile 512)"), ("auto_", "geolesf --tile auto")):
+        if f"{name}px_per_s_vs_geoai" not in q:
+            continue
+        norm = (f" (load-normalised {q[f'{name}px_per_s_vs_geoai_load_normalised']:.2f}×, per CPU second "
+                f"{q[f'{name}px_per_cpu_s_vs_geoai']:.2f}×)" if f"{name}px_per_s_vs_geoai_load_normalised" in q else "")
+        bare = (f"; scene px/s {q[f'{name}scene_rate_vs_bare_forward']:.2f} of the bare forward's (per computed "
+                f"px {q[f'{name}predict_vs_bare_forward_same_pixels']:.2f})"
+                if f"{name}scene_rate_vs_bare_forward" in q else "")
+        lines.append(f"- {size}², {label} / geoai-py: px/s **{q[f'{name}px_per_s_vs_geoai']:.2f}×**{norm}, peak RSS "
+                     f"**{q[f'{name}peak_rss_vs_geoai']:.3f}×** (targets at 8192²: ≥ 1.3×, ≤ 0.25×){bare}")
+    if "auto_vs_512_px_per_s" in q:
+        lines.append(f"- {size}², --tile auto / tile 512 (same run): px/s **{q['auto_vs_512_px_per_s']:.2f}×** "
+                     f"(load-normalised {q['auto_vs_512_px_per_s_load_normalised']:.2f}×), peak RSS "
+                     f"{q['auto_vs_512_peak_rss']:.2f}×, computed/scene px {q['auto_waste']:.3f} vs {q['waste']:.3f}")
+    if "bare_forward_gflops" in q:
+        lines.append(f"- {size}²: predict / bare forward on the same 512 tiles {q['predict_vs_bare_forward_same_tiles']:.2f}; "
+                     f"bare forward {q['bare_forward_gflops']:.1f} GFLOP/s = {q['bare_forward_share_of_matmul_peak']:.2f} "
+                     f"of the float32 matmul peak; channels-last vs NCHW bare forward {q['bare_channels_last_vs_nchw']:.2f}×")
     return lines
 
 

@@ -26,8 +26,7 @@ class PatchGatherer:
     position (window ``y·(W+2p) + x`` starts at row ``y``, column ``x``), so a batch of patches is a
     single ``index_select`` of windows: one copy, straight into the ``(n, bands, P, P)`` batch,
     optionally a reused buffer (``out``). (The gather this replaced indexed ``(bands, n, P, P)`` and
-    then copied it again to make it ``(n, bands, P, P)``; same values, about 7× slower for 1,024
-    Indian Pines patches.)
+    then copied it again to make it ``(n, bands, P, P)``: the same values, with one copy more.)
     """
 
     def __init__(self, cube: np.ndarray, patch_size: int, padding: str = "symmetric") -> None:
