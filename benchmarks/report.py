@@ -193,33 +193,35 @@ def _load_note(m: dict) -> str:
     return f", 1-min load average {a:.1f} at start, {b:.1f} at end (shared machine)" if a is not None else ""
 
 
-def predict_table() -> list[str]:
-    r = _load("predict")
+def predict_table(name: str = "predict", flag: str = "") -> list[str]:
+    r = _load(name)
     if not r:
         return []
-    lines = ["### Tiled prediction (`python benchmarks/bench_predict.py`)", "",
+    lines = [f"### Tiled prediction (`python benchmarks/bench_predict.py{flag}`)", "",
              f"Model {r['model']['name']} (random init), tile {r['tile']}, overlap {r['overlap']}, batch {r['batch']}, "
              f"input layout {r.get('memory_format', 'NCHW')}. Machine: {_machine(r['machine'])}{_load_note(r['machine'])}.",
-             "", "| scene | tiles | seconds | Mpx/s | peak RSS MB (median; each run) |", "|---|---|---|---|---|"]
+             "", "| scene | tile/batch | tiles | computed/scene px | seconds | Mpx/s | peak RSS MB (median; each run) |",
+             "|---|---|---|---|---|---|---|"]
     for size, run in r["runs"].items():
         peaks = run.get("peak_rss_runs", [run["peak_rss"]])
         median = run.get("peak_rss_median", run["peak_rss"])
         each = " / ".join(f"{x / 2**20:,.0f}" for x in peaks)
-        lines.append(f"| {size}² | {run['tiles']} | {run['seconds']:.1f} | {run['mpx_per_s']:.2f} | "
-                     f"{median / 2**20:,.0f} ({each}) |")
+        waste = f"{run['waste']:.3f}" if "waste" in run else ""
+        lines.append(f"| {size}² | {run.get('tile', r['tile'])}/{run.get('batch', r['batch'])} | {run['tiles']} | "
+                     f"{waste} | {run['seconds']:.1f} | {run['mpx_per_s']:.2f} | {median / 2**20:,.0f} ({each}) |")
     worst = r.get("memory_ratio_worst_pair")
     lines += ["", f"- memory ratio 16384² / 4096² (fresh process per run): medians **{r['memory_ratio']:.4f}**"
               + (f", worst pair (largest 16384² peak / smallest 4096² peak) **{worst:.4f}**" if worst else "")
               + " (target ≤ 1.15 in every run)",
-              f"- predict vs bare forward on the same tiles: {r['overhead_ratio_same_tiles']:.2f}× "
-              f"(target ≥ 0.8×); share of predict time inside the model's forward: {r['forward_share_of_predict_time']:.2f}"]
+              f"- predict vs bare forward on the same tiles (or pixels): {r['overhead_ratio_same_tiles']:.2f}× "
+              f"(target ≥ 0.8×); scene px/s vs bare forward px/s {r['scene_ratio_vs_bare']:.2f}×; share of predict time inside the model's forward: {r['forward_share_of_predict_time']:.2f}"]
     if "bare_forward_gflops" in r:
         lim = r["runs"][min(r["runs"], key=int)]["limits"]
         lines.append(f"- limit: {lim['flops_per_px']:,.0f} FLOP/px; the bare forward reaches {r['bare_forward_gflops']:.1f} "
                      f"GFLOP/s = {r['bare_forward_share_of_matmul_peak']:.2f} of a 2048² float32 matmul "
                      f"({lim['matmul_gflops']:.0f} GFLOP/s; 3×3 conv 64→64: {lim['conv_gflops']:.0f} GFLOP/s); "
                      f"channels-last vs NCHW bare forward {r['channels_last_vs_nchw_bare']:.2f}×")
-    lines += ["- peer comparison: next table (`bench_predict_peer.py`)", ""]
+    lines += ["- peer comparison: next table (`bench_predict_peer.py`)" if not flag else "", ""]
     return lines
 
 
@@ -392,7 +394,7 @@ def weak_labels_table(name: str = "weak_labels", rows: str = "") -> list[str]:
 def main() -> None:
     body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(),
             *s2mamba_cputime_table(), *gpu_table(),
-            *predict_table(), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
+            *predict_table(), *predict_table("predict_auto", " --tile auto"), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
             *onnx_table(), *weak_labels_table(), *weak_labels_table("weak_labels_boxes", ": boxes"),
             *weak_labels_table("weak_labels_noisy", ": noisy masks"),
             *weak_labels_table("weak_labels_boxes_noisy_budget2", ": boxes and noisy masks, the script's current budget")]
