@@ -230,11 +230,15 @@ def probe_activation_bytes(module: Any, bands: int, divisor: int = 1, device: st
                 self.now -= self.size.pop(key)
 
     tracker = LiveBytes()
-    with torch.inference_mode(), tracker:
-        y = module(x)
-        if softmax:
-            y = y.softmax(1)
-        del y
+    try:
+        with torch.inference_mode(), tracker:
+            y = module(x)
+            if softmax:
+                y = y.softmax(1)
+            del y
+    except (RuntimeError, ValueError) as exc:  # e.g. a model that only takes one input size
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--tile auto: the probe forward of a {s}-px tile failed ({first}); give --tile") from None
     return tracker.peak / (s * s)
 
 

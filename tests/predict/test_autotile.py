@@ -111,6 +111,19 @@ def test_probe_counts_the_live_tensors_of_a_forward():
         probe_activation_bytes(lambda x: x, 3)
 
 
+class FixedSize(nn.Module):
+    def forward(self, x):
+        if x.shape[-1] != 224:
+            raise RuntimeError("input must be 224 px\nmore detail")
+        return x
+
+
+def test_probe_failure_is_one_clear_error():
+    with pytest.raises(ConfigError, match=r"^--tile auto: the probe forward of a 128-px tile failed \(input must be "
+                       r"224 px\); give --tile$"):
+        probe_activation_bytes(FixedSize(), 3)
+
+
 def test_default_budget_is_a_share_of_available_memory(monkeypatch):
     monkeypatch.setattr(autotile, "available_memory", lambda: 2 << 30)
     assert autotile.default_budget() == 512 << 20
