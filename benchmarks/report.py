@@ -231,7 +231,7 @@ def predict_peer_table() -> list[str]:
         return []
     lines = ["### Tiled prediction against geoai-py (`python benchmarks/bench_predict_peer.py`)", "",
              f"Same model ({r['model']}), same mosaic of real Landsat pixels, tile {r['tile']}, overlap "
-             f"{r['overlap']}, batch {r['batch']}, {r['blend']} blending, {r['threads']} threads, each predictor in "
+             f"{r['overlap']}, batch {r['batch']} (geolesf-auto: `tile=\"auto\"`, default memory budget), {r['blend']} blending, {r['threads']} threads, each predictor in "
              f"a fresh process; geolesf input layout {r.get('memory_format', 'NCHW')}. geoai-py "
              f"{r.get('geoai_version', '?')} (`predict_geotiff`), installed only for the "
              f"benchmark. Machine: {_machine(r['machine'])}{_load_note(r['machine'])}.", "",
