@@ -238,3 +238,13 @@ def test_tiled_patch_prediction_unchanged_on_indian_pines(ip_crop, tmp_path, mon
     after = run("after")
     monkeypatch.setattr(PatchGatherer, "__call__", lambda g, r, c, out=None: _two_copy_gather(g, r, c))
     assert run("before") == after
+
+
+def test_detection_checkpoints_refuse_tile_auto():
+    """ndi-wsod tiles with its own detector grid: auto (a dense-model choice) is refused before any work."""
+    from geolesf.formats import PredictRequest
+    from geolesf.methods.wsod.inference import run
+
+    for kw in ({"tile": "auto"}, {"memory_budget": 1 << 30}):
+        with pytest.raises(ConfigError, match=r"^--tile auto/--memory-budget: not available for detection"):
+            run(PredictRequest(scene="missing.tif", checkpoint="missing.pt", out="boxes.gpkg", **kw))
