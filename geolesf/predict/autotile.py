@@ -8,8 +8,13 @@ less depends on how the tile count rounds: 1,440 px tiles cover 8,192 px with 6 
 1,408 px tiles need 7 (1.31). :func:`choose_tile` therefore tries every multiple of the model's size
 divisor from 256 px up to the scene side, keeps those whose memory fits the budget and takes the
 least waste (the smallest such tile on a tie within 0.1 %), then the largest batch that still fits,
-at most :data:`PIXELS_PER_FORWARD` pixels per forward (512² × 8, the default batch's work: larger
-forwards are no faster on CPU) and at most the tiles of one tile row.
+at most :data:`PIXELS_PER_FORWARD` pixels per forward (512² × 8, the work of the benchmarks' batch) and
+at most the tiles of one tile row.
+
+Not modelled: speed per computed pixel. Tiles much larger than the CPU caches make the blending and
+accumulation (a few elementwise passes per tile) memory-bound; for a model cheap per pixel (the compact
+``unet``, 5 kFLOP/px) that cost what the smaller waste saved, for an expensive one (smp U-Net-ResNet18,
+166 kFLOP/px) auto ran 1.7× faster than 512-px tiles (``benchmarks/README.md``). Hence not the default.
 
 Memory of one choice (bytes, :func:`tile_bytes`) — what the predictor holds for its tiles, on top of
 the process itself (Python, torch, the model's weights):
@@ -27,7 +32,8 @@ forward of a small zero tile (128 px or the next multiple of the size divisor) u
 ``TorchDispatchMode`` that adds up the bytes of every tensor the forward creates while it is alive and
 records the peak. This counts what PyTorch allocates for the forward (skip connections kept alive
 included), independent of the heap's state; oneDNN's internal scratch buffers are not tensors and are
-not counted (the default budget, a share of the available memory, leaves room for them). Modules that are not PyTorch (ONNX Runtime sessions) cannot be probed.
+not counted (the default budget, a share of the available memory, leaves room for them). Modules that
+are not PyTorch (ONNX Runtime sessions) cannot be probed.
 
 The default budget (:func:`default_budget`) is a quarter of the available memory (``psutil`` if
 installed, else ``/proc/meminfo``), at most 1 GiB: beyond ~1.5 Mpx tiles the waste on large scenes
