@@ -19,9 +19,12 @@ included) written to temporary tiled GeoTIFFs. The model is the registered compa
 The predictor's input layout (``memory_format``) is ``auto`` (channels-last on CPU); the bare
 forward is timed in both layouts.
 
-    python benchmarks/bench_predict.py [--big 16384] [--small 4096] [--threads 2]
+    python benchmarks/bench_predict.py [--big 16384] [--small 4096] [--threads 2] [--tile auto]
 
-Writes ``benchmarks/results/predict.json`` and prints a Markdown table.
+Writes ``benchmarks/results/predict.json`` and prints a Markdown table. ``--tile auto`` runs the
+predictor with ``tile="auto"`` (:mod:`geolesf.predict.autotile`, default memory budget; the tile and
+batch differ per scene) and writes ``benchmarks/results/predict_auto.json``; the bare forward is then
+timed on 512² tiles, batch 8, as many as cover the pixels the predictor computed.
 """
 
 from __future__ import annotations
@@ -128,7 +131,7 @@ def bare_forward(model, x, tiles: int, channels_last: bool) -> float:
     return time.perf_counter() - start
 
 
-def child(scene: str, out: str, threads: int, bare: bool) -> None:
+def child(scene: str, out: str, threads: int, bare: bool, tile: str = str(TILE)) -> None:
     import numpy as np
     import torch
 
@@ -141,27 +144,35 @@ def child(scene: str, out: str, threads: int, bare: bool) -> None:
     names = ["a", "b", "c", "d"]
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(BATCH, 3, TILE, TILE)).astype(np.float32))
     rss_ready = _vm("VmRSS")
-    res = predict_raster(scene, model, out, tile=TILE, overlap=OVERLAP, blend="cosine", batch_size=BATCH,
-                         class_names=names, progress=False)
+    tiling = {"tile": "auto"} if tile == "auto" else {"tile": int(tile), "batch_size": BATCH}
+    res = predict_raster(scene, model, out, overlap=OVERLAP, blend="cosine", class_names=names, progress=False,
+                         **tiling)
+    from geolesf.predict.autotile import waste
+
+    c = res.tile_choice
+    side, batch = (c.tile, c.batch) if c else (int(tile), BATCH)
+    computed = waste(res.height, res.width, side, OVERLAP, 8) * res.height * res.width * res.tiles_run / res.tiles
     result = {
         "scene_px": res.height * res.width, "seconds": res.seconds, "forward_seconds": res.forward_seconds,
         "tiles": res.tiles, "tiles_run": res.tiles_run, "mpx_per_s": res.megapixels_per_second,
-        "peak_rss": _vm("VmHWM"), "rss_after_model": rss_ready,
+        "peak_rss": _vm("VmHWM"), "rss_after_model": rss_ready, "tile": side, "batch": batch,
+        "computed_px": computed, "waste": computed / (res.height * res.width),
     }
     if bare:
         # Bare forward on the same number of tiles, same batch, in the predictor's layout (channels-last)
         # and in NCHW; best of two each (the machine is shared).
+        n = -(-int(computed) // (TILE * TILE))  # 512² tiles covering the computed pixels (= tiles run at 512)
         for key, cl in (("", True), ("_nchw", False)):
-            bare_s = min(bare_forward(model, x, res.tiles_run, cl), bare_forward(model, x, res.tiles_run, cl))
+            bare_s = min(bare_forward(model, x, n, cl), bare_forward(model, x, n, cl))
             result[f"bare{key}_seconds"] = bare_s
-            result[f"bare{key}_tiles_per_s"] = res.tiles_run / bare_s
-            result[f"bare{key}_mpx_per_s"] = res.tiles_run * TILE * TILE / 1e6 / bare_s
+            result[f"bare{key}_tiles_per_s"] = n / bare_s
+            result[f"bare{key}_mpx_per_s"] = n * TILE * TILE / 1e6 / bare_s
         result["limits"] = machine_limits(model, 3, TILE)
     print(json.dumps(result))
 
 
-def run_child(scene: Path, out: Path, threads: int, bare: bool) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(scene), str(out), "--threads", str(threads)]
+def run_child(scene: Path, out: Path, threads: int, bare: bool, tile: str = str(TILE)) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(scene), str(out), "--threads", str(threads), "--tile", tile]
     if bare:
         cmd.append("--bare")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -178,12 +189,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="fresh processes per scene size; the memory ratio is reported for the medians and "
                         "for the worst pair (largest big-scene peak / smallest small-scene peak)")
+    parser.add_argument("--tile", default=str(TILE), help="tile side, or auto (writes results/predict_auto.json)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child, threads=args.threads, bare=args.bare)
+        child(*args.child, threads=args.threads, bare=args.bare, tile=args.tile)
         return
+    results = RESULTS.with_name("predict_auto.json") if args.tile == "auto" else RESULTS
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="geolesf_bench_") as tmp:
         tmp = Path(tmp)
@@ -193,17 +206,18 @@ def main() -> None:
             t = time.perf_counter()
             build_mosaic(size, scene)
             print(f"built {size}² mosaic in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-            runs[size] = run_child(scene, tmp / f"out_{size}.tif", args.threads, bare)
+            runs[size] = run_child(scene, tmp / f"out_{size}.tif", args.threads, bare, args.tile)
             print(f"{size}²: {json.dumps(runs[size])}", file=sys.stderr)
             peaks = [runs[size]["peak_rss"]]
             for _ in range(args.repeats - 1):
-                peaks.append(run_child(scene, tmp / f"out_{size}.tif", args.threads, False)["peak_rss"])
+                peaks.append(run_child(scene, tmp / f"out_{size}.tif", args.threads, False, args.tile)["peak_rss"])
             runs[size]["peak_rss_runs"] = peaks
             runs[size]["peak_rss_median"] = statistics.median(peaks)
             print(f"{size}² peaks (MB): {[round(x / 2**20) for x in peaks]}", file=sys.stderr)
             scene.unlink()
     small, big = runs[args.small], runs[args.big]
-    tiles_ratio = (small["tiles_run"] / small["seconds"]) / small["bare_tiles_per_s"]
+    # predict over bare forward on the same computed pixels (for tile 512: the same tiles)
+    tiles_ratio = (small["computed_px"] / small["seconds"]) / (small["bare_mpx_per_s"] * 1e6)
     scene_ratio = small["mpx_per_s"] / small["bare_mpx_per_s"]
     mem_ratio = big["peak_rss_median"] / small["peak_rss_median"]
     mem_worst = max(big["peak_rss_runs"]) / min(small["peak_rss_runs"])
@@ -214,25 +228,26 @@ def main() -> None:
     machine["load_average_1min_at_start"], machine["load_average_1min_at_end"] = load_start, os.getloadavg()[0]
     report = {
         "benchmark": "predict", "machine": machine, "threads": args.threads, "memory_format": "auto",
-        "model": {"name": "unet", **MODEL_ARGS}, "tile": TILE, "overlap": OVERLAP, "batch": BATCH,
+        "model": {"name": "unet", **MODEL_ARGS}, "tile": args.tile if args.tile == "auto" else int(args.tile),
+        "overlap": OVERLAP, "batch": "auto" if args.tile == "auto" else BATCH,
         "runs": {str(k): v for k, v in runs.items()},
         "overhead_ratio_same_tiles": tiles_ratio, "scene_ratio_vs_bare": scene_ratio,
-        "overlap_cap": ((TILE - OVERLAP) / TILE) ** 2, "forward_share_of_predict_time": forward_share,
+        "overlap_cap": 1 / small["waste"], "forward_share_of_predict_time": forward_share,
         "memory_ratio": mem_ratio, "memory_ratio_worst_pair": mem_worst,
         "memory_ratio_each_big_run": [p / small["peak_rss_median"] for p in big["peak_rss_runs"]],
         "channels_last_vs_nchw_bare": small["bare_mpx_per_s"] / small["bare_nchw_mpx_per_s"],
         "bare_forward_gflops": achieved, "bare_forward_share_of_matmul_peak": achieved / lim["matmul_gflops"],
         "targets": {"overhead_ratio_same_tiles": ">= 0.8", "memory_ratio_worst_pair": "<= 1.15"},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(report, indent=2) + "\n")
     mb = 1 / 2**20
-    print("| scene | tiles run | seconds | Mpx/s | bare forward Mpx/s | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|")
+    print("| scene | tile/batch | tiles run | computed/scene px | seconds | Mpx/s | bare forward Mpx/s | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|")
     for size, r in runs.items():
         bare = f"{r['bare_mpx_per_s']:.2f}" if "bare_mpx_per_s" in r else "—"
-        print(f"| {size}² | {r['tiles_run']} | {r['seconds']:.1f} | {r['mpx_per_s']:.2f} | {bare} | "
-              f"{r['peak_rss'] * mb:.0f} |")
+        print(f"| {size}² | {r['tile']}/{r['batch']} | {r['tiles_run']} | {r['waste']:.3f} | {r['seconds']:.1f} | "
+              f"{r['mpx_per_s']:.2f} | {bare} | {r['peak_rss'] * mb:.0f} |")
     print()
     print(f"- overhead (same tiles, predict / bare forward): **{tiles_ratio:.2f}** (target ≥ 0.8)")
     print(f"- share of predict wall time spent in the model's forward: {forward_share:.2f}")
@@ -243,7 +258,7 @@ def main() -> None:
     print(f"- limit: {lim['flops_per_px']:.0f} FLOP/px; bare forward {achieved:.1f} GFLOP/s = "
           f"{achieved / lim['matmul_gflops']:.2f} of a 2048² matmul ({lim['matmul_gflops']:.0f} GFLOP/s), "
           f"3×3 conv 64→64 {lim['conv_gflops']:.0f} GFLOP/s")
-    print(f"\nwrote {RESULTS}")
+    print(f"\nwrote {results}")
 
 
 if __name__ == "__main__":

@@ -193,33 +193,35 @@ def _load_note(m: dict) -> str:
     return f", 1-min load average {a:.1f} at start, {b:.1f} at end (shared machine)" if a is not None else ""
 
 
-def predict_table() -> list[str]:
-    r = _load("predict")
+def predict_table(name: str = "predict", flag: str = "") -> list[str]:
+    r = _load(name)
     if not r:
         return []
-    lines = ["### Tiled prediction (`python benchmarks/bench_predict.py`)", "",
+    lines = [f"### Tiled prediction (`python benchmarks/bench_predict.py{flag}`)", "",
              f"Model {r['model']['name']} (random init), tile {r['tile']}, overlap {r['overlap']}, batch {r['batch']}, "
              f"input layout {r.get('memory_format', 'NCHW')}. Machine: {_machine(r['machine'])}{_load_note(r['machine'])}.",
-             "", "| scene | tiles | seconds | Mpx/s | peak RSS MB (median; each run) |", "|---|---|---|---|---|"]
+             "", "| scene | tile/batch | tiles | computed/scene px | seconds | Mpx/s | peak RSS MB (median; each run) |",
+             "|---|---|---|---|---|---|---|"]
     for size, run in r["runs"].items():
         peaks = run.get("peak_rss_runs", [run["peak_rss"]])
         median = run.get("peak_rss_median", run["peak_rss"])
         each = " / ".join(f"{x / 2**20:,.0f}" for x in peaks)
-        lines.append(f"| {size}² | {run['tiles']} | {run['seconds']:.1f} | {run['mpx_per_s']:.2f} | "
-                     f"{median / 2**20:,.0f} ({each}) |")
+        waste = f"{run['waste']:.3f}" if "waste" in run else ""
+        lines.append(f"| {size}² | {run.get('tile', r['tile'])}/{run.get('batch', r['batch'])} | {run['tiles']} | "
+                     f"{waste} | {run['seconds']:.1f} | {run['mpx_per_s']:.2f} | {median / 2**20:,.0f} ({each}) |")
     worst = r.get("memory_ratio_worst_pair")
     lines += ["", f"- memory ratio 16384² / 4096² (fresh process per run): medians **{r['memory_ratio']:.4f}**"
               + (f", worst pair (largest 16384² peak / smallest 4096² peak) **{worst:.4f}**" if worst else "")
               + " (target ≤ 1.15 in every run)",
-              f"- predict vs bare forward on the same tiles: {r['overhead_ratio_same_tiles']:.2f}× "
-              f"(target ≥ 0.8×); share of predict time inside the model's forward: {r['forward_share_of_predict_time']:.2f}"]
+              f"- predict vs bare forward on the same tiles (or pixels): {r['overhead_ratio_same_tiles']:.2f}× "
+              f"(target ≥ 0.8×); scene px/s vs bare forward px/s {r['scene_ratio_vs_bare']:.2f}×; share of predict time inside the model's forward: {r['forward_share_of_predict_time']:.2f}"]
     if "bare_forward_gflops" in r:
         lim = r["runs"][min(r["runs"], key=int)]["limits"]
         lines.append(f"- limit: {lim['flops_per_px']:,.0f} FLOP/px; the bare forward reaches {r['bare_forward_gflops']:.1f} "
                      f"GFLOP/s = {r['bare_forward_share_of_matmul_peak']:.2f} of a 2048² float32 matmul "
                      f"({lim['matmul_gflops']:.0f} GFLOP/s; 3×3 conv 64→64: {lim['conv_gflops']:.0f} GFLOP/s); "
                      f"channels-last vs NCHW bare forward {r['channels_last_vs_nchw_bare']:.2f}×")
-    lines += ["- peer comparison: next table (`bench_predict_peer.py`)", ""]
+    lines += ["- peer comparison: next table (`bench_predict_peer.py`)" if not flag else "", ""]
     return lines
 
 
@@ -229,27 +231,50 @@ def predict_peer_table() -> list[str]:
         return []
     lines = ["### Tiled prediction against geoai-py (`python benchmarks/bench_predict_peer.py`)", "",
              f"Same model ({r['model']}), same mosaic of real Landsat pixels, tile {r['tile']}, overlap "
-             f"{r['overlap']}, batch {r['batch']}, {r['blend']} blending, {r['threads']} threads, each predictor in "
+             f"{r['overlap']}, batch {r['batch']} (geolesf-auto: `tile=\"auto\"`, default memory budget), {r['blend']} blending, {r['threads']} threads, each predictor in "
              f"a fresh process; geolesf input layout {r.get('memory_format', 'NCHW')}. geoai-py "
              f"{r.get('geoai_version', '?')} (`predict_geotiff`), installed only for the "
              f"benchmark. Machine: {_machine(r['machine'])}{_load_note(r['machine'])}.", "",
-             "| predictor | scene | seconds | Mpx/s | peak RSS MB | output |", "|---|---|---|---|---|---|"]
+             "| predictor | scene | tile/batch | computed/scene px | seconds | Mpx/s | peak RSS MB | 1-min load | output |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key, run in r["runs"].items():
         which, size = key.split("_")
         out = run.get("output", "")
-        lines.append(f"| {which} | {size}² | {run['seconds']:.1f} | {run['mpx_per_s']:.3f} | "
-                     f"{run['peak_rss'] / 2**20:,.0f} | {out} |")
+        waste = f"{run['waste']:.3f}" if "waste" in run else ""
+        tiling = f"{run.get('tile', r['tile'])}/{run.get('batch', r['batch'])}"
+        load = (f"{run['load_1min_at_start']:.1f}–{run['load_1min_at_end']:.1f}"
+                if "load_1min_at_start" in run else "")
+        lines.append(f"| {which} | {size}² | {tiling} | {waste} | {run['seconds']:.1f} | {run['mpx_per_s']:.3f} | "
+                     f"{run['peak_rss'] / 2**20:,.0f} | {load} | {out} |")
     lines.append("")
     for size, q in r.get("ratios", {}).items():
-        norm = (f" (load-normalised {q['px_per_s_vs_geoai_load_normalised']:.2f}×, per CPU second "
-                f"{q['px_per_cpu_s_vs_geoai']:.2f}×)" if "px_per_s_vs_geoai_load_normalised" in q else "")
-        lines.append(f"- {size}²: geolesf / geoai-py px/s **{q['px_per_s_vs_geoai']:.2f}×**{norm}, peak RSS "
-                     f"**{q['peak_rss_vs_geoai']:.3f}×** (targets at 8192²: ≥ 1.3×, ≤ 0.25×); predict / bare "
-                     f"forward on the same tiles {q['predict_vs_bare_forward_same_tiles']:.2f}; bare forward "
-                     f"{q['bare_forward_gflops']:.1f} GFLOP/s = {q['bare_forward_share_of_matmul_peak']:.2f} of the "
-                     f"float32 matmul peak; channels-last vs NCHW bare forward {q['bare_channels_last_vs_nchw']:.2f}×")
+        lines += _peer_ratio_lines(size, q)
     if r.get("ratios"):
         lines.append("")
+    return lines
+
+
+def _peer_ratio_lines(size: str, q: dict) -> list[str]:
+    """The ratio bullets of one scene size of ``bench_predict_peer.py`` (fixed 512 tiles and, if run, auto)."""
+    lines = []
+    for name, label in (("", "geolesf (tile 512)"), ("auto_", "geolesf --tile auto")):
+        if f"{name}px_per_s_vs_geoai" not in q:
+            continue
+        norm = (f" (load-normalised {q[f'{name}px_per_s_vs_geoai_load_normalised']:.2f}×, per CPU second "
+                f"{q[f'{name}px_per_cpu_s_vs_geoai']:.2f}×)" if f"{name}px_per_s_vs_geoai_load_normalised" in q else "")
+        bare = (f"; scene px/s {q[f'{name}scene_rate_vs_bare_forward']:.2f} of the bare forward's (per computed "
+                f"px {q[f'{name}predict_vs_bare_forward_same_pixels']:.2f})"
+                if f"{name}scene_rate_vs_bare_forward" in q else "")
+        lines.append(f"- {size}², {label} / geoai-py: px/s **{q[f'{name}px_per_s_vs_geoai']:.2f}×**{norm}, peak RSS "
+                     f"**{q[f'{name}peak_rss_vs_geoai']:.3f}×** (targets at 8192²: ≥ 1.3×, ≤ 0.25×){bare}")
+    if "auto_vs_512_px_per_s" in q:
+        lines.append(f"- {size}², --tile auto / tile 512 (same run): px/s **{q['auto_vs_512_px_per_s']:.2f}×** "
+                     f"(load-normalised {q['auto_vs_512_px_per_s_load_normalised']:.2f}×), peak RSS "
+                     f"{q['auto_vs_512_peak_rss']:.2f}×, computed/scene px {q['auto_waste']:.3f} vs {q['waste']:.3f}")
+    if "bare_forward_gflops" in q:
+        lines.append(f"- {size}²: predict / bare forward on the same 512 tiles {q['predict_vs_bare_forward_same_tiles']:.2f}; "
+                     f"bare forward {q['bare_forward_gflops']:.1f} GFLOP/s = {q['bare_forward_share_of_matmul_peak']:.2f} "
+                     f"of the float32 matmul peak; channels-last vs NCHW bare forward {q['bare_channels_last_vs_nchw']:.2f}×")
     return lines
 
 
@@ -369,7 +394,7 @@ def weak_labels_table(name: str = "weak_labels", rows: str = "") -> list[str]:
 def main() -> None:
     body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(),
             *s2mamba_cputime_table(), *gpu_table(),
-            *predict_table(), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
+            *predict_table(), *predict_table("predict_auto", " --tile auto"), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
             *onnx_table(), *weak_labels_table(), *weak_labels_table("weak_labels_boxes", ": boxes"),
             *weak_labels_table("weak_labels_noisy", ": noisy masks"),
             *weak_labels_table("weak_labels_boxes_noisy_budget2", ": boxes and noisy masks, the script's current budget")]

@@ -71,9 +71,13 @@ class PredictRequest(_Request):
 
     scene: str
     model_name: str | None = None
-    tile: int | None = None
+    tile: int | str | None = None
+    """Pixels, or ``"auto"`` (:mod:`geolesf.predict.autotile`)."""
     overlap: int | None = None
     blend: str | None = None
+    memory_budget: int | None = None
+    """Bytes for ``tile="auto"`` (None: the default share of the available memory)."""
+    memory_format: str | None = None
     probabilities: str | None = None
     probabilities_uint8: bool = False
     nodata: float | None = None
@@ -84,7 +88,8 @@ class PredictRequest(_Request):
 
     def tiling(self) -> dict[str, Any]:
         """The tiling options the user gave (the predictor's defaults fill in the rest)."""
-        return {k: getattr(self, k) for k in ("tile", "overlap", "blend") if getattr(self, k) is not None}
+        keys = ("tile", "overlap", "blend", "memory_budget", "memory_format")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,6 +30,30 @@ def positive_int(text: str) -> int:
     return value
 
 
+def tile_size(text: str) -> int | str:
+    """``auto`` or a tile side in pixels (an integer ≥ 1)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, found {value}")
+    return value
+
+
+def memory_size(text: str) -> int:
+    """Bytes of a size such as ``2GiB``, ``512M`` or ``1500000000`` (powers of 1024)."""
+    from geolesf.errors import ConfigError
+    from geolesf.predict.autotile import parse_size
+
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
+
+
 def non_negative_int(text: str) -> int:
     """An integer ≥ 0 (overlap, margin, retries)."""
     value = _int(text)

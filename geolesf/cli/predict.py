@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from geolesf.formats import PredictRequest
 
-TILED_ONLY = ("tile", "overlap", "blend", "probabilities", "nodata", "resume")
+TILED_ONLY = ("tile", "overlap", "blend", "probabilities", "nodata", "resume", "memory_budget", "memory_format")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +54,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also write a STAC Item beside each class map (<name>.stac.json): classes, projection, "
                    "provenance; validated offline with pystac")
     g = p.add_argument_group("tiled prediction (GeoTIFF scenes)")
-    g.add_argument("--tile", type=argtypes.positive_int, default=None, help="tile side in pixels (default 512)")
+    g.add_argument("--tile", type=argtypes.tile_size, default=None,
+                   help="tile side in pixels, or 'auto': for dense models the side (and, without --batch-size, "
+                   "the batch) with the least overlap waste that fits --memory-budget, printed (default 512)")
+    g.add_argument("--memory-budget", type=argtypes.memory_size, default=None, metavar="SIZE",
+                   help="memory for the tiles in flight with --tile auto, e.g. 2GiB or 512MiB (default a quarter "
+                   "of the available memory, at most 1GiB)")
+    g.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default=None,
+                   help="layout of the dense batch input: auto (channels-last on CPU for convolutional models, "
+                   "faster; equal up to float rounding), channels_last or contiguous (NCHW) (default auto)")
     g.add_argument("--overlap", type=argtypes.non_negative_int, default=None, help="overlap between tiles in pixels (default 64)")
     g.add_argument("--blend", choices=("cosine", "linear", "none"), default=None,
                    help="overlap blending window (default cosine)")
@@ -137,8 +145,10 @@ def run_distributed(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"{bad[0]}: .mat/ENVI cubes and sensor products are classified whole; "
                           "--workers/--scheduler/--out-dir take GeoTIFF scenes")
-    unsupported = [f"--{n.replace('_', '-')}" for n in ("probabilities", "resume", "prompts")
+    unsupported = [f"--{n.replace('_', '-')}" for n in ("probabilities", "resume", "prompts", "memory_budget")
                    if getattr(args, n, None) not in (None, False)]
+    if args.tile == "auto":
+        unsupported.insert(0, "--tile auto")
     if unsupported:
         raise ConfigError(f"{', '.join(unsupported)}: not available with several scenes or a dask cluster")
     from geolesf.predict.distributed import scene_outputs
@@ -159,7 +169,8 @@ def run_distributed(args: argparse.Namespace) -> int:
 def _run_distributed(args: argparse.Namespace, scenes: list[str], outs: list) -> int:
     from geolesf.predict.distributed import predict_distributed
 
-    kwargs = {k: getattr(args, k) for k in ("tile", "overlap", "blend", "nodata") if getattr(args, k) is not None}
+    keys = ("tile", "overlap", "blend", "nodata", "memory_format")
+    kwargs = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.batch_size is not None:
         kwargs["batch_size"] = kwargs["pixel_batch"] = args.batch_size
     results = predict_distributed(
@@ -222,6 +233,7 @@ def request(args: argparse.Namespace, scene: str) -> "PredictRequest":
     return PredictRequest(
         scene=scene, checkpoint=args.checkpoint, out=args.out, model_name=args.model, options=model_options(args),
         tile=args.tile, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size, device=args.device,
+        memory_budget=getattr(args, "memory_budget", None), memory_format=getattr(args, "memory_format", None),
         probabilities=args.probabilities, probabilities_uint8=args.probabilities_uint8, nodata=args.nodata,
         resume=args.resume, preview=not args.no_preview, engine=getattr(args, "engine", "torch"),
     )

@@ -117,9 +117,16 @@ def _worker_model(model: CheckpointRef | PredictModel) -> PredictModel:
 
 
 def run_part(model: CheckpointRef | PredictModel, scene: str, plan: RowPlan, row0: int, row1: int) -> PartOutput:
-    """The dask task: rows ``[row0, row1)`` of ``scene``."""
+    """The dask task: rows ``[row0, row1)`` of ``scene``.
+
+    The worker pins glibc's mmap threshold first, as the single-process predictor does (once per
+    process; ``GEOLESF_MMAP_THRESHOLD`` in the worker's environment, see :mod:`geolesf.predict.batching`),
+    so each worker's peak memory is one batch's live memory in every run.
+    """
+    from geolesf.predict.batching import pin_mmap_threshold
     from geolesf.predict.sources import open_source
 
+    pin_mmap_threshold()
     pm = _worker_model(model)
     src = open_source(scene, plan.nodata)
     try:
@@ -301,6 +308,7 @@ def predict_distributed(
     options: dict[str, Any] | None = None,
     class_names: Sequence[str] | None = None,
     colors: Sequence[Any] | None = None,
+    memory_format: str = "auto",
 ) -> list[DistributedResult]:
     """Predict every scene of ``scenes`` into ``outs`` on dask workers; same bytes as
     :func:`geolesf.predict.tiled.predict_raster` with the same options.
@@ -322,7 +330,7 @@ def predict_distributed(
         raise ConfigError("two scenes would write the same output file; give distinct outputs")
     opts = TilingOptions(tile=tile, overlap=overlap, blend=blend, margin=margin, blend_on=blend_on,
                          batch_size=batch_size, pixel_batch=pixel_batch, probabilities_dtype=probabilities_dtype,
-                         nodata=nodata, out_nodata=out_nodata, block=block, device=device)
+                         nodata=nodata, out_nodata=out_nodata, block=block, device=device, memory_format=memory_format)
     pm, ref = _model_ref(model, model_name, options, class_names, colors)
     # One run per destination at a time (the partial files have fixed names beside each output).
     with output_lock(*outs, *[p for p in probs if p is not None]):

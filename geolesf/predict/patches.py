@@ -22,8 +22,11 @@ class PatchGatherer:
 
     The cube is padded once (``symmetric`` = numpy's edge-repeating mirror used by the
     official S²Mamba code, ``reflect`` or ``zero``) and kept as one ``(bands, H+2p, W+2p)``
-    float32 tensor; a batch of patches is one advanced-indexing gather, with no per-pixel
-    Python work.
+    float32 tensor. Over it lies a strided view with one ``(bands, P, P)`` window per padded-cube
+    position (window ``y·(W+2p) + x`` starts at row ``y``, column ``x``), so a batch of patches is a
+    single ``index_select`` of windows: one copy, straight into the ``(n, bands, P, P)`` batch,
+    optionally a reused buffer (``out``). (The gather this replaced indexed ``(bands, n, P, P)`` and
+    then copied it again to make it ``(n, bands, P, P)``: the same values, with one copy more.)
     """
 
     def __init__(self, cube: np.ndarray, patch_size: int, padding: str = "symmetric") -> None:
@@ -34,16 +37,26 @@ class PatchGatherer:
             raise ModelError(f"padding must be one of {', '.join(modes)}, found '{padding}'")
         self.patch_size = patch_size
         self.radius = patch_size // 2
-        r = self.radius
+        r, p = self.radius, patch_size
         padded = np.pad(np.asarray(cube, dtype=np.float32), ((r, r), (r, r), (0, 0)), mode=modes[padding])
         self.padded = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))
-        self.offsets = torch.arange(patch_size)
+        bands, hp, wp = self.padded.shape
+        # windows whose start is a valid patch corner; the last one ends exactly at the tensor's end
+        starts = max(0, (hp - p) * wp + (wp - p + 1))
+        self.windows = self.padded.as_strided((starts, bands, p, p), (1, hp * wp, wp, 1))
+        self.row_stride = wp
 
-    def __call__(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """Patches centred on ``(rows, cols)`` (original image coordinates): ``(n, bands, P, P)``."""
-        rr = (rows[:, None] + self.offsets)[:, :, None]  # (n, P, 1)
-        cc = (cols[:, None] + self.offsets)[:, None, :]  # (n, 1, P)
-        return self.padded[:, rr, cc].permute(1, 0, 2, 3).contiguous()
+    def __call__(self, rows: torch.Tensor, cols: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Patches centred on ``(rows, cols)`` (original image coordinates): ``(n, bands, P, P)``,
+        written into ``out`` when given (a contiguous float32 tensor of that shape)."""
+        index = torch.as_tensor(rows, dtype=torch.long) * self.row_stride + torch.as_tensor(cols, dtype=torch.long)
+        if out is None:
+            return torch.index_select(self.windows, 0, index)
+        return torch.index_select(self.windows, 0, index, out=out)
+
+    def buffer(self, n: int) -> torch.Tensor:
+        """An uninitialised ``(n, bands, P, P)`` float32 tensor for ``out``."""
+        return torch.empty((n, self.padded.shape[0], self.patch_size, self.patch_size), dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -67,10 +80,11 @@ def predict_pixels(
     cols_t = torch.as_tensor(cols, dtype=torch.long)
     device = next(model.parameters()).device
     out = np.empty(len(rows_t), dtype=np.int64)
+    buf = gather.buffer(min(batch_size, len(rows_t)))  # one batch of patches, reused for every batch
     with tqdm(total=len(rows_t), unit="px", desc=desc, disable=not progress, leave=False) as bar:
         for start in range(0, len(rows_t), batch_size):
             stop = min(start + batch_size, len(rows_t))
-            patches = gather(rows_t[start:stop], cols_t[start:stop]).to(device)
+            patches = gather(rows_t[start:stop], cols_t[start:stop], out=buf[: stop - start]).to(device)
             out[start:stop] = model(patches).argmax(1).cpu().numpy()
             bar.update(stop - start)
     return out

@@ -57,6 +57,7 @@ class TileRunner:
         self.forward_seconds = 0.0
         self.channels_last = pm.kind == "dense" and use_channels_last(pm.module, device, memory_format)
         self.buffers = BatchBuffers(self.ph, self.pw, th, tw, self.channels_last)
+        self._patches: torch.Tensor | None = None
 
     def read(self, y: int, x: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
         """Model input for tile ``(y, x)``, its validity ``(th, tw)`` and the halo sides added."""
@@ -96,10 +97,14 @@ class TileRunner:
         rows_t = torch.from_numpy(rows + self.halo)
         cols_t = torch.from_numpy(cols + self.halo)
         out = np.zeros((classes, self.th, self.tw), dtype=np.float32)
+        n = min(self.pixel_batch, len(rows))
+        if self._patches is None or self._patches.shape[0] < n or self._patches.shape[1:] != gather.buffer(0).shape[1:]:
+            self._patches = gather.buffer(n)  # reused by the later batches and tiles
         start = time.perf_counter()
         with torch.inference_mode():
             for i in range(0, len(rows), self.pixel_batch):
-                patches = gather(rows_t[i:i + self.pixel_batch], cols_t[i:i + self.pixel_batch]).to(self.device)
+                k = min(self.pixel_batch, len(rows) - i)
+                patches = gather(rows_t[i:i + k], cols_t[i:i + k], out=self._patches[:k]).to(self.device)
                 y = self.pm.module(patches)
                 if self.softmax:
                     y = y.softmax(1)

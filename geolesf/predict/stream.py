@@ -42,6 +42,8 @@ class TiledResult:
     resumed_at_row: int
     class_ids: list[int]
     class_names: list[str]
+    tile_choice: Any = None
+    """The :class:`geolesf.predict.autotile.TileChoice` of a ``tile="auto"`` run, else None."""
 
     @property
     def megapixels_per_second(self) -> float:

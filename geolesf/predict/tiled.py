@@ -25,14 +25,17 @@ same bytes an uninterrupted run would. The destination itself is only ever a com
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from geolesf.colors import hex_to_rgb
+from geolesf.errors import ConfigError
 from geolesf.io import cog as _cog
 from geolesf.io.atomic import output_lock
 from geolesf.predict import resume as _resume
+from geolesf.predict.autotile import PIXEL_MODEL_TILE, auto_tile, parse_size
 from geolesf.predict.model import PredictModel, as_predict_model, load_predict_model
 from geolesf.predict.options import TilingOptions, check_inputs, output_dtype
 from geolesf.predict.output import check_destinations, check_free_space, scene_tags
@@ -47,10 +50,10 @@ def predict_raster(
     model: Any,
     out: str | Path,
     *,
-    tile: int = 512,
+    tile: int | str = 512,
     overlap: int = 64,
     blend: str = "cosine",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     margin: int | None = None,
     blend_on: str = "probabilities",
     probabilities: str | Path | None = None,
@@ -70,6 +73,7 @@ def predict_raster(
     on_flush: Callable[[int], None] | None = None,
     qml: bool = True,
     memory_format: str = "auto",
+    memory_budget: int | str | None = None,
 ) -> TiledResult:
     """Predict every pixel of ``source`` with ``model`` and write a class-map COG at ``out``.
 
@@ -85,12 +89,20 @@ def predict_raster(
     probabilities (single-band pseudocolour on the first class, :func:`geolesf.io.qml.probability_qml`).
     ``memory_format``: layout of the dense batch input — ``auto`` (channels-last on CPU for a
     convolutional ``nn.Module``: faster, equal to the ``NCHW`` result up to float rounding),
-    ``channels_last`` or ``contiguous`` (:mod:`geolesf.predict.batching`).
+    ``channels_last`` or ``contiguous`` (:mod:`geolesf.predict.batching`). ``batch_size``: tiles per
+    forward (default 16).
+
+    ``tile="auto"``: the tile side (and, without ``batch_size``, the batch) of a dense model is chosen
+    for this scene with the least overlap waste whose memory fits ``memory_budget`` (bytes or a size
+    such as ``"2GiB"``; default a quarter of the available memory, at most 1 GiB), the model's memory
+    per pixel measured by a probe forward (:mod:`geolesf.predict.autotile`); the choice is printed
+    (when ``progress``) and returned in the result. Per-pixel patch models keep a 512 px tile.
     """
-    opts = TilingOptions(tile=tile, overlap=overlap, blend=blend, margin=margin, blend_on=blend_on,
-                         batch_size=batch_size, pixel_batch=pixel_batch, probabilities_dtype=probabilities_dtype,
-                         nodata=nodata, out_nodata=out_nodata, block=block, device=device,
-                         memory_format=memory_format)
+    auto, budget = _auto_args(tile, memory_budget)
+    opts = TilingOptions(tile=PIXEL_MODEL_TILE if auto else int(tile), overlap=overlap, blend=blend, margin=margin,
+                         blend_on=blend_on, batch_size=16 if batch_size is None else batch_size,
+                         pixel_batch=pixel_batch, probabilities_dtype=probabilities_dtype, nodata=nodata,
+                         out_nodata=out_nodata, block=block, device=device, memory_format=memory_format)
     settings = RunSettings(resume=resume, progress=progress, checkpoint_every=checkpoint_every,
                            overview_resampling=overview_resampling, gdal_cache_mb=gdal_cache_mb,
                            on_flush=on_flush, qml=qml)
@@ -102,10 +114,39 @@ def predict_raster(
     with output_lock(out, probs_path):
         src = open_source(source, nodata)
         try:
+            choice = _choose(src, pm, opts, budget, batch_size, progress) if auto else None
+            if choice is not None:
+                opts = dataclasses.replace(opts, tile=choice.tile, batch_size=choice.batch, margin=margin)
             check_inputs(src, pm, opts.tile)
-            return _stream(src, pm, opts.for_model(pm), out, probs_path, settings)
+            result = _stream(src, pm, opts.for_model(pm), out, probs_path, settings)
+            result.tile_choice = choice
+            return result
         finally:
             src.close()
+
+
+def _auto_args(tile: int | str, memory_budget: int | str | None) -> tuple[bool, int | None]:
+    """Whether ``tile`` asks for ``auto``, and the budget in bytes (None: the default)."""
+    if isinstance(tile, str) and tile != "auto":
+        raise ConfigError(f"--tile must be a number of pixels or 'auto', found '{tile}'")
+    return isinstance(tile, str), None if memory_budget is None else parse_size(memory_budget)
+
+
+def _choose(src: Any, pm: PredictModel, opts: TilingOptions, budget: int | None, batch_size: int | None,
+            progress: bool) -> Any:
+    """The :class:`~geolesf.predict.autotile.TileChoice` of a dense model on ``src`` (None for patch models)."""
+    if pm.kind != "dense":
+        return None
+    return auto_tile(pm, src.height, src.width, _model_bands(src, pm), overlap=opts.overlap, budget=budget,
+                     batch=batch_size, device=opts.device, softmax=opts.blend_on == "probabilities", verbose=progress)
+
+
+def _model_bands(src: Any, pm: PredictModel) -> int:
+    """Bands of the model's input: the normalised first pixel of the scene tells when ``normalise`` changes them."""
+    if pm.normalise is None:
+        return int(src.count)
+    data, _ = src.read(0, 1, 0, 1)
+    return int(pm.normalise(data).shape[0])
 
 
 def _stream(src: Any, pm: PredictModel, opts: TilingOptions, out: Path, probs_path: Path | None,
@@ -159,7 +200,7 @@ def predict_file(
         # instead of 1.9 GB on a 4,000-wide scene, benchmarks/bench_large_scene.py) for no speed gain on CPU
         kwargs["pixel_batch"] = batch_size or 1024
     else:
-        kwargs["batch_size"] = batch_size or 16
+        kwargs["batch_size"] = batch_size  # None: 16, or chosen with tile="auto"
     result = predict_raster(scene, pm, out, **kwargs)
     if preview and result.height * result.width <= 25_000_000:
         import rasterio

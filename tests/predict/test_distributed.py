@@ -119,6 +119,23 @@ def test_byte_identical_to_single_process(client, rgb_crop, ckpt, tmp_path):
     assert not list(tmp_path.glob(".*")), "temporary files left behind"
 
 
+def test_workers_pin_the_mmap_threshold(client, rgb_crop, ckpt, tmp_path):
+    """Each worker that ran a part pinned glibc's mmap threshold, as the single-process predictor does."""
+    [res] = predict_distributed([rgb_crop], ckpt, [tmp_path / "m.tif"], client=client, part_rows=64, batch_size=3,
+                                progress=False, **OPTS)
+
+    def pinned():
+        import os
+
+        from geolesf.predict import batching
+
+        return os.getpid(), list(batching._pinned)
+
+    by_pid = {str(pid): p for pid, p in client.run(pinned).values()}
+    ran = {w.rsplit(":", 1)[1] for w in res.workers}
+    assert ran and all(by_pid[pid] == [4 << 20] for pid in ran), (ran, by_pid)
+
+
 def test_retry_after_task_failure_gives_identical_bytes(client, rgb_crop, tmp_path):
     marker = tmp_path / "failed-once"
     model = FailOnce(marker)

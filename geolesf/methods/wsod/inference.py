@@ -139,6 +139,8 @@ def run(request: Any) -> int:
     for flag in ("probabilities", "resume", "blend"):
         if getattr(request, flag):
             raise ConfigError(f"--{flag}: not available for detection checkpoints (output is a box GeoPackage)")
+    if request.tile == "auto" or getattr(request, "memory_budget", None) is not None:
+        raise ConfigError("--tile auto/--memory-budget: not available for detection checkpoints; give --tile PIXELS")
     result = detect_scene(request.scene, request.checkpoint, request.out, tile=request.tile or 512,
                           overlap=request.overlap if request.overlap is not None else 128,
                           device=request.device, options=dict(request.options), model_name=request.model_name)
