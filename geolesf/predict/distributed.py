@@ -119,15 +119,16 @@ def _worker_model(model: CheckpointRef | PredictModel) -> PredictModel:
 def run_part(model: CheckpointRef | PredictModel, scene: str, plan: RowPlan, row0: int, row1: int) -> PartOutput:
     """The dask task: rows ``[row0, row1)`` of ``scene``.
 
-    The worker pins glibc's mmap threshold first, as the single-process predictor does (once per
-    process; ``GEOLESF_MMAP_THRESHOLD`` in the worker's environment, see :mod:`geolesf.predict.batching`),
-    so each worker's peak memory is one batch's live memory in every run.
+    The worker pins glibc's mmap threshold for its model's kind, as the single-process predictor does
+    (``GEOLESF_MMAP_THRESHOLD`` in the worker's environment overrides it, see
+    :mod:`geolesf.predict.batching`): for dense models each worker's peak memory is then one batch's
+    live memory in every run; patch models reuse their batch memory in the heap.
     """
     from geolesf.predict.batching import pin_mmap_threshold
     from geolesf.predict.sources import open_source
 
-    pin_mmap_threshold()
     pm = _worker_model(model)
+    pin_mmap_threshold(kind="pixel" if pm.kind == "pixel" else "dense")
     src = open_source(scene, plan.nodata)
     try:
         out = predict_rows(src, pm, plan, row0, row1)

@@ -144,8 +144,11 @@ def test_pinned_mmap_threshold_returns_freed_batches(env, tmp_path):
     import os
 
     root = Path(__file__).resolve().parents[2]
+    # glibc's MALLOC_* variables (dask's nanny puts MALLOC_TRIM_THRESHOLD_ in os.environ) switch its
+    # dynamic threshold off: the probe runs without them
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True, cwd=tmp_path,
-                          env={**os.environ, "GEOLESF_MMAP_THRESHOLD": env, "PYTHONPATH": str(root)})
+                          env={**clean, "GEOLESF_MMAP_THRESHOLD": env, "PYTHONPATH": str(root)})
     pinned, kept_mb = proc.stdout.split()
     if env == "0":
         assert pinned == "False" and int(kept_mb) >= 11
@@ -177,7 +180,7 @@ def test_pixel_models_keep_batch_memory_in_the_heap(tmp_path):
     import os
 
     root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "GEOLESF_MMAP_THRESHOLD"}
+    env = {k: v for k, v in os.environ.items() if k != "GEOLESF_MMAP_THRESHOLD" and not k.startswith("MALLOC_")}
     proc = subprocess.run([sys.executable, "-c", _PIXEL_PROBE], capture_output=True, text=True, check=True,
                           cwd=tmp_path, env={**env, "PYTHONPATH": str(root)})
     first, pinned, base_mb, grown_mb = proc.stdout.split()
