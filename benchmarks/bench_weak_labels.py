@@ -70,6 +70,8 @@ class LabelType:
     derive: Callable[[np.ndarray, int, tuple[Any, Any], Path], Path | None]
     supervision: str
     args: dict[str, Any] = field(default_factory=dict)
+    score: Callable[[Path, dict[str, Any], Path], dict[str, Any]] | None = None
+    """Optional extra numbers of a run: ``score(run folder, scene, label file)`` → merged into the run's entry."""
 
 
 def _full(mask: np.ndarray, seed: int, grid: tuple[Any, Any], folder: Path) -> None:
@@ -190,8 +192,9 @@ def _run(scene: dict[str, Any], row: str, seed: int, names: dict[int, str], fold
     with rasterio.open(out / "labels.tif" if (out / "labels.tif").is_file() else labels) as lab:
         lab_arr = lab.read(1)
     share = float(np.count_nonzero(lab_arr != 255)) / lab_arr.size
+    extra = kind.score(out, scene, Path(labels)) if kind.score is not None else {}
     return {"row": row, "seed": seed, "test_mIoU": metrics["test"]["mIoU"], "labelled_share": share,
-            "test_per_class_IoU": metrics["test"]["per_class_IoU"], "seconds": round(seconds, 1)}
+            "test_per_class_IoU": metrics["test"]["per_class_IoU"], "seconds": round(seconds, 1), **extra}
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -35,6 +35,9 @@ BOX_JITTER = 0.0
 """Relative jitter of each box edge (0: tight boxes, as a register or a careful annotator gives)."""
 BOX_ARGS: dict[str, Any] = {}
 """``data.supervision_args`` of the ``boxes`` row: the BoxInst defaults of geolesf/methods/unet/boxes.py."""
+SDI_ARGS: dict[str, Any] = {}
+"""``data.supervision_args`` of the ``boxes (Simple Does It)`` row besides ``mode: recursive`` (the defaults of
+geolesf/methods/unet/boxes.py: inner 20 % of each box, 2 rounds, reset below 50 % fill)."""
 NOISE: dict[str, Any] = {"boundary_px": 3, "drop_share": 0.2, "wrong_class_share": 0.2, "spurious_share": 0.3,
                          "spurious_radius": (3, 8)}
 """Noise model of the ``noisy`` rows (:func:`geolesf.data.weak_labels_box.noisy_from_mask`)."""
@@ -57,14 +60,39 @@ def derive_noisy(mask: np.ndarray, seed: int, grid: tuple[Any, Any], folder: Pat
     return write_noisy_tif(folder / f"noisy_{seed}.tif", noisy, crs=grid[0], transform=grid[1], report=report)
 
 
+def score_overruled(run: Path, scene: dict[str, Any], labels: Path) -> dict[str, Any]:
+    """How right the run's ``overruled.tif`` is, against the training half's full mask: ``overruled_precision`` —
+    the share of overruled pixels whose input (noisy) label was wrong; ``overruled_recall`` — the share of wrong
+    input pixels that were overruled; ``overruled_share`` — overruled / labelled input pixels."""
+    import rasterio
+
+    with rasterio.open(run / "overruled.tif") as src:
+        over = src.read(1)
+    with rasterio.open(labels) as src:
+        noisy = src.read(1)
+    clean = scene["train_array"]
+    labelled = (over != 255) & (clean != 255)
+    overruled, wrong = labelled & (over == 1), labelled & (noisy != clean)
+    hit = int((overruled & wrong).sum())
+    return {"overruled_share": float(overruled.sum() / max(labelled.sum(), 1)),
+            "overruled_precision": hit / max(int(overruled.sum()), 1),
+            "overruled_recall": hit / max(int(wrong.sum()), 1),
+            "input_wrong_share": float(wrong.sum() / max(labelled.sum(), 1))}
+
+
 def rows(label_type: Any) -> dict[str, Any]:
     """The rows, built with the benchmark's ``LabelType(derive, supervision, args)``."""
     return {
         "boxes": label_type(derive_boxes, "boxes", dict(BOX_ARGS)),
         "boxes (projection only)": label_type(derive_boxes, "boxes", {**BOX_ARGS, "lambda_pair": 0.0}),
         "boxes + filling rate": label_type(derive_boxes, "boxes", {**BOX_ARGS, "fill_rate": 0.5}),
+        "boxes (Simple Does It)": label_type(derive_boxes, "boxes", {"mode": "recursive", **SDI_ARGS}),
+        "boxes (Box^i, no rounds)": label_type(derive_boxes, "boxes", {"mode": "recursive", **SDI_ARGS, "rounds": 0}),
         "box interior = class": label_type(derive_boxes, "boxes", {"mode": "fill"}),
-        "noisy (CE)": label_type(derive_noisy, "noisy", {"loss": "ce", "reassign": False}),
-        "noisy (GCE)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": False}),
-        "noisy (GCE + reassign)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": True}),
+        "noisy (CE)": label_type(derive_noisy, "noisy", {"loss": "ce", "reassign": False}, score=score_overruled),
+        "noisy (GCE)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": False}, score=score_overruled),
+        "noisy (GCE + reassign)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": True},
+                                             score=score_overruled),
+        "noisy (CE + reassign)": label_type(derive_noisy, "noisy", {"loss": "ce", "reassign": True},
+                                            score=score_overruled),
     }

@@ -57,18 +57,24 @@ from geolesf.losses.box import (
     pixel_ranges,
     projection_loss,
 )
+from geolesf.methods.unet.box_rounds import initial_target, pseudo_target, round_epochs, scene_probabilities
 from geolesf.methods.unet.calibration import recalibrate_batchnorm
 from geolesf.methods.unet.objectives import IGNORE, UNLABELLED, LabelRasters, Objective, check_args, class_lookup
 
 DEFAULTS = {"mode": "boxinst", "lambda_proj": 1.0, "lambda_pair": 1.0, "theta": DEFAULT_THETA, "tau": DEFAULT_TAU,
-            "dilation": 2, "warmup_steps": 100, "smooth_max": 0.0, "fill_rate": 0.0}
+            "dilation": 2, "warmup_steps": 100, "smooth_max": 0.0, "fill_rate": 0.0,
+            "inner": 0.2, "rounds": 2, "min_fill": 0.5, "confidence": 0.0}
 """``data.supervision_args`` of ``boxes``: ``mode`` ``boxinst`` (projection + pairwise) or ``fill`` (the
 "box interior = class" baseline); loss weights; colour scale θ and edge threshold τ; the pairwise
 dilation; ``warmup_steps``, the optimiser steps over which the pairwise weight ramps from 0 to λ_pair;
 ``smooth_max`` α: 0 = the hard max-projection of BoxInst, α > 0 the α-softmax of Hsu et al. 2019;
 ``fill_rate`` ρ > 0 adds the filling-rate guided cross-entropy of Song et al. (CVPR 2019) on the top-ρ
-pixels of each box. Both are off by default (BoxInst as published)."""
-MODES = ("boxinst", "fill")
+pixels of each box. Both are off by default (BoxInst as published). ``mode: recursive`` (Khoreva et al. 2017,
+:mod:`geolesf.methods.unet.box_rounds`): ``inner``, the share of each box's area (its centred inner rectangle)
+labelled as the class in round 0, the rest of the box ignored; ``rounds`` pseudo-label rounds; ``min_fill``, a
+box whose predicted class covers less of it is reset to its round-0 labels; ``confidence``, in-box pixels whose
+top probability is lower are ignored."""
+MODES = ("boxinst", "fill", "recursive")
 
 
 @dataclass
@@ -139,6 +145,8 @@ class BoxObjective(Objective):
         self.steps = 0
         self.box_share: float | None = None
         self.calibrated_chips = 0
+        self.initial: np.ndarray | None = None
+        self.rounds: list[dict[str, float]] = []
 
     def read_labels(self, data: Any, out: Path) -> LabelRasters:
         import rasterio
@@ -150,8 +158,6 @@ class BoxObjective(Objective):
         with rasterio.open(data.image) as src:
             crs, transform, shape = src.crs, src.transform, (src.height, src.width)
         filled = fill_mask(scene, shape, self.background)
-        path = Path(write_cog(out / "labels.tif", filled, crs=crs, transform=transform, nodata=UNLABELLED,
-                              resampling="nearest"))
         self.class_ids = sorted(int(k) for k in data.class_names) if data.class_names else \
             sorted(int(v) for v in np.unique(filled))
         missing = sorted(set(int(c) for c in scene.class_ids) - set(self.class_ids))
@@ -159,6 +165,15 @@ class BoxObjective(Objective):
             raise DataError(f"{data.labels}: box classes {missing} are not in data.class_names")
         self.scene = scene
         self.channels = np.searchsorted(self.class_ids, scene.class_ids)
+        if self.options["mode"] == "recursive":  # round 0 of Simple Does It: box centres, the rest of the box ignored
+            if self.background not in self.class_ids:
+                raise DataError(f"boxes: the background class {self.background} is not in data.class_names")
+            start = initial_target(scene.ranges, self.channels, shape, self.class_ids.index(self.background),
+                                   self.options["inner"])
+            lut = np.asarray(self.class_ids, dtype=np.uint8)
+            filled = np.where(start == IGNORE, UNLABELLED, lut[np.maximum(start, 0)]).astype(np.uint8)
+        path = Path(write_cog(out / "labels.tif", filled, crs=crs, transform=transform, nodata=UNLABELLED,
+                              resampling="nearest"))
         cover = box_cover(scene.ranges, shape)
         self.box_share = float(cover.mean())
         print(f"read {len(scene.class_ids)} boxes of {Path(str(data.labels)).name} "
@@ -174,7 +189,7 @@ class BoxObjective(Objective):
         target = rasters["target"]
         o = self.options
         self.steps += 1
-        if o["mode"] == "fill":
+        if o["mode"] in ("fill", "recursive"):
             ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
             return ce, {"ce": float(ce.detach())}
         in_box = rasters["in_box"].bool()
@@ -188,14 +203,33 @@ class BoxObjective(Objective):
     def on_epoch_end(self, epoch: int, state: Any) -> None:
         if list(state.class_ids) != self.class_ids:
             raise DataError(f"boxes: the trainer's classes {state.class_ids} differ from the boxes' {self.class_ids}")
-        if epoch == getattr(state, "epochs", -1):  # after the last epoch (both modes, so the baseline gets it too)
+        if self.options["mode"] == "recursive":
+            self._pseudo_round(epoch, state)
+        if epoch == getattr(state, "epochs", -1):  # after the last epoch (every mode, so the baseline gets it too)
             self.calibrated_chips = recalibrate_batchnorm(state.model, state.image, state.chip, device=state.device)
 
+    def _pseudo_round(self, epoch: int, state: Any) -> None:
+        """Recursive mode: keep the round-0 target (epoch 0); at the round epochs, predictions → the new target."""
+        if epoch == 0:
+            self.initial = state.rasters["target"].copy()
+            return
+        if epoch not in round_epochs(getattr(state, "epochs", 0), int(self.options["rounds"])):
+            return
+        recalibrate_batchnorm(state.model, state.image, state.chip, device=state.device)
+        probs = scene_probabilities(state.model, state.image, device=state.device)
+        target, stats = pseudo_target(probs, self.scene.ranges, self.channels, self.initial,
+                                      self.class_ids.index(self.background), min_fill=self.options["min_fill"],
+                                      confidence=self.options["confidence"])
+        state.rasters["target"] = np.where(state.rasters["valid"], target, IGNORE)
+        self.rounds.append({"epoch": epoch, **stats})
+
     def report(self) -> dict[str, Any]:
-        loss = ("CE outside boxes + λ_proj · projection + λ_pair · pairwise (BoxInst, Tian et al. 2021)"
-                if self.options["mode"] == "boxinst"
-                else "CE on the boxes filled with their class (box interior = class)")
-        return {"type": self.name, "loss": loss, "options": dict(self.options), "box_share": self.box_share,
+        loss = {"boxinst": "CE outside boxes + λ_proj · projection + λ_pair · pairwise (BoxInst, Tian et al. 2021)",
+                "fill": "CE on the boxes filled with their class (box interior = class)",
+                "recursive": "CE on box pseudo-masks re-estimated in rounds (Simple Does It, Khoreva et al. 2017)",
+                }[self.options["mode"]]
+        extra = {"rounds": self.rounds} if self.options["mode"] == "recursive" else {}
+        return {"type": self.name, "loss": loss, "options": dict(self.options), "box_share": self.box_share, **extra,
                 "boxes": None if self.scene is None else int(len(self.scene.class_ids)),
                 "batchnorm_recalibrated_on_chips": self.calibrated_chips}
 

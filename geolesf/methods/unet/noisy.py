@@ -47,7 +47,7 @@ from geolesf.methods.unet.calibration import recalibrate_batchnorm
 from geolesf.methods.unet.objectives import IGNORE, LabelRasters, MaskObjective, check_args
 
 DEFAULTS = {"loss": "ce", "q": 0.7, "reassign": False, "lambda_lr": 1.0, "temperature": 0.1, "threshold": 0.9,
-            "reassign_from_epoch": 2}
+            "reassign_from_epoch": 2, "agree": True}
 """``data.supervision_args`` of ``noisy``. The defaults are what measured best on the SpaceNet benchmark
 (docs/weak_supervision.md): plain cross-entropy, no re-assignment — GCE fit slower in the short budget
 and the label-reassign loss fed on itself; both stay available (``loss: gce``, ``reassign: true``)."""
@@ -106,7 +106,7 @@ class NoisyObjective(MaskObjective):
             labels = torch.where(target == IGNORE, torch.full_like(target, 255), target)
             allowed = torch.stack([torch.bincount(t[t != 255], minlength=logits.shape[1]) > 0 for t in labels])
             lr, moved = label_reassign_loss(logits, emb, labels, allowed, temperature=o["temperature"],
-                                            threshold=o["threshold"])
+                                            threshold=o["threshold"], agree=bool(o["agree"]))
         kept = torch.where(moved, torch.full_like(target, IGNORE), target)
         if o["loss"] == "gce":
             fit = generalized_cross_entropy(logits, kept, q=o["q"], ignore_index=IGNORE)

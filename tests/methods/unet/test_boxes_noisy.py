@@ -93,7 +93,7 @@ def test_noisy_objective_reassigns_a_flipped_pixel_and_drops_its_noisy_label():
 
     With reassign on, that pixel leaves the fit term and gets L_LR = CE(logits, 0) (the WSSS test's case).
     """
-    obj = NoisyObjective(loss="ce", reassign=True, reassign_from_epoch=1)
+    obj = NoisyObjective(loss="ce", reassign=True, reassign_from_epoch=1, agree=False)
     emb = torch.zeros(1, 2, 4, 4)
     emb[0, 0, :, :2] = 1.0
     emb[0, 1, :, 2:] = 1.0
@@ -109,6 +109,18 @@ def test_noisy_objective_reassigns_a_flipped_pixel_and_drops_its_noisy_label():
     expect = F.cross_entropy(logits, kept, ignore_index=IGNORE) + F.cross_entropy(logits[0, :, 1, 0][None],
                                                                                  torch.tensor([0]))
     assert loss.item() == pytest.approx(expect.item(), abs=1e-6)
+    assert stats["reassigned_share"] == pytest.approx(1 / 16)
+    # agree (the default): only where the classifier predicts the prototype's class too — logits that say
+    # 1 (the noisy label) at the flipped pixel keep it; logits that say 0 there move it
+    agreeing = NoisyObjective(loss="ce", reassign=True, reassign_from_epoch=1)
+    agreeing.hook = obj.hook
+    says_one = logits.clone()
+    says_one[0, 1, 1, 0] = says_one[0, 0, 1, 0] + 1
+    _, stats = agreeing.loss(says_one, None, {"target": target})
+    assert stats["reassigned_share"] == 0
+    says_zero = logits.clone()
+    says_zero[0, 0, 1, 0] = says_zero[0, 1, 1, 0] + 1
+    _, stats = agreeing.loss(says_zero, None, {"target": target})
     assert stats["reassigned_share"] == pytest.approx(1 / 16)
     plain = NoisyObjective(loss="gce", q=0.7, reassign=False)
     loss, _ = plain.loss(logits, None, {"target": target})
