@@ -189,8 +189,8 @@ class BoxObjective(Objective):
         target = rasters["target"]
         o = self.options
         self.steps += 1
-        if o["mode"] in ("fill", "recursive"):
-            ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
+        if o["mode"] in ("fill", "recursive"):  # class weights: the trainer's trainer.class_weights, if it sets them
+            ce = F.cross_entropy(logits, target, weight=getattr(self, "class_weights", None), ignore_index=IGNORE)
             return ce, {"ce": float(ce.detach())}
         in_box = rasters["in_box"].bool()
         size = target.shape[-1]
@@ -220,8 +220,23 @@ class BoxObjective(Objective):
         target, stats = pseudo_target(probs, self.scene.ranges, self.channels, self.initial,
                                       self.class_ids.index(self.background), min_fill=self.options["min_fill"],
                                       confidence=self.options["confidence"])
-        state.rasters["target"] = np.where(state.rasters["valid"], target, IGNORE)
+        target = np.where(state.rasters["valid"], target, IGNORE)
+        self._reweight(state.rasters["target"], target)
+        state.rasters["target"] = target
         self.rounds.append({"epoch": epoch, **stats})
+
+    def _reweight(self, old: np.ndarray, new: np.ndarray) -> None:
+        """Trainer class weights (``trainer.class_weights``) follow the pseudo-labels: each class's weight is
+        scaled by its old / new pixel count (inverse frequency), then all so a labelled pixel weighs 1 on average."""
+        weight = getattr(self, "class_weights", None)
+        if weight is None:
+            return
+        k = len(weight)
+        n_old = np.bincount(old[old != IGNORE].ravel(), minlength=k)[:k].astype(np.float64)
+        n_new = np.bincount(new[new != IGNORE].ravel(), minlength=k)[:k].astype(np.float64)
+        w = weight.detach().cpu().double().numpy() * np.where(n_new > 0, np.maximum(n_old, 1) / np.maximum(n_new, 1), 1)
+        w *= n_new.sum() / max(float((n_new * w).sum()), 1e-12)
+        self.class_weights = torch.as_tensor(w, dtype=weight.dtype, device=weight.device)
 
     def report(self) -> dict[str, Any]:
         loss = {"boxinst": "CE outside boxes + λ_proj · projection + λ_pair · pairwise (BoxInst, Tian et al. 2021)",
