@@ -107,7 +107,7 @@ class Objective:
         return {"type": self.name}
 
 
-CLASS_WEIGHTS = ("none", "balanced", "sqrt")
+CLASS_WEIGHTS = ("none", "balanced", "sqrt", "enet")
 """Values of ``trainer.class_weights`` (:func:`class_weights`)."""
 
 
@@ -117,7 +117,9 @@ def class_weights(target: np.ndarray, num_classes: int, mode: str = "none") -> n
     ``none`` → None (unweighted). ``balanced`` → ``w_c = n / (K · n_c)``, inverse frequency (scikit-learn's
     "balanced"; for two classes equal to median-frequency balancing, Eigen & Fergus 2015): every class then
     carries the same total weight. ``sqrt`` → ``w_c ∝ 1 / √n_c``, a milder re-weighting, scaled so that
-    ``Σ_c n_c w_c = n`` as for ``balanced`` (the mean weight of a labelled pixel is 1). ``n_c`` counts the
+    ``Σ_c n_c w_c = n`` as for ``balanced`` (the mean weight of a labelled pixel is 1). ``enet`` →
+    ``w_c = 1 / ln(1.02 + n_c / n)`` (Paszke et al. 2016, ENet): bounded to [1.4, 50], so a class of a few
+    pixels does not get a weight in the thousands as with ``balanced``. ``n_c`` counts the
     labelled pixels of class ``c``, ``n`` all of them, ``K`` the classes that have any; a class without
     labelled pixels gets weight 1 (it never occurs as a target, so its weight is never used).
     """
@@ -133,6 +135,8 @@ def class_weights(target: np.ndarray, num_classes: int, mode: str = "none") -> n
     n, k = counts.sum(), int(present.sum())
     if mode == "balanced":
         w[present] = n / (k * counts[present])
+    elif mode == "enet":
+        w[present] = 1.0 / np.log(1.02 + counts[present] / n)
     else:
         raw = 1.0 / np.sqrt(counts[present])
         w[present] = raw * n / float((counts[present] * raw).sum())

@@ -96,7 +96,8 @@ class SegTrainerConfig:
     device: str = "cpu"
     class_weights: str = "none"
     """Cross-entropy class weights from the labelled pixels of the scene: ``none`` (the default), ``balanced``
-    (inverse frequency, ``n / (K · n_c)``) or ``sqrt`` (inverse square root of the frequency)
+    (inverse frequency, ``n / (K · n_c)``), ``sqrt`` (inverse square root of the frequency) or ``enet``
+    (``1 / ln(1.02 + n_c / n)``, bounded; Paszke et al. 2016)
     (:func:`geolesf.methods.unet.objectives.class_weights`). For a rare class such as buildings on 4 % of a scene."""
 
 
@@ -342,7 +343,7 @@ def train_segmenter(
     nodata pixels are ignored too. Class ids are the remaining label values, or ``class_ids``
     (sparse labels: classes may be given that few pixels carry). ``objective`` (default: full-mask
     cross-entropy) gives the loss and the per-epoch hook; ``extra_rasters`` are cropped with the target.
-    ``class_weights`` (``none``, ``balanced``, ``sqrt``): the objective's cross-entropy class weights, from the
+    ``class_weights`` (``none``, ``balanced``, ``sqrt``, ``enet``): the objective's cross-entropy class weights, from the
     labelled pixels of the whole scene (:func:`~geolesf.methods.unet.objectives.class_weights`).
     Returns a summary dict with the checkpoint path, its sha256 and the loss history.
     """

@@ -24,6 +24,8 @@ def test_class_weights_by_hand():
     # sqrt: 1/√n_c = (0.57735, 1) scaled so that 3·w0 + 1·w1 = 4: s = 4 / (3·0.57735 + 1) = 1.464102.
     s = 4 / (3 / math.sqrt(3) + 1)
     assert class_weights(target, 3, "sqrt") == pytest.approx([s / math.sqrt(3), s, 1.0])
+    # enet: 1 / ln(1.02 + p_c) with p = (0.75, 0.25) → 1/ln 1.77 = 1.751376, 1/ln 1.27 = 4.183805.
+    assert class_weights(target, 3, "enet") == pytest.approx([1.751376, 4.183805, 1.0], abs=1e-6)
     with pytest.raises(ConfigError, match="class_weights must be one of"):
         class_weights(target, 3, "inverse")
 
