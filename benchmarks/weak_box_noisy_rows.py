@@ -93,6 +93,8 @@ def rows(label_type: Any) -> dict[str, Any]:
         "noisy (GCE)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": False}, score=score_overruled),
         "noisy (GCE + reassign)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": True},
                                              score=score_overruled),
+        "noisy (GCE, CE warm-up)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": False, "warmup": 0.3},
+                                              score=score_overruled),
         "noisy (CE + reassign)": label_type(derive_noisy, "noisy", {"loss": "ce", "reassign": True},
                                             score=score_overruled),
     }

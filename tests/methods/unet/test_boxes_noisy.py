@@ -173,6 +173,30 @@ def test_boxes_end_to_end_from_a_geopackage(spacenet, tmp_path, capsys):
     assert len(polys) > 0 and polys.crs == crs and {"class_id", "class_name"} <= set(polys.columns)
 
 
+def test_recursive_boxes_end_to_end_map_and_polygons(spacenet, tmp_path, capsys):
+    """mode recursive (Simple Does It): labels.tif is round 0 (box centres, box rings unlabelled), one
+    pseudo-label round runs after epoch 1 of 2, the run writes the georeferenced map and polygonises."""
+    sn, mask, crs, transform = spacenet
+    boxes = write_boxes_gpkg(tmp_path / "boxes.gpkg", boxes_from_mask(mask, seed=0), crs=crs, transform=transform)
+    run = tmp_path / "run"
+    rc = main(["train", "--config", str(CONFIG), "--out", str(run), "--set", f"data.image={sn / 'sample_geotiff.tif'}",
+               "--set", f"data.labels={boxes}", "--set", "data.supervision=boxes",
+               "--set", "data.supervision_args={mode: recursive, rounds: 1}", *TINY])
+    assert rc == 0
+    sup = json.loads((run / "metrics.json").read_text())["supervision"]
+    assert sup["options"]["mode"] == "recursive" and "Simple Does It" in sup["loss"]
+    assert [r["epoch"] for r in sup["rounds"]] == [1]
+    with rasterio.open(run / "labels.tif") as lab:
+        start = lab.read(1)
+    in_box = start == 255
+    assert 0 < in_box.mean() < 0.1 and 0 < (start == 1).sum() < in_box.sum()  # centres: a fifth of each box
+    with rasterio.open(run / "classmap.tif") as dst:
+        assert dst.crs == crs and dst.transform == transform
+    capsys.readouterr()
+    assert main(["export", str(run / "classmap.tif"), "--gpkg", str(tmp_path / "map.gpkg")]) == 0
+    assert (tmp_path / "map.gpkg").is_file()
+
+
 def test_noisy_end_to_end_writes_overruled(spacenet, tmp_path, capsys):
     sn, mask, crs, transform = spacenet
     noisy, report = noisy_from_mask(mask, seed=0, boundary_px=2, drop_share=0.2, spurious_share=0.2)
