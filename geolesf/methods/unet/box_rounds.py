@@ -9,7 +9,8 @@ network's own predictions in rounds:
   scaled by √0.2 about its centre) is labelled with the box's class, the rest of the box is *ignored*
   (neither class nor background) — a tight box's centre is almost always the object, its corners
   often are not (:func:`initial_target`);
-* **each later round** (``rounds`` of them, evenly spread over the epochs): the current network predicts
+* **each later round** (``rounds`` of them, evenly spread over the epochs, or over those after the first
+  ``start`` share of them): the current network predicts
   the whole training scene and the prediction becomes the label (:func:`pseudo_target`) under the
   paper's three rules: (a) *box enforcing* — every pixel outside all boxes is background; (b) *outlier
   reset* — a box in which the predicted segment of its class covers less than ``min_fill`` of the box
@@ -112,11 +113,14 @@ def pseudo_target(probs: np.ndarray, ranges: np.ndarray, channels: np.ndarray, i
     return out, stats
 
 
-def round_epochs(epochs: int, rounds: int) -> list[int]:
-    """The epochs after which a pseudo-label round runs: ``rounds`` evenly spread, never after the last."""
+def round_epochs(epochs: int, rounds: int, start: float = 0.0) -> list[int]:
+    """The epochs after which a pseudo-label round runs: ``rounds`` evenly spread over the epochs after the first
+    ``start`` share of them (the first round after ``start · epochs``, rounded), never after the last."""
     if rounds <= 0 or epochs < 2:
         return []
-    picks = {int(round(epochs * (i + 1) / (rounds + 1))) for i in range(rounds)}
+    first = start * epochs
+    picks = {int(round(first + (epochs - first) * i / rounds)) if start > 0
+             else int(round(epochs * (i + 1) / (rounds + 1))) for i in range(rounds)}
     return sorted(e for e in picks if 1 <= e < epochs)
 
 

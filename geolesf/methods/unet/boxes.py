@@ -63,7 +63,7 @@ from geolesf.methods.unet.objectives import IGNORE, UNLABELLED, LabelRasters, Ob
 
 DEFAULTS = {"mode": "boxinst", "lambda_proj": 1.0, "lambda_pair": 1.0, "theta": DEFAULT_THETA, "tau": DEFAULT_TAU,
             "dilation": 2, "warmup_steps": 100, "smooth_max": 0.0, "fill_rate": 0.0,
-            "inner": 0.2, "rounds": 2, "min_fill": 0.5, "confidence": 0.0}
+            "inner": 0.2, "rounds": 2, "min_fill": 0.5, "confidence": 0.0, "start": 0.0}
 """``data.supervision_args`` of ``boxes``: ``mode`` ``boxinst`` (projection + pairwise) or ``fill`` (the
 "box interior = class" baseline); loss weights; colour scale θ and edge threshold τ; the pairwise
 dilation; ``warmup_steps``, the optimiser steps over which the pairwise weight ramps from 0 to λ_pair;
@@ -73,7 +73,8 @@ pixels of each box. Both are off by default (BoxInst as published). ``mode: recu
 :mod:`geolesf.methods.unet.box_rounds`): ``inner``, the share of each box's area (its centred inner rectangle)
 labelled as the class in round 0, the rest of the box ignored; ``rounds`` pseudo-label rounds; ``min_fill``, a
 box whose predicted class covers less of it is reset to its round-0 labels; ``confidence``, in-box pixels whose
-top probability is lower are ignored."""
+top probability is lower are ignored; ``start``, the share of the epochs before the first round (0: rounds evenly
+spread over the whole run)."""
 MODES = ("boxinst", "fill", "recursive")
 
 
@@ -213,7 +214,7 @@ class BoxObjective(Objective):
         if epoch == 0:
             self.initial = state.rasters["target"].copy()
             return
-        if epoch not in round_epochs(getattr(state, "epochs", 0), int(self.options["rounds"])):
+        if epoch not in round_epochs(getattr(state, "epochs", 0), int(self.options["rounds"]), self.options["start"]):
             return
         recalibrate_batchnorm(state.model, state.image, state.chip, device=state.device)
         probs = scene_probabilities(state.model, state.image, device=state.device)

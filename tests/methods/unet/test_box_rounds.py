@@ -81,6 +81,8 @@ def test_round_epochs():
     assert round_epochs(30, 2) == [10, 20]
     assert round_epochs(2, 5) == [1]
     assert round_epochs(1, 2) == [] and round_epochs(10, 0) == []
+    # start 0.5: the first round after half the epochs, the rest evenly over the second half
+    assert round_epochs(30, 2, 0.5) == [15, 22] and round_epochs(15, 1, 0.5) == [8]
 
 
 def test_scene_probabilities_tiles_and_pads():
