@@ -25,7 +25,9 @@ a larger one decides its pixels. The paper trains each round to convergence from
 weights; here the rounds continue one training run (one learning-rate schedule). Before each round's
 prediction the BatchNorm statistics are re-estimated with the current weights
 (:mod:`geolesf.methods.unet.calibration`), so the evaluation-mode prediction is the one the weights
-make.
+make. With cross-entropy class weights (``trainer.class_weights``) the probabilities are corrected back to
+the unweighted posterior before the argmax (:func:`prior_corrected`): a class-weighted network over-predicts
+its up-weighted classes, and the rounds would grow every object to its box.
 """
 
 from __future__ import annotations
@@ -111,6 +113,16 @@ def pseudo_target(probs: np.ndarray, ranges: np.ndarray, channels: np.ndarray, i
              "box_pixels_object": float(objects.sum() / max(inside.sum(), 1)),
              "box_pixels_ignored": float(((out == IGNORE) & inside).sum() / max(inside.sum(), 1))}
     return out, stats
+
+
+def prior_corrected(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Class probabilities ``(K, H, W)`` of a network trained with cross-entropy class weights ``w`` ``(K,)``,
+    corrected back to the unweighted posterior: weighting class ``c`` by ``w_c`` multiplies its prior, so the
+    weighted network estimates ``∝ w_c · p(c | x)``; dividing by ``w_c`` and renormalising undoes that (the prior
+    adjustment of Saerens, Latinne & Decaestecker, Neural Computation 2002)."""
+    w = np.asarray(weights, dtype=np.float64).reshape(-1, 1, 1)
+    p = probs.astype(np.float64) / np.maximum(w, 1e-12)
+    return (p / np.maximum(p.sum(0, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def round_epochs(epochs: int, rounds: int, start: float = 0.0) -> list[int]:

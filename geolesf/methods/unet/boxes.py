@@ -57,7 +57,13 @@ from geolesf.losses.box import (
     pixel_ranges,
     projection_loss,
 )
-from geolesf.methods.unet.box_rounds import initial_target, pseudo_target, round_epochs, scene_probabilities
+from geolesf.methods.unet.box_rounds import (
+    initial_target,
+    prior_corrected,
+    pseudo_target,
+    round_epochs,
+    scene_probabilities,
+)
 from geolesf.methods.unet.calibration import recalibrate_batchnorm
 from geolesf.methods.unet.objectives import IGNORE, UNLABELLED, LabelRasters, Objective, check_args, class_lookup
 
@@ -218,6 +224,9 @@ class BoxObjective(Objective):
             return
         recalibrate_batchnorm(state.model, state.image, state.chip, device=state.device)
         probs = scene_probabilities(state.model, state.image, device=state.device)
+        weight = getattr(self, "class_weights", None)
+        if weight is not None:  # a class-weighted network's posteriors ∝ w_c · p(c|x): undo the weights' prior shift
+            probs = prior_corrected(probs, weight.detach().cpu().numpy())
         target, stats = pseudo_target(probs, self.scene.ranges, self.channels, self.initial,
                                       self.class_ids.index(self.background), min_fill=self.options["min_fill"],
                                       confidence=self.options["confidence"])

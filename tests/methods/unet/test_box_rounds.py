@@ -12,6 +12,7 @@ from geolesf.methods.unet.box_rounds import (
     IGNORE,
     initial_target,
     inner_ranges,
+    prior_corrected,
     pseudo_target,
     round_epochs,
     scene_probabilities,
@@ -77,6 +78,14 @@ def test_pseudo_mask_ignores_unsure_and_disallowed_classes():
     assert target.tolist() == [[0, 0, 0, 0], [0, 1, I, 0], [0, I, 0, 0], [0, 0, 0, 0]]
 
 
+def test_prior_correction_undoes_class_weights():
+    # weights (1, 3): (0.5, 0.5) → ∝ (0.5, 0.5 / 3) → (0.75, 0.25); (0.1, 0.9) → ∝ (0.1, 0.3) → (0.25, 0.75)
+    probs = np.array([[[0.5, 0.1]], [[0.5, 0.9]]], dtype=np.float32)
+    out = prior_corrected(probs, np.array([1.0, 3.0]))
+    assert np.allclose(out[:, 0, 0], [0.75, 0.25]) and np.allclose(out[:, 0, 1], [0.25, 0.75])
+    assert np.allclose(prior_corrected(probs, np.array([2.0, 2.0])), probs)
+
+
 def test_round_epochs():
     assert round_epochs(30, 2) == [10, 20]
     assert round_epochs(2, 5) == [1]
@@ -127,3 +136,13 @@ def test_recursive_objective_rewrites_the_target_at_the_round_epochs():
     target = torch.zeros(1, 4, 4, dtype=torch.long)
     loss, _ = obj.loss(logits, None, {"target": target})
     assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, target).item())
+
+
+def test_class_weights_follow_the_pseudo_labels():
+    """Balanced weights of the old target (8 background, 2 object: 10/16, 10/4) → those of the new (6, 4): 10/12, 10/8."""
+    obj = BoxObjective(background=0, mode="recursive")
+    obj.class_weights = torch.tensor([10 / 16, 10 / 4])
+    old = np.array([0] * 8 + [1] * 2 + [I] * 3)
+    new = np.array([0] * 6 + [1] * 4 + [I] * 3)
+    obj._reweight(old, new)
+    assert torch.allclose(obj.class_weights, torch.tensor([10 / 12, 10 / 8]))
