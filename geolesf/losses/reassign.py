@@ -11,7 +11,8 @@ the spec's choice.
 ``prediction`` (optional, the segmentation head's detached argmax) makes the re-assignment
 *agree with the classifier*: the prototypes are the means of the pixels whose prediction agrees with
 their label (the spec's "confident pixels": labelled and predicted alike), and a pixel is re-assigned
-only when the prototype's class is also the class the network predicts there. Without it (the
+only when the prototype's class is also the class the network predicts there (and its own label's class
+has a prototype to compare with). Without it (the
 spec's form) prototypes average every labelled pixel, wrong labels included, and on a noisy full map
 re-assignment can feed on itself (measured on SpaceNet: 50–57 % of the map overruled).
 """
@@ -59,8 +60,9 @@ def reassign_labels(emb: torch.Tensor, labels: torch.Tensor, allowed: torch.Tens
     lab = labels.flatten(1)
     has_any = cand.any(1, keepdim=True)
     moved = (lab != ignore_index) & (conf > threshold) & (best != lab) & has_any
-    if prediction is not None:
-        moved &= best == prediction.flatten(1)
+    if prediction is not None:  # and the pixel's own class has a prototype: a lone prototype wins every softmax
+        own = torch.gather(cand, 1, torch.where(lab == ignore_index, torch.zeros_like(lab), lab).long())
+        moved &= (best == prediction.flatten(1)) & own
     new = torch.where(moved, best, lab)
     shape = labels.shape
     return new.reshape(shape), moved.reshape(shape)
@@ -68,10 +70,11 @@ def reassign_labels(emb: torch.Tensor, labels: torch.Tensor, allowed: torch.Tens
 
 def label_reassign_loss(seg_logits: torch.Tensor, emb: torch.Tensor, labels: torch.Tensor, allowed: torch.Tensor, *,
                         temperature: float = 0.1, threshold: float = 0.9, ignore_index: int = 255,
-                        agree: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                        agree: bool = False, prediction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_LR, reassigned mask)``: cross-entropy of ``seg_logits`` ``(B, K, h, w)`` on re-assigned pixels;
-    ``agree``: only where the classifier (``seg_logits``' argmax) predicts the prototype's class."""
-    pred = seg_logits.detach().argmax(1) if agree else None
+    ``agree``: only where the classifier predicts the prototype's class — ``prediction`` ``(B, h, w)`` when given
+    (e.g. confident pixels only, −1 elsewhere), else ``seg_logits``' argmax."""
+    pred = (seg_logits.detach().argmax(1) if prediction is None else prediction) if agree else None
     new, moved = reassign_labels(emb, labels, allowed, temperature=temperature, threshold=threshold,
                                  ignore_index=ignore_index, prediction=pred)
     if not moved.any():

@@ -18,6 +18,13 @@ network's own predictions in rounds:
   used (deviation: no CRF dependency; instead pixels whose top class probability is below
   ``confidence`` are ignored, the uncertain band the CRF would otherwise decide).
 
+Round 0 from the image (``init: randomwalk``, in the manner of the paper's GrabCut variants, which beat Box^i
+there): the Box^i labels seed a random walk (Grady 2006) inside each box — the box centre as the object, the
+background just outside the box — and the walk's confident pixels (``confidence``, at least 0.5) label the box
+ring; a box whose object share stays below ``min_fill`` keeps its Box^i labels
+(:func:`random_walk_probabilities_in_boxes` then :func:`pseudo_target`). GrabCut itself is not used (no
+OpenCV colour-model dependency on any band count).
+
 Semantic deviations (the paper trains one class per box for PASCAL objects): a pixel inside boxes is
 labelled with the predicted class only when that class is allowed there — background, or the class of a
 box covering it — otherwise it is ignored; boxes are painted largest first so a smaller box on top of
@@ -113,6 +120,31 @@ def pseudo_target(probs: np.ndarray, ranges: np.ndarray, channels: np.ndarray, i
              "box_pixels_object": float(objects.sum() / max(inside.sum(), 1)),
              "box_pixels_ignored": float(((out == IGNORE) & inside).sum() / max(inside.sum(), 1))}
     return out, stats
+
+
+def random_walk_probabilities_in_boxes(image: np.ndarray, seeds: np.ndarray, ranges: np.ndarray, num_classes: int,
+                                       *, beta: float = 10.0, margin: int = 2,
+                                       valid: np.ndarray | None = None) -> np.ndarray:
+    """``(K, H, W)`` class probabilities: one-hot where ``seeds`` (class index, :data:`IGNORE`) is labelled, and
+    inside each box the random walk of Grady (2006, :func:`geolesf.data.propagation.random_walk_probabilities`)
+    from the seeds of the box's window (the box grown by ``margin`` px: its centre and the background around
+    it); boxes solved largest first, so a smaller box decides the pixels it shares with a larger one."""
+    from geolesf.data.propagation import random_walk_probabilities
+
+    k, (h, w) = num_classes, seeds.shape
+    out = np.zeros((k, h, w), dtype=np.float32)
+    rows, cols = np.nonzero(seeds != IGNORE)
+    out[seeds[rows, cols], rows, cols] = 1.0
+    ok = np.ones((h, w), dtype=bool) if valid is None else valid.astype(bool)
+    r = np.asarray(ranges, dtype=np.int64).reshape(-1, 4)
+    for i in _area_order(r):
+        c0, r0, c1, r1 = r[i]
+        y0, y1, x0, x1 = max(r0 - margin, 0), min(r1 + margin + 1, h), max(c0 - margin, 0), min(c1 + margin + 1, w)
+        win = (slice(y0, y1), slice(x0, x1))
+        prob = random_walk_probabilities(image[(slice(None), *win)], seeds[win], k, beta=beta, valid=ok[win])
+        box = (slice(r0 - y0, r1 - y0 + 1), slice(c0 - x0, c1 - x0 + 1))
+        out[:, r0:r1 + 1, c0:c1 + 1] = prob[(slice(None), *box)]
+    return out
 
 
 def prior_corrected(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:

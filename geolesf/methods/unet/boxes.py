@@ -61,6 +61,7 @@ from geolesf.methods.unet.box_rounds import (
     initial_target,
     prior_corrected,
     pseudo_target,
+    random_walk_probabilities_in_boxes,
     round_epochs,
     scene_probabilities,
 )
@@ -69,7 +70,7 @@ from geolesf.methods.unet.objectives import IGNORE, UNLABELLED, LabelRasters, Ob
 
 DEFAULTS = {"mode": "boxinst", "lambda_proj": 1.0, "lambda_pair": 1.0, "theta": DEFAULT_THETA, "tau": DEFAULT_TAU,
             "dilation": 2, "warmup_steps": 100, "smooth_max": 0.0, "fill_rate": 0.0,
-            "inner": 0.2, "rounds": 2, "min_fill": 0.5, "confidence": 0.0, "start": 0.0}
+            "inner": 0.2, "rounds": 2, "min_fill": 0.5, "confidence": 0.0, "start": 0.0, "init": "box_i", "beta": 10.0}
 """``data.supervision_args`` of ``boxes``: ``mode`` ``boxinst`` (projection + pairwise) or ``fill`` (the
 "box interior = class" baseline); loss weights; colour scale θ and edge threshold τ; the pairwise
 dilation; ``warmup_steps``, the optimiser steps over which the pairwise weight ramps from 0 to λ_pair;
@@ -80,7 +81,8 @@ pixels of each box. Both are off by default (BoxInst as published). ``mode: recu
 labelled as the class in round 0, the rest of the box ignored; ``rounds`` pseudo-label rounds; ``min_fill``, a
 box whose predicted class covers less of it is reset to its round-0 labels; ``confidence``, in-box pixels whose
 top probability is lower are ignored; ``start``, the share of the epochs before the first round (0: rounds evenly
-spread over the whole run)."""
+spread over the whole run); ``init`` ``box_i`` (round 0 = Box^i) or ``randomwalk`` (Box^i spread inside each box
+by the random walk of Grady 2006, edge weight ``beta``)."""
 MODES = ("boxinst", "fill", "recursive")
 
 
@@ -143,6 +145,8 @@ class BoxObjective(Objective):
     def __init__(self, background: int = 0, **options: Any) -> None:
         self.background = int(background)
         self.options = dict(DEFAULTS, **options)
+        if self.options["init"] not in ("box_i", "randomwalk"):
+            raise ConfigError(f"data.supervision_args.init: expected box_i or randomwalk, found '{self.options['init']}'")
         if self.options["mode"] not in MODES:
             raise ConfigError(f"data.supervision_args.mode: expected one of {', '.join(MODES)}, "
                               f"found '{self.options['mode']}'")
@@ -177,6 +181,8 @@ class BoxObjective(Objective):
                 raise DataError(f"boxes: the background class {self.background} is not in data.class_names")
             start = initial_target(scene.ranges, self.channels, shape, self.class_ids.index(self.background),
                                    self.options["inner"])
+            if self.options["init"] == "randomwalk":
+                start = self._random_walk_start(data.image, start)
             lut = np.asarray(self.class_ids, dtype=np.uint8)
             filled = np.where(start == IGNORE, UNLABELLED, lut[np.maximum(start, 0)]).astype(np.uint8)
         path = Path(write_cog(out / "labels.tif", filled, crs=crs, transform=transform, nodata=UNLABELLED,
@@ -214,6 +220,22 @@ class BoxObjective(Objective):
             self._pseudo_round(epoch, state)
         if epoch == getattr(state, "epochs", -1):  # after the last epoch (every mode, so the baseline gets it too)
             self.calibrated_chips = recalibrate_batchnorm(state.model, state.image, state.chip, device=state.device)
+
+    def _random_walk_start(self, image: Any, seeds: np.ndarray) -> np.ndarray:
+        """Round 0 from the image: the Box^i labels spread inside each box by the random walk (z-scored bands)."""
+        import rasterio
+
+        with rasterio.open(image) as src:
+            bands, valid = src.read().astype(np.float32), src.dataset_mask() > 0
+        pix = bands[:, valid]
+        z = (bands - pix.mean(1)[:, None, None]) / (pix.std(1)[:, None, None] + 1e-6)
+        probs = random_walk_probabilities_in_boxes(z, np.where(valid, seeds, IGNORE), self.scene.ranges,
+                                                   len(self.class_ids), beta=self.options["beta"], valid=valid)
+        target, stats = pseudo_target(probs, self.scene.ranges, self.channels, seeds,
+                                      self.class_ids.index(self.background), min_fill=self.options["min_fill"],
+                                      confidence=max(0.5, self.options["confidence"]))
+        self.rounds.append({"epoch": 0, "init": "randomwalk", **stats})
+        return np.where(valid, target, IGNORE)
 
     def _pseudo_round(self, epoch: int, state: Any) -> None:
         """Recursive mode: keep the round-0 target (epoch 0); at the round epochs, predictions → the new target."""

@@ -5,6 +5,7 @@ overruled.tif)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +22,13 @@ from geolesf.errors import ConfigError
 from geolesf.io.labels import rasterize_labels
 from geolesf.losses.box import colour_similarity, pairwise_loss, projection_loss
 from geolesf.methods.unet.boxes import BoxObjective, SceneBoxes, box_objective
-from geolesf.methods.unet.noisy import HeadInput, NoisyObjective, noisy_objective, overruled_stats
+from geolesf.methods.unet.noisy import (
+    HeadInput,
+    NoisyObjective,
+    confident_prediction,
+    noisy_objective,
+    overruled_stats,
+)
 from geolesf.methods.unet.objectives import IGNORE, make_objective
 from geolesf.methods.unet.model import unet
 
@@ -119,13 +126,31 @@ def test_noisy_objective_reassigns_a_flipped_pixel_and_drops_its_noisy_label():
     _, stats = agreeing.loss(says_one, None, {"target": target})
     assert stats["reassigned_share"] == 0
     says_zero = logits.clone()
-    says_zero[0, 0, 1, 0] = says_zero[0, 1, 1, 0] + 1
+    says_zero[0, 0, 1, 0] = says_zero[0, 1, 1, 0] + 1  # p(0) = e / (1 + e) = 0.73: not confident (threshold 0.9)
+    _, stats = agreeing.loss(says_zero, None, {"target": target})
+    assert stats["reassigned_share"] == 0
+    says_zero[0, 0, 1, 0] = says_zero[0, 1, 1, 0] + 3  # p(0) = 0.953: confident
     _, stats = agreeing.loss(says_zero, None, {"target": target})
     assert stats["reassigned_share"] == pytest.approx(1 / 16)
+    # class weights (1, 19): the corrected p(0) = 0.953 / (0.953 + 0.047 / 19) = 0.9974 stays confident; weights
+    # (19, 1) bring it to 0.953 / 19 / (0.953 / 19 + 0.047) = 0.516: no longer confident, not moved
+    agreeing.class_weights = torch.tensor([19.0, 1.0])
+    _, stats = agreeing.loss(says_zero, None, {"target": target})
+    assert stats["reassigned_share"] == 0
     plain = NoisyObjective(loss="gce", q=0.7, reassign=False)
     loss, _ = plain.loss(logits, None, {"target": target})
     p_y = F.softmax(logits, 1).gather(1, target[:, None]).squeeze(1)
     assert loss.item() == pytest.approx(((1 - p_y ** 0.7) / 0.7).mean().item(), abs=1e-6)
+
+
+def test_confident_prediction_by_hand():
+    # logits (0, ln 3) → p = (0.25, 0.75); weights (1, 3) → ∝ (0.25, 0.25) → (0.5, 0.5)
+    logits = torch.tensor([0.0, math.log(3)]).reshape(1, 2, 1, 1)
+    assert confident_prediction(logits, None, 0.7).item() == 1
+    assert confident_prediction(logits, None, 0.8).item() == -1
+    assert confident_prediction(logits, torch.tensor([1.0, 3.0]), 0.5).item() in (0, 1)
+    assert confident_prediction(logits, torch.tensor([1.0, 3.0]), 0.51).item() == -1
+    assert confident_prediction(logits, torch.tensor([1.0, 9.0]), 0.7).item() == 0  # ∝ (0.25, 0.083) → 0.75
 
 
 def test_overruled_stats_by_hand():
