@@ -38,6 +38,9 @@ BOX_ARGS: dict[str, Any] = {}
 SDI_ARGS: dict[str, Any] = {}
 """``data.supervision_args`` of the ``boxes (Simple Does It)`` row besides ``mode: recursive`` (the defaults of
 geolesf/methods/unet/boxes.py: inner 20 % of each box, 2 rounds, reset below 50 % fill)."""
+RW_ARGS: dict[str, Any] = {"init": "randomwalk", "rounds": 0}
+"""The ``boxes (random-walk pseudo-masks)`` row: round 0 from the image (Box^i spread in each box by the random
+walk), no network rounds."""
 NOISE: dict[str, Any] = {"boundary_px": 3, "drop_share": 0.2, "wrong_class_share": 0.2, "spurious_share": 0.3,
                          "spurious_radius": (3, 8)}
 """Noise model of the ``noisy`` rows (:func:`geolesf.data.weak_labels_box.noisy_from_mask`)."""
@@ -80,15 +83,44 @@ def score_overruled(run: Path, scene: dict[str, Any], labels: Path) -> dict[str,
             "input_wrong_share": float(wrong.sum() / max(labelled.sum(), 1))}
 
 
+def score_box_labels(run: Path, scene: dict[str, Any], labels: Path) -> dict[str, Any]:
+    """How good the labels the box run trained on first are (its ``labels.tif``: the filled boxes, or round 0 of
+    the recursive mode, 255 = ignored) against the training half's full mask, inside the boxes:
+    ``box_label_accuracy`` — the share of labelled in-box pixels whose label is right; ``box_label_ignored`` — the
+    share of in-box pixels left unlabelled; ``box_label_object_IoU`` — IoU of the labels' objects (any
+    non-background class) with the mask's objects over the in-box pixels (ignored pixels count as background)."""
+    import rasterio
+
+    from geolesf.methods.unet.boxes import fill_mask, read_scene_boxes
+
+    with rasterio.open(run / "labels.tif") as src:
+        lab = src.read(1)
+    clean = scene["train_array"]
+    boxes = read_scene_boxes(labels, scene["train_image"], label_field="class", name_to_id=None, background=0)
+    inside = fill_mask(boxes, lab.shape, 0) != 0
+    known = inside & (clean != 255)
+    labelled = known & (lab != 255)
+    obj_lab, obj_true = (lab != 0) & (lab != 255), clean != 0
+    inter = int((known & obj_lab & obj_true).sum())
+    union = int((known & (obj_lab | obj_true)).sum())
+    return {"box_label_accuracy": float((lab[labelled] == clean[labelled]).mean()) if labelled.any() else None,
+            "box_label_ignored": float(1 - labelled.sum() / max(known.sum(), 1)),
+            "box_label_object_IoU": inter / max(union, 1)}
+
+
 def rows(label_type: Any) -> dict[str, Any]:
     """The rows, built with the benchmark's ``LabelType(derive, supervision, args)``."""
     return {
         "boxes": label_type(derive_boxes, "boxes", dict(BOX_ARGS)),
         "boxes (projection only)": label_type(derive_boxes, "boxes", {**BOX_ARGS, "lambda_pair": 0.0}),
         "boxes + filling rate": label_type(derive_boxes, "boxes", {**BOX_ARGS, "fill_rate": 0.5}),
-        "boxes (Simple Does It)": label_type(derive_boxes, "boxes", {"mode": "recursive", **SDI_ARGS}),
-        "boxes (Box^i, no rounds)": label_type(derive_boxes, "boxes", {"mode": "recursive", **SDI_ARGS, "rounds": 0}),
-        "box interior = class": label_type(derive_boxes, "boxes", {"mode": "fill"}),
+        "boxes (Simple Does It)": label_type(derive_boxes, "boxes", {"mode": "recursive", **SDI_ARGS},
+                                             score=score_box_labels),
+        "boxes (random-walk pseudo-masks)": label_type(derive_boxes, "boxes", {"mode": "recursive", **RW_ARGS},
+                                                       score=score_box_labels),
+        "boxes (Box^i, no rounds)": label_type(derive_boxes, "boxes", {"mode": "recursive", **SDI_ARGS, "rounds": 0},
+                                               score=score_box_labels),
+        "box interior = class": label_type(derive_boxes, "boxes", {"mode": "fill"}, score=score_box_labels),
         "noisy (CE)": label_type(derive_noisy, "noisy", {"loss": "ce", "reassign": False}, score=score_overruled),
         "noisy (GCE)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": False}, score=score_overruled),
         "noisy (GCE + reassign)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": True},
