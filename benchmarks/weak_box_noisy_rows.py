@@ -41,6 +41,8 @@ geolesf/methods/unet/boxes.py: inner 20 % of each box, 2 rounds, reset below 50 
 RW_ARGS: dict[str, Any] = {"init": "randomwalk", "rounds": 0}
 """The ``boxes (random-walk pseudo-masks)`` row: round 0 from the image (Box^i spread in each box by the random
 walk), no network rounds."""
+OVERRULE = {"overrule_confidence": 0.9}
+"""The noisy rows' ``overruled.tif``: 1 where the prediction differs from the input with a probability ≥ 0.9."""
 NOISE: dict[str, Any] = {"boundary_px": 3, "drop_share": 0.2, "wrong_class_share": 0.2, "spurious_share": 0.3,
                          "spurious_radius": (3, 8)}
 """Noise model of the ``noisy`` rows (:func:`geolesf.data.weak_labels_box.noisy_from_mask`)."""
@@ -65,8 +67,10 @@ def derive_noisy(mask: np.ndarray, seed: int, grid: tuple[Any, Any], folder: Pat
 
 def score_overruled(run: Path, scene: dict[str, Any], labels: Path) -> dict[str, Any]:
     """How right the run's ``overruled.tif`` is, against the training half's full mask: ``overruled_precision`` —
-    the share of overruled pixels whose input (noisy) label was wrong; ``overruled_recall`` — the share of wrong
-    input pixels that were overruled; ``overruled_share`` — overruled / labelled input pixels."""
+    the share of overruled pixels (value 1: the prediction differs with probability ≥ the row's
+    ``overrule_confidence``) whose input (noisy) label was wrong; ``overruled_recall`` — the share of wrong
+    input pixels that were overruled; ``overruled_share`` — overruled / labelled input pixels; the ``differs_*``
+    numbers the same for every pixel where the prediction differs (values 1 and 2)."""
     import rasterio
 
     with rasterio.open(run / "overruled.tif") as src:
@@ -75,12 +79,14 @@ def score_overruled(run: Path, scene: dict[str, Any], labels: Path) -> dict[str,
         noisy = src.read(1)
     clean = scene["train_array"]
     labelled = (over != 255) & (clean != 255)
-    overruled, wrong = labelled & (over == 1), labelled & (noisy != clean)
-    hit = int((overruled & wrong).sum())
-    return {"overruled_share": float(overruled.sum() / max(labelled.sum(), 1)),
-            "overruled_precision": hit / max(int(overruled.sum()), 1),
-            "overruled_recall": hit / max(int(wrong.sum()), 1),
-            "input_wrong_share": float(wrong.sum() / max(labelled.sum(), 1))}
+    wrong = labelled & (noisy != clean)
+    out: dict[str, Any] = {"input_wrong_share": float(wrong.sum() / max(labelled.sum(), 1))}
+    for key, overruled in (("overruled", labelled & (over == 1)), ("differs", labelled & (over >= 1))):
+        hit = int((overruled & wrong).sum())  # "overruled": confident (1); "differs": any disagreement (1 or 2)
+        out.update({f"{key}_share": float(overruled.sum() / max(labelled.sum(), 1)),
+                    f"{key}_precision": hit / max(int(overruled.sum()), 1),
+                    f"{key}_recall": hit / max(int(wrong.sum()), 1)})
+    return out
 
 
 def score_box_labels(run: Path, scene: dict[str, Any], labels: Path) -> dict[str, Any]:
@@ -121,12 +127,15 @@ def rows(label_type: Any) -> dict[str, Any]:
         "boxes (Box^i, no rounds)": label_type(derive_boxes, "boxes", {"mode": "recursive", **SDI_ARGS, "rounds": 0},
                                                score=score_box_labels),
         "box interior = class": label_type(derive_boxes, "boxes", {"mode": "fill"}, score=score_box_labels),
-        "noisy (CE)": label_type(derive_noisy, "noisy", {"loss": "ce", "reassign": False}, score=score_overruled),
-        "noisy (GCE)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": False}, score=score_overruled),
-        "noisy (GCE + reassign)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": True},
+        "noisy (CE)": label_type(derive_noisy, "noisy", {"loss": "ce", "reassign": False, **OVERRULE},
+                                 score=score_overruled),
+        "noisy (GCE)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": False, **OVERRULE},
+                                  score=score_overruled),
+        "noisy (GCE + reassign)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": True, **OVERRULE},
                                              score=score_overruled),
-        "noisy (GCE, CE warm-up)": label_type(derive_noisy, "noisy", {"loss": "gce", "reassign": False, "warmup": 0.3},
+        "noisy (GCE, CE warm-up)": label_type(derive_noisy, "noisy",
+                                              {"loss": "gce", "reassign": False, "warmup": 0.3, **OVERRULE},
                                               score=score_overruled),
-        "noisy (CE + reassign)": label_type(derive_noisy, "noisy", {"loss": "ce", "reassign": True},
+        "noisy (CE + reassign)": label_type(derive_noisy, "noisy", {"loss": "ce", "reassign": True, **OVERRULE},
                                             score=score_overruled),
     }

@@ -62,14 +62,14 @@ from geolesf.methods.unet.calibration import recalibrate_batchnorm
 from geolesf.methods.unet.objectives import IGNORE, LabelRasters, MaskObjective, check_args
 
 DEFAULTS = {"loss": "ce", "q": 0.7, "reassign": False, "lambda_lr": 1.0, "temperature": 0.1, "threshold": 0.9,
-            "reassign_from_epoch": 2, "agree": True, "warmup": 0.0}
+            "reassign_from_epoch": 2, "agree": True, "warmup": 0.0, "overrule_confidence": 0.0}
 """``data.supervision_args`` of ``noisy`` (``agree``: re-assign only where the classifier agrees; ``warmup``:
 share of the epochs trained with CE before GCE). The defaults are what measured best on the SpaceNet benchmark
 (docs/weak_supervision.md): plain cross-entropy, no re-assignment — GCE fit slower in the short budget
 and the label-reassign loss fed on itself; both stay available (``loss: gce``, ``reassign: true``)."""
 LOSSES = ("ce", "gce")
-OVERRULED_NAMES = {0: "kept", 1: "overruled"}
-OVERRULED_COLORS = {0: (220, 220, 220), 1: (215, 25, 28)}
+OVERRULED_NAMES = {0: "kept", 1: "overruled", 2: "unsure"}
+OVERRULED_COLORS = {0: (220, 220, 220), 1: (215, 25, 28), 2: (253, 174, 97)}
 
 
 class HeadInput:
@@ -161,9 +161,12 @@ class NoisyObjective(MaskObjective):
                                "batchnorm_recalibrated_on_chips": self.run.get("calibrated_chips", 0)}
         model = self.run.get("out", Path("-")) / "model.pt"
         if model.is_file():
+            weight = self._weights()
             rep["overruled"] = write_overruled(model, self.run["image"], self.run["labels"],
                                                self.run["out"] / "overruled.tif", ignore_value=self.run["ignore"],
-                                               device=self.run.get("device", "cpu"))
+                                               device=self.run.get("device", "cpu"),
+                                               confidence=float(o["overrule_confidence"]),
+                                               class_weights=None if weight is None else weight.cpu().numpy())
         return rep
 
 
@@ -201,9 +204,36 @@ def overruled_stats(pred: np.ndarray, labels: np.ndarray, labelled: np.ndarray,
     return over, stats
 
 
+def _predict_with_confidence(pm: Any, image: Any, device: str, weights: np.ndarray | None) -> tuple[Any, ...]:
+    """``(class map, its nodata, crs, transform, probability of the predicted class)`` of ``image``; the
+    probabilities corrected back to the unweighted posterior when the run used class ``weights``."""
+    import rasterio
+
+    from geolesf.predict.tiled import predict_raster
+
+    with tempfile.TemporaryDirectory() as tmp:
+        predict_raster(image, pm, Path(tmp) / "pred.tif", device=device, progress=False, qml=False,
+                       probabilities=Path(tmp) / "probs.tif")
+        with rasterio.open(Path(tmp) / "pred.tif") as src:
+            pred, pred_nd, crs, transform = src.read(1), src.nodata, src.crs, src.transform
+        with rasterio.open(Path(tmp) / "probs.tif") as src:
+            probs = np.nan_to_num(src.read().astype(np.float64))
+    if weights is not None:
+        probs = probs / np.asarray(weights, dtype=np.float64).reshape(-1, 1, 1)
+        probs = probs / np.maximum(probs.sum(0, keepdims=True), 1e-12)
+    lut = np.zeros(max(256, int(pred.max()) + 1), dtype=np.int64)
+    lut[list(pm.class_ids)] = np.arange(len(pm.class_ids))
+    p_pred = np.take_along_axis(probs, lut[pred][None], 0)[0]
+    return pred, pred_nd, crs, transform, p_pred
+
+
 def write_overruled(checkpoint: Path, image: Any, labels: Any, out: Path, *, ignore_value: int | None,
-                    device: str = "cpu") -> dict[str, Any]:
-    """Predict ``image`` with ``checkpoint``, compare with the input ``labels``; write ``out`` (+ ``.qml``)."""
+                    device: str = "cpu", confidence: float = 0.0,
+                    class_weights: np.ndarray | None = None) -> dict[str, Any]:
+    """Predict ``image`` with ``checkpoint``, compare with the input ``labels``; write ``out`` (+ ``.qml``).
+
+    ``confidence`` > 0: an overruled pixel whose predicted class has a (class-weight corrected) probability
+    below it is written as 2 ("unsure") instead of 1 and left out of the overruled counts."""
     import rasterio
 
     from geolesf.io.atomic import atomic_path
@@ -212,10 +242,14 @@ def write_overruled(checkpoint: Path, image: Any, labels: Any, out: Path, *, ign
     from geolesf.predict.model import load_predict_model
 
     pm = load_predict_model(checkpoint)
-    with tempfile.TemporaryDirectory() as tmp:
-        pred_tif = predict_map(pm, image, Path(tmp) / "pred.tif", device=device, qml=False)
-        with rasterio.open(pred_tif) as src:
-            pred, pred_nd, crs, transform = src.read(1), src.nodata, src.crs, src.transform
+    p_pred = None
+    if confidence > 0:
+        pred, pred_nd, crs, transform, p_pred = _predict_with_confidence(pm, image, device, class_weights)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            pred_tif = predict_map(pm, image, Path(tmp) / "pred.tif", device=device, qml=False)
+            with rasterio.open(pred_tif) as src:
+                pred, pred_nd, crs, transform = src.read(1), src.nodata, src.crs, src.transform
     with rasterio.open(labels) as lab:
         truth, nodata = lab.read(1), lab.nodata
     ignore = nodata if ignore_value is None else ignore_value
@@ -224,13 +258,22 @@ def write_overruled(checkpoint: Path, image: Any, labels: Any, out: Path, *, ign
         labelled &= pred != pred_nd
     names = {int(i): str(n) for i, n in zip(pm.class_ids, pm.class_names)}
     over, stats = overruled_stats(pred, truth, labelled, names)
+    values = [0, 1]
+    if p_pred is not None:
+        unsure = (over == 1) & (p_pred < confidence)
+        over, stats = overruled_stats(np.where(unsure, truth, pred), truth, labelled, names)
+        over[unsure] = 2
+        stats.update(confidence=confidence, unsure_pixels=int(unsure.sum()),
+                     unsure_share=float(unsure.sum() / max(int(labelled.sum()), 1)))
+        stats["legend"]["2"] = f"prediction differs, probability below {confidence}"
+        values = [0, 1, 2]
     with atomic_path(out, suffix=".tif", create=False) as tmp_path:
-        write_class_map(tmp_path, over, OVERRULED_NAMES, OVERRULED_COLORS, crs=crs, transform=transform, nodata=255,
-                        qml=False)
+        write_class_map(tmp_path, over, {v: OVERRULED_NAMES[v] for v in values},
+                        {v: OVERRULED_COLORS[v] for v in values}, crs=crs, transform=transform, nodata=255, qml=False)
     from geolesf.io.qml import raster_qml, write_qml
 
-    write_qml(out.with_suffix(".qml"), raster_qml([0, 1], [OVERRULED_NAMES[0], OVERRULED_NAMES[1]],
-                                                  [OVERRULED_COLORS[0], OVERRULED_COLORS[1]]))
+    write_qml(out.with_suffix(".qml"), raster_qml(values, [OVERRULED_NAMES[v] for v in values],
+                                                  [OVERRULED_COLORS[v] for v in values]))
     print(f"[noisy] the prediction overrules {100 * stats['share']:.2f} % of the input map's labelled pixels → {out}")
     return stats
 

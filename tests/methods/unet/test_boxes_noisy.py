@@ -222,7 +222,8 @@ def test_recursive_boxes_end_to_end_map_and_polygons(spacenet, tmp_path, capsys)
     assert (tmp_path / "map.gpkg").is_file()
 
 
-def test_noisy_end_to_end_writes_overruled(spacenet, tmp_path, capsys):
+@pytest.mark.parametrize("confidence", [0.0, 0.9])
+def test_noisy_end_to_end_writes_overruled(spacenet, tmp_path, capsys, confidence):
     sn, mask, crs, transform = spacenet
     noisy, report = noisy_from_mask(mask, seed=0, boundary_px=2, drop_share=0.2, spurious_share=0.2)
     labels = write_noisy_tif(tmp_path / "noisy.tif", noisy, crs=crs, transform=transform,
@@ -230,16 +231,23 @@ def test_noisy_end_to_end_writes_overruled(spacenet, tmp_path, capsys):
     run = tmp_path / "run"
     rc = main(["train", "--config", str(CONFIG), "--out", str(run), "--set", f"data.image={sn / 'sample_geotiff.tif'}",
                "--set", f"data.labels={labels}", "--set", "data.supervision=noisy",
-               "--set", "data.supervision_args={loss: gce, reassign: true, reassign_from_epoch: 2}", *TINY])
+               "--set", "data.supervision_args={loss: gce, reassign: true, reassign_from_epoch: 2, "
+               f"overrule_confidence: {confidence}}}", *TINY])
     assert rc == 0
     sup = json.loads((run / "metrics.json").read_text())["supervision"]
     assert sup["type"] == "noisy" and "generalized cross-entropy" in sup["loss"]
     with rasterio.open(run / "overruled.tif") as src, rasterio.open(run / "classmap.tif") as cm:
         assert src.crs == crs and src.transform == transform
         over, pred = src.read(1), cm.read(1)
-    assert set(np.unique(over)) <= {0, 1, 255}
-    # the raster marks exactly the pixels whose predicted class differs from the input map
-    assert np.array_equal(over == 1, pred != noisy)
+    # the raster marks exactly the pixels whose predicted class differs from the input map (with a confidence:
+    # split into 1 = overruled with a probability ≥ 0.9 and 2 = unsure)
+    if confidence == 0:
+        assert set(np.unique(over)) <= {0, 1, 255}
+        assert np.array_equal(over == 1, pred != noisy)
+    else:
+        assert set(np.unique(over)) <= {0, 1, 2, 255}
+        assert np.array_equal((over == 1) | (over == 2), pred != noisy)
+        assert sup["overruled"]["unsure_pixels"] == int((over == 2).sum())
     assert sup["overruled"]["share"] == pytest.approx(float((over == 1).mean()), abs=1e-9)
     shares = {k: v["share"] for k, v in sup["overruled"]["per_class"].items()}
     assert set(shares) == {"background", "building"}
