@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks._machine import machine_info
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # OMP_NUM_THREADS=1 on a busy shared machine: two threads per process there ran ~20× slower (spin-waiting)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
     data = Path(os.environ.get("GEOLESF_DATA", REPO / "shared" / "data"))
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = [r.strip() for r in args.rows.split(",")]

@@ -1,16 +1,27 @@
 """Rows of ``benchmarks/bench_weak_labels.py`` for boxes and noisy masks (issue #22, part 2).
 
-Run through the weak-label benchmark (the results committed in ``benchmarks/results/`` came from these
-rows, SpaceNet only, seeds 0 and 1; add ``potsdam,vaihingen`` to ``--scenes`` for the aerial tiles)::
+Run through the weak-label benchmark at its budget (``TRAINER`` / ``MODEL_ARGS`` of bench_weak_labels.py).
+The committed results came from one invocation per scene and label family, with one torch thread per
+process (the shared 2-core machine was oversubscribed: two threads per process ran 20× slower), merged
+into one JSON per family (same trainer, model and seeds; ``scenes`` of the two files joined)::
 
-    GEOLESF_DATA=/work/shared/data python benchmarks/bench_weak_labels.py --scenes spacenet --seeds 0,1 \\
-        --rows "boxes,box interior = class,boxes + filling rate" --out benchmarks/results/weak_labels_boxes.json
-    GEOLESF_DATA=/work/shared/data python benchmarks/bench_weak_labels.py --scenes spacenet --seeds 0,1 \\
-        --rows "noisy (CE),noisy (GCE),noisy (GCE + reassign)" --out benchmarks/results/weak_labels_noisy.json
+    for sc in spacenet potsdam; do
+      GEOLESF_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/bench_weak_labels.py --scenes $sc \
+          --seeds 0,1,2 --out /tmp/boxes_$sc.json \
+          --rows "box interior = class,boxes (random-walk pseudo-masks),boxes (Simple Does It),boxes"
+      GEOLESF_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/bench_weak_labels.py --scenes $sc \
+          --seeds 0,1,2 --out /tmp/noisy_$sc.json --rows "noisy (CE),noisy (GCE),noisy (GCE + reassign)"
+    done
+    # → benchmarks/results/weak_labels_boxes.json and weak_labels_noisy.json (scenes of the two files joined)
 
 The labels of each row are derived from the training half's full mask with the row's seed
 (:mod:`geolesf.data.weak_labels_box`):
 
+* ``boxes (Simple Does It)`` — the recursive mode (Khoreva et al. 2017): Box^i round 0 (box centres, box rings
+  ignored) and two pseudo-label rounds; ``boxes (random-walk pseudo-masks)`` — the recursive mode with round 0
+  from the image (the Box^i labels spread inside each box by Grady's random walk) and no network rounds;
+  ``boxes (Box^i, no rounds)`` — an ablation. These rows and the baseline also report the quality of the labels
+  the run trained on first, inside the boxes, against the full mask (:func:`score_box_labels`);
 * ``boxes`` / ``box interior = class`` — the same boxes (one tight box per connected component of each
   non-background class, jitter :data:`BOX_JITTER`) as a GeoPackage of box polygons with a ``class``
   field; ``boxes`` trains the BoxInst objective (projection + pairwise, options :data:`BOX_ARGS`),
@@ -21,7 +32,9 @@ The labels of each row are derived from the training half's full mask with the r
   is in the run's metrics (``supervision.box_share``);
 * ``noisy (CE)`` / ``noisy (GCE)`` / ``noisy (GCE + reassign)`` — the full mask degraded by the noise
   model :data:`NOISE` (objects dropped or given another class, boundaries eroded/dilated, spurious blobs),
-  trained with plain cross-entropy, generalized cross-entropy, or GCE + the label-reassign loss.
+  trained with plain cross-entropy, generalized cross-entropy, or GCE + the label-reassign loss; each run's
+  ``overruled.tif`` is scored against the full mask (:func:`score_overruled`: precision and recall of the
+  overruling).
 """
 
 from __future__ import annotations
