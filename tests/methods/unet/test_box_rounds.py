@@ -14,6 +14,7 @@ from geolesf.methods.unet.box_rounds import (
     inner_ranges,
     prior_corrected,
     pseudo_target,
+    random_walk_probabilities_in_boxes,
     round_epochs,
     scene_probabilities,
 )
@@ -146,3 +147,19 @@ def test_class_weights_follow_the_pseudo_labels():
     new = np.array([0] * 6 + [1] * 4 + [I] * 3)
     obj._reweight(old, new)
     assert torch.allclose(obj.class_weights, torch.tensor([10 / 12, 10 / 8]))
+
+
+def test_random_walk_round_zero_of_a_bright_square_in_a_box_is_the_square():
+    """init randomwalk: Box^i seeds (box centre = object, outside = background) spread by the random walk inside
+    the box stop at the square's edges: the pseudo-mask is the square, the rest of the box background."""
+    image = np.zeros((1, 12, 14), dtype=np.float32)
+    image[0, 3:7, 4:9] = 1.0  # the bright square: rows 3..6, columns 4..8
+    ranges = np.array([[3, 2, 9, 7]])  # the box: columns 3..9, rows 2..7 (a 1-px dark ring around the square)
+    seeds = initial_target(ranges, np.array([1]), (12, 14), 0, 0.2)
+    assert (seeds[3:7, 4:9] == 1).sum() == 9  # the centre fifth (7·√0.2 → 3 by 6·√0.2 → 3 px) is in the square
+    probs = random_walk_probabilities_in_boxes(image, seeds, ranges, 2, beta=10.0)
+    target, stats = pseudo_target(probs, ranges, np.array([1]), seeds, 0, min_fill=0.3, confidence=0.5)
+    expect = np.zeros((12, 14), dtype=np.int64)
+    expect[3:7, 4:9] = 1
+    assert target.tolist() == expect.tolist()
+    assert stats["boxes_reset"] == 0 and stats["box_pixels_object"] == pytest.approx(20 / 42)
