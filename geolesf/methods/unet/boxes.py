@@ -23,6 +23,11 @@ Deviations, all forced by the semantic (not instance) setting or by geolesf's im
 * **crops**: training chips cut boxes; a box cut in x keeps only its x-projection, one cut in y only
   its y-projection (:func:`geolesf.losses.box.boxes_in_window`).
 
+``mode: recursive`` follows Khoreva et al. (CVPR 2017) instead: cross-entropy on box pseudo-masks re-estimated
+in rounds, round 0 the box centres (Box^i) or the box centres spread by a random walk in each box
+(:mod:`geolesf.methods.unet.box_rounds`, which lists its deviations); it measured best of the box modes
+(docs/weak_supervision.md).
+
 Two variants from the box-supervision literature are options, off by default: ``smooth_max`` (the
 α-softmax instead of the hard max-projection, Hsu et al., NeurIPS 2019 — every pixel of a row gets a
 gradient) and ``fill_rate`` (the filling-rate guided cross-entropy of Song et al., CVPR 2019 — the top-ρ
@@ -130,10 +135,12 @@ def read_scene_boxes(labels: str | Path, image: str | Path, *, label_field: str 
 
 
 class BoxObjective(Objective):
-    """``boxes``: BoxInst projection + pairwise losses (``mode: boxinst``) or box-filled CE (``mode: fill``).
+    """``boxes``: BoxInst projection + pairwise losses (``mode: boxinst``), box-filled CE (``mode: fill``) or CE on
+    recursive box pseudo-masks (``mode: recursive``, :mod:`geolesf.methods.unet.box_rounds`).
 
-    ``labels.tif`` is the boxes filled with their class (the "box interior = class" mask) in both
-    modes: it fixes the class set and is what the baseline trains on; the BoxInst mode reads from it
+    In ``mode: recursive`` ``labels.tif`` is the round-0 pseudo-mask (255 = ignored) and the per-epoch hook
+    replaces the training target at each round. Otherwise ``labels.tif`` is the boxes filled with their class
+    (the "box interior = class" mask) in both modes: it fixes the class set and is what the baseline trains on; the BoxInst mode reads from it
     only the background outside the boxes, and gets the boxes themselves from the extra rasters
     ``row``/``col`` (each chip pixel's scene position, so a chip finds the boxes it cuts) and
     ``in_box``. The training-scene fit in ``metrics.json`` is therefore measured against the filled
