@@ -70,7 +70,8 @@ def reassign_labels(emb: torch.Tensor, labels: torch.Tensor, allowed: torch.Tens
 
 def label_reassign_loss(seg_logits: torch.Tensor, emb: torch.Tensor, labels: torch.Tensor, allowed: torch.Tensor, *,
                         temperature: float = 0.1, threshold: float = 0.9, ignore_index: int = 255,
-                        agree: bool = False, prediction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        agree: bool = False,
+                        prediction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_LR, reassigned mask)``: cross-entropy of ``seg_logits`` ``(B, K, h, w)`` on re-assigned pixels;
     ``agree``: only where the classifier predicts the prototype's class — ``prediction`` ``(B, h, w)`` when given
     (e.g. confident pixels only, −1 elsewhere), else ``seg_logits``' argmax."""

@@ -140,8 +140,9 @@ class BoxObjective(Objective):
 
     In ``mode: recursive`` ``labels.tif`` is the round-0 pseudo-mask (255 = ignored) and the per-epoch hook
     replaces the training target at each round. Otherwise ``labels.tif`` is the boxes filled with their class
-    (the "box interior = class" mask) in both modes: it fixes the class set and is what the baseline trains on; the BoxInst mode reads from it
-    only the background outside the boxes, and gets the boxes themselves from the extra rasters
+    (the "box interior = class" mask) in the other two modes: it fixes the class set and is what the baseline
+    trains on; the BoxInst mode reads from it only the background outside the boxes, and gets the boxes
+    themselves from the extra rasters
     ``row``/``col`` (each chip pixel's scene position, so a chip finds the boxes it cuts) and
     ``in_box``. The training-scene fit in ``metrics.json`` is therefore measured against the filled
     boxes; give ``data.eval_labels`` for the real masks.
@@ -153,7 +154,8 @@ class BoxObjective(Objective):
         self.background = int(background)
         self.options = dict(DEFAULTS, **options)
         if self.options["init"] not in ("box_i", "randomwalk"):
-            raise ConfigError(f"data.supervision_args.init: expected box_i or randomwalk, found '{self.options['init']}'")
+            raise ConfigError("data.supervision_args.init: expected box_i or randomwalk, "
+                              f"found '{self.options['init']}'")
         if self.options["mode"] not in MODES:
             raise ConfigError(f"data.supervision_args.mode: expected one of {', '.join(MODES)}, "
                               f"found '{self.options['mode']}'")

@@ -140,7 +140,8 @@ def test_recursive_objective_rewrites_the_target_at_the_round_epochs():
 
 
 def test_class_weights_follow_the_pseudo_labels():
-    """Balanced weights of the old target (8 background, 2 object: 10/16, 10/4) → those of the new (6, 4): 10/12, 10/8."""
+    """Balanced weights of the old target (8 background, 2 object: 10/16, 10/4) → those of the new (6, 4):
+    10/12, 10/8."""
     obj = BoxObjective(background=0, mode="recursive")
     obj.class_weights = torch.tensor([10 / 16, 10 / 4])
     old = np.array([0] * 8 + [1] * 2 + [I] * 3)
