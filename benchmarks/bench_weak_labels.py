@@ -59,8 +59,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-TRAINER = {"epochs": 10, "steps_per_epoch": 15, "chip": 64, "batch_size": 4, "lr": 0.005, "lr_schedule": "cosine"}
-MODEL_ARGS = {"base": 8, "depth": 2}
+TRAINER = {"epochs": 15, "steps_per_epoch": 20, "chip": 64, "batch_size": 8, "lr": 0.005, "lr_schedule": "cosine",
+           "class_weights": "balanced"}
+MODEL_ARGS = {"base": 8, "depth": 3}
 POINTS_PER_CLASS = 40
 """Points per class in the training half (clicks at least 2 px inside their class region)."""
 
@@ -70,6 +71,8 @@ class LabelType:
     derive: Callable[[np.ndarray, int, tuple[Any, Any], Path], Path | None]
     supervision: str
     args: dict[str, Any] = field(default_factory=dict)
+    score: Callable[[Path, dict[str, Any], Path], dict[str, Any]] | None = None
+    """Optional extra numbers of a run: ``score(run folder, scene, label file)`` → merged into the run's entry."""
 
 
 def _full(mask: np.ndarray, seed: int, grid: tuple[Any, Any], folder: Path) -> None:
@@ -90,21 +93,22 @@ def _scribbles(mask: np.ndarray, seed: int, grid: tuple[Any, Any], folder: Path)
     return scribbles_to_vector(lines, folder / f"scribbles_{seed}.gpkg", crs=grid[0], transform=grid[1])
 
 
-COARSE_PRIOR = {"prior_weight": 0.03, "scale": 4}
-"""The prior on 4× down-scaled predictions (as the paper computes it): it reaches 4× farther."""
 PRIOR = {"prior_weight": 0.01}
 """The gated CRF prior of the "+ prior" rows (the rest: the objective's defaults)."""
-SHARP_PRIOR = {"prior_weight": 0.03, "sigma_img": 0.15}
-"""A stronger prior with a sharper image kernel (only pixels of nearly the same colour tied)."""
+PROPAGATION = {"propagate": 0.5}
+"""The "+ propagation" rows: random-walk labels (Grady 2006) from the sparse labels, weight 0.5 in the loss
+(β 10 and threshold 0.7: the objective's defaults)."""
 
 LABEL_TYPES: dict[str, LabelType] = {
     "full": LabelType(_full, "mask"),
     "points": LabelType(_points, "points", {"prior_weight": 0.0}),
     "points + prior": LabelType(_points, "points", PRIOR),
-    "points + sharp prior": LabelType(_points, "points", SHARP_PRIOR),
-    "points + coarse prior": LabelType(_points, "points", COARSE_PRIOR),
+    "points + propagation": LabelType(_points, "points", {"prior_weight": 0.0, **PROPAGATION}),
+    "points + propagation + prior": LabelType(_points, "points", {**PRIOR, **PROPAGATION}),
     "scribbles": LabelType(_scribbles, "scribbles", {"prior_weight": 0.0}),
     "scribbles + prior": LabelType(_scribbles, "scribbles", PRIOR),
+    "scribbles + propagation": LabelType(_scribbles, "scribbles", {"prior_weight": 0.0, **PROPAGATION}),
+    "scribbles + propagation + prior": LabelType(_scribbles, "scribbles", {**PRIOR, **PROPAGATION}),
 }
 """Row name → how its labels are derived and which objective trains on them (module docstring)."""
 
@@ -190,8 +194,9 @@ def _run(scene: dict[str, Any], row: str, seed: int, names: dict[int, str], fold
     with rasterio.open(out / "labels.tif" if (out / "labels.tif").is_file() else labels) as lab:
         lab_arr = lab.read(1)
     share = float(np.count_nonzero(lab_arr != 255)) / lab_arr.size
+    extra = kind.score(out, scene, Path(labels)) if kind.score is not None else {}
     return {"row": row, "seed": seed, "test_mIoU": metrics["test"]["mIoU"], "labelled_share": share,
-            "test_per_class_IoU": metrics["test"]["per_class_IoU"], "seconds": round(seconds, 1)}
+            "test_per_class_IoU": metrics["test"]["per_class_IoU"], "seconds": round(seconds, 1), **extra}
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -214,10 +219,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the other rows already in --out and replace only the rows run now (runs are "
                         "deterministic per seed, so adding a row this way equals one full run)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a training setting for a quick look, e.g. --set epochs=2 (keys of TRAINER)")
+                        help="change a training setting for a quick look, e.g. --set epochs=2 (keys of TRAINER, "
+                        "or model.base / model.depth)")
     args = parser.parse_args(argv)
     for item in args.sets:
         key, _, value = item.partition("=")
+        if key.startswith("model.") and key[6:] in MODEL_ARGS:
+            MODEL_ARGS[key[6:]] = int(value)
+            continue
         if key not in TRAINER:
             parser.error(f"--set {item}: expected one of {', '.join(TRAINER)}")
         TRAINER[key] = type(TRAINER[key])(value)
@@ -225,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks._machine import machine_info
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # OMP_NUM_THREADS=1 on a busy shared machine: two threads per process there ran ~20× slower (spin-waiting)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
     data = Path(os.environ.get("GEOLESF_DATA", REPO / "shared" / "data"))
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = [r.strip() for r in args.rows.split(",")]

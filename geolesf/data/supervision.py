@@ -233,11 +233,13 @@ def boxes_to_pseudo_mask(boxes: np.ndarray, classes: Sequence[int], shape: tuple
     return out
 
 
-def partial_cross_entropy(logits: Any, sparse: Any, ignore_index: int = UNLABELLED) -> Any:
-    """Cross-entropy over the labelled pixels of a sparse (point / scribble) map only; 0 when none."""
+def partial_cross_entropy(logits: Any, sparse: Any, ignore_index: int = UNLABELLED, weight: Any = None) -> Any:
+    """Cross-entropy over the labelled pixels of a sparse (point / scribble) map only; 0 when none.
+
+    ``weight``: optional ``(K,)`` class weights (the weighted mean over the labelled pixels)."""
     from torch.nn import functional as F
 
     target = sparse.long()
     if not (target != ignore_index).any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, target, ignore_index=ignore_index)
+    return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)

@@ -15,9 +15,10 @@ from torch.nn import functional as F
 
 
 def generalized_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, q: float = 0.7,
-                              ignore_index: int = -100) -> torch.Tensor:
+                              ignore_index: int = -100, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean ``(1 − p_y^q) / q`` of ``(B, K, H, W)`` (or ``(N, K)``) logits over targets ≠ ``ignore_index``;
-    0 (with a graph) when every target is ignored."""
+    0 (with a graph) when every target is ignored. ``weight`` ``(K,)``: class weights, the weighted mean
+    ``Σ w_y L / Σ w_y`` (as ``F.cross_entropy`` weighs)."""
     if not 0 < q <= 1:
         raise ValueError(f"q must be in (0, 1], found {q}")
     keep = target != ignore_index
@@ -27,4 +28,7 @@ def generalized_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, q: 
     safe = torch.where(keep, target, torch.zeros_like(target)).long()
     log_py = log_p.gather(1, safe.unsqueeze(1)).squeeze(1)
     loss = (1.0 - torch.exp(q * log_py)) / q
-    return loss[keep].mean()
+    if weight is None:
+        return loss[keep].mean()
+    w = weight.to(loss.dtype)[safe][keep]
+    return (loss[keep] * w).sum() / w.sum()

@@ -127,3 +127,26 @@ def test_reassign_q_and_loss_hand_computed_with_two_moved_pixels():
             assert logits.grad[0, k, 0, px].item() == pytest.approx((p[k] - (k == target)) / 2, abs=1e-6)
         assert logits.grad[0, target, 0, px].item() < 0
     assert logits.grad[0, :, 0, 1:4].abs().max().item() == 0.0
+
+
+def test_agreement_prototypes_from_agreeing_pixels_and_moves_only_where_predicted():
+    """``prediction``: prototypes average only pixels predicted as labelled; a move needs the prediction too."""
+    emb, labels = _case()
+    allowed = torch.tensor([[True, True]])
+    pred = labels.clone()
+    pred[0, 1, 0] = 0  # the classifier already says 0 at the flipped pixel
+    # prototypes without the flipped pixel: class 0 = (1, 0) exactly, class 1 = (0, 1) exactly
+    protos, _ = class_prototypes(emb, torch.where(pred == labels, labels, torch.full_like(labels, 255)), 2)
+    assert torch.allclose(protos[0], torch.eye(2))
+    new, moved = reassign_labels(emb, labels, allowed, prediction=pred)
+    assert moved.sum().item() == 1 and moved[0, 1, 0] and new[0, 1, 0] == 0
+    # the classifier agrees with the (wrong) label there: the pixel is not moved, whatever the prototypes say
+    new, moved = reassign_labels(emb, labels, allowed, prediction=labels)
+    assert not moved.any() and torch.equal(new, labels)
+    # label_reassign_loss(agree=True) takes the prediction from the logits' argmax
+    logits = torch.zeros(1, 2, 4, 4)
+    logits[:, 1] = labels.float() * 2 - 1  # argmax = label ...
+    logits[0, :, 1, 0] = torch.tensor([1.0, -1.0])  # ... except the flipped pixel, predicted 0
+    loss, moved = label_reassign_loss(logits, emb, labels, allowed, agree=True)
+    assert moved.sum().item() == 1
+    assert loss.item() == pytest.approx(F.cross_entropy(logits[0, :, 1, 0][None], torch.tensor([0])).item())

@@ -39,3 +39,11 @@ def test_gce_limits_and_gradient_weighting():
     with pytest.raises(ValueError, match="q must be"):
         generalized_cross_entropy(logits, target, q=0.0)
     assert generalized_cross_entropy(logits, torch.full_like(target, -100)).item() == 0.0
+
+
+def test_gce_class_weights_by_hand():
+    """Same pixels as test_gce_by_hand, weights (3, 1): (3 · 1.0 + 1 · 0.267949) / (3 + 1) — the weighted mean."""
+    logits = torch.tensor([[0.0, math.log(3)], [0.0, math.log(3)], [5.0, 0.0]])
+    target = torch.tensor([1, 0, -100])
+    loss = generalized_cross_entropy(logits, target, q=0.5, weight=torch.tensor([3.0, 1.0]))
+    assert loss.item() == pytest.approx((3 * 1.0 + (1 - 0.75 ** 0.5) / 0.5) / 4, abs=1e-6)

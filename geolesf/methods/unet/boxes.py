@@ -23,6 +23,11 @@ Deviations, all forced by the semantic (not instance) setting or by geolesf's im
 * **crops**: training chips cut boxes; a box cut in x keeps only its x-projection, one cut in y only
   its y-projection (:func:`geolesf.losses.box.boxes_in_window`).
 
+``mode: recursive`` follows Khoreva et al. (CVPR 2017) instead: cross-entropy on box pseudo-masks re-estimated
+in rounds, round 0 the box centres (Box^i) or the box centres spread by a random walk in each box
+(:mod:`geolesf.methods.unet.box_rounds`, which lists its deviations); it measured best of the box modes
+(docs/weak_supervision.md).
+
 Two variants from the box-supervision literature are options, off by default: ``smooth_max`` (the
 α-softmax instead of the hard max-projection, Hsu et al., NeurIPS 2019 — every pixel of a row gets a
 gradient) and ``fill_rate`` (the filling-rate guided cross-entropy of Song et al., CVPR 2019 — the top-ρ
@@ -57,18 +62,33 @@ from geolesf.losses.box import (
     pixel_ranges,
     projection_loss,
 )
+from geolesf.methods.unet.box_rounds import (
+    initial_target,
+    prior_corrected,
+    pseudo_target,
+    random_walk_probabilities_in_boxes,
+    round_epochs,
+    scene_probabilities,
+)
 from geolesf.methods.unet.calibration import recalibrate_batchnorm
 from geolesf.methods.unet.objectives import IGNORE, UNLABELLED, LabelRasters, Objective, check_args, class_lookup
 
 DEFAULTS = {"mode": "boxinst", "lambda_proj": 1.0, "lambda_pair": 1.0, "theta": DEFAULT_THETA, "tau": DEFAULT_TAU,
-            "dilation": 2, "warmup_steps": 100, "smooth_max": 0.0, "fill_rate": 0.0}
+            "dilation": 2, "warmup_steps": 100, "smooth_max": 0.0, "fill_rate": 0.0,
+            "inner": 0.2, "rounds": 2, "min_fill": 0.5, "confidence": 0.0, "start": 0.0, "init": "box_i", "beta": 10.0}
 """``data.supervision_args`` of ``boxes``: ``mode`` ``boxinst`` (projection + pairwise) or ``fill`` (the
 "box interior = class" baseline); loss weights; colour scale θ and edge threshold τ; the pairwise
 dilation; ``warmup_steps``, the optimiser steps over which the pairwise weight ramps from 0 to λ_pair;
 ``smooth_max`` α: 0 = the hard max-projection of BoxInst, α > 0 the α-softmax of Hsu et al. 2019;
 ``fill_rate`` ρ > 0 adds the filling-rate guided cross-entropy of Song et al. (CVPR 2019) on the top-ρ
-pixels of each box. Both are off by default (BoxInst as published)."""
-MODES = ("boxinst", "fill")
+pixels of each box. Both are off by default (BoxInst as published). ``mode: recursive`` (Khoreva et al. 2017,
+:mod:`geolesf.methods.unet.box_rounds`): ``inner``, the share of each box's area (its centred inner rectangle)
+labelled as the class in round 0, the rest of the box ignored; ``rounds`` pseudo-label rounds; ``min_fill``, a
+box whose predicted class covers less of it is reset to its round-0 labels; ``confidence``, in-box pixels whose
+top probability is lower are ignored; ``start``, the share of the epochs before the first round (0: rounds evenly
+spread over the whole run); ``init`` ``box_i`` (round 0 = Box^i) or ``randomwalk`` (Box^i spread inside each box
+by the random walk of Grady 2006, edge weight ``beta``)."""
+MODES = ("boxinst", "fill", "recursive")
 
 
 @dataclass
@@ -115,11 +135,14 @@ def read_scene_boxes(labels: str | Path, image: str | Path, *, label_field: str 
 
 
 class BoxObjective(Objective):
-    """``boxes``: BoxInst projection + pairwise losses (``mode: boxinst``) or box-filled CE (``mode: fill``).
+    """``boxes``: BoxInst projection + pairwise losses (``mode: boxinst``), box-filled CE (``mode: fill``) or CE on
+    recursive box pseudo-masks (``mode: recursive``, :mod:`geolesf.methods.unet.box_rounds`).
 
-    ``labels.tif`` is the boxes filled with their class (the "box interior = class" mask) in both
-    modes: it fixes the class set and is what the baseline trains on; the BoxInst mode reads from it
-    only the background outside the boxes, and gets the boxes themselves from the extra rasters
+    In ``mode: recursive`` ``labels.tif`` is the round-0 pseudo-mask (255 = ignored) and the per-epoch hook
+    replaces the training target at each round. Otherwise ``labels.tif`` is the boxes filled with their class
+    (the "box interior = class" mask) in the other two modes: it fixes the class set and is what the baseline
+    trains on; the BoxInst mode reads from it only the background outside the boxes, and gets the boxes
+    themselves from the extra rasters
     ``row``/``col`` (each chip pixel's scene position, so a chip finds the boxes it cuts) and
     ``in_box``. The training-scene fit in ``metrics.json`` is therefore measured against the filled
     boxes; give ``data.eval_labels`` for the real masks.
@@ -130,6 +153,9 @@ class BoxObjective(Objective):
     def __init__(self, background: int = 0, **options: Any) -> None:
         self.background = int(background)
         self.options = dict(DEFAULTS, **options)
+        if self.options["init"] not in ("box_i", "randomwalk"):
+            raise ConfigError("data.supervision_args.init: expected box_i or randomwalk, "
+                              f"found '{self.options['init']}'")
         if self.options["mode"] not in MODES:
             raise ConfigError(f"data.supervision_args.mode: expected one of {', '.join(MODES)}, "
                               f"found '{self.options['mode']}'")
@@ -139,6 +165,8 @@ class BoxObjective(Objective):
         self.steps = 0
         self.box_share: float | None = None
         self.calibrated_chips = 0
+        self.initial: np.ndarray | None = None
+        self.rounds: list[dict[str, float]] = []
 
     def read_labels(self, data: Any, out: Path) -> LabelRasters:
         import rasterio
@@ -150,8 +178,6 @@ class BoxObjective(Objective):
         with rasterio.open(data.image) as src:
             crs, transform, shape = src.crs, src.transform, (src.height, src.width)
         filled = fill_mask(scene, shape, self.background)
-        path = Path(write_cog(out / "labels.tif", filled, crs=crs, transform=transform, nodata=UNLABELLED,
-                              resampling="nearest"))
         self.class_ids = sorted(int(k) for k in data.class_names) if data.class_names else \
             sorted(int(v) for v in np.unique(filled))
         missing = sorted(set(int(c) for c in scene.class_ids) - set(self.class_ids))
@@ -159,6 +185,17 @@ class BoxObjective(Objective):
             raise DataError(f"{data.labels}: box classes {missing} are not in data.class_names")
         self.scene = scene
         self.channels = np.searchsorted(self.class_ids, scene.class_ids)
+        if self.options["mode"] == "recursive":  # round 0 of Simple Does It: box centres, the rest of the box ignored
+            if self.background not in self.class_ids:
+                raise DataError(f"boxes: the background class {self.background} is not in data.class_names")
+            start = initial_target(scene.ranges, self.channels, shape, self.class_ids.index(self.background),
+                                   self.options["inner"])
+            if self.options["init"] == "randomwalk":
+                start = self._random_walk_start(data.image, start)
+            lut = np.asarray(self.class_ids, dtype=np.uint8)
+            filled = np.where(start == IGNORE, UNLABELLED, lut[np.maximum(start, 0)]).astype(np.uint8)
+        path = Path(write_cog(out / "labels.tif", filled, crs=crs, transform=transform, nodata=UNLABELLED,
+                              resampling="nearest"))
         cover = box_cover(scene.ranges, shape)
         self.box_share = float(cover.mean())
         print(f"read {len(scene.class_ids)} boxes of {Path(str(data.labels)).name} "
@@ -174,8 +211,8 @@ class BoxObjective(Objective):
         target = rasters["target"]
         o = self.options
         self.steps += 1
-        if o["mode"] == "fill":
-            ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
+        if o["mode"] in ("fill", "recursive"):  # class weights: the trainer's trainer.class_weights, if it sets them
+            ce = F.cross_entropy(logits, target, weight=getattr(self, "class_weights", None), ignore_index=IGNORE)
             return ce, {"ce": float(ce.detach())}
         in_box = rasters["in_box"].bool()
         size = target.shape[-1]
@@ -188,14 +225,67 @@ class BoxObjective(Objective):
     def on_epoch_end(self, epoch: int, state: Any) -> None:
         if list(state.class_ids) != self.class_ids:
             raise DataError(f"boxes: the trainer's classes {state.class_ids} differ from the boxes' {self.class_ids}")
-        if epoch == getattr(state, "epochs", -1):  # after the last epoch (both modes, so the baseline gets it too)
+        if self.options["mode"] == "recursive":
+            self._pseudo_round(epoch, state)
+        if epoch == getattr(state, "epochs", -1):  # after the last epoch (every mode, so the baseline gets it too)
             self.calibrated_chips = recalibrate_batchnorm(state.model, state.image, state.chip, device=state.device)
 
+    def _random_walk_start(self, image: Any, seeds: np.ndarray) -> np.ndarray:
+        """Round 0 from the image: the Box^i labels spread inside each box by the random walk (z-scored bands)."""
+        import rasterio
+
+        with rasterio.open(image) as src:
+            bands, valid = src.read().astype(np.float32), src.dataset_mask() > 0
+        pix = bands[:, valid]
+        z = (bands - pix.mean(1)[:, None, None]) / (pix.std(1)[:, None, None] + 1e-6)
+        probs = random_walk_probabilities_in_boxes(z, np.where(valid, seeds, IGNORE), self.scene.ranges,
+                                                   len(self.class_ids), beta=self.options["beta"], valid=valid)
+        target, stats = pseudo_target(probs, self.scene.ranges, self.channels, seeds,
+                                      self.class_ids.index(self.background), min_fill=self.options["min_fill"],
+                                      confidence=max(0.5, self.options["confidence"]))
+        self.rounds.append({"epoch": 0, "init": "randomwalk", **stats})
+        return np.where(valid, target, IGNORE)
+
+    def _pseudo_round(self, epoch: int, state: Any) -> None:
+        """Recursive mode: keep the round-0 target (epoch 0); at the round epochs, predictions → the new target."""
+        if epoch == 0:
+            self.initial = state.rasters["target"].copy()
+            return
+        if epoch not in round_epochs(getattr(state, "epochs", 0), int(self.options["rounds"]), self.options["start"]):
+            return
+        recalibrate_batchnorm(state.model, state.image, state.chip, device=state.device)
+        probs = scene_probabilities(state.model, state.image, device=state.device)
+        weight = getattr(self, "class_weights", None)
+        if weight is not None:  # a class-weighted network's posteriors ∝ w_c · p(c|x): undo the weights' prior shift
+            probs = prior_corrected(probs, weight.detach().cpu().numpy())
+        target, stats = pseudo_target(probs, self.scene.ranges, self.channels, self.initial,
+                                      self.class_ids.index(self.background), min_fill=self.options["min_fill"],
+                                      confidence=self.options["confidence"])
+        target = np.where(state.rasters["valid"], target, IGNORE)
+        self._reweight(state.rasters["target"], target)
+        state.rasters["target"] = target
+        self.rounds.append({"epoch": epoch, **stats})
+
+    def _reweight(self, old: np.ndarray, new: np.ndarray) -> None:
+        """Trainer class weights (``trainer.class_weights``) follow the pseudo-labels: each class's weight is
+        scaled by its old / new pixel count (inverse frequency), then all so a labelled pixel weighs 1 on average."""
+        weight = getattr(self, "class_weights", None)
+        if weight is None:
+            return
+        k = len(weight)
+        n_old = np.bincount(old[old != IGNORE].ravel(), minlength=k)[:k].astype(np.float64)
+        n_new = np.bincount(new[new != IGNORE].ravel(), minlength=k)[:k].astype(np.float64)
+        w = weight.detach().cpu().double().numpy() * np.where(n_new > 0, np.maximum(n_old, 1) / np.maximum(n_new, 1), 1)
+        w *= n_new.sum() / max(float((n_new * w).sum()), 1e-12)
+        self.class_weights = torch.as_tensor(w, dtype=weight.dtype, device=weight.device)
+
     def report(self) -> dict[str, Any]:
-        loss = ("CE outside boxes + λ_proj · projection + λ_pair · pairwise (BoxInst, Tian et al. 2021)"
-                if self.options["mode"] == "boxinst"
-                else "CE on the boxes filled with their class (box interior = class)")
-        return {"type": self.name, "loss": loss, "options": dict(self.options), "box_share": self.box_share,
+        loss = {"boxinst": "CE outside boxes + λ_proj · projection + λ_pair · pairwise (BoxInst, Tian et al. 2021)",
+                "fill": "CE on the boxes filled with their class (box interior = class)",
+                "recursive": "CE on box pseudo-masks re-estimated in rounds (Simple Does It, Khoreva et al. 2017)",
+                }[self.options["mode"]]
+        extra = {"rounds": self.rounds} if self.options["mode"] == "recursive" else {}
+        return {"type": self.name, "loss": loss, "options": dict(self.options), "box_share": self.box_share, **extra,
                 "boxes": None if self.scene is None else int(len(self.scene.class_ids)),
                 "batchnorm_recalibrated_on_chips": self.calibrated_chips}
 

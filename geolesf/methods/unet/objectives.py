@@ -90,6 +90,8 @@ class Objective:
     """Whether chip batches without any labelled pixel are skipped (False when a prior acts on every pixel)."""
     chips_at_labels = False
     """Whether every training chip is placed to hold a labelled pixel (sparse labels), instead of uniformly."""
+    class_weights: Any = None
+    """``(K,)`` cross-entropy class weights (a tensor) or None; set by the trainer from ``trainer.class_weights``."""
 
     def read_labels(self, data: Any, out: Path) -> LabelRasters:  # pragma: no cover - interface
         raise NotImplementedError
@@ -103,6 +105,42 @@ class Objective:
     def report(self) -> dict[str, Any]:
         """What goes into ``metrics.json["supervision"]``."""
         return {"type": self.name}
+
+
+CLASS_WEIGHTS = ("none", "balanced", "sqrt", "enet")
+"""Values of ``trainer.class_weights`` (:func:`class_weights`)."""
+
+
+def class_weights(target: np.ndarray, num_classes: int, mode: str = "none") -> np.ndarray | None:
+    """Cross-entropy class weights from the labelled pixels (class index; :data:`IGNORE` = unlabelled).
+
+    ``none`` → None (unweighted). ``balanced`` → ``w_c = n / (K · n_c)``, inverse frequency (scikit-learn's
+    "balanced"; for two classes equal to median-frequency balancing, Eigen & Fergus 2015): every class then
+    carries the same total weight. ``sqrt`` → ``w_c ∝ 1 / √n_c``, a milder re-weighting, scaled so that
+    ``Σ_c n_c w_c = n`` as for ``balanced`` (the mean weight of a labelled pixel is 1). ``enet`` →
+    ``w_c = 1 / ln(1.02 + n_c / n)`` (Paszke et al. 2016, ENet): bounded to [1.4, 50], so a class of a few
+    pixels does not get a weight in the thousands as with ``balanced``. ``n_c`` counts the
+    labelled pixels of class ``c``, ``n`` all of them, ``K`` the classes that have any; a class without
+    labelled pixels gets weight 1 (it never occurs as a target, so its weight is never used).
+    """
+    if mode not in CLASS_WEIGHTS:
+        raise ConfigError(f"trainer.class_weights must be one of {', '.join(CLASS_WEIGHTS)}, found '{mode}'")
+    if mode == "none":
+        return None
+    counts = np.bincount(target[target != IGNORE].ravel(), minlength=num_classes)[:num_classes].astype(np.float64)
+    present = counts > 0
+    w = np.ones(num_classes)
+    if not present.any():
+        return w
+    n, k = counts.sum(), int(present.sum())
+    if mode == "balanced":
+        w[present] = n / (k * counts[present])
+    elif mode == "enet":
+        w[present] = 1.0 / np.log(1.02 + counts[present] / n)
+    else:
+        raw = 1.0 / np.sqrt(counts[present])
+        w[present] = raw * n / float((counts[present] * raw).sum())
+    return w
 
 
 def check_args(name: str, args: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +211,9 @@ def sparse_class_raster(data: Any, out: Path, *, what: str) -> LabelRasters:
 class MaskObjective(Objective):
     """Full masks (``data.supervision: mask``, the default): cross-entropy on every labelled pixel.
 
+    With ``trainer.class_weights`` the cross-entropy is class-weighted (a weighted mean over the batch's
+    labelled pixels, as ``F.cross_entropy`` computes it).
+
     The label reading is the segmentation task's original one: vector features burnt with
     ``data.background`` outside every feature (``data.all_touched`` honoured), or a label raster as is.
     """
@@ -195,7 +236,7 @@ class MaskObjective(Objective):
     def loss(self, logits: Any, image: Any, rasters: dict[str, Any]) -> tuple[Any, dict[str, float]]:
         from torch.nn import functional as F
 
-        loss = F.cross_entropy(logits, rasters["target"], ignore_index=IGNORE)
+        loss = F.cross_entropy(logits, rasters["target"], weight=self.class_weights, ignore_index=IGNORE)
         return loss, {"ce": float(loss.detach())}
 
 

@@ -40,7 +40,8 @@ from geolesf.data.supervision import partial_cross_entropy
 from geolesf.errors import ConfigError
 from geolesf.methods.unet.objectives import IGNORE, LabelRasters, Objective, check_args, sparse_class_raster
 
-DEFAULTS = {"prior_weight": 0.01, "radius": 5.0, "sigma_xy": 6.0, "sigma_img": 0.5, "warmup": 0.5, "scale": 1}
+DEFAULTS = {"prior_weight": 0.01, "radius": 5.0, "sigma_xy": 6.0, "sigma_img": 0.5, "warmup": 0.5, "scale": 1,
+            "propagate": 0.0, "propagate_beta": 10.0, "propagate_threshold": 0.7}
 
 
 class SparseObjective(Objective):
@@ -50,13 +51,19 @@ class SparseObjective(Objective):
     chips_at_labels = True
 
     def __init__(self, name: str, prior_weight: float = 0.01, radius: float = 5.0, sigma_xy: float = 6.0,
-                 sigma_img: float = 0.5, warmup: float = 0.5, scale: int = 1) -> None:
-        if prior_weight < 0 or not 0 <= warmup < 1 or scale < 1:
-            raise ConfigError(f"data.supervision_args: prior_weight must be ≥ 0, warmup in [0, 1) and scale ≥ 1, "
-                              f"found {prior_weight}, {warmup}, {scale}")
+                 sigma_img: float = 0.5, warmup: float = 0.5, scale: int = 1, propagate: float = 0.0,
+                 propagate_beta: float = 10.0, propagate_threshold: float = 0.7) -> None:
+        if prior_weight < 0 or not 0 <= warmup < 1 or scale < 1 or propagate < 0:
+            raise ConfigError(f"data.supervision_args: prior_weight and propagate must be ≥ 0, warmup in [0, 1) "
+                              f"and scale ≥ 1, found {prior_weight}, {propagate}, {warmup}, {scale}")
+        if propagate_beta <= 0 or not 0 < propagate_threshold <= 1:
+            raise ConfigError(f"data.supervision_args: propagate_beta must be > 0 and propagate_threshold in (0, 1], "
+                              f"found {propagate_beta}, {propagate_threshold}")
         self.name = name
         self.options = {"prior_weight": prior_weight, "radius": radius, "sigma_xy": sigma_xy,
-                        "sigma_img": sigma_img, "warmup": warmup, "scale": scale}
+                        "sigma_img": sigma_img, "warmup": warmup, "scale": scale, "propagate": propagate,
+                        "propagate_beta": propagate_beta, "propagate_threshold": propagate_threshold}
+        self.propagated_share: float | None = None
         self.weight = prior_weight
         """The prior's weight in the current epoch (0 during the warm-up)."""
         self.labelled_share: float | None = None
@@ -69,18 +76,22 @@ class SparseObjective(Objective):
 
         from geolesf.losses.gated_crf import gated_crf_loss
 
-        ce = partial_cross_entropy(logits, rasters["target"], ignore_index=IGNORE)
+        ce = partial_cross_entropy(logits, rasters["target"], ignore_index=IGNORE, weight=self.class_weights)
         o = self.options
+        stats = {"partial_ce": float(ce.detach())}
+        if o["propagate"] > 0 and "propagated" in rasters:
+            extra = partial_cross_entropy(logits, rasters["propagated"], ignore_index=IGNORE, weight=self.class_weights)
+            ce = ce + o["propagate"] * extra
+            stats["propagated_ce"] = float(extra.detach())
         if self.weight == 0:
-            return ce, {"partial_ce": float(ce.detach()), "prior_weight": 0.0}
+            return ce, {**stats, "prior_weight": 0.0}
         probs, valid = logits.softmax(1), rasters.get("valid")
         if o["scale"] > 1:  # the paper's down-scaled predictions: radius and σ_xy in down-scaled pixels
             probs, image = F.avg_pool2d(probs, o["scale"]), F.avg_pool2d(image, o["scale"])
             valid = None if valid is None else -F.max_pool2d(-valid[:, None].float(), o["scale"])[:, 0] > 0
         prior = gated_crf_loss(probs, image, valid, radius=o["radius"], sigma_xy=o["sigma_xy"],
                                sigma_img=o["sigma_img"])
-        return ce + self.weight * prior, {"partial_ce": float(ce.detach()), "gated_crf": float(prior.detach()),
-                                          "prior_weight": self.weight}
+        return ce + self.weight * prior, {**stats, "gated_crf": float(prior.detach()), "prior_weight": self.weight}
 
     def on_epoch_end(self, epoch: int, state: Any) -> None:
         """Warm-up schedule: partial cross-entropy alone for the first ``warmup`` of the epochs, then the prior."""
@@ -88,10 +99,29 @@ class SparseObjective(Objective):
         if self.labelled_share is None:
             t, v = state.rasters["target"], state.rasters["valid"]
             self.labelled_share = float((t != IGNORE).sum() / max(int(v.sum()), 1))
+        if epoch == 0 and self.options["propagate"] > 0:
+            self._propagate(state)
+
+    def _propagate(self, state: Any) -> None:
+        """The random walk from the labelled pixels (Grady 2006): its confident pixels → ``rasters["propagated"]``."""
+        import time
+
+        from geolesf.data.propagation import propagate_labels
+
+        start = time.perf_counter()
+        t, v = state.rasters["target"], state.rasters["valid"]
+        spread = propagate_labels(state.image, t, len(state.class_ids), beta=self.options["propagate_beta"],
+                                  threshold=self.options["propagate_threshold"], valid=v)
+        spread[t != IGNORE] = IGNORE  # the labelled pixels count once, in the partial cross-entropy
+        state.rasters["propagated"] = spread
+        self.propagated_share = float((spread != IGNORE).sum() / max(int(v.sum()), 1))
+        print(f"random walk: {100 * self.propagated_share:.1f} % of the pixels labelled from "
+              f"{100 * self.labelled_share:.3f} % in {time.perf_counter() - start:.1f} s")
 
     def report(self) -> dict[str, Any]:
-        return {"type": self.name, "loss": "partial cross-entropy + prior_weight · gated CRF (Obukhov et al. 2019)",
-                "options": dict(self.options), "labelled_share": self.labelled_share}
+        return {"type": self.name, "loss": "partial cross-entropy + propagate · CE(random-walk labels, Grady 2006) "
+                "+ prior_weight · gated CRF (Obukhov et al. 2019)", "options": dict(self.options),
+                "labelled_share": self.labelled_share, "propagated_share": self.propagated_share}
 
 
 def sparse_objective(name: str, data: Any) -> SparseObjective:

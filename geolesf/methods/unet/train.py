@@ -42,7 +42,7 @@ from geolesf.errors import ConfigError, DataError
 from geolesf.io.labels import VECTOR_SUFFIXES, burn_to_raster
 from geolesf.methods.unet.checkpoint import SegmentationCheckpoint, save
 from geolesf.methods.unet.model import unet
-from geolesf.methods.unet.objectives import IGNORE
+from geolesf.methods.unet.objectives import CLASS_WEIGHTS, IGNORE
 from geolesf.io.atomic import write_json, write_yaml
 
 
@@ -94,6 +94,11 @@ class SegTrainerConfig:
     """``constant`` (the default) or ``cosine`` (decay to 0 over the run, one step per batch)."""
     seed: int = 0
     device: str = "cpu"
+    class_weights: str = "none"
+    """Cross-entropy class weights from the labelled pixels of the scene: ``none`` (the default), ``balanced``
+    (inverse frequency, ``n / (K · n_c)``), ``sqrt`` (inverse square root of the frequency) or ``enet``
+    (``1 / ln(1.02 + n_c / n)``, bounded; Paszke et al. 2016)
+    (:func:`geolesf.methods.unet.objectives.class_weights`). For a rare class such as buildings on 4 % of a scene."""
 
 
 CONFIG = SegmentationConfig = run_config_class(
@@ -117,6 +122,8 @@ def _check(cfg: SegmentationConfig) -> None:
             raise ConfigError(f"trainer.{key} must be at least 1, found {getattr(t, key)}")
     if t.lr_schedule not in ("constant", "cosine"):
         raise ConfigError(f"trainer.lr_schedule must be 'constant' or 'cosine', found '{t.lr_schedule}'")
+    if t.class_weights not in CLASS_WEIGHTS:
+        raise ConfigError(f"trainer.class_weights must be one of {', '.join(CLASS_WEIGHTS)}, found '{t.class_weights}'")
 
 
 def run_config(cfg: SegmentationConfig) -> Path:
@@ -142,6 +149,7 @@ def run_config(cfg: SegmentationConfig) -> Path:
         ignore_value=read.ignore_value, model_args=cfg.model.args, epochs=t.epochs,
         steps_per_epoch=t.steps_per_epoch, chip=t.chip, batch_size=t.batch_size, lr=t.lr, seed=t.seed,
         device=t.device, lr_schedule=t.lr_schedule, objective=objective, extra_rasters=read.extra, class_ids=ids,
+        class_weights=t.class_weights,
     )
     metrics = {"checkpoint": "model.pt", "sha256": summary["sha256"], "history": summary["history"],
                "class_ids": summary["class_ids"], "supervision": {**objective.report(), **read.report}}
@@ -327,6 +335,7 @@ def train_segmenter(
     objective: Any = None,
     extra_rasters: dict[str, np.ndarray] | None = None,
     class_ids: list[int] | None = None,
+    class_weights: str = "none",
 ) -> dict[str, Any]:
     """Train ``unet`` on random chips of one image/label GeoTIFF pair; write a checkpoint.
 
@@ -334,10 +343,13 @@ def train_segmenter(
     nodata pixels are ignored too. Class ids are the remaining label values, or ``class_ids``
     (sparse labels: classes may be given that few pixels carry). ``objective`` (default: full-mask
     cross-entropy) gives the loss and the per-epoch hook; ``extra_rasters`` are cropped with the target.
+    ``class_weights`` (``none``, ``balanced``, ``sqrt``, ``enet``): the objective's cross-entropy class weights, from the
+    labelled pixels of the whole scene (:func:`~geolesf.methods.unet.objectives.class_weights`).
     Returns a summary dict with the checkpoint path, its sha256 and the loss history.
     """
     from geolesf.colors import default_palette
     from geolesf.methods.unet.objectives import MaskObjective, TrainState
+    from geolesf.methods.unet.objectives import class_weights as weights_of
 
     objective = objective or MaskObjective()
     torch.manual_seed(seed)
@@ -354,6 +366,9 @@ def train_segmenter(
     c = min(chip, h, w)
     c = max(div, c - c % div)
     rasters = {"target": target, "valid": valid, **(extra_rasters or {})}
+    weights = weights_of(target, len(class_ids), class_weights)
+    objective.class_weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32,
+                                                                            device=device)
     state = TrainState(model, x_all.astype(np.float32), rasters, class_ids, device=device, chip=c, epochs=epochs)
     start = time.perf_counter()
     history = _fit(model, objective, state, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
@@ -367,6 +382,7 @@ def train_segmenter(
         colors=[cols.get(i, palette[k]) for k, i in enumerate(class_ids)],
         extra={"trained_on": Path(image_tif).name, "labels": Path(label_tif).name, "epochs": epochs,
                "chip": c, "seconds": round(time.perf_counter() - start, 2), "supervision": objective.name,
+               "class_weights": None if weights is None else [round(float(v), 6) for v in weights],
                **_pixel_size(image_tif)},
     )
     digest = save(out, ckpt)

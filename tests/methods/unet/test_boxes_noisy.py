@@ -5,6 +5,7 @@ overruled.tif)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +22,13 @@ from geolesf.errors import ConfigError
 from geolesf.io.labels import rasterize_labels
 from geolesf.losses.box import colour_similarity, pairwise_loss, projection_loss
 from geolesf.methods.unet.boxes import BoxObjective, SceneBoxes, box_objective
-from geolesf.methods.unet.noisy import HeadInput, NoisyObjective, noisy_objective, overruled_stats
+from geolesf.methods.unet.noisy import (
+    HeadInput,
+    NoisyObjective,
+    confident_prediction,
+    noisy_objective,
+    overruled_stats,
+)
 from geolesf.methods.unet.objectives import IGNORE, make_objective
 from geolesf.methods.unet.model import unet
 
@@ -93,7 +100,7 @@ def test_noisy_objective_reassigns_a_flipped_pixel_and_drops_its_noisy_label():
 
     With reassign on, that pixel leaves the fit term and gets L_LR = CE(logits, 0) (the WSSS test's case).
     """
-    obj = NoisyObjective(loss="ce", reassign=True, reassign_from_epoch=1)
+    obj = NoisyObjective(loss="ce", reassign=True, reassign_from_epoch=1, agree=False)
     emb = torch.zeros(1, 2, 4, 4)
     emb[0, 0, :, :2] = 1.0
     emb[0, 1, :, 2:] = 1.0
@@ -110,10 +117,40 @@ def test_noisy_objective_reassigns_a_flipped_pixel_and_drops_its_noisy_label():
                                                                                  torch.tensor([0]))
     assert loss.item() == pytest.approx(expect.item(), abs=1e-6)
     assert stats["reassigned_share"] == pytest.approx(1 / 16)
+    # agree (the default): only where the classifier predicts the prototype's class too — logits that say
+    # 1 (the noisy label) at the flipped pixel keep it; logits that say 0 there move it
+    agreeing = NoisyObjective(loss="ce", reassign=True, reassign_from_epoch=1)
+    agreeing.hook = obj.hook
+    says_one = logits.clone()
+    says_one[0, 1, 1, 0] = says_one[0, 0, 1, 0] + 1
+    _, stats = agreeing.loss(says_one, None, {"target": target})
+    assert stats["reassigned_share"] == 0
+    says_zero = logits.clone()
+    says_zero[0, 0, 1, 0] = says_zero[0, 1, 1, 0] + 1  # p(0) = e / (1 + e) = 0.73: not confident (threshold 0.9)
+    _, stats = agreeing.loss(says_zero, None, {"target": target})
+    assert stats["reassigned_share"] == 0
+    says_zero[0, 0, 1, 0] = says_zero[0, 1, 1, 0] + 3  # p(0) = 0.953: confident
+    _, stats = agreeing.loss(says_zero, None, {"target": target})
+    assert stats["reassigned_share"] == pytest.approx(1 / 16)
+    # class weights (1, 19): the corrected p(0) = 0.953 / (0.953 + 0.047 / 19) = 0.9974 stays confident; weights
+    # (19, 1) bring it to 0.953 / 19 / (0.953 / 19 + 0.047) = 0.516: no longer confident, not moved
+    agreeing.class_weights = torch.tensor([19.0, 1.0])
+    _, stats = agreeing.loss(says_zero, None, {"target": target})
+    assert stats["reassigned_share"] == 0
     plain = NoisyObjective(loss="gce", q=0.7, reassign=False)
     loss, _ = plain.loss(logits, None, {"target": target})
     p_y = F.softmax(logits, 1).gather(1, target[:, None]).squeeze(1)
     assert loss.item() == pytest.approx(((1 - p_y ** 0.7) / 0.7).mean().item(), abs=1e-6)
+
+
+def test_confident_prediction_by_hand():
+    # logits (0, ln 3) → p = (0.25, 0.75); weights (1, 3) → ∝ (0.25, 0.25) → (0.5, 0.5)
+    logits = torch.tensor([0.0, math.log(3)]).reshape(1, 2, 1, 1)
+    assert confident_prediction(logits, None, 0.7).item() == 1
+    assert confident_prediction(logits, None, 0.8).item() == -1
+    assert confident_prediction(logits, torch.tensor([1.0, 3.0]), 0.5).item() in (0, 1)
+    assert confident_prediction(logits, torch.tensor([1.0, 3.0]), 0.51).item() == -1
+    assert confident_prediction(logits, torch.tensor([1.0, 9.0]), 0.7).item() == 0  # ∝ (0.25, 0.083) → 0.75
 
 
 def test_overruled_stats_by_hand():
@@ -161,7 +198,32 @@ def test_boxes_end_to_end_from_a_geopackage(spacenet, tmp_path, capsys):
     assert len(polys) > 0 and polys.crs == crs and {"class_id", "class_name"} <= set(polys.columns)
 
 
-def test_noisy_end_to_end_writes_overruled(spacenet, tmp_path, capsys):
+def test_recursive_boxes_end_to_end_map_and_polygons(spacenet, tmp_path, capsys):
+    """mode recursive (Simple Does It): labels.tif is round 0 (box centres, box rings unlabelled), one
+    pseudo-label round runs after epoch 1 of 2, the run writes the georeferenced map and polygonises."""
+    sn, mask, crs, transform = spacenet
+    boxes = write_boxes_gpkg(tmp_path / "boxes.gpkg", boxes_from_mask(mask, seed=0), crs=crs, transform=transform)
+    run = tmp_path / "run"
+    rc = main(["train", "--config", str(CONFIG), "--out", str(run), "--set", f"data.image={sn / 'sample_geotiff.tif'}",
+               "--set", f"data.labels={boxes}", "--set", "data.supervision=boxes",
+               "--set", "data.supervision_args={mode: recursive, rounds: 1}", *TINY])
+    assert rc == 0
+    sup = json.loads((run / "metrics.json").read_text())["supervision"]
+    assert sup["options"]["mode"] == "recursive" and "Simple Does It" in sup["loss"]
+    assert [r["epoch"] for r in sup["rounds"]] == [1]
+    with rasterio.open(run / "labels.tif") as lab:
+        start = lab.read(1)
+    in_box = start == 255
+    assert 0 < in_box.mean() < 0.1 and 0 < (start == 1).sum() < in_box.sum()  # centres: a fifth of each box
+    with rasterio.open(run / "classmap.tif") as dst:
+        assert dst.crs == crs and dst.transform == transform
+    capsys.readouterr()
+    assert main(["export", str(run / "classmap.tif"), "--gpkg", str(tmp_path / "map.gpkg")]) == 0
+    assert (tmp_path / "map.gpkg").is_file()
+
+
+@pytest.mark.parametrize("confidence", [0.0, 0.9])
+def test_noisy_end_to_end_writes_overruled(spacenet, tmp_path, capsys, confidence):
     sn, mask, crs, transform = spacenet
     noisy, report = noisy_from_mask(mask, seed=0, boundary_px=2, drop_share=0.2, spurious_share=0.2)
     labels = write_noisy_tif(tmp_path / "noisy.tif", noisy, crs=crs, transform=transform,
@@ -169,16 +231,23 @@ def test_noisy_end_to_end_writes_overruled(spacenet, tmp_path, capsys):
     run = tmp_path / "run"
     rc = main(["train", "--config", str(CONFIG), "--out", str(run), "--set", f"data.image={sn / 'sample_geotiff.tif'}",
                "--set", f"data.labels={labels}", "--set", "data.supervision=noisy",
-               "--set", "data.supervision_args={loss: gce, reassign: true, reassign_from_epoch: 2}", *TINY])
+               "--set", "data.supervision_args={loss: gce, reassign: true, reassign_from_epoch: 2, "
+               f"overrule_confidence: {confidence}}}", *TINY])
     assert rc == 0
     sup = json.loads((run / "metrics.json").read_text())["supervision"]
     assert sup["type"] == "noisy" and "generalized cross-entropy" in sup["loss"]
     with rasterio.open(run / "overruled.tif") as src, rasterio.open(run / "classmap.tif") as cm:
         assert src.crs == crs and src.transform == transform
         over, pred = src.read(1), cm.read(1)
-    assert set(np.unique(over)) <= {0, 1, 255}
-    # the raster marks exactly the pixels whose predicted class differs from the input map
-    assert np.array_equal(over == 1, pred != noisy)
+    # the raster marks exactly the pixels whose predicted class differs from the input map (with a confidence:
+    # split into 1 = overruled with a probability ≥ 0.9 and 2 = unsure)
+    if confidence == 0:
+        assert set(np.unique(over)) <= {0, 1, 255}
+        assert np.array_equal(over == 1, pred != noisy)
+    else:
+        assert set(np.unique(over)) <= {0, 1, 2, 255}
+        assert np.array_equal((over == 1) | (over == 2), pred != noisy)
+        assert sup["overruled"]["unsure_pixels"] == int((over == 2).sum())
     assert sup["overruled"]["share"] == pytest.approx(float((over == 1).mean()), abs=1e-9)
     shares = {k: v["share"] for k, v in sup["overruled"]["per_class"].items()}
     assert set(shares) == {"background", "building"}

@@ -74,7 +74,8 @@ def test_scribbles_and_one_line_errors(scene, tmp_path, capsys):
     capsys.readouterr()
     for sets, text in ((["data.supervision=dots"], "'dots' is not a supervision type"),
                        (["data.supervision=points", "data.supervision_args={radius: 3, sigma: 1}"],
-                        "unknown key(s) sigma")):
+                        "unknown key(s) sigma"),
+                       (["trainer.class_weights=inverse"], "trainer.class_weights must be one of")):
         bad = tmp_path / "bad"
         args = ["train", "--config", "segmentation/unet_spacenet_buildings", "--out", str(bad),
                 "--set", f"data.image={scene['train']}", "--set", f"data.labels={scene['points']}"]
@@ -84,3 +85,22 @@ def test_scribbles_and_one_line_errors(scene, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and text in err[0], err
         assert not bad.exists()
+
+
+def test_points_with_random_walk_labels_and_class_weights(scene, tmp_path):
+    run = tmp_path / "run"
+    rc = main(["train", "--config", "segmentation/unet_spacenet_buildings", "--out", str(run),
+               "--set", f"data.image={scene['train']}", "--set", f"data.labels={scene['points']}",
+               "--set", "data.supervision=points", "--set", "data.label_field=class",
+               "--set", "data.supervision_args={prior_weight: 0, propagate: 0.5}",
+               "--set", "trainer.class_weights=enet", *FAST])
+    assert rc == 0
+    m = json.loads((run / "metrics.json").read_text())
+    sup = m["supervision"]
+    assert sup["options"]["propagate"] == 0.5 and sup["labelled_share"] == pytest.approx(40 / 256**2)
+    assert 0.05 < sup["propagated_share"] < 1.0  # the walk labelled far more than the 40 points
+    assert all("propagated_ce" in h and "gated_crf" not in h for h in m["history"])
+    from geolesf.methods.unet.checkpoint import load
+
+    # 20 points per class: shares 0.5, 0.5 → ENet weights 1 / ln 1.52 = 2.388 each (recorded in the checkpoint)
+    assert load(run / "model.pt").extra["class_weights"] == pytest.approx([2.388, 2.388], abs=1e-3)
