@@ -51,7 +51,8 @@ The results in ``benchmarks/results/weak_labels.json`` came from (one job at a t
 jobs, so the ``seconds`` are not speed figures)::
 
     --seeds 0,1,2 --scenes spacenet --rows "full,points,points + propagation"
-    --seeds 0,1,2 --scenes potsdam --rows ROW --merge      # for ROW in full, points, "points + propagation", "points + prior"
+    --seeds 0,1,2 --scenes potsdam --rows ROW --merge
+    # ROW in turn: full, points, "points + propagation", "points + prior"
     --seeds 0,1,2 --scenes spacenet --rows "points + prior" --merge
 """
 
