@@ -47,13 +47,20 @@ inverse-frequency weights (``balanced``) with uniform chips: SpaceNet 0.545, Pot
 ``enet`` + balanced chips: SpaceNet 0.643. The numbers compare label types under one budget, they are not the
 accuracy a full training reaches.
 
-The results in ``benchmarks/results/weak_labels.json`` came from (one job at a time, on 2 cores shared with other
-jobs, so the ``seconds`` are not speed figures)::
+The results in ``benchmarks/results/weak_labels.json`` came from (one job at a time; the first runs shared the 2 cores
+with other jobs, so their ``seconds`` are not speed figures)::
 
     --seeds 0,1,2 --scenes spacenet --rows "full,points,points + propagation"
     --seeds 0,1,2 --scenes potsdam --rows ROW --merge
     # ROW in turn: full, points, "points + propagation", "points + prior"
     --seeds 0,1,2 --scenes spacenet --rows "points + prior" --merge
+    --seeds 0,1,2 --scenes S --rows "scribbles,scribbles + propagation" --merge     # S = spacenet, then potsdam
+    --seeds 0,1,2 --scenes spacenet,potsdam --merge \
+        --rows "points + propagation + prior,scribbles + prior,scribbles + propagation + prior"
+    --seeds 0,1,2 --scenes vaihingen --merge --rows "full,points,...,scribbles + propagation + prior"  # all nine
+
+(every run deterministic per seed, so this equals one run of the nine rows on the three scenes, which takes about
+12 min on an idle 2-core machine: 8–12 s a run).
 """
 
 from __future__ import annotations
