@@ -386,7 +386,8 @@ def weak_labels_table(name: str = "weak_labels", rows: str = "") -> list[str]:
             lines.append(f"| {scene} | {row} | {100 * s['labelled_share_mean']:.3f} % | "
                          f"{s['test_mIoU_mean']:.3f} ± {s['test_mIoU_std']:.3f} |")
     lines += ["", f"Budget per run: {t['epochs']} epochs × {t['steps_per_epoch']} steps, chips {t['chip']} px, batch "
-              f"{t['batch_size']}, unet {r['model_args']}; {r['points_per_class']} points per class. "
+              f"{t['batch_size']}, unet {r['model_args']}, class weights {t.get('class_weights', 'none')}, chip "
+              f"sampling {t.get('chip_sampling', 'uniform')}; {r['points_per_class']} points per class. "
               f"Machine: {_machine(r['machine'])}.", ""]
     return lines
 

@@ -80,6 +80,8 @@ class TrainState:
     chip: int = 128
     epochs: int = 1
     """The run's number of epochs (for schedules in the hook)."""
+    chip_sampling: str = "uniform"
+    """``trainer.chip_sampling``: ``balanced`` = each chip around a pixel of a uniformly drawn labelled class."""
 
 
 class Objective:

@@ -1,4 +1,4 @@
-"""Points and scribbles → a dense map: partial cross-entropy plus the gated CRF prior.
+"""Points and scribbles → a dense map: partial cross-entropy, random-walk labels and the gated CRF prior.
 
 ``data.supervision: points`` or ``scribbles``. The labels are a vector layer of points or lines
 (any CRS, the class in ``data.label_field``) burnt onto the image grid by the shared label reader
@@ -15,6 +15,16 @@ the prior acts on every pixel with image data. Each training chip is placed arou
 pixel (at a random position inside the chip), so that with a fraction of a percent of the pixels
 labelled every batch still carries labels — uniform chips would mostly see none.
 ``prior_weight: 0`` gives the partial-CE-alone baseline.
+
+**Random-walk labels** (``propagate`` > 0, default 0 = off; Grady 2006, :mod:`geolesf.data.propagation`): before
+the first epoch the labelled pixels seed a random walk on the (z-scored) scene; pixels the walk assigns to a class
+with probability ≥ ``propagate_threshold`` (0.7; edge sharpness ``propagate_beta`` 10) become a second label raster
+``rasters["propagated"]`` (the seeds themselves excluded), and the loss gains ``propagate`` × its cross-entropy::
+
+    L = partial CE + propagate · CE(random-walk labels) + prior_weight · L_gCRF
+
+This is the one-shot form of "spreading the labels over the image" that the pseudo-label-round literature
+iterates; no rounds are run (the per-epoch hook could re-seed the walk from confident predictions).
 
 Options (``data.supervision_args``): ``prior_weight`` (default 0.01), ``radius`` (5 px), ``sigma_xy``
 (6 px), ``sigma_img`` (0.5 band standard deviations) — the kernel of the reference implementation's

@@ -95,6 +95,10 @@ class SegTrainerConfig:
     seed: int = 0
     device: str = "cpu"
     class_weights: str = "none"
+    chip_sampling: str = "uniform"
+    """``uniform`` (the default: chips anywhere; sparse labels: around a random labelled pixel) or ``balanced``
+    (each chip holds a pixel of a class drawn uniformly among the labelled classes: rare classes seen as often
+    as common ones)."""
     """Cross-entropy class weights from the labelled pixels of the scene: ``none`` (the default), ``balanced``
     (inverse frequency, ``n / (K · n_c)``), ``sqrt`` (inverse square root of the frequency) or ``enet``
     (``1 / ln(1.02 + n_c / n)``, bounded; Paszke et al. 2016)
@@ -122,6 +126,8 @@ def _check(cfg: SegmentationConfig) -> None:
             raise ConfigError(f"trainer.{key} must be at least 1, found {getattr(t, key)}")
     if t.lr_schedule not in ("constant", "cosine"):
         raise ConfigError(f"trainer.lr_schedule must be 'constant' or 'cosine', found '{t.lr_schedule}'")
+    if t.chip_sampling not in ("uniform", "balanced"):
+        raise ConfigError(f"trainer.chip_sampling must be 'uniform' or 'balanced', found '{t.chip_sampling}'")
     if t.class_weights not in CLASS_WEIGHTS:
         raise ConfigError(f"trainer.class_weights must be one of {', '.join(CLASS_WEIGHTS)}, found '{t.class_weights}'")
 
@@ -149,7 +155,7 @@ def run_config(cfg: SegmentationConfig) -> Path:
         ignore_value=read.ignore_value, model_args=cfg.model.args, epochs=t.epochs,
         steps_per_epoch=t.steps_per_epoch, chip=t.chip, batch_size=t.batch_size, lr=t.lr, seed=t.seed,
         device=t.device, lr_schedule=t.lr_schedule, objective=objective, extra_rasters=read.extra, class_ids=ids,
-        class_weights=t.class_weights,
+        class_weights=t.class_weights, chip_sampling=t.chip_sampling,
     )
     metrics = {"checkpoint": "model.pt", "sha256": summary["sha256"], "history": summary["history"],
                "class_ids": summary["class_ids"], "supervision": {**objective.report(), **read.report}}
@@ -224,14 +230,21 @@ def _read_pair(image_tif: str | Path, label_tif: str | Path) -> tuple[np.ndarray
 
 def _random_chips(
     rng: np.random.Generator, x_all: np.ndarray, rasters: dict[str, np.ndarray], c: int, batch_size: int, device: str,
-    anchors: np.ndarray | None = None,
+    anchors: np.ndarray | list[np.ndarray] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``batch_size`` random ``c``×``c`` chips of the normalised image and of every raster (same windows).
 
-    With ``anchors`` (flat pixel indices), each chip holds a random anchor at a random place in the chip.
+    With ``anchors`` (flat pixel indices), each chip holds a random anchor at a random place in the chip;
+    with a list of such arrays (one per class), each chip first draws one array uniformly, then its anchor.
     """
     h, w = rasters["target"].shape
-    if anchors is not None and anchors.size:
+    if isinstance(anchors, list):
+        groups = rng.integers(0, len(anchors), batch_size)
+        anchors = np.array([rng.choice(anchors[g]) for g in groups], dtype=np.int64)
+        ay, ax = np.divmod(anchors, w)
+        ys = np.clip(ay - rng.integers(0, c, batch_size), 0, h - c)
+        xs = np.clip(ax - rng.integers(0, c, batch_size), 0, w - c)
+    elif anchors is not None and anchors.size:
         ay, ax = np.divmod(rng.choice(anchors, batch_size), w)
         ys = np.clip(ay - rng.integers(0, c, batch_size), 0, h - c)
         xs = np.clip(ax - rng.integers(0, c, batch_size), 0, w - c)
@@ -242,6 +255,14 @@ def _random_chips(
     chips = {k: torch.from_numpy(np.stack([r[y:y + c, x:x + c] for y, x in zip(ys, xs)])).to(device)
              for k, r in rasters.items()}
     return xb, chips
+
+
+def _anchors(target: np.ndarray, at_labels: bool, sampling: str) -> np.ndarray | list[np.ndarray] | None:
+    """Chip anchors: per labelled class (``balanced``), any labelled pixel (sparse labels) or None (uniform)."""
+    if sampling == "balanced":
+        groups = [np.flatnonzero(target == k) for k in np.unique(target[target != IGNORE])]
+        return [g for g in groups if g.size] or None
+    return np.flatnonzero(target != IGNORE) if at_labels else None
 
 
 def _fit(model: torch.nn.Module, objective: Any, state: Any, *, epochs: int, steps_per_epoch: int,
@@ -260,7 +281,7 @@ def _fit(model: torch.nn.Module, objective: Any, state: Any, *, epochs: int, ste
     for epoch in bar:
         model.train()
         total, sums = 0.0, {}
-        anchors = np.flatnonzero(state.rasters["target"] != IGNORE) if objective.chips_at_labels else None
+        anchors = _anchors(state.rasters["target"], objective.chips_at_labels, state.chip_sampling)
         for _ in range(steps_per_epoch):
             xb, chips = _random_chips(rng, state.image, state.rasters, state.chip, batch_size, state.device, anchors)
             if objective.needs_labels and (chips["target"] == IGNORE).all():
@@ -336,6 +357,7 @@ def train_segmenter(
     extra_rasters: dict[str, np.ndarray] | None = None,
     class_ids: list[int] | None = None,
     class_weights: str = "none",
+    chip_sampling: str = "uniform",
 ) -> dict[str, Any]:
     """Train ``unet`` on random chips of one image/label GeoTIFF pair; write a checkpoint.
 
@@ -344,7 +366,8 @@ def train_segmenter(
     (sparse labels: classes may be given that few pixels carry). ``objective`` (default: full-mask
     cross-entropy) gives the loss and the per-epoch hook; ``extra_rasters`` are cropped with the target.
     ``class_weights`` (``none``, ``balanced``, ``sqrt``, ``enet``): the objective's cross-entropy class weights, from the
-    labelled pixels of the whole scene (:func:`~geolesf.methods.unet.objectives.class_weights`).
+    labelled pixels of the whole scene (:func:`~geolesf.methods.unet.objectives.class_weights`);
+    ``chip_sampling``: ``balanced`` centres each chip's anchor on a pixel of a uniformly drawn labelled class.
     Returns a summary dict with the checkpoint path, its sha256 and the loss history.
     """
     from geolesf.colors import default_palette
@@ -369,7 +392,8 @@ def train_segmenter(
     weights = weights_of(target, len(class_ids), class_weights)
     objective.class_weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32,
                                                                             device=device)
-    state = TrainState(model, x_all.astype(np.float32), rasters, class_ids, device=device, chip=c, epochs=epochs)
+    state = TrainState(model, x_all.astype(np.float32), rasters, class_ids, device=device, chip=c, epochs=epochs,
+                       chip_sampling=chip_sampling)
     start = time.perf_counter()
     history = _fit(model, objective, state, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                    lr=lr, rng=rng, schedule=lr_schedule)
@@ -383,6 +407,7 @@ def train_segmenter(
         extra={"trained_on": Path(image_tif).name, "labels": Path(label_tif).name, "epochs": epochs,
                "chip": c, "seconds": round(time.perf_counter() - start, 2), "supervision": objective.name,
                "class_weights": None if weights is None else [round(float(v), 6) for v in weights],
+               "chip_sampling": chip_sampling,
                **_pixel_size(image_tif)},
     )
     digest = save(out, ckpt)

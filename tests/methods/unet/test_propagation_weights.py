@@ -96,3 +96,19 @@ def test_sparse_objective_adds_the_propagated_labels_as_a_weighted_term():
     assert "propagated" not in fresh
     with pytest.raises(ConfigError, match="propagate_threshold"):
         make_objective(SimpleNamespace(supervision="points", supervision_args={"propagate_threshold": 1.5}))
+
+
+def test_balanced_chip_sampling_puts_a_rare_class_in_about_half_the_chips():
+    from geolesf.methods.unet.train import _anchors, _random_chips
+
+    target = np.zeros((60, 60), dtype=np.int64)
+    target[5, 50] = 1  # one pixel of class 1 among 3,539 of class 0 (row 0 unlabelled)
+    target[0, :] = IGNORE
+    rasters = {"target": target, "valid": np.ones((60, 60), bool)}
+    anchors = _anchors(target, False, "balanced")
+    assert [a.tolist() for a in anchors][1] == [5 * 60 + 50] and len(anchors) == 2
+    _, chips = _random_chips(np.random.default_rng(0), np.zeros((1, 60, 60), np.float32), rasters, 8, 400, "cpu",
+                             anchors)
+    share = float((chips["target"] == 1).flatten(1).any(1).float().mean())
+    assert 0.4 < share < 0.6  # a uniform chip holds the pixel with probability 64 / 53² = 2.3 %
+    assert _anchors(target, False, "uniform") is None and _anchors(target, True, "uniform").size == 60 * 59
