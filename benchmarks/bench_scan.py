@@ -14,9 +14,22 @@ and the max abs error of ``cpu`` (float32) against ``reference`` in float64 (the
 reference's own error is recorded beside it). Writes
 ``benchmarks/results/scan.json`` and prints a Markdown table.
 
+Two conditions, both committed (the JSON records the variables set):
+
+* ``results/scan.json``: the process as a user's gets it;
+* ``results/scan_passive.json``: the same run with ``OMP_WAIT_POLICY=PASSIVE
+  MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912`` for every method alike. After each
+  parallel PyTorch op, libgomp's worker thread spins for a while on one of the two cores, where the
+  native kernel's second thread then competes with it; and glibc gives the freshly allocated gradient
+  tensors (34 MB per BSS call at batch 256) new pages that the kernel faults in and zeroes. Measured
+  on the BSS shape: the backward kernel alone 17 ms by default, 11.5 ms with both variables; with its
+  outputs reused and no spinning thread, 8 ms per 128 items on one core.
+
 Usage::
 
     python benchmarks/bench_scan.py            # batch 256 (the shape of issue #21's targets)
+    OMP_WAIT_POLICY=PASSIVE MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912 \
+        python benchmarks/bench_scan.py --out benchmarks/results/scan_passive.json
     python benchmarks/bench_scan.py --quick    # batch 64 smoke test
 """
 
@@ -140,7 +153,8 @@ def main(argv=None):
         "cpu": scan_geolesf("cpu"),
     }
     wanted = [m for m in args.methods.split(",") if m]
-    results = {"machine": machine_info(), "batch": batch, "repeats": repeats, "dtype": "float32", "shapes": {}}
+    results = {"machine": machine_info(), "batch": batch, "repeats": repeats, "dtype": "float32", "shapes": {},
+               "environment": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_", "MALLOC_"))}}
     load_before = os.getloadavg()  # the machine is shared: the JSON records how loaded it was
     for name, (K, Dk, L, N) in SHAPES.items():
         inputs = make_inputs(batch, K, Dk, L, N)

@@ -53,13 +53,16 @@ def predict_imports_table() -> list[str]:
     return lines
 
 
-def scan_table() -> list[str]:
-    r = _load("scan")
+def scan_table(name: str = "scan") -> list[str]:
+    r = _load(name)
     if not r:
         return []
+    env = r.get("environment") or {}
+    cond = ("environment: " + ", ".join(f"`{k}={v}`" for k, v in sorted(env.items())) if env
+            else "default process environment")
     lines = [
-        "### Selective scan, forward + backward (`python benchmarks/bench_scan.py`)", "",
-        f"Batch {r['batch']}, {r['dtype']}, median of {r['repeats']}. Machine: {_machine(r['machine'])}.", "",
+        f"### Selective scan, forward + backward (`python benchmarks/bench_scan.py`, `results/{name}.json`)", "",
+        f"Batch {r['batch']}, {r['dtype']}, median of {r['repeats']}; {cond}. Machine: {_machine(r['machine'])}.", "",
         "| shape | per-step loop s | mambapy s | reference s | geolesf cpu s | cpu vs loop | cpu vs mambapy | max abs err vs float64 reference |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -393,7 +396,7 @@ def weak_labels_table(name: str = "weak_labels", rows: str = "") -> list[str]:
 
 
 def main() -> None:
-    body = [*cli_table(), *predict_imports_table(), *scan_table(), *accuracy_table(), *s2mamba_speed_table(),
+    body = [*cli_table(), *predict_imports_table(), *scan_table(), *scan_table("scan_passive"), *accuracy_table(), *s2mamba_speed_table(),
             *s2mamba_cputime_table(), *gpu_table(),
             *predict_table(), *predict_table("predict_auto", " --tile auto"), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
             *onnx_table(), *weak_labels_table(), *weak_labels_table("weak_labels_boxes", ": boxes"),
