@@ -401,7 +401,7 @@ def main() -> None:
             *predict_table(), *predict_table("predict_auto", " --tile auto"), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
             *onnx_table(), *weak_labels_table(), *weak_labels_table("weak_labels_boxes", ": boxes"),
             *weak_labels_table("weak_labels_noisy", ": noisy masks"),
-            *weak_labels_table("weak_labels_boxes_noisy_budget2", ": boxes and noisy masks, the script's current budget")]
+            *weak_labels_table("weak_labels_boxes_budget30", ": boxes, 30 epochs of 96-px chips")]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
