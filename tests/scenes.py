@@ -89,3 +89,16 @@ def crop_geotiff(src_path: Path, out: Path, window) -> Path:
         with rasterio.open(out, "w", **profile) as dst:
             dst.write(src.read(window=window))
     return out
+
+
+def spacenet_footprint_mask(spacenet: Path, folder: Path) -> tuple[np.ndarray, object, object]:
+    """The SpaceNet footprints of ``spacenet`` (the ``spacenet_solaris`` folder) burnt onto its
+    ``sample_geotiff.tif`` (building 1, background 0) into ``folder``: ``(mask, crs, transform)``."""
+    import rasterio
+
+    from geolesf.io.labels import rasterize_labels
+
+    out = rasterize_labels(spacenet / "geotiff_labels.geojson", spacenet / "sample_geotiff.tif",
+                           folder / "mask.tif", field_name=None, background=0)
+    with rasterio.open(out) as src:
+        return src.read(1), src.crs, src.transform

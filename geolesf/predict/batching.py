@@ -106,8 +106,9 @@ def pin_mmap_threshold(nbytes: int | None = None, *, kind: str = "dense") -> boo
     not glibc or when switched off. See the module docstring for why.
 
     ``nbytes`` defaults to the environment variable ``GEOLESF_MMAP_THRESHOLD`` (bytes; ``0`` leaves
-    glibc's own dynamic threshold alone), else :data:`DEFAULT_MMAP_THRESHOLD` for ``kind="dense"``
-    (tiled dense models) or :data:`PIXEL_MMAP_THRESHOLD` for ``kind="pixel"`` (per-pixel patch models).
+    glibc's own dynamic threshold alone), else :data:`PIXEL_MMAP_THRESHOLD` for ``kind="pixel"``
+    (per-pixel patch models; a :class:`~geolesf.predict.model.PredictModel`'s ``kind`` can be passed as
+    is) and :data:`DEFAULT_MMAP_THRESHOLD` for every other kind (tiled dense models).
     A process that runs both kinds gets the setting of the latest call.
     """
     if nbytes is None:

@@ -128,7 +128,7 @@ def run_part(model: CheckpointRef | PredictModel, scene: str, plan: RowPlan, row
     from geolesf.predict.sources import open_source
 
     pm = _worker_model(model)
-    pin_mmap_threshold(kind="pixel" if pm.kind == "pixel" else "dense")
+    pin_mmap_threshold(kind=pm.kind)
     src = open_source(scene, plan.nodata)
     try:
         out = predict_rows(src, pm, plan, row0, row1)

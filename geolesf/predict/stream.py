@@ -145,7 +145,7 @@ class StreamingRun:
         from geolesf.predict.batching import pin_mmap_threshold
 
         # dense: peak memory the same in every run; patch models: batches reused in the heap
-        pin_mmap_threshold(kind="pixel" if self.pm.kind == "pixel" else "dense")  # (geolesf.predict.batching)
+        pin_mmap_threshold(kind=self.pm.kind)  # (geolesf.predict.batching)
         state = self._load_state()
         env = rasterio.Env(GDAL_CACHEMAX=int(self.settings.gdal_cache_mb))
         env.__enter__()

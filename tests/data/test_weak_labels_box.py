@@ -15,17 +15,13 @@ from geolesf.data.weak_labels_box import (
     write_noisy_tif,
 )
 from geolesf.errors import DataError
-from geolesf.io.labels import rasterize_labels
+from tests.scenes import spacenet_footprint_mask
 
 
 @pytest.fixture(scope="module")
 def spacenet_mask(shared_data, tmp_path_factory):
     """The SpaceNet footprints burnt onto sample_geotiff.tif: (mask, crs, transform)."""
-    sn = shared_data / "spacenet_solaris"
-    out = rasterize_labels(sn / "geotiff_labels.geojson", sn / "sample_geotiff.tif",
-                           tmp_path_factory.mktemp("sn") / "mask.tif", field_name=None, background=0)
-    with rasterio.open(out) as src:
-        return src.read(1), src.crs, src.transform
+    return spacenet_footprint_mask(shared_data / "spacenet_solaris", tmp_path_factory.mktemp("sn"))
 
 
 def _toy():

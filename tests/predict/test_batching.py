@@ -119,15 +119,16 @@ def test_bad_memory_format_is_refused_before_any_work(rgb_crop, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-_PROBE = r"""
-import ctypes, sys
+_RSS = r"""
 import numpy as np
 from geolesf.predict.batching import pin_mmap_threshold
 
 def rss():
     with open("/proc/self/status") as fh:
         return next(int(l.split()[1]) for l in fh if l.startswith("VmRSS")) * 1024
+"""
 
+_PROBE = _RSS + r"""
 pinned = pin_mmap_threshold()
 a = np.ones(24 << 20, np.uint8); del a      # freed mmap: glibc would raise its threshold to 24 MiB
 base = rss()
@@ -136,34 +137,33 @@ print(pinned, (rss() - base) >> 20)
 """
 
 
+def _run_probe(code: str, cwd: Path, threshold: str | None = None) -> list[str]:
+    """Run a heap probe in a fresh interpreter; ``GEOLESF_MMAP_THRESHOLD`` set to ``threshold`` (None:
+    unset). glibc's MALLOC_* variables (dask's nanny puts MALLOC_TRIM_THRESHOLD_ in os.environ) switch
+    its dynamic threshold off, so the probe runs without them."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "GEOLESF_MMAP_THRESHOLD" and not k.startswith("MALLOC_")}
+    if threshold is not None:
+        env["GEOLESF_MMAP_THRESHOLD"] = threshold
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd, env=env)
+    return proc.stdout.split()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 @pytest.mark.parametrize("env", ["", "0"])
 def test_pinned_mmap_threshold_returns_freed_batches(env, tmp_path):
     """Pinned: a freed 12 MiB block goes back to the OS. Off (``GEOLESF_MMAP_THRESHOLD=0``): glibc's
     dynamic threshold keeps it in the heap, resident — the creep the pinning removes."""
-    import os
-
-    root = Path(__file__).resolve().parents[2]
-    # glibc's MALLOC_* variables (dask's nanny puts MALLOC_TRIM_THRESHOLD_ in os.environ) switch its
-    # dynamic threshold off: the probe runs without them
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True, cwd=tmp_path,
-                          env={**clean, "GEOLESF_MMAP_THRESHOLD": env, "PYTHONPATH": str(root)})
-    pinned, kept_mb = proc.stdout.split()
+    pinned, kept_mb = _run_probe(_PROBE, tmp_path, env)
     if env == "0":
         assert pinned == "False" and int(kept_mb) >= 11
     else:
         assert pinned == "True" and int(kept_mb) <= 1
 
 
-_PIXEL_PROBE = r"""
-import numpy as np
-from geolesf.predict.batching import pin_mmap_threshold
-
-def rss():
-    with open("/proc/self/status") as fh:
-        return next(int(l.split()[1]) for l in fh if l.startswith("VmRSS")) * 1024
-
+_PIXEL_PROBE = _RSS + r"""
 first = pin_mmap_threshold()                   # dense: 4 MiB
 pinned = pin_mmap_threshold(kind="pixel")      # the latest call's setting: 256 MiB
 a = np.ones(64 << 20, np.uint8); del a         # a patch batch's activations, freed
@@ -177,12 +177,6 @@ print(first, pinned, base >> 20, (rss() - base) >> 20)
 def test_pixel_models_keep_batch_memory_in_the_heap(tmp_path):
     """kind="pixel": a freed 64 MiB block stays in the heap and the next one of that size reuses it
     (no fresh pages to fault in); a later call switches the setting of an earlier one."""
-    import os
-
-    root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "GEOLESF_MMAP_THRESHOLD" and not k.startswith("MALLOC_")}
-    proc = subprocess.run([sys.executable, "-c", _PIXEL_PROBE], capture_output=True, text=True, check=True,
-                          cwd=tmp_path, env={**env, "PYTHONPATH": str(root)})
-    first, pinned, base_mb, grown_mb = proc.stdout.split()
+    first, pinned, base_mb, grown_mb = _run_probe(_PIXEL_PROBE, tmp_path)
     assert first == "True" and pinned == "True"
     assert int(base_mb) >= 64 and int(grown_mb) <= 1

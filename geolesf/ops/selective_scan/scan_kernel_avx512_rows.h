@@ -35,15 +35,18 @@ static void gl_prep16(const float* u, const float* delta, const float* gy, const
     }
 }
 
-/* Channel lanes: out[t*16 + n] = X[b, k, n, t] (X read through its strides s). */
-static void gl_group_bc16(const float* X, const int64_t* s, int64_t b, int64_t k, int64_t L, float* out) {
-    const float* g = X + b * s[0] + k * s[1];
-    if (s[3] == 1) {
-        gl_rows_to_lanes16(g, s[2], 16, L, out);
+/* Channel lanes: Bs[t*16 + n] = B[b, k, n, t], Cs likewise (read through their strides): by
+   transposes where time is contiguous, else by the portable kernels' gather_bc. */
+static void gl_group_bc16(const float* B, const float* C, const int64_t* sB, const int64_t* sC, int64_t b,
+                          int64_t k, int64_t L, float* Bs, float* Cs) {
+    const float* Bg = B + b * sB[0] + k * sB[1];
+    const float* Cg = C + b * sC[0] + k * sC[1];
+    if (sB[3] != 1 || sC[3] != 1) {
+        gather_bc_f32(Bg, Cg, sB, sC, 16, L, Bs, Cs);
         return;
     }
-    for (int64_t n = 0; n < 16; ++n)
-        for (int64_t t = 0; t < L; ++t) out[t * 16 + n] = g[n * s[2] + t * s[3]];
+    gl_rows_to_lanes16(Bg, sB[2], 16, L, Bs);
+    gl_rows_to_lanes16(Cg, sC[2], 16, L, Cs);
 }
 
 /* Item lanes: out[(t*16 + n)*16 + j] = X[b + j, k, n, t] for j < cnt, 0 above. */
@@ -81,8 +84,7 @@ static int gl_infer_rows16(const float* u, const float* delta, const float* bias
         const int64_t m = b1 - bc < 16 ? b1 - bc : 16;
         for (int64_t k = 0; k < K; ++k) {
             for (int64_t b = bc; nfull && b < bc + m; ++b) {
-                gl_group_bc16(B, sB, b, k, L, Bs);
-                gl_group_bc16(C, sC, b, k, L, Cs);
+                gl_group_bc16(B, C, sB, sC, b, k, L, Bs, Cs);
                 for (int64_t blk = 0; blk < nfull; ++blk) {
                     const int64_t d0 = k * Dk + 16 * blk, off = (b * KD + d0) * L;
                     gl_prep16(u, delta, 0, bias, sp, A2, D, off, L, 16, d0, 1, L, rdt, 0, dts, 0, us, 0, At, Dv);
@@ -139,8 +141,7 @@ static int gl_grad_rows16(const float* u, const float* delta, const float* bias,
                     memset(dCg, 0, sizeof(float) * (size_t)L16);
                     continue;
                 }
-                gl_group_bc16(B, sB, b, k, L, Bs);
-                gl_group_bc16(C, sC, b, k, L, Cs);
+                gl_group_bc16(B, C, sB, sC, b, k, L, Bs, Cs);
                 memset(dBl, 0, sizeof(float) * (size_t)LN);
                 memset(dCl, 0, sizeof(float) * (size_t)LN);
                 for (int64_t blk = 0; blk < nfull; ++blk) {

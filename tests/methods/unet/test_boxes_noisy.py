@@ -19,7 +19,6 @@ from torch.nn import functional as F
 from geolesf.cli.main import main
 from geolesf.data.weak_labels_box import boxes_from_mask, noisy_from_mask, write_boxes_gpkg, write_noisy_tif
 from geolesf.errors import ConfigError
-from geolesf.io.labels import rasterize_labels
 from geolesf.losses.box import colour_similarity, pairwise_loss, projection_loss
 from geolesf.methods.unet.boxes import BoxObjective, SceneBoxes, box_objective
 from geolesf.methods.unet.noisy import (
@@ -31,6 +30,7 @@ from geolesf.methods.unet.noisy import (
 )
 from geolesf.methods.unet.objectives import IGNORE, make_objective
 from geolesf.methods.unet.model import unet
+from tests.scenes import spacenet_footprint_mask
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "geolesf" / "configs" / "segmentation" / "unet_spacenet_buildings.yaml"
@@ -167,10 +167,7 @@ def test_overruled_stats_by_hand():
 @pytest.fixture(scope="module")
 def spacenet(shared_data, tmp_path_factory):
     sn = shared_data / "spacenet_solaris"
-    mask_tif = rasterize_labels(sn / "geotiff_labels.geojson", sn / "sample_geotiff.tif",
-                                tmp_path_factory.mktemp("mask") / "mask.tif", field_name=None, background=0)
-    with rasterio.open(mask_tif) as src:
-        return sn, src.read(1), src.crs, src.transform
+    return (sn, *spacenet_footprint_mask(sn, tmp_path_factory.mktemp("mask")))
 
 
 def test_boxes_end_to_end_from_a_geopackage(spacenet, tmp_path, capsys):
