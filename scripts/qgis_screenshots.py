@@ -47,8 +47,8 @@ def _start(zip_path: str, exe: str, plugins: Path):
     ProcessingConfig.setSettingValue("GEOLESF_EXECUTABLE", exe)
 
 
-def _save(widget, path: Path) -> None:
-    widget.resize(*SIZE)
+def _save(widget, path: Path, size: tuple[int, int] = SIZE) -> None:
+    widget.resize(*size)
     widget.show()
     from qgis.PyQt.QtWidgets import QApplication
 
@@ -70,14 +70,7 @@ def toolbox(out: Path) -> None:
     view.expandAll()
     view.clearSelection()
     view.setWindowTitle("Processing Toolbox")
-    view.resize(420, 260)
-    view.show()
-    from qgis.PyQt.QtWidgets import QApplication
-
-    QApplication.processEvents()
-    view.grab().save(str(out / "qgis_toolbox.png"), "PNG")
-    print(f"wrote {out / 'qgis_toolbox.png'}")
-    view.close()
+    _save(view, out / "qgis_toolbox.png", (420, 260))
 
 
 def dialog(alg_id: str, params: dict, path: Path) -> None:
@@ -146,14 +139,7 @@ def render(map_tif: str, gpkg: str, out: Path) -> None:
     node = QgsProject.instance().layerTreeRoot().findLayer(raster.id())
     assert isinstance(node, QgsLayerTreeLayer)
     view.expandAll()
-    view.resize(360, 450)
-    view.show()
-    from qgis.PyQt.QtWidgets import QApplication
-
-    QApplication.processEvents()
-    view.grab().save(str(out / "qgis_legend.png"), "PNG")
-    print(f"wrote {out / 'qgis_legend.png'}")
-    view.close()
+    _save(view, out / "qgis_legend.png", (360, 450))
     QgsProject.instance().removeAllMapLayers()
     del polygons
 
