@@ -14,22 +14,24 @@ and the max abs error of ``cpu`` (float32) against ``reference`` in float64 (the
 reference's own error is recorded beside it). Writes
 ``benchmarks/results/scan.json`` and prints a Markdown table.
 
-Two conditions, both committed (the JSON records the variables set):
+Two conditions, both committed (the JSON records the condition and the ``OMP_*``/``MALLOC_*`` variables):
 
-* ``results/scan.json``: the process as a user's gets it;
-* ``results/scan_passive.json``: the same run with ``OMP_WAIT_POLICY=PASSIVE
-  MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912`` for every method alike. After each
-  parallel PyTorch op, libgomp's worker thread spins for a while on one of the two cores, where the
-  native kernel's second thread then competes with it; and glibc gives the freshly allocated gradient
-  tensors (34 MB per BSS call at batch 256) new pages that the kernel faults in and zeroes. Measured
-  on the BSS shape: the backward kernel alone 17 ms by default, 11.5 ms with both variables; with its
-  outputs reused and no spinning thread, 8 ms per 128 items on one core.
+* ``results/scan.json``: the process as a user's script gets it (glibc's own heap settings);
+* ``results/scan_heap.json`` (``--heap geolesf``): the heap setting geolesf's S²Mamba trainer and
+  per-pixel predictors pin (``geolesf.predict.batching.pin_mmap_threshold(kind="pixel")``: glibc's
+  mmap threshold 256 MiB, trim threshold 512 MiB), applied before any method is timed, so to all
+  alike. With glibc's defaults the freshly allocated outputs (y, du, d(delta), dB, dC: 47 MB per
+  BSS call at batch 256) are returned to the kernel when freed and faulted in and zeroed page by page
+  on the next call; with the pinned heap they are reused. Measured on the BSS shape: the two kernel
+  calls take 5 + 9 ms either way; the whole forward + backward 18-24 ms by default and 15 ms pinned.
+
+The native kernels run on PyTorch's own OpenMP team (``geolesf.ops.selective_scan.native.run_kernel``),
+so no second set of threads competes with the worker PyTorch's previous op left spinning.
 
 Usage::
 
     python benchmarks/bench_scan.py            # batch 256 (the shape of issue #21's targets)
-    OMP_WAIT_POLICY=PASSIVE MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912 \
-        python benchmarks/bench_scan.py --out benchmarks/results/scan_passive.json
+    python benchmarks/bench_scan.py --heap geolesf --out benchmarks/results/scan_heap.json
     python benchmarks/bench_scan.py --quick    # batch 64 smoke test
 """
 
@@ -140,8 +142,15 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--methods", default="loop,mambapy,reference,cpu")
+    parser.add_argument("--heap", choices=("default", "geolesf"), default="default",
+                        help="geolesf: pin the heap setting of geolesf's S²Mamba trainer first (see above)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scan.json"))
     args = parser.parse_args(argv)
+    if args.heap == "geolesf":
+        from geolesf.predict.batching import pin_mmap_threshold
+
+        if not pin_mmap_threshold(kind="pixel"):
+            parser.error("--heap geolesf: the heap setting could not be pinned (not glibc?)")
 
     torch.set_num_threads(2)
     batch = args.batch or (64 if args.quick else 256)
@@ -153,7 +162,7 @@ def main(argv=None):
         "cpu": scan_geolesf("cpu"),
     }
     wanted = [m for m in args.methods.split(",") if m]
-    results = {"machine": machine_info(), "batch": batch, "repeats": repeats, "dtype": "float32", "shapes": {},
+    results = {"machine": machine_info(), "batch": batch, "repeats": repeats, "dtype": "float32", "heap": args.heap, "shapes": {},
                "environment": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_", "MALLOC_"))}}
     load_before = os.getloadavg()  # the machine is shared: the JSON records how loaded it was
     for name, (K, Dk, L, N) in SHAPES.items():

@@ -60,6 +60,8 @@ def scan_table(name: str = "scan") -> list[str]:
     env = r.get("environment") or {}
     cond = ("environment: " + ", ".join(f"`{k}={v}`" for k, v in sorted(env.items())) if env
             else "default process environment")
+    if r.get("heap") == "geolesf":
+        cond += "; heap pinned as geolesf's S²Mamba trainer pins it (`--heap geolesf`)"
     lines = [
         f"### Selective scan, forward + backward (`python benchmarks/bench_scan.py`, `results/{name}.json`)", "",
         f"Batch {r['batch']}, {r['dtype']}, median of {r['repeats']}; {cond}. Machine: {_machine(r['machine'])}.", "",
@@ -396,7 +398,7 @@ def weak_labels_table(name: str = "weak_labels", rows: str = "") -> list[str]:
 
 
 def main() -> None:
-    body = [*cli_table(), *predict_imports_table(), *scan_table(), *scan_table("scan_passive"), *accuracy_table(), *s2mamba_speed_table(),
+    body = [*cli_table(), *predict_imports_table(), *scan_table(), *scan_table("scan_heap"), *accuracy_table(), *s2mamba_speed_table(),
             *s2mamba_cputime_table(), *gpu_table(),
             *predict_table(), *predict_table("predict_auto", " --tile auto"), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
             *onnx_table(), *weak_labels_table(), *weak_labels_table("weak_labels_boxes", ": boxes"),

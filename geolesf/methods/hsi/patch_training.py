@@ -38,6 +38,7 @@ from geolesf.errors import ConfigError, DataError, TrainingError
 from geolesf.methods.hsi.checkpoint import PatchCheckpoint, save as save_patch_checkpoint
 from geolesf.methods.hsi.train import register_trainer
 from geolesf.methods.hsi.windowed import scene_gatherer
+from geolesf.predict.batching import pin_mmap_threshold
 from geolesf.predict.patches import PatchGatherer, predict_pixels
 from geolesf.registry import create_model
 from geolesf.io.atomic import write_json
@@ -352,6 +353,9 @@ def train_patch_model(scene: Any, cfg: Any, out_dir: Path) -> PatchPredictor:
     out_dir = start_run(out_dir, tr)
     data = PixelDataModule(scene, cfg.data.patch_size, cfg.data.padding, tr.batch_size, tr.seed)
     args = _model_args(cfg, scene)
+    # each step's activations and gradients (tens of MB at batch 64) stay in the heap instead of
+    # being faulted in afresh every step (geolesf.predict.batching; GEOLESF_MMAP_THRESHOLD=0 disables)
+    pin_mmap_threshold(kind="pixel")
     module = HSIClassificationModule(cfg.model.name, args, lr=tr.lr, weight_decay=tr.weight_decay, gamma=tr.gamma)
     history = _fit(module, data, cfg, out_dir)
 

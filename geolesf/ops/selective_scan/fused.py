@@ -33,11 +33,10 @@ import torch
 from geolesf.errors import ModelError
 from geolesf.ops.selective_scan.contract import _LOG2E
 from geolesf.ops.selective_scan.native import (
-    _NATIVE,
     _n_parts,
     _ptr,
-    _run_parallel,
     native_kernel_available,
+    run_kernel,
 )
 
 
@@ -98,17 +97,12 @@ def _forward(x, proj, wdt, bias, A2, Dv, tables, dims, softplus):
     batch, Dk, L, K, R, N = dims
     src_t, dst_t, order = tables
     y = x.new_empty(batch, L, Dk).transpose(1, 2)
-    lib = _NATIVE["lib"]
-    fn = lib.gl_scan_fused_f32 if x.dtype == torch.float32 else lib.gl_scan_fused_f64
     sx, sp, sy = _strides(x, 3), _strides(proj, 4), _strides(y, 3)
 
-    def work(_, b0, b1):
-        return fn(x.data_ptr(), ctypes.addressof(sx), proj.data_ptr(), ctypes.addressof(sp), wdt.data_ptr(),
-                  _ptr(bias), softplus, A2.data_ptr(), _ptr(Dv), src_t.data_ptr(), dst_t.data_ptr(),
-                  order.data_ptr(), y.data_ptr(), ctypes.addressof(sy), b0, b1, K, Dk, L, R, N)
-
-    if any(_run_parallel(work, batch, _n_parts(batch))):
-        raise MemoryError("native multi-direction scan: out of memory")
+    run_kernel("fused", x.dtype, [x.data_ptr(), ctypes.addressof(sx), proj.data_ptr(), ctypes.addressof(sp),
+                                  wdt.data_ptr(), _ptr(bias), softplus, A2.data_ptr(), _ptr(Dv), src_t.data_ptr(),
+                                  dst_t.data_ptr(), order.data_ptr(), y.data_ptr(), ctypes.addressof(sy),
+                                  K, Dk, L, R, N], batch, _n_parts(batch))
     return y
 
 
@@ -123,20 +117,15 @@ def _backward(gy, x, proj, wdt, bias, A2, Dv, tables, dims, softplus):
     dA = x.new_zeros(nparts, K * Dk, N)
     dD = x.new_zeros(nparts, K * Dk)
     db = x.new_zeros(nparts, K * Dk)
-    lib = _NATIVE["lib"]
-    fn = lib.gl_scan_fused_grad_f32 if x.dtype == torch.float32 else lib.gl_scan_fused_grad_f64
     sx, sp, sg = _strides(x, 3), _strides(proj, 4), _strides(gy, 3)
     sdx, sdp = _strides(dx, 3), _strides(dproj, 4)
 
-    def work(i, b0, b1):
-        return fn(x.data_ptr(), ctypes.addressof(sx), proj.data_ptr(), ctypes.addressof(sp), wdt.data_ptr(),
-                  _ptr(bias), softplus, A2.data_ptr(), _ptr(Dv), src_t.data_ptr(), dst_t.data_ptr(),
-                  gy.data_ptr(), ctypes.addressof(sg), dx.data_ptr(), ctypes.addressof(sdx), dproj.data_ptr(),
-                  ctypes.addressof(sdp), dW[i].data_ptr(), dA[i].data_ptr(), dD[i].data_ptr(), db[i].data_ptr(),
-                  b0, b1, K, Dk, L, R, N)
-
-    if any(_run_parallel(work, batch, nparts)):
-        raise MemoryError("native multi-direction scan: out of memory")
+    run_kernel("fused_grad", x.dtype, [x.data_ptr(), ctypes.addressof(sx), proj.data_ptr(), ctypes.addressof(sp),
+                                       wdt.data_ptr(), _ptr(bias), softplus, A2.data_ptr(), _ptr(Dv),
+                                       src_t.data_ptr(), dst_t.data_ptr(), gy.data_ptr(), ctypes.addressof(sg),
+                                       dx.data_ptr(), ctypes.addressof(sdx), dproj.data_ptr(), ctypes.addressof(sdp),
+                                       dW.data_ptr(), dA.data_ptr(), dD.data_ptr(), db.data_ptr(), K, Dk, L, R, N],
+               batch, nparts)
     return dx, dproj, dW.sum(0).view(K, Dk, R), db.sum(0), dA.sum(0), dD.sum(0)
 
 

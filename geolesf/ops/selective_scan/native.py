@@ -6,8 +6,8 @@ per precision, and ``scan_kernel_avx512.h`` / ``scan_kernel_avx512_rows.h`` once
 is compiled with the system C compiler (about a second) into a shared library cached in
 ``$GEOLESF_KERNEL_CACHE`` or a private folder in the temp directory, under a key that hashes
 the kernel source files' bytes, the compiler, the flags and the CPU (so editing the C source
-rebuilds it), loaded with ctypes and run over batch ranges on ``torch.get_num_threads()``
-threads. ``GEOLESF_SCAN_NATIVE=0`` disables it.
+rebuilds it), loaded with ctypes and run over batch parts on ``torch.get_num_threads()``
+threads of PyTorch's own OpenMP team (:func:`run_kernel`). ``GEOLESF_SCAN_NATIVE=0`` disables it.
 
 Loading a shared library runs its code, so the cache is trusted only when it is safe:
 
@@ -27,6 +27,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -49,11 +50,16 @@ KERNEL_CACHE_ENV_VAR = "GEOLESF_KERNEL_CACHE"
 KERNEL_DIR = Path(__file__).resolve().parent
 KERNEL_SOURCE = "scan_kernel.c"
 KERNEL_SOURCES = (KERNEL_SOURCE, "scan_kernel_avx512.h", "scan_kernel_avx512_rows.h", "scan_kernel_body.h",
-                  "scan_kernel_infer.h", "scan_kernel_grad.h", "scan_kernel_fused.h")
+                  "scan_kernel_infer.h", "scan_kernel_grad.h", "scan_kernel_fused.h", "scan_kernel_parallel.h")
 
 _NATIVE = {"tried": False, "lib": None, "error": None}
 _NATIVE_LOCK = threading.Lock()
 _POOL = {"pool": None, "size": 0}
+_OMP = {"tried": False, "entry": None}
+
+# gl_run's kernel index: 2 * KERNEL_IDS[name] + (1 for float64); scan_kernel.c's gl_parts table
+KERNEL_IDS = {"infer": 0, "grad": 1, "fused": 2, "fused_grad": 3}
+_OMP_RUNTIME = re.compile(r"^lib(gomp|iomp5|omp)([-.][^/]*)?\.so(\.[0-9]+)*$")
 
 
 def _kernel_source_bytes() -> bytes:
@@ -208,6 +214,8 @@ def _declare_signatures(lib):
         fgrad = getattr(lib, f"gl_scan_fused_grad_{suf}")
         fgrad.argtypes = [ptr] * 6 + [i64] + [ptr] * 14 + [i64] * 7
         fgrad.restype = ctypes.c_int
+    lib.gl_run.argtypes = [i64, ptr, i64, i64, i64, i64, ptr, i64]
+    lib.gl_run.restype = ctypes.c_int
 
 
 def _compile_native():
@@ -259,21 +267,74 @@ def native_kernel_available() -> bool:
     return _NATIVE["lib"] is not None
 
 
-def _run_parallel(fn, batch, nparts):
-    """Run fn(part, b0, b1) over contiguous batch ranges on a thread pool (ctypes drops the GIL)."""
-    bounds = [batch * i // nparts for i in range(nparts + 1)]
-    ranges = [(i, bounds[i], bounds[i + 1]) for i in range(nparts) if bounds[i + 1] > bounds[i]]
-    threads = max(1, torch.get_num_threads())
-    if threads == 1 or len(ranges) == 1:
-        return [fn(*r) for r in ranges]
+def _openmp_parallel_entry():
+    """The address of ``GOMP_parallel`` in the OpenMP runtime PyTorch's own CPU ops run on, or None.
+
+    Found among the libraries already loaded (``/proc/self/maps``): the runtime in PyTorch's
+    own ``lib`` folder (pip wheels bundle one), else the only one loaded. It is never loaded
+    here (``RTLD_NOLOAD``), so a second runtime with threads of its own never enters the
+    process. None where PyTorch's parallel backend is not OpenMP, where the maps cannot be read
+    (not Linux) or the runtime is ambiguous; the kernels then run on a Python thread pool.
+    """
+    with _NATIVE_LOCK:
+        if _OMP["tried"]:
+            return _OMP["entry"]
+        _OMP["tried"] = True
+    entry = None
+    try:
+        if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+            maps = Path("/proc/self/maps").read_text()
+            paths = sorted({ln.split(None, 5)[5] for ln in maps.splitlines()
+                            if len(ln.split(None, 5)) == 6 and _OMP_RUNTIME.match(os.path.basename(ln.split(None, 5)[5]))})
+            torch_lib = str(Path(torch.__file__).resolve().parent / "lib") + os.sep
+            own = [p for p in paths if os.path.realpath(p).startswith(torch_lib)]
+            candidates = own or (paths if len(paths) == 1 else [])
+            for path in candidates:
+                lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+                fn = getattr(lib, "GOMP_parallel", None)
+                if fn is not None:
+                    entry = ctypes.cast(fn, ctypes.c_void_p).value
+                    break
+    except (OSError, AttributeError, IndexError):
+        entry = None
+    _OMP["entry"] = entry
+    return entry
+
+
+def _thread_pool(threads):
     with _NATIVE_LOCK:
         if _POOL["pool"] is None or _POOL["size"] != threads:
             if _POOL["pool"] is not None:
                 _POOL["pool"].shutdown(wait=False)
             _POOL["pool"] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="geolesf-scan")
             _POOL["size"] = threads
-        pool = _POOL["pool"]
-    return list(pool.map(lambda r: fn(*r), ranges))
+        return _POOL["pool"]
+
+
+def run_kernel(name, dtype, words, batch, nparts):
+    """Run kernel ``name`` (a key of :data:`KERNEL_IDS`) over the batch, split into ``nparts`` parts.
+
+    ``words`` are the kernel's arguments in its C order without ``b0``/``b1`` (tensors' data
+    pointers, ``None`` for NULL, stride arrays' addresses, integers); part ``p`` adds its partial
+    sums into slice ``p`` of each accumulator (``scan_kernel_parallel.h``). With
+    ``torch.get_num_threads()`` > 1 the parts run on PyTorch's own OpenMP team
+    (:func:`_openmp_parallel_entry`), or where that runtime is not found, on a Python thread
+    pool (ctypes releases the GIL). Raises MemoryError when the kernel cannot allocate scratch.
+    """
+    lib = _NATIVE["lib"]
+    which = 2 * KERNEL_IDS[name] + (1 if dtype == torch.float64 else 0)
+    args = (ctypes.c_int64 * len(words))(*(0 if w is None else int(w) for w in words))
+    threads = max(1, torch.get_num_threads())
+    entry = _openmp_parallel_entry() if threads > 1 and nparts > 1 else None
+    if threads == 1 or nparts == 1 or entry is not None:
+        rcs = [lib.gl_run(which, args, batch, nparts, 0, nparts, entry, threads)]
+    else:
+        rcs = list(_thread_pool(threads).map(
+            lambda p: lib.gl_run(which, args, batch, nparts, p, p + 1, None, 1), range(nparts)))
+    if any(rc == 2 for rc in rcs):
+        raise RuntimeError(f"native selective scan: the loaded library has no kernel {which}")
+    if any(rcs):
+        raise MemoryError("native selective scan: out of memory")
 
 
 def _n_parts(batch):
@@ -291,24 +352,17 @@ def native_forward(u, delta, A2, B, C, D, delta_bias, delta_softplus):
     Keeps nothing for a backward pass. ``u``, ``delta``, ``D``, ``delta_bias`` and
     ``A2 = A * log2(e)`` must be contiguous and of one dtype (float32 or float64); ``B`` and
     ``C`` (batch, K, N, L) may be any strided view of that dtype (their strides are passed to
-    the kernel, which transposes them itself). Batch ranges run on the thread pool.
+    the kernel, which transposes them itself). Batch parts run as :func:`run_kernel` spreads them.
     """
-    lib = _NATIVE["lib"]
     batch, channels, L = u.shape
     K, N = B.shape[1], A2.shape[1]
     y = torch.empty_like(u)
-    fn = lib.gl_scan_infer_f32 if u.dtype == torch.float32 else lib.gl_scan_infer_f64
     sB = (ctypes.c_int64 * 4)(*B.stride())
     sC = (ctypes.c_int64 * 4)(*C.stride())
     sp = int(bool(delta_softplus))
-
-    def work(_, b0, b1):
-        return fn(u.data_ptr(), delta.data_ptr(), _ptr(delta_bias), sp, A2.data_ptr(), B.data_ptr(),
-                  C.data_ptr(), ctypes.addressof(sB), ctypes.addressof(sC), _ptr(D), y.data_ptr(),
-                  b0, b1, channels, K, L, N)
-
-    if any(_run_parallel(work, batch, _n_parts(batch))):
-        raise MemoryError("native selective scan: out of memory")
+    run_kernel("infer", u.dtype, [u.data_ptr(), delta.data_ptr(), _ptr(delta_bias), sp, A2.data_ptr(),
+                                  B.data_ptr(), C.data_ptr(), ctypes.addressof(sB), ctypes.addressof(sC), _ptr(D),
+                                  y.data_ptr(), channels, K, L, N], batch, _n_parts(batch))
     return y
 
 
@@ -317,7 +371,7 @@ class _NativeSelectiveScan(torch.autograd.Function):
     reductions for dA, dD and delta_bias. The forward is :func:`native_forward`; the backward
     (``scan_kernel_grad.h``; ``scan_kernel_avx512*.h`` for float32, N = 16 in the AVX-512 build) uses
     the same channel blocks. Both read B and C through their
-    strides. Batch ranges are spread over a thread pool. Nothing but the inputs is saved."""
+    strides. Batch parts are spread as :func:`run_kernel` does. Nothing but the inputs is saved."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus):
@@ -330,7 +384,6 @@ class _NativeSelectiveScan(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
-        lib = _NATIVE["lib"]
         u, delta, delta_bias, A2, B, C, D = ctx.saved_tensors
         batch, channels, L = u.shape
         K, N = B.shape[1], A2.shape[1]
@@ -342,20 +395,14 @@ class _NativeSelectiveScan(torch.autograd.Function):
         sB = (ctypes.c_int64 * 4)(*B.stride())
         sC = (ctypes.c_int64 * 4)(*C.stride())
         nparts = _n_parts(batch)
-        grad = lib.gl_scan_grad_f32 if u.dtype == torch.float32 else lib.gl_scan_grad_f64
         dA_parts = u.new_zeros(nparts, channels, N)  # per-part partial sums, reduced below
         dD_parts = u.new_zeros(nparts, channels)
         db_parts = u.new_zeros(nparts, channels)
-
-        def work(i, b0, b1):
-            return grad(u.data_ptr(), delta.data_ptr(), _ptr(delta_bias), ctx.delta_softplus, A2.data_ptr(),
-                        B.data_ptr(), C.data_ptr(), ctypes.addressof(sB), ctypes.addressof(sC), _ptr(D),
-                        gy.data_ptr(), du.data_ptr(), ddelta.data_ptr(), dA_parts[i].data_ptr(),
-                        dD_parts[i].data_ptr(), db_parts[i].data_ptr(), dB.data_ptr(), dC.data_ptr(),
-                        b0, b1, channels, K, L, N)
-
-        if any(_run_parallel(work, batch, nparts)):
-            raise MemoryError("native selective scan: out of memory")
+        run_kernel("grad", u.dtype, [u.data_ptr(), delta.data_ptr(), _ptr(delta_bias), ctx.delta_softplus,
+                                     A2.data_ptr(), B.data_ptr(), C.data_ptr(), ctypes.addressof(sB),
+                                     ctypes.addressof(sC), _ptr(D), gy.data_ptr(), du.data_ptr(), ddelta.data_ptr(),
+                                     dA_parts.data_ptr(), dD_parts.data_ptr(), db_parts.data_ptr(), dB.data_ptr(),
+                                     dC.data_ptr(), channels, K, L, N], batch, nparts)
         dD = dD_parts.sum(0) if D is not None else None
         dbias = db_parts.sum(0) if delta_bias is not None else None
         return du, ddelta, dA_parts.sum(0), dB, dC, dD, dbias, None

@@ -2,7 +2,7 @@
 
    Compiled on first use with the system C compiler into a shared library loaded with ctypes;
    the compiled library is cached under a key that hashes the bytes of this file and of
-   scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h and scan_kernel_avx512*.h, so editing any of them rebuilds it.
+   scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h, scan_kernel_parallel.h and scan_kernel_avx512*.h, so editing any of them rebuilds it.
 
    Exports, one per precision (float: f32, double: f64):
      int gl_scan_infer_f32 / gl_scan_infer_f64 (...)   (channel-blocked forward, scan_kernel_infer.h)
@@ -10,10 +10,14 @@
      int gl_scan_fused_f32 / gl_scan_fused_f64 (...)   (multi-direction inference scan with the dt
                                                         projection and the cross-scan/merge folded in,
                                                         scan_kernel_fused.h)
-   all returning 0 on success and 1 when scratch memory cannot be allocated.
+   all returning 0 on success and 1 when scratch memory cannot be allocated, and
+     int gl_run (...)                                  (any of them over batch parts on PyTorch's
+                                                        OpenMP team, scan_kernel_parallel.h and the
+                                                        end of this file).
 
    This file holds the scalar helpers and instantiates the precision-generic body
-   (scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h) twice, with REAL / GL_FN / GL_S set for float and for double.
+   (scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h,
+   scan_kernel_parallel.h) twice, with REAL / GL_FN / GL_S set for float and for double.
    Where the compiler targets AVX-512F, float with N = 16 runs the intrinsics kernels of
    scan_kernel_avx512.h (layout helpers and register-resident blocks, included before the
    instantiations) and scan_kernel_avx512_rows.h (the row-level loops, included after the float one). */
@@ -151,6 +155,7 @@ static inline double gl_softplus_sigmoidd(double z, double* sig) { *sig = gl_sig
 #if GL_FUSED_AVX512
 #include "scan_kernel_avx512_rows.h"
 #endif
+#include "scan_kernel_parallel.h"
 #undef REAL
 #undef GL_SUF
 #undef GL_SHORT
@@ -168,7 +173,65 @@ static inline double gl_softplus_sigmoidd(double z, double* sig) { *sig = gl_sig
 #include "scan_kernel_infer.h"
 #include "scan_kernel_grad.h"
 #include "scan_kernel_fused.h"
+#include "scan_kernel_parallel.h"
 #undef REAL
 #undef GL_SUF
 #undef GL_SHORT
 #undef GL_FW
+#undef GL_CB
+#undef GL_FUSED_AVX512
+
+/* ---- batch-parallel runs on the caller's OpenMP runtime ------------------------------------
+
+   int gl_run(which, a, batch, nparts, first, last, omp_parallel, threads)
+
+   Runs parts [first, last) of a call of kernel `which` (the index into gl_parts below) whose
+   batch is split into nparts contiguous ranges, part p being items [batch*p/nparts,
+   batch*(p+1)/nparts); `a` holds the kernel's arguments (scan_kernel_parallel.h). With
+   omp_parallel, the address of GOMP_parallel in the OpenMP runtime PyTorch itself runs on
+   (found by native.py), the parts are spread over `threads` threads of that runtime's team,
+   which take them in turn from a shared counter; otherwise they run one after another on the
+   calling thread. Using PyTorch's own team means no second set of threads: the worker that
+   PyTorch's last parallel op left spinning takes the next part at once, instead of competing
+   for a core with a pool of our own. Returns 0, 1 when a kernel could not allocate its scratch,
+   2 for an unknown kernel. */
+
+typedef int (*gl_part_fn)(const int64_t* a, int64_t b0, int64_t b1, int64_t part);
+static const gl_part_fn gl_parts[] = {
+    gl_part_infer_f32, gl_part_infer_f64, gl_part_grad_f32, gl_part_grad_f64,
+    gl_part_fused_f32, gl_part_fused_f64, gl_part_fused_grad_f32, gl_part_fused_grad_f64,
+};
+
+typedef struct {
+    gl_part_fn fn;
+    const int64_t* a;
+    int64_t batch, nparts, last;
+    int64_t next; /* the next part to take (atomic) */
+    int rc;       /* set (atomic) when a part fails */
+} gl_job;
+
+static void gl_job_work(void* p) {
+    gl_job* j = (gl_job*)p;
+    for (;;) {
+        const int64_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        if (i >= j->last)
+            break;
+        const int64_t b0 = j->batch * i / j->nparts, b1 = j->batch * (i + 1) / j->nparts;
+        if (b1 > b0 && j->fn(j->a, b0, b1, i))
+            __atomic_store_n(&j->rc, 1, __ATOMIC_RELAXED);
+    }
+}
+
+typedef void (*gl_omp_parallel_fn)(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags);
+
+int gl_run(int64_t which, const int64_t* a, int64_t batch, int64_t nparts, int64_t first, int64_t last,
+           void* omp_parallel, int64_t threads) {
+    if (which < 0 || which >= (int64_t)(sizeof gl_parts / sizeof gl_parts[0]))
+        return 2;
+    gl_job job = {gl_parts[which], a, batch, nparts, last, first, 0};
+    if (omp_parallel && threads > 1 && last - first > 1)
+        ((gl_omp_parallel_fn)omp_parallel)(gl_job_work, &job, (unsigned)threads, 0u);
+    else
+        gl_job_work(&job);
+    return job.rc;
+}
