@@ -39,12 +39,9 @@ def _inputs(batch, K, Dk, L, *, time_major_bc, seed=0):
 
 
 @pytest.fixture
-def one_thread():
+def one_thread(torch_threads):
     """One batch range per call, so that whole 16-item chunks and the last partial one are exercised."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    torch_threads(1)
 
 
 @pytest.mark.parametrize("time_major_bc", [False, True])

@@ -46,6 +46,9 @@ Backends
       a group's channels beyond the last whole 16-channel block run as item-lane blocks (one
       channel of 16 batch items per block, each lane with its own B and C), so no lane idles at
       S²Mamba's 49-channel spectral groups. Denormals are flushed to zero during a kernel call.
+      The batch is split into parts that run on PyTorch's own OpenMP team (``GOMP_parallel`` of
+      the runtime PyTorch loaded; a Python thread pool where none is found), so no second set of
+      threads competes with the one PyTorch's last op left spinning.
       ``GEOLESF_SCAN_NATIVE=0`` disables it;
     * torch (``torch_scan.py``, fallback without a compiler, and on GPUs): a
       ``torch.autograd.Function`` that processes the batch in chunks (bounded memory), lays
