@@ -61,6 +61,21 @@ with other jobs, so their ``seconds`` are not speed figures)::
 
 (every run deterministic per seed, so this equals one run of the nine rows on the three scenes, which takes about
 12 min on an idle 2-core machine: 8–12 s a run).
+
+**Boxes around object classes** (``benchmarks/results/weak_labels_boxes_things.json``): scenes ``potsdam_things``
+and ``vaihingen_things`` (:data:`THINGS`: boxes only around the thing classes, every other class merged into
+"other" in the training labels and the test mask), at the budget of ``weak_labels_boxes_budget30.json`` (30 epochs
+of 96-px chips, inverse-frequency class weights, uniform chips), one torch thread, one invocation per scene and
+row group, files joined (same settings and seeds; runs deterministic per seed)::
+
+    B30="--set epochs=30 --set chip=96 --set class_weights=balanced --set chip_sampling=uniform"
+    for sc in potsdam_things vaihingen_things; do
+      GEOLESF_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/bench_weak_labels.py --scenes $sc \
+          --seeds 0,1,2 $B30 --out /tmp/$sc.json \
+          --rows "full,box interior = class,boxes (random-walk pseudo-masks),boxes (Simple Does It)"
+      GEOLESF_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/bench_weak_labels.py --scenes $sc \
+          --seeds 0,1,2 $B30 --out /tmp/boxes_$sc.json --rows "boxes"    # then "boxes (stride 1)" likewise
+    done
 """
 
 from __future__ import annotations

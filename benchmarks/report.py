@@ -371,6 +371,8 @@ def onnx_table() -> list[str]:
     lines += ["", "Same tiled predictor, each run in a fresh process (peak RSS includes the imports); S²Mamba's "
               "graph unrolls the selective scan, PyTorch runs the C scan kernel. No floor. "
               f"Machine: {_machine(r['machine'])}.", ""]
+    if r.get("note"):
+        lines[-1:-1] = ["", r["note"]]
     return lines
 
 
@@ -401,7 +403,8 @@ def main() -> None:
             *predict_table(), *predict_table("predict_auto", " --tile auto"), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
             *onnx_table(), *weak_labels_table(), *weak_labels_table("weak_labels_boxes", ": boxes"),
             *weak_labels_table("weak_labels_noisy", ": noisy masks"),
-            *weak_labels_table("weak_labels_boxes_budget30", ": boxes, 30 epochs of 96-px chips")]
+            *weak_labels_table("weak_labels_boxes_budget30", ": boxes, 30 epochs of 96-px chips"),
+            *weak_labels_table("weak_labels_boxes_things", ": boxes around object classes only, 30 epochs of 96-px chips")]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)

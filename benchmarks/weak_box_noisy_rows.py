@@ -131,6 +131,7 @@ def rows(label_type: Any) -> dict[str, Any]:
     """The rows, built with the benchmark's ``LabelType(derive, supervision, args)``."""
     return {
         "boxes": label_type(derive_boxes, "boxes", dict(BOX_ARGS)),
+        "boxes (stride 1)": label_type(derive_boxes, "boxes", {**BOX_ARGS, "stride": 1}),
         "boxes (projection only)": label_type(derive_boxes, "boxes", {**BOX_ARGS, "lambda_pair": 0.0}),
         "boxes + filling rate": label_type(derive_boxes, "boxes", {**BOX_ARGS, "fill_rate": 0.5}),
         "boxes (Simple Does It)": label_type(derive_boxes, "boxes", {"mode": "recursive", **SDI_ARGS},
