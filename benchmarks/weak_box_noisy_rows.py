@@ -24,8 +24,10 @@ The labels of each row are derived from the training half's full mask with the r
   the run trained on first, inside the boxes, against the full mask (:func:`score_box_labels`);
 * ``boxes`` / ``box interior = class`` — the same boxes (one tight box per connected component of each
   non-background class, jitter :data:`BOX_JITTER`) as a GeoPackage of box polygons with a ``class``
-  field; ``boxes`` trains the BoxInst objective (projection + pairwise, options :data:`BOX_ARGS`),
-  ``boxes (projection only)`` the same without the pairwise term (an ablation), ``boxes + filling rate``
+  field; ``boxes`` trains the BoxInst objective (projection + pairwise, options :data:`BOX_ARGS`; the projection
+  on 4 × 4 cell means since the stride fix — the ``boxes`` runs of ``weak_labels_boxes.json`` were re-run with it),
+  ``boxes (stride 1)`` the projection at full resolution (the earlier default, an ablation: it learns an edge
+  detector), ``boxes (projection only)`` the same without the pairwise term (an ablation), ``boxes + filling rate``
   with the filling-rate guided cross-entropy of Song et al. 2019 added (ρ = 0.5), ``box interior = class``
   the baseline (cross-entropy on the boxes filled with their class). Their
   "labelled share" is 1 (the box-filled mask covers the scene); the share of the scene inside a box

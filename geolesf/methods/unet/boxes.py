@@ -175,6 +175,7 @@ class BoxObjective(Objective):
         self.calibrated_chips = 0
         self.initial: np.ndarray | None = None
         self.rounds: list[dict[str, float]] = []
+        self.unprojected: int | None = None
 
     def read_labels(self, data: Any, out: Path) -> LabelRasters:
         import rasterio
@@ -235,8 +236,19 @@ class BoxObjective(Objective):
             raise DataError(f"boxes: the trainer's classes {state.class_ids} differ from the boxes' {self.class_ids}")
         if self.options["mode"] == "recursive":
             self._pseudo_round(epoch, state)
+        if epoch == 0 and self.options["mode"] == "boxinst":
+            self._check_box_sizes(int(state.chip))
         if epoch == getattr(state, "epochs", -1):  # after the last epoch (every mode, so the baseline gets it too)
             self.calibrated_chips = recalibrate_batchnorm(state.model, state.image, state.chip, device=state.device)
+
+    def _check_box_sizes(self, chip: int) -> None:
+        """Warn about boxes wider and taller than the training chip: every chip cuts them in x and in y, so
+        neither projection ever applies to them (only the pairwise term sees their inside)."""
+        r = self.scene.ranges
+        self.unprojected = int(((r[:, 2] - r[:, 0] + 1 > chip) & (r[:, 3] - r[:, 1] + 1 > chip)).sum())
+        if self.unprojected:
+            print(f"warning: {self.unprojected} of {len(r)} boxes are wider and taller than the {chip}-px training "
+                  "chip: the projection loss never sees them (raise trainer.chip, or use mode: recursive)")
 
     def _random_walk_start(self, image: Any, seeds: np.ndarray) -> np.ndarray:
         """Round 0 from the image: the Box^i labels spread inside each box by the random walk (z-scored bands)."""
@@ -295,7 +307,7 @@ class BoxObjective(Objective):
         extra = {"rounds": self.rounds} if self.options["mode"] == "recursive" else {}
         return {"type": self.name, "loss": loss, "options": dict(self.options), "box_share": self.box_share, **extra,
                 "boxes": None if self.scene is None else int(len(self.scene.class_ids)),
-                "batchnorm_recalibrated_on_chips": self.calibrated_chips}
+                "batchnorm_recalibrated_on_chips": self.calibrated_chips, "boxes_larger_than_chip": self.unprojected}
 
 
 def fill_mask(scene: SceneBoxes, shape: tuple[int, int], background: int) -> np.ndarray:

@@ -87,6 +87,12 @@ def test_box_objective_is_ce_outside_plus_projection_plus_pairwise():
     assert stats["projection"] == pytest.approx(projection_loss(cells, torch.tensor([[1, 0, 0, 1, 0, 0, 1]])).item(),
                                                 abs=1e-6)
     assert BoxObjective().options["stride"] == 4
+    # the 3 × 3 box is wider and taller than a 2-px chip (no projection ever applies), not than a 3-px one
+    state = SimpleNamespace(class_ids=[0, 1], chip=2, epochs=5)
+    obj.on_epoch_end(0, state)
+    assert obj.report()["boxes_larger_than_chip"] == 1
+    obj.on_epoch_end(0, SimpleNamespace(class_ids=[0, 1], chip=3, epochs=5))
+    assert obj.report()["boxes_larger_than_chip"] == 0
     fill = _box_objective("fill")
     loss, _ = fill.loss(logits, image, rasters)
     assert loss.item() == pytest.approx(F.cross_entropy(logits, target).item(), abs=1e-6)
