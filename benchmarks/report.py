@@ -371,8 +371,6 @@ def onnx_table() -> list[str]:
     lines += ["", "Same tiled predictor, each run in a fresh process (peak RSS includes the imports); S²Mamba's "
               "graph unrolls the selective scan, PyTorch runs the C scan kernel. No floor. "
               f"Machine: {_machine(r['machine'])}.", ""]
-    if r.get("note"):
-        lines[-1:-1] = ["", r["note"]]
     return lines
 
 
@@ -394,6 +392,8 @@ def weak_labels_table(name: str = "weak_labels", rows: str = "") -> list[str]:
               f"{t['batch_size']}, unet {r['model_args']}, class weights {t.get('class_weights', 'none')}, chip "
               f"sampling {t.get('chip_sampling', 'uniform')}; {r['points_per_class']} points per class. "
               f"Machine: {_machine(r['machine'])}.", ""]
+    if r.get("note"):
+        lines[-1:-1] = ["", r["note"]]
     return lines
 
 

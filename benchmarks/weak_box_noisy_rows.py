@@ -14,6 +14,19 @@ into one JSON per family (same trainer, model and seeds; ``scenes`` of the two f
     done
     # → benchmarks/results/weak_labels_boxes.json and weak_labels_noisy.json (scenes of the two files joined)
 
+The ``boxes`` runs of ``weak_labels_boxes.json`` were replaced after the stride fix (BoxInst projection on 4 × 4
+cell means), and SpaceNet's BoxInst rows added to ``weak_labels_boxes_budget30.json``, by (one torch thread; the
+``--set`` values equal that JSON's settings, uniform chips being the default when they ran; runs joined in)::
+
+    for sc in spacenet potsdam; do
+      GEOLESF_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/bench_weak_labels.py --scenes $sc \
+          --seeds 0,1,2 --set epochs=15 --set chip=64 --set class_weights=balanced --set chip_sampling=uniform \
+          --out /tmp/boxes15_$sc.json --rows "boxes"
+    done
+    GEOLESF_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/bench_weak_labels.py --scenes spacenet \
+        --seeds 0,1,2 --set epochs=30 --set chip=96 --set class_weights=balanced --set chip_sampling=uniform \
+        --out /tmp/boxes30_spacenet.json --rows "boxes,boxes (stride 1)"
+
 The labels of each row are derived from the training half's full mask with the row's seed
 (:mod:`geolesf.data.weak_labels_box`):
 
