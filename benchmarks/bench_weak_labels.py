@@ -171,9 +171,9 @@ THINGS: dict[str, tuple[dict[int, str], tuple[int, ...]]] = {
 """Scene ``NAME_things`` = scene ``NAME`` with only object classes (``(thing classes, ignored classes)`` for
 :func:`geolesf.data.weak_labels_box.thing_mask`; every other class → 0 "other", in training labels and test mask
 alike). The ISPRS tiles use mmsegmentation's raw ids (checked against the images): 0 = the boundary band of the
-eroded labels (ignored; a band between regions, under 1.6 % of it survives a 9 × 9 opening), 1 impervious surfaces, 2 building, 3 low vegetation, 4 tree, 5 car. Potsdam's cars (18 px
-in the training half) and Vaihingen's trees (0 px in it) are merged into "other": no label type can learn a class
-its training half lacks. LoveDA has no ``_things`` scene: its one thing class (building, 2) is absent from the
+eroded labels (ignored; a band between regions, under 1.6 % of it survives a 9 × 9 opening), 1 impervious
+surfaces, 2 building, 3 low vegetation, 4 tree, 5 car. Potsdam's cars (18 px in the training half) and Vaihingen's
+trees (0 px in it) are merged into "other": no label type can learn a class its training half lacks. LoveDA has no ``_things`` scene: its one thing class (building, 2) is absent from the
 test half."""
 
 
