@@ -173,8 +173,8 @@ THINGS: dict[str, tuple[dict[int, str], tuple[int, ...]]] = {
 alike). The ISPRS tiles use mmsegmentation's raw ids (checked against the images): 0 = the boundary band of the
 eroded labels (ignored; a band between regions, under 1.6 % of it survives a 9 × 9 opening), 1 impervious
 surfaces, 2 building, 3 low vegetation, 4 tree, 5 car. Potsdam's cars (18 px in the training half) and Vaihingen's
-trees (0 px in it) are merged into "other": no label type can learn a class its training half lacks. LoveDA has no ``_things`` scene: its one thing class (building, 2) is absent from the
-test half."""
+trees (0 px in it) are merged into "other": no label type can learn a class its training half lacks. LoveDA has
+no ``_things`` scene: its one thing class (building, 2) is absent from the test half."""
 
 
 def _scene(name: str, data: Path) -> tuple[np.ndarray, np.ndarray, Any, Any, dict[int, str]] | None:
