@@ -21,6 +21,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,14 +32,9 @@ sys.path.insert(0, str(REPO))
 def main(argv: list[str] | None = None) -> int:
     import os
 
-    import rasterio
     import torch
 
     import benchmarks.bench_weak_labels as bench
-    from benchmarks.weak_box_noisy_rows import derive_boxes
-    from geolesf.config import from_dict
-    from geolesf.methods.unet.boxes import fill_mask, read_scene_boxes
-    from geolesf.methods.unet.train import CONFIG, run_config
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scene", default="spacenet")
@@ -52,7 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     if found is None:
         p.error(f"scene {a.scene}: data not found")
     image, mask, crs, transform, names = found
-    tmp = Path(tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory() as folder:
+        return _diagnose(Path(folder), a, bench, image, mask, crs, transform, names)
+
+
+def _diagnose(tmp: Path, a: argparse.Namespace, bench: Any, image: np.ndarray, mask: np.ndarray, crs: Any,
+              transform: Any, names: dict[int, str]) -> int:
+    import rasterio
+
+    from benchmarks.weak_box_noisy_rows import derive_boxes
+    from geolesf.config import from_dict
+    from geolesf.methods.unet.boxes import fill_mask, read_scene_boxes
+    from geolesf.methods.unet.train import CONFIG, run_config
+
     sc = bench._halves(image, mask, crs, transform, tmp)
     labels = derive_boxes(sc["train_array"], a.seed, sc["train_grid"], tmp)
     trainer = {**bench.TRAINER, "epochs": a.epochs, "chip": a.chip, "class_weights": "balanced",
