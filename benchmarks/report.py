@@ -394,6 +394,8 @@ def weak_labels_table(name: str = "weak_labels", rows: str = "") -> list[str]:
               f"{t['batch_size']}, unet {r['model_args']}, class weights {t.get('class_weights', 'none')}, chip "
               f"sampling {t.get('chip_sampling', 'uniform')}; {r['points_per_class']} points per class. "
               f"Machine: {_machine(r['machine'])}.", ""]
+    if r.get("note"):
+        lines[-1:-1] = ["", r["note"]]
     return lines
 
 
@@ -403,7 +405,8 @@ def main() -> None:
             *predict_table(), *predict_table("predict_auto", " --tile auto"), *predict_peer_table(), *distributed_table(), *envi_read_table(), *large_scene_table(),
             *onnx_table(), *weak_labels_table(), *weak_labels_table("weak_labels_boxes", ": boxes"),
             *weak_labels_table("weak_labels_noisy", ": noisy masks"),
-            *weak_labels_table("weak_labels_boxes_budget30", ": boxes, 30 epochs of 96-px chips")]
+            *weak_labels_table("weak_labels_boxes_budget30", ": boxes, 30 epochs of 96-px chips"),
+            *weak_labels_table("weak_labels_boxes_things", ": boxes around object classes only, 30 epochs of 96-px chips")]
     text = README.read_text() if README.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)

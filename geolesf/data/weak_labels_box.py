@@ -14,6 +14,15 @@ benchmarks (a loose or tight box, never a different object). :func:`write_boxes_
 GeoPackage of box polygons with a class field (what a GIS user draws), readable by
 :func:`geolesf.data.supervision.boxes_from_vector`.
 
+**Thing classes** (:func:`thing_mask`). Boxes are object labels: a GIS user has boxes for buildings, cars or
+trees, not for roads or grass, whose connected components are as large as the scene (a box around a road
+network covers everything, so no pixel is known to be background). For scenes with such "stuff" classes the
+mask is first remapped: the chosen thing classes become ``1..k`` in the order given, every other class becomes
+``0`` ("other", the background the boxes do not cover), the classes listed as ``ignore_classes`` (e.g. the
+boundary band of the ISPRS labels) and ``ignore`` pixels become ``ignore``. The same remap is applied to the
+training labels and to the evaluation mask; :func:`boxes_from_mask` then boxes the thing components only. The
+remap draws nothing (the seed of :func:`boxes_from_mask` still governs the jitter).
+
 **Noisy masks** (:func:`noisy_from_mask`). The objects are the connected components (8-connectivity) of
 every class except ``background``/``ignore``; the steps run in this order:
 
@@ -102,6 +111,26 @@ def boxes_from_mask(mask: np.ndarray, seed: int, *, jitter: float = 0.0, backgro
         pixels.append(int(comp.sum()))
     return BoxLabels(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(classes, dtype=np.int64),
                      np.asarray(pixels, dtype=np.int64))
+
+
+def thing_mask(mask: np.ndarray, things: dict[int, str], *, ignore_classes: tuple[int, ...] = (),
+               ignore: int = 255, other: str = "other") -> tuple[np.ndarray, dict[int, str]]:
+    """``(remapped uint8 mask, class names)``: ``things`` (source class id → name, in the output order) become
+    ``1..k``, ``ignore_classes`` and ``ignore`` become ``ignore``, every other class ``0`` named ``other``
+    (see the module docstring)."""
+    m = np.asarray(mask)
+    if not things:
+        raise DataError("thing_mask: give at least one thing class")
+    clash = sorted(set(things) & set(ignore_classes) | ({ignore} & set(things)))
+    if clash:
+        raise DataError(f"thing_mask: classes {clash} are both things and ignored")
+    if len(things) >= min(ignore, 255):
+        raise DataError(f"thing_mask: {len(things)} thing classes do not fit below the ignore value {ignore}")
+    out = np.zeros(m.shape, dtype=np.uint8)
+    for new, cls in enumerate(things, start=1):
+        out[m == cls] = new
+    out[np.isin(m, list(ignore_classes) + [ignore])] = ignore
+    return out, {0: other, **{i: things[c] for i, c in enumerate(things, start=1)}}
 
 
 def write_boxes_gpkg(path: str | Path, labels: BoxLabels, *, crs: Any, transform: Any,

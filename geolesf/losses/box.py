@@ -19,6 +19,8 @@ Semantic setting (geolesf's adaptation, not in BoxInst, which segments instances
   are trained with cross-entropy by the caller (:func:`box_outside_target`);
 * ``P(y_i = y_j) = Σ_c p_i,c · p_j,c`` over all classes (BoxInst's ``m_i m_j + (1 − m_i)(1 − m_j)``
   is the two-class case);
+* resolution: BoxInst's losses see masks at stride 4; :func:`pool_for_projection` gives the projection term
+  the same cells on a full-resolution map (at stride 1 a one-pixel outline meets every max-projection);
 * training crops cut boxes: a box clipped in x loses its y-projection (a row's object pixels may lie
   outside the crop) and a box clipped in y loses its x-projection (:func:`boxes_in_window`);
 * colour: BoxInst converts RGB to CIE LAB; geolesf images have any number of bands (panchromatic,
@@ -85,6 +87,18 @@ def projection_loss(probs: torch.Tensor, boxes: torch.Tensor, reduction: str = "
     if not terms:
         return probs.sum() * 0.0
     return torch.stack(terms).mean()
+
+
+def pool_for_projection(probs: torch.Tensor, rows: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """BoxInst's mask resolution: ``(K, H, W)`` probabilities average-pooled over ``stride × stride`` cells
+    (edge cells over the pixels they hold) and the :func:`projection_loss` rows in cell units (a box covers
+    every cell it touches). ``stride = 1``: unchanged."""
+    if stride <= 1:
+        return probs, rows
+    pooled = torch.nn.functional.avg_pool2d(probs[None], stride, ceil_mode=True)[0]
+    cells = rows.clone()
+    cells[:, 1:5] = torch.div(rows[:, 1:5], stride, rounding_mode="floor")
+    return pooled, cells
 
 
 def _shift(x: torch.Tensor, dy: int, dx: int) -> tuple[torch.Tensor, torch.Tensor]:

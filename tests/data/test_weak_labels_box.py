@@ -11,6 +11,7 @@ from geolesf.data.weak_labels_box import (
     boxes_from_mask,
     components,
     noisy_from_mask,
+    thing_mask,
     write_boxes_gpkg,
     write_noisy_tif,
 )
@@ -38,6 +39,35 @@ def test_one_tight_box_per_component():
     assert got.classes.tolist() == [1, 1, 2]
     assert got.boxes.tolist() == [[1, 1, 5, 4], [7, 7, 11, 9], [2, 6, 4, 11]]
     assert got.pixels.tolist() == [12, 8, 10]
+
+
+def test_thing_mask_boxes_only_the_thing_classes_and_merges_the_rest():
+    # a land-cover toy: 1 = road (stuff, one big component), 2 = building, 3 = grass (stuff), 4 = car, 0 = boundary
+    m = np.ones((10, 10), dtype=np.uint8)
+    m[:, 6:] = 3
+    m[1:3, 1:3] = 2
+    m[6:8, 7:9] = 2
+    m[5, 2:4] = 4
+    m[:, 5] = 0
+    m[9, 9] = 255
+    out, names = thing_mask(m, {4: "car", 2: "building"}, ignore_classes=(0,))
+    assert names == {0: "other", 1: "car", 2: "building"}
+    assert out.dtype == np.uint8
+    assert (out[m == 4] == 1).all() and (out[m == 2] == 2).all()
+    assert (out[(m == 1) | (m == 3)] == 0).all()  # road and grass merged into "other"
+    assert (out[(m == 0) | (m == 255)] == 255).all()  # the boundary band and unlabelled pixels ignored
+    got = boxes_from_mask(out, seed=0)
+    assert got.classes.tolist() == [1, 2, 2]  # boxes around the car and the two buildings only
+    assert got.boxes.tolist() == [[2, 5, 4, 6], [1, 1, 3, 3], [7, 6, 9, 8]]
+    # the stuff classes got no box: without the merge the road and the grass are boxed, covering the whole mask
+    stuff = boxes_from_mask(m, seed=0, background=None, ignore=255)
+    assert {1, 3} <= set(stuff.classes.tolist())
+    again, _ = thing_mask(m, {4: "car", 2: "building"}, ignore_classes=(0,))
+    assert np.array_equal(out, again)
+    with pytest.raises(DataError, match="both things and ignored"):
+        thing_mask(m, {2: "building"}, ignore_classes=(2,))
+    with pytest.raises(DataError, match="at least one"):
+        thing_mask(m, {})
 
 
 def test_boxes_contain_their_component_on_real_footprints(spacenet_mask):

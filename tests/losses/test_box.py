@@ -15,6 +15,7 @@ from geolesf.losses.box import (
     dice_loss,
     pairwise_loss,
     pixel_ranges,
+    pool_for_projection,
     projection_loss,
     smooth_max,
 )
@@ -125,3 +126,30 @@ def test_smooth_max_by_hand():
     probs = torch.tensor([[[0.0, 1.0]]])
     loss = projection_loss(probs, torch.tensor([[0, 0, 0, 1, 0, 0, 1]]), alpha=math.log(3))
     assert loss.item() == pytest.approx(1 - 2 * 0.75 / (0.75 ** 2 + 1), abs=1e-4)
+
+
+def test_pooled_projection_by_hand_and_the_outline_it_no_longer_rewards():
+    """BoxInst's stride: the max-projection of 2×2-cell means, so a one-pixel outline no longer satisfies it.
+
+    A 4×4 box (rows/cols 0..3) on channel 1 whose probability map is its one-pixel outline (1 on the border,
+    0 inside): at stride 1 every row and every column holds a 1, so the loss is 0. Pooled over 2×2 cells each
+    cell holds 3 border pixels of 4 → every cell is 0.75; the box covers cells 0..1 in x and y; both
+    projections are (0.75, 0.75): L_axis = 1 − 2·1.5 / (2·0.5625 + 2) = 1 − 3 / 3.125 = 0.04, L = 0.08.
+    A 5-wide box at stride 2 (cols 0..4) covers cells 0..2 (the edge cell averages the pixels it holds).
+    """
+    outline = torch.ones(4, 4)
+    outline[1:3, 1:3] = 0.0
+    probs = torch.stack([1 - outline, outline])
+    rows = torch.tensor([[1, 0, 0, 3, 3, 1, 1]])
+    assert projection_loss(probs, rows).item() == pytest.approx(0.0, abs=1e-5)
+    pooled, cells = pool_for_projection(probs, rows, 2)
+    assert pooled.shape == (2, 2, 2)
+    assert torch.allclose(pooled[1], torch.full((2, 2), 0.75))
+    assert cells.tolist() == [[1, 0, 0, 1, 1, 1, 1]]
+    assert projection_loss(pooled, cells).item() == pytest.approx(2 * (1 - 3 / 3.125), abs=1e-5)
+    filled = torch.stack([torch.zeros(4, 4), torch.ones(4, 4)])  # the filled box still scores 0
+    assert projection_loss(*pool_for_projection(filled, rows, 2)).item() == pytest.approx(0.0, abs=1e-5)
+    wide = pool_for_projection(torch.ones(2, 5, 5), torch.tensor([[1, 0, 0, 4, 4, 1, 1]]), 2)
+    assert torch.equal(wide[0], torch.ones(2, 3, 3)) and wide[1].tolist() == [[1, 0, 0, 2, 2, 1, 1]]
+    same, same_rows = pool_for_projection(probs, rows, 1)
+    assert same is probs and same_rows is rows

@@ -48,9 +48,9 @@ def test_dispatch_and_options():
     assert isinstance(make_objective(SimpleNamespace(supervision="noisy", supervision_args=None)), NoisyObjective)
 
 
-def _box_objective(mode: str) -> BoxObjective:
+def _box_objective(mode: str, stride: int = 1) -> BoxObjective:
     """A 6×6 scene with one class-1 box over rows 1..3, columns 2..4; classes (0, 1)."""
-    obj = BoxObjective(background=0, mode=mode, warmup_steps=0)
+    obj = BoxObjective(background=0, mode=mode, warmup_steps=0, stride=stride)
     obj.scene = SceneBoxes(ranges=np.array([[2, 1, 4, 3]]), class_ids=np.array([1]),
                            pixel_boxes=np.array([[2.0, 1.0, 5.0, 4.0]]))
     obj.channels, obj.class_ids = np.array([1]), [0, 1]
@@ -80,6 +80,19 @@ def test_box_objective_is_ce_outside_plus_projection_plus_pairwise():
     pair = pairwise_loss(log_p, colour_similarity(image), rasters["in_box"])
     assert loss.item() == pytest.approx((ce + proj + pair).item(), abs=1e-6)
     assert stats["projection"] == pytest.approx(proj.item(), abs=1e-6)
+    # stride 2 (BoxInst's mask stride is 4): the y-projection of the 2×2 cell means; the box's rows 0..1 and
+    # columns 1..3 are cell row 0 and cell columns 0..1
+    _, stats = _box_objective("boxinst", stride=2).loss(logits, image, rasters)
+    cells = F.avg_pool2d(log_p.exp(), 2)[0]
+    assert stats["projection"] == pytest.approx(projection_loss(cells, torch.tensor([[1, 0, 0, 1, 0, 0, 1]])).item(),
+                                                abs=1e-6)
+    assert BoxObjective().options["stride"] == 4
+    # the 3 × 3 box is wider and taller than a 2-px chip (no projection ever applies), not than a 3-px one
+    state = SimpleNamespace(class_ids=[0, 1], chip=2, epochs=5)
+    obj.on_epoch_end(0, state)
+    assert obj.report()["boxes_larger_than_chip"] == 1
+    obj.on_epoch_end(0, SimpleNamespace(class_ids=[0, 1], chip=3, epochs=5))
+    assert obj.report()["boxes_larger_than_chip"] == 0
     fill = _box_objective("fill")
     loss, _ = fill.loss(logits, image, rasters)
     assert loss.item() == pytest.approx(F.cross_entropy(logits, target).item(), abs=1e-6)
