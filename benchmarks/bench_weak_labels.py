@@ -203,6 +203,8 @@ def _scene(name: str, data: Path) -> tuple[np.ndarray, np.ndarray, Any, Any, dic
         return image, mask, crs, transform, {0: "background", 1: "building"}
     from PIL import Image
 
+    from geolesf.data.benchmarks.aerial_tags import SOURCES as AERIAL_SOURCES
+
     tiles = {"potsdam": "potsdam/{}/2_10_0_0_512_512.png", "vaihingen": "vaihingen/{}/area1_0_0_512_512.png",
              "loveda": "loveda/{}/0.png"}
     base = data / "rs_seg_tiles"
@@ -212,8 +214,11 @@ def _scene(name: str, data: Path) -> tuple[np.ndarray, np.ndarray, Any, Any, dic
     mask = np.asarray(Image.open(base / tiles[name].format("ann"))).astype(np.uint8).copy()
     if name == "loveda":
         image, mask = image[:, :512], mask[:512]
-        mask[mask == 0] = 255  # LoveDA: 0 = no data
-    names = {int(c): f"class {int(c)}" for c in np.unique(mask) if c != 255}
+    # class ids and names of mmsegmentation's converted tiles (geolesf.data.benchmarks.aerial_tags): LoveDA 0 and
+    # the ISPRS tiles' 0 (the boundary band of the eroded labels) are no data
+    ids, class_names, nodata = AERIAL_SOURCES[name]
+    mask[np.isin(mask, nodata)] = 255
+    names = {int(c): class_names[ids.index(int(c))] for c in np.unique(mask) if c != 255}
     return image, mask, "EPSG:3857", from_origin(0, mask.shape[0], 1, 1), names
 
 

@@ -8,6 +8,12 @@ least ``min_fraction`` of the crop's valid pixels (:func:`geolesf.data.supervisi
 A CSV / GeoPackage of tile tags (``tags_file``, tiles named ``NAME_ROW_COL`` by their pixel offsets)
 replaces the derived tags. Masks are remapped to contiguous indices ``0..C-1`` (255 = ignore); there
 is no separate background class — every pixel belongs to a land-cover class.
+
+Class ids are those of mmsegmentation's converted tiles. LoveDA: 0 no data, 1..7 as named below.
+ISPRS Potsdam / Vaihingen (``tools/dataset_converters/potsdam.py`` / ``vaihingen.py`` on the eroded ground
+truth, read by mmsegmentation with ``reduce_zero_label=True``): 0 is the black boundary band between regions
+of the eroded labels (no data; a band about 8 px wide in the ``rs_seg_tiles`` crops, checked against their
+images), 1 impervious surfaces, 2 building, 3 low vegetation, 4 tree, 5 car, 6 clutter.
 """
 
 from __future__ import annotations
@@ -27,10 +33,10 @@ IGNORE_INDEX = 255
 SOURCES: dict[str, tuple[tuple[int, ...], tuple[str, ...], tuple[int, ...]]] = {
     "loveda": ((1, 2, 3, 4, 5, 6, 7),
                ("background", "building", "road", "water", "barren", "forest", "agriculture"), (0,)),
-    "potsdam": ((0, 1, 2, 3, 4, 5),
-                ("impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"), ()),
-    "vaihingen": ((0, 1, 2, 3, 4, 5),
-                  ("impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"), ()),
+    "potsdam": ((1, 2, 3, 4, 5, 6),
+                ("impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"), (0,)),
+    "vaihingen": ((1, 2, 3, 4, 5, 6),
+                  ("impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"), (0,)),
 }
 
 

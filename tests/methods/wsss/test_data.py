@@ -46,7 +46,16 @@ def test_aerial_tiles_tags_equal_the_classes_in_each_crop(shared_data):
     present = sorted(set(np.unique(crop).tolist()) - {0})
     assert [ds.class_ids[k] for k in np.flatnonzero(s["labels"])] == present
     pots = open_dataset("potsdam", shared_data / "rs_seg_tiles", tile=256)
-    assert len(pots) == 4 and pots.class_ids == [0, 1, 2, 3, 4, 5]
+    assert len(pots) == 4 and pots.class_ids == [1, 2, 3, 4, 5, 6]
+    # ISPRS: 0 is the boundary band of the eroded labels (ignored), 2 building (the red roofs)
+    ann = np.array(Image.open(shared_data / "rs_seg_tiles" / "potsdam" / "ann" / "2_10_0_0_512_512.png"))
+    s = next(x for x in pots if x["name"] == "2_10_0_0_512_512_256_0")
+    crop = ann[256:512, 0:256]
+    assert np.array_equal(s["mask"] == 255, crop == 0) and (s["mask"] == 255).any()
+    assert pots.class_names[1] == "building" and np.array_equal(s["mask"] == 1, crop == 2)
+    img = np.array(Image.open(shared_data / "rs_seg_tiles" / "potsdam" / "img" / "2_10_0_0_512_512.png"))[256:, :256]
+    roof = img[crop == 2].astype(float).mean(0)
+    assert roof[0] > roof[2] + 40  # the building class is the red-tiled roofs, not the grey street
 
 
 @pytest.mark.shared_data("rs_seg_tiles")
