@@ -120,6 +120,12 @@ PRIOR = {"prior_weight": 0.01}
 PROPAGATION = {"propagate": 0.5}
 """The "+ propagation" rows: random-walk labels (Grady 2006) from the sparse labels, weight 0.5 in the loss
 (β 10 and threshold 0.7: the objective's defaults)."""
+ROUNDS = {"rounds": 2}
+"""The "+ rounds" rows: two pseudo-label rounds (after epochs 5 and 10 of 15), confident pixels (≥ 0.9 after the
+class-weight correction) become labels at weight 0.5 (the objective's defaults; Lee 2013)."""
+MEAN_TEACHER = {"mean_teacher": {}}
+"""The "+ mean teacher" rows: the objective's defaults (consistency weight 10, EMA 0.99, ramp-up over 5 epochs,
+noise 0.1, jitter 0.1; Tarvainen & Valpola 2017); the teacher is evaluated."""
 
 LABEL_TYPES: dict[str, LabelType] = {
     "full": LabelType(_full, "mask"),
@@ -131,6 +137,11 @@ LABEL_TYPES: dict[str, LabelType] = {
     "scribbles + prior": LabelType(_scribbles, "scribbles", PRIOR),
     "scribbles + propagation": LabelType(_scribbles, "scribbles", {"prior_weight": 0.0, **PROPAGATION}),
     "scribbles + propagation + prior": LabelType(_scribbles, "scribbles", {**PRIOR, **PROPAGATION}),
+    "points + rounds": LabelType(_points, "points", {"prior_weight": 0.0, **ROUNDS}),
+    "points + propagation + rounds": LabelType(_points, "points", {"prior_weight": 0.0, **PROPAGATION, **ROUNDS}),
+    "points + mean teacher": LabelType(_points, "points", {"prior_weight": 0.0, **MEAN_TEACHER}),
+    "points + propagation + mean teacher": LabelType(_points, "points",
+                                                     {"prior_weight": 0.0, **PROPAGATION, **MEAN_TEACHER}),
 }
 """Row name → how its labels are derived and which objective trains on them (module docstring)."""
 

@@ -104,6 +104,13 @@ class Objective:
     def on_epoch_end(self, epoch: int, state: TrainState) -> None:
         """Called after every epoch (1-based ``epoch``); the default does nothing."""
 
+    def student_input(self, x: Any) -> Any:
+        """The chip batch the network is trained on (e.g. with input noise for a mean teacher); default: ``x``."""
+        return x
+
+    def after_step(self, model: Any) -> None:
+        """Called after every optimiser step (e.g. a mean teacher's EMA update); the default does nothing."""
+
     def report(self) -> dict[str, Any]:
         """What goes into ``metrics.json["supervision"]``."""
         return {"type": self.name}
