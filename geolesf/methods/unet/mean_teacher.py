@@ -1,7 +1,9 @@
 """Mean teacher (Tarvainen & Valpola, "Mean teachers are better role models", NeurIPS 2017) for sparse labels.
 
 ``data.supervision_args.mean_teacher: {weight: 10, ema: 0.99, ramp_epochs: 5, noise: 0.1, jitter: 0.1}`` with
-``data.supervision: points`` or ``scribbles`` (:mod:`geolesf.methods.unet.sparse`). The *teacher* is a copy of the
+``data.supervision: points`` or ``scribbles`` (:mod:`geolesf.methods.unet.sparse`), or ``mask`` when the mask
+leaves pixels unlabelled (its nodata / ``data.ignore_value``: the consistency then uses them, and chips without
+any labelled pixel are trained on too). The *teacher* is a copy of the
 network whose weights follow the student's as an exponential moving average after every optimiser step
 (:func:`ema_update`, ``θ' ← α θ' + (1 − α) θ``); the student is trained with its usual loss plus a consistency
 term on every pixel with image data — labelled or not, which is where the unlabelled part of the scene enters::
@@ -149,3 +151,28 @@ class MeanTeacher:
         self.ramp = sigmoid_rampup(epoch, self.options["ramp_epochs"])
         if epoch == state.epochs and self.teacher is not None:
             state.model.load_state_dict(self.teacher.state_dict())
+
+
+class TeacherHooks:
+    """Objective mix-in: the trainer's hooks (:class:`~geolesf.methods.unet.objectives.Objective`) wired to
+    ``self.teacher`` (a :class:`MeanTeacher`, or None = off)."""
+
+    teacher: MeanTeacher | None = None
+
+    def student_input(self, x: Any) -> Any:
+        return x if self.teacher is None else self.teacher.student_input(x)
+
+    def after_step(self, model: Any) -> None:
+        if self.teacher is not None:
+            self.teacher.after_step(model)
+
+    def with_consistency(self, loss: Any, stats: dict[str, float], logits: Any, image: Any,
+                         rasters: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+        """``loss`` plus the teacher's ramped consistency term (unchanged when off)."""
+        if self.teacher is None:
+            return loss, stats
+        term, more = self.teacher.term(logits, image, rasters.get("valid"))
+        return loss + term, {**stats, **more}
+
+    def teacher_report(self) -> dict[str, Any]:
+        return {"saved": "trained network" if self.teacher is None else "mean teacher (EMA weights)"}

@@ -76,7 +76,7 @@ from geolesf.errors import ConfigError
 import numpy as np
 
 from geolesf.methods.unet.box_rounds import prior_corrected, round_epochs
-from geolesf.methods.unet.mean_teacher import MeanTeacher
+from geolesf.methods.unet.mean_teacher import MeanTeacher, TeacherHooks
 from geolesf.methods.unet.objectives import IGNORE, LabelRasters, Objective, check_args, sparse_class_raster
 
 DEFAULTS = {"prior_weight": 0.01, "radius": 5.0, "sigma_xy": 6.0, "sigma_img": 0.5, "warmup": 0.5, "scale": 1,
@@ -84,7 +84,7 @@ DEFAULTS = {"prior_weight": 0.01, "radius": 5.0, "sigma_xy": 6.0, "sigma_img": 0
             "round_threshold": 0.9, "round_weight": 0.5, "mean_teacher": None}
 
 
-class SparseObjective(Objective):
+class SparseObjective(TeacherHooks, Objective):
     """Partial cross-entropy on the labelled pixels + ``prior_weight`` × the gated CRF loss."""
 
     needs_labels = False
@@ -136,10 +136,7 @@ class SparseObjective(Objective):
             extra = partial_cross_entropy(logits, rasters["pseudo"], ignore_index=IGNORE, weight=self.class_weights)
             ce = ce + o["round_weight"] * extra
             stats["pseudo_ce"] = float(extra.detach())
-        if self.teacher is not None:
-            term, more = self.teacher.term(logits, image, rasters.get("valid"))
-            ce = ce + term
-            stats.update(more)
+        ce, stats = self.with_consistency(ce, stats, logits, image, rasters)
         if self.weight == 0:
             return ce, {**stats, "prior_weight": 0.0}
         probs, valid = logits.softmax(1), rasters.get("valid")
@@ -162,13 +159,6 @@ class SparseObjective(Objective):
             self.teacher.on_epoch_end(epoch, state)
         if epoch in round_epochs(state.epochs, self.options["rounds"]):
             self._round(epoch, state)
-
-    def student_input(self, x: Any) -> Any:
-        return x if self.teacher is None else self.teacher.student_input(x)
-
-    def after_step(self, model: Any) -> None:
-        if self.teacher is not None:
-            self.teacher.after_step(model)
 
     def _round(self, epoch: int, state: Any) -> None:
         """One pseudo-label round: the (teacher or) network's confident predictions → ``rasters["pseudo"]``."""
@@ -205,7 +195,7 @@ class SparseObjective(Objective):
         return {"type": self.name, "loss": "partial cross-entropy + propagate · CE(random-walk labels, Grady 2006) "
                 "+ prior_weight · gated CRF (Obukhov et al. 2019)", "options": dict(self.options),
                 "labelled_share": self.labelled_share, "propagated_share": self.propagated_share,
-                "rounds": self.rounds, "saved": "mean teacher (EMA weights)" if self.teacher else "trained network"}
+                "rounds": self.rounds, **self.teacher_report()}
 
 
 def round_labels(probs: np.ndarray, target: np.ndarray, valid: np.ndarray, threshold: float,

@@ -135,3 +135,23 @@ def test_points_with_pseudo_label_rounds_and_scribbles_with_a_mean_teacher(scene
                  "data.supervision=points", "--set", "data.supervision_args={mean_teacher: {decay: 0.9}}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mean_teacher: unknown key(s) decay" in err[0] and not bad.exists()
+
+
+def test_mask_with_an_unlabelled_half_and_a_mean_teacher(scene, tmp_path):
+    with rasterio.open(scene["train"]) as src:
+        profile = {"driver": "GTiff", "width": 256, "height": 256, "count": 1, "dtype": "uint8", "crs": src.crs,
+                   "transform": src.transform, "nodata": 255}
+    burned = burn_vector_labels(scene["footprints"], crs=profile["crs"], transform=profile["transform"],
+                                shape=(256, 256))
+    mask = np.where(burned.data == -1, 0, burned.data).astype(np.uint8)
+    mask[:, 128:] = 255  # the right half unlabelled
+    with rasterio.open(tmp_path / "half.tif", "w", **profile) as dst:
+        dst.write(mask, 1)
+    run = tmp_path / "run"
+    assert main(["train", "--config", "segmentation/unet_spacenet_buildings", "--out", str(run),
+                 "--set", f"data.image={scene['train']}", "--set", f"data.labels={tmp_path / 'half.tif'}",
+                 "--set", "data.supervision_args={mean_teacher: {ramp_epochs: 0}}", *FAST]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["supervision"]["type"] == "mask" and m["supervision"]["saved"] == "mean teacher (EMA weights)"
+    assert m["supervision"]["mean_teacher"]["weight"] == 10.0
+    assert all(h["ramp"] == 1.0 and h["consistency"] > 0 and np.isfinite(h["loss"]) for h in m["history"])
