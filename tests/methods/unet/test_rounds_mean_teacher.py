@@ -133,6 +133,12 @@ def test_mean_teacher_term_is_zero_for_an_identical_noiseless_teacher_and_the_te
         student.weight.zero_()
     mt.on_epoch_end(3, state)  # the last epoch: the teacher's weights go into the trained model
     assert torch.equal(student.weight, mt.teacher.weight) and float(student.weight.abs().sum()) > 0
-    for bad in ({"wieght": 1}, {"ema": 1.5}, [1], {"weight": "a lot"}):
+    kept = MeanTeacher({"save": "student"})  # save: student keeps the trained network's weights
+    kept.on_epoch_end(0, state)
+    with torch.no_grad():
+        student.weight.fill_(7.0)
+    kept.on_epoch_end(3, state)
+    assert float(student.weight.detach().min()) == 7.0 and float(kept.teacher.weight.detach().max()) != 7.0
+    for bad in ({"wieght": 1}, {"ema": 1.5}, [1], {"weight": "a lot"}, {"save": "both"}):
         with pytest.raises(ConfigError, match="mean_teacher"):
             MeanTeacher(bad)

@@ -124,7 +124,7 @@ def test_points_with_pseudo_label_rounds_and_scribbles_with_a_mean_teacher(scene
                  "--set", "data.supervision_args={prior_weight: 0, mean_teacher: {weight: 5, ramp_epochs: 2}}"]) == 0
     m = json.loads((run / "metrics.json").read_text())
     assert m["supervision"]["options"]["mean_teacher"] == {"weight": 5.0, "ema": 0.99, "ramp_epochs": 2.0,
-                                                           "noise": 0.1, "jitter": 0.1}
+                                                           "noise": 0.1, "jitter": 0.1, "save": "teacher"}
     assert m["supervision"]["saved"] == "mean teacher (EMA weights)" and m["supervision"]["rounds"] == []
     # the ramp per epoch: exp(-5) in epoch 1, exp(-5 · 0.25) in epoch 2
     assert [h["ramp"] for h in m["history"]] == pytest.approx([np.exp(-5), np.exp(-1.25)])
