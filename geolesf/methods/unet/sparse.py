@@ -192,8 +192,11 @@ class SparseObjective(TeacherHooks, Objective):
               f"{100 * self.labelled_share:.3f} % in {time.perf_counter() - start:.1f} s")
 
     def report(self) -> dict[str, Any]:
-        return {"type": self.name, "loss": "partial cross-entropy + propagate · CE(random-walk labels, Grady 2006) "
-                "+ prior_weight · gated CRF (Obukhov et al. 2019)", "options": dict(self.options),
+        loss = ("partial cross-entropy + propagate · CE(random-walk labels, Grady 2006) + prior_weight · gated CRF "
+                "(Obukhov et al. 2019)" + (" + round_weight · CE(pseudo-label rounds, Lee 2013)" if self.options["rounds"]
+                                           else "")
+                + (" + ramped consistency with a mean teacher (Tarvainen & Valpola 2017)" if self.teacher else ""))
+        return {"type": self.name, "loss": loss, "options": dict(self.options),
                 "labelled_share": self.labelled_share, "propagated_share": self.propagated_share,
                 "rounds": self.rounds, **self.teacher_report()}
 
