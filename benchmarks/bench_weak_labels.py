@@ -36,7 +36,8 @@ is not meaningful: without any label the prior cannot name classes (a constant m
 two pseudo-label rounds (``rounds: 2``: after epochs 5 and 10, confident pixels — ≥ 0.9 after the class-weight
 correction — become labels at weight 0.5; Lee 2013) and with a mean teacher (``mean_teacher: {}``, the defaults:
 consistency weight 10, EMA 0.99, ramp-up over 5 epochs; Tarvainen & Valpola 2017; the teacher is evaluated), each
-alone and on top of the random walk (:mod:`geolesf.methods.unet.sparse`, :mod:`geolesf.methods.unet.mean_teacher`). The earlier
+alone and on top of the random walk (:mod:`geolesf.methods.unet.sparse`, :mod:`geolesf.methods.unet.mean_teacher`);
+scribbles with each of the two. The earlier
 "sharp prior" (σ_img 0.15) and "coarse prior" (scale 4) rows were dropped: under the old budget they were within
 seed noise of the plain prior.
 
@@ -71,6 +72,8 @@ baselines of the same run; 22 min on the shared 2-core machine, 14–20 s a run)
 
     --seeds 0,1,2 --scenes spacenet,vaihingen,potsdam,loveda --merge \
         --rows "full,points,points + propagation,points + rounds,points + propagation + rounds,points + mean teacher,points + propagation + mean teacher"
+    --seeds 0,1,2 --scenes spacenet,vaihingen,potsdam,loveda --merge \
+        --rows "scribbles,scribbles + rounds,scribbles + mean teacher"   # also one thread; scribbles re-run
 """
 
 from __future__ import annotations
@@ -152,6 +155,8 @@ LABEL_TYPES: dict[str, LabelType] = {
     "points + mean teacher": LabelType(_points, "points", {"prior_weight": 0.0, **MEAN_TEACHER}),
     "points + propagation + mean teacher": LabelType(_points, "points",
                                                      {"prior_weight": 0.0, **PROPAGATION, **MEAN_TEACHER}),
+    "scribbles + rounds": LabelType(_scribbles, "scribbles", {"prior_weight": 0.0, **ROUNDS}),
+    "scribbles + mean teacher": LabelType(_scribbles, "scribbles", {"prior_weight": 0.0, **MEAN_TEACHER}),
 }
 """Row name → how its labels are derived and which objective trains on them (module docstring)."""
 
