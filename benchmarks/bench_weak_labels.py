@@ -32,7 +32,12 @@ Rows: full masks (class-weighted cross-entropy, ``trainer.class_weights``); poin
 cross-entropy alone (``prior_weight: 0``, the baseline), with the gated CRF prior (the objective's default weight
 0.01), with the random-walk propagation of the labels (``propagate: 0.5``: Grady 2006, pixels the walk is ≥ 0.7
 sure of become extra labels at half weight; :mod:`geolesf.data.propagation`) and with both. A "prior alone" row
-is not meaningful: without any label the prior cannot name classes (a constant map minimises it). The earlier
+is not meaningful: without any label the prior cannot name classes (a constant map minimises it). Points with
+two pseudo-label rounds (``rounds: 2``: after epochs 5 and 10, confident pixels — ≥ 0.9 after the class-weight
+correction — become labels at weight 0.5; Lee 2013) and with a mean teacher (``mean_teacher: {}``, the defaults:
+consistency weight 10, EMA 0.99, ramp-up over 5 epochs; Tarvainen & Valpola 2017; the teacher is evaluated), each
+alone and on top of the random walk (:mod:`geolesf.methods.unet.sparse`, :mod:`geolesf.methods.unet.mean_teacher`);
+scribbles with each of the two. The earlier
 "sharp prior" (σ_img 0.15) and "coarse prior" (scale 4) rows were dropped: under the old budget they were within
 seed noise of the plain prior.
 
@@ -60,7 +65,15 @@ with other jobs, so their ``seconds`` are not speed figures)::
     --seeds 0,1,2 --scenes vaihingen --merge --rows "full,points,...,scribbles + propagation + prior"  # all nine
 
 (every run deterministic per seed, so this equals one run of the nine rows on the three scenes, which takes about
-12 min on an idle 2-core machine: 8–12 s a run).
+12 min on an idle 2-core machine: 8–12 s a run). Those runs used two torch threads. Then, with
+``OMP_NUM_THREADS=1`` (one torch thread; the float sums then run in another order, so a run's numbers differ from
+its two-thread run by about a seed's spread — the three base rows were re-run so that the new rows compare with
+baselines of the same run; 22 min on the shared 2-core machine, 14–20 s a run)::
+
+    --seeds 0,1,2 --scenes spacenet,vaihingen,potsdam,loveda --merge \
+        --rows "full,points,points + propagation,points + rounds,points + propagation + rounds,points + mean teacher,points + propagation + mean teacher"
+    --seeds 0,1,2 --scenes spacenet,vaihingen,potsdam,loveda --merge \
+        --rows "scribbles,scribbles + rounds,scribbles + mean teacher"   # also one thread; scribbles re-run
 
 **Boxes around object classes** (``benchmarks/results/weak_labels_boxes_things.json``): scenes ``potsdam_things``
 and ``vaihingen_things`` (:data:`THINGS`: boxes only around the thing classes, every other class merged into
@@ -135,6 +148,12 @@ PRIOR = {"prior_weight": 0.01}
 PROPAGATION = {"propagate": 0.5}
 """The "+ propagation" rows: random-walk labels (Grady 2006) from the sparse labels, weight 0.5 in the loss
 (β 10 and threshold 0.7: the objective's defaults)."""
+ROUNDS = {"rounds": 2}
+"""The "+ rounds" rows: two pseudo-label rounds (after epochs 5 and 10 of 15), confident pixels (≥ 0.9 after the
+class-weight correction) become labels at weight 0.5 (the objective's defaults; Lee 2013)."""
+MEAN_TEACHER = {"mean_teacher": {}}
+"""The "+ mean teacher" rows: the objective's defaults (consistency weight 10, EMA 0.99, ramp-up over 5 epochs,
+noise 0.1, jitter 0.1; Tarvainen & Valpola 2017); the teacher is evaluated."""
 
 LABEL_TYPES: dict[str, LabelType] = {
     "full": LabelType(_full, "mask"),
@@ -146,6 +165,13 @@ LABEL_TYPES: dict[str, LabelType] = {
     "scribbles + prior": LabelType(_scribbles, "scribbles", PRIOR),
     "scribbles + propagation": LabelType(_scribbles, "scribbles", {"prior_weight": 0.0, **PROPAGATION}),
     "scribbles + propagation + prior": LabelType(_scribbles, "scribbles", {**PRIOR, **PROPAGATION}),
+    "points + rounds": LabelType(_points, "points", {"prior_weight": 0.0, **ROUNDS}),
+    "points + propagation + rounds": LabelType(_points, "points", {"prior_weight": 0.0, **PROPAGATION, **ROUNDS}),
+    "points + mean teacher": LabelType(_points, "points", {"prior_weight": 0.0, **MEAN_TEACHER}),
+    "points + propagation + mean teacher": LabelType(_points, "points",
+                                                     {"prior_weight": 0.0, **PROPAGATION, **MEAN_TEACHER}),
+    "scribbles + rounds": LabelType(_scribbles, "scribbles", {"prior_weight": 0.0, **ROUNDS}),
+    "scribbles + mean teacher": LabelType(_scribbles, "scribbles", {"prior_weight": 0.0, **MEAN_TEACHER}),
 }
 """Row name → how its labels are derived and which objective trains on them (module docstring)."""
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from geolesf.errors import ConfigError, DataError
 from geolesf.io.labels import CONFLICT, UNBURNT, VECTOR_SUFFIXES, burn_to_raster, burn_vector_labels, grid_of
+from geolesf.methods.unet.mean_teacher import MeanTeacher, TeacherHooks
 
 IGNORE = -100
 """Target value of unlabelled pixels in ``rasters_chip["target"]`` (``F.cross_entropy``'s ignore index)."""
@@ -103,6 +104,13 @@ class Objective:
 
     def on_epoch_end(self, epoch: int, state: TrainState) -> None:
         """Called after every epoch (1-based ``epoch``); the default does nothing."""
+
+    def student_input(self, x: Any) -> Any:
+        """The chip batch the network is trained on (e.g. with input noise for a mean teacher); default: ``x``."""
+        return x
+
+    def after_step(self, model: Any) -> None:
+        """Called after every optimiser step (e.g. a mean teacher's EMA update); the default does nothing."""
 
     def report(self) -> dict[str, Any]:
         """What goes into ``metrics.json["supervision"]``."""
@@ -210,8 +218,11 @@ def sparse_class_raster(data: Any, out: Path, *, what: str) -> LabelRasters:
     return LabelRasters(path, names, report={"labels": str(src), "burn": burned.report})
 
 
-class MaskObjective(Objective):
+class MaskObjective(TeacherHooks, Objective):
     """Full masks (``data.supervision: mask``, the default): cross-entropy on every labelled pixel.
+
+    ``supervision_args: {mean_teacher: {...}}`` adds the mean teacher (:mod:`geolesf.methods.unet.mean_teacher`)
+    for a mask with an unlabelled part: the consistency term acts on every pixel with image data.
 
     With ``trainer.class_weights`` the cross-entropy is class-weighted (a weighted mean over the batch's
     labelled pixels, as ``F.cross_entropy`` computes it).
@@ -239,9 +250,23 @@ class MaskObjective(Objective):
         from torch.nn import functional as F
 
         loss = F.cross_entropy(logits, rasters["target"], weight=self.class_weights, ignore_index=IGNORE)
-        return loss, {"ce": float(loss.detach())}
+        if (rasters["target"] == IGNORE).all():  # a chip without labels (mean teacher on): the consistency alone
+            loss = logits.sum() * 0.0
+        return self.with_consistency(loss, {"ce": float(loss.detach())}, logits, image, rasters)
+
+    def on_epoch_end(self, epoch: int, state: TrainState) -> None:
+        if self.teacher is not None:
+            self.teacher.on_epoch_end(epoch, state)
+
+    def report(self) -> dict[str, Any]:
+        if self.teacher is None:
+            return {"type": self.name}
+        return {"type": self.name, "mean_teacher": dict(self.teacher.options), **self.teacher_report()}
 
 
 def mask_objective(name: str, data: Any) -> MaskObjective:
-    check_args(name, getattr(data, "supervision_args", None), {})
-    return MaskObjective()
+    args = check_args(name, getattr(data, "supervision_args", None), {"mean_teacher": None})
+    objective = MaskObjective()
+    if args["mean_teacher"] is not None:  # semi-supervised: chips without any labelled pixel count too
+        objective.teacher, objective.needs_labels = MeanTeacher(args["mean_teacher"]), False
+    return objective

@@ -23,8 +23,33 @@ with probability ≥ ``propagate_threshold`` (0.7; edge sharpness ``propagate_be
 
     L = partial CE + propagate · CE(random-walk labels) + prior_weight · L_gCRF
 
-This is the one-shot form of "spreading the labels over the image" that the pseudo-label-round literature
-iterates; no rounds are run (the per-epoch hook could re-seed the walk from confident predictions).
+This is the one-shot form of "spreading the labels over the image"; the rounds below iterate it from the
+network's own predictions.
+
+**Pseudo-label rounds** (``rounds`` > 0, default 0 = off; self-training with pseudo-labels, Lee 2013, "Pseudo-Label:
+the simple and efficient semi-supervised learning method for deep neural networks"): after the epochs
+:func:`~geolesf.methods.unet.box_rounds.round_epochs` picks (``rounds`` of them evenly spread over the run, never
+after the last) the network predicts the whole training scene in evaluation mode, as the checkpoint will (with
+``trainer.class_weights`` the probabilities corrected back to the unweighted posterior:
+:func:`~geolesf.methods.unet.box_rounds.prior_corrected`, and the scene tiled by
+:func:`~geolesf.methods.unet.box_rounds.scene_probabilities` — the machinery of the box rounds; unlike the box
+rounds, the BatchNorm statistics are not re-estimated on uniform tiles, see :mod:`~geolesf.methods.unet.mean_teacher`). Pixels whose top
+corrected probability reaches ``round_threshold`` (0.9) become the labels ``rasters["pseudo"]`` of the next epochs
+(:func:`round_labels`), weighted ``round_weight`` (0.5, like the propagated labels)::
+
+    L = partial CE + round_weight · CE(round labels) + prior_weight · L_gCRF
+
+The user's own labels always win: their pixels are never pseudo-labelled (they stay in the partial CE at weight
+1), whatever the network predicts there. A round's labels replace the previous round's and the random-walk labels
+(the network trained on the walk; its confident prediction is the re-estimate). Deviations from Lee 2013: the paper
+re-labels every unlabelled sample with the argmax at every weight update under a ramped weight; here labels are
+re-estimated in a few rounds, only confident pixels are kept (the threshold of later confidence-thresholded
+self-training) and the weight is constant. With ``mean_teacher`` on, the teacher predicts the rounds.
+
+**Mean teacher** (``mean_teacher: {weight, ema, ramp_epochs, noise, jitter}``, default off; Tarvainen & Valpola
+2017, :mod:`geolesf.methods.unet.mean_teacher`): an EMA copy of the network as teacher, the student trained on a
+noisy chip with a ramped consistency term against the teacher's prediction of another noise of it, on every valid
+pixel; the teacher's weights are what is saved.
 
 Options (``data.supervision_args``): ``prior_weight`` (default 0.01), ``radius`` (5 px), ``sigma_xy``
 (6 px), ``sigma_img`` (0.5 band standard deviations) — the kernel of the reference implementation's
@@ -48,13 +73,18 @@ from typing import Any
 
 from geolesf.data.supervision import partial_cross_entropy
 from geolesf.errors import ConfigError
+import numpy as np
+
+from geolesf.methods.unet.box_rounds import prior_corrected, round_epochs
+from geolesf.methods.unet.mean_teacher import MeanTeacher, TeacherHooks
 from geolesf.methods.unet.objectives import IGNORE, LabelRasters, Objective, check_args, sparse_class_raster
 
 DEFAULTS = {"prior_weight": 0.01, "radius": 5.0, "sigma_xy": 6.0, "sigma_img": 0.5, "warmup": 0.5, "scale": 1,
-            "propagate": 0.0, "propagate_beta": 10.0, "propagate_threshold": 0.7}
+            "propagate": 0.0, "propagate_beta": 10.0, "propagate_threshold": 0.7, "rounds": 0,
+            "round_threshold": 0.9, "round_weight": 0.5, "mean_teacher": None}
 
 
-class SparseObjective(Objective):
+class SparseObjective(TeacherHooks, Objective):
     """Partial cross-entropy on the labelled pixels + ``prior_weight`` × the gated CRF loss."""
 
     needs_labels = False
@@ -62,17 +92,26 @@ class SparseObjective(Objective):
 
     def __init__(self, name: str, prior_weight: float = 0.01, radius: float = 5.0, sigma_xy: float = 6.0,
                  sigma_img: float = 0.5, warmup: float = 0.5, scale: int = 1, propagate: float = 0.0,
-                 propagate_beta: float = 10.0, propagate_threshold: float = 0.7) -> None:
+                 propagate_beta: float = 10.0, propagate_threshold: float = 0.7, rounds: int = 0,
+                 round_threshold: float = 0.9, round_weight: float = 0.5,
+                 mean_teacher: dict[str, Any] | None = None) -> None:
         if prior_weight < 0 or not 0 <= warmup < 1 or scale < 1 or propagate < 0:
             raise ConfigError(f"data.supervision_args: prior_weight and propagate must be ≥ 0, warmup in [0, 1) "
                               f"and scale ≥ 1, found {prior_weight}, {propagate}, {warmup}, {scale}")
         if propagate_beta <= 0 or not 0 < propagate_threshold <= 1:
             raise ConfigError(f"data.supervision_args: propagate_beta must be > 0 and propagate_threshold in (0, 1], "
                               f"found {propagate_beta}, {propagate_threshold}")
+        if rounds < 0 or not 0 < round_threshold <= 1 or round_weight < 0:
+            raise ConfigError(f"data.supervision_args: rounds and round_weight must be ≥ 0 and round_threshold in "
+                              f"(0, 1], found {rounds}, {round_weight}, {round_threshold}")
+        self.teacher = None if mean_teacher is None else MeanTeacher(mean_teacher)
+        self.rounds: list[dict[str, float]] = []
         self.name = name
         self.options = {"prior_weight": prior_weight, "radius": radius, "sigma_xy": sigma_xy,
                         "sigma_img": sigma_img, "warmup": warmup, "scale": scale, "propagate": propagate,
-                        "propagate_beta": propagate_beta, "propagate_threshold": propagate_threshold}
+                        "propagate_beta": propagate_beta, "propagate_threshold": propagate_threshold,
+                        "rounds": rounds, "round_threshold": round_threshold, "round_weight": round_weight,
+                        "mean_teacher": None if self.teacher is None else dict(self.teacher.options)}
         self.propagated_share: float | None = None
         self.weight = prior_weight
         """The prior's weight in the current epoch (0 during the warm-up)."""
@@ -93,6 +132,11 @@ class SparseObjective(Objective):
             extra = partial_cross_entropy(logits, rasters["propagated"], ignore_index=IGNORE, weight=self.class_weights)
             ce = ce + o["propagate"] * extra
             stats["propagated_ce"] = float(extra.detach())
+        if "pseudo" in rasters:
+            extra = partial_cross_entropy(logits, rasters["pseudo"], ignore_index=IGNORE, weight=self.class_weights)
+            ce = ce + o["round_weight"] * extra
+            stats["pseudo_ce"] = float(extra.detach())
+        ce, stats = self.with_consistency(ce, stats, logits, image, rasters)
         if self.weight == 0:
             return ce, {**stats, "prior_weight": 0.0}
         probs, valid = logits.softmax(1), rasters.get("valid")
@@ -111,6 +155,25 @@ class SparseObjective(Objective):
             self.labelled_share = float((t != IGNORE).sum() / max(int(v.sum()), 1))
         if epoch == 0 and self.options["propagate"] > 0:
             self._propagate(state)
+        if self.teacher is not None:
+            self.teacher.on_epoch_end(epoch, state)
+        if epoch in round_epochs(state.epochs, self.options["rounds"]):
+            self._round(epoch, state)
+
+    def _round(self, epoch: int, state: Any) -> None:
+        """One pseudo-label round: the (teacher or) network's confident predictions → ``rasters["pseudo"]``."""
+        from geolesf.methods.unet.box_rounds import scene_probabilities
+
+        model = state.model if self.teacher is None else self.teacher.teacher
+        probs = scene_probabilities(model, state.image, device=state.device)
+        weights = None if self.class_weights is None else self.class_weights.detach().cpu().numpy()
+        labels, stats = round_labels(probs, state.rasters["target"], state.rasters["valid"],
+                                     self.options["round_threshold"], weights)
+        state.rasters["pseudo"] = labels
+        state.rasters.pop("propagated", None)  # superseded by the round's labels
+        self.rounds.append({"epoch": epoch, **stats})
+        print(f"pseudo-label round after epoch {epoch}: {100 * stats['pseudo_share']:.1f} % of the pixels labelled "
+              f"(user labels agreed with: {100 * stats['user_agreement']:.1f} %)")
 
     def _propagate(self, state: Any) -> None:
         """The random walk from the labelled pixels (Grady 2006): its confident pixels → ``rasters["propagated"]``."""
@@ -129,9 +192,34 @@ class SparseObjective(Objective):
               f"{100 * self.labelled_share:.3f} % in {time.perf_counter() - start:.1f} s")
 
     def report(self) -> dict[str, Any]:
-        return {"type": self.name, "loss": "partial cross-entropy + propagate · CE(random-walk labels, Grady 2006) "
-                "+ prior_weight · gated CRF (Obukhov et al. 2019)", "options": dict(self.options),
-                "labelled_share": self.labelled_share, "propagated_share": self.propagated_share}
+        loss = ("partial cross-entropy + propagate · CE(random-walk labels, Grady 2006) + prior_weight · gated CRF "
+                "(Obukhov et al. 2019)" + (" + round_weight · CE(pseudo-label rounds, Lee 2013)" if self.options["rounds"]
+                                           else "")
+                + (" + ramped consistency with a mean teacher (Tarvainen & Valpola 2017)" if self.teacher else ""))
+        return {"type": self.name, "loss": loss, "options": dict(self.options),
+                "labelled_share": self.labelled_share, "propagated_share": self.propagated_share,
+                "rounds": self.rounds, **self.teacher_report()}
+
+
+def round_labels(probs: np.ndarray, target: np.ndarray, valid: np.ndarray, threshold: float,
+                 class_weights: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float]]:
+    """One round's pseudo-labels from the scene's probabilities ``probs`` ``(K, H, W)``.
+
+    With ``class_weights`` the probabilities are first corrected to the unweighted posterior
+    (:func:`~geolesf.methods.unet.box_rounds.prior_corrected`). A pixel gets the argmax class when its top
+    probability is ≥ ``threshold``, it has image data (``valid``) and the user did not label it (``target`` is
+    :data:`IGNORE` there): user labels are never overruled. Returns ``(labels (H, W) int64, IGNORE elsewhere,
+    stats)``: ``pseudo_share`` (labelled pixels / valid pixels) and ``user_agreement`` (share of the user's
+    labels the argmax agrees with, a diagnostic).
+    """
+    if class_weights is not None:
+        probs = prior_corrected(probs, class_weights)
+    best, top = probs.argmax(0), probs.max(0)
+    user = target != IGNORE
+    labels = np.where((top >= threshold) & valid & ~user, best, IGNORE).astype(np.int64)
+    agree = float((best[user] == target[user]).mean()) if user.any() else 0.0
+    return labels, {"pseudo_share": float((labels != IGNORE).sum() / max(int(valid.sum()), 1)),
+                    "user_agreement": agree}
 
 
 def sparse_objective(name: str, data: Any) -> SparseObjective:

@@ -286,10 +286,11 @@ def _fit(model: torch.nn.Module, objective: Any, state: Any, *, epochs: int, ste
             xb, chips = _random_chips(rng, state.image, state.rasters, state.chip, batch_size, state.device, anchors)
             if objective.needs_labels and (chips["target"] == IGNORE).all():
                 continue
-            loss, stats = objective.loss(model(xb), xb, chips)
+            loss, stats = objective.loss(model(objective.student_input(xb)), xb, chips)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            objective.after_step(model)
             sched.step()
             total += loss.item()
             for k, v in stats.items():

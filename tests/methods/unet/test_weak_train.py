@@ -104,3 +104,54 @@ def test_points_with_random_walk_labels_and_class_weights(scene, tmp_path):
 
     # 20 points per class: shares 0.5, 0.5 → ENet weights 1 / ln 1.52 = 2.388 each (recorded in the checkpoint)
     assert load(run / "model.pt").extra["class_weights"] == pytest.approx([2.388, 2.388], abs=1e-3)
+
+
+def test_points_with_pseudo_label_rounds_and_scribbles_with_a_mean_teacher(scene, tmp_path, capsys):
+    base = ["train", "--config", "segmentation/unet_spacenet_buildings", "--set", f"data.image={scene['train']}",
+            "--set", "data.label_field=class", "--set", "trainer.class_weights=enet", *FAST]
+    run = tmp_path / "rounds"
+    assert main([*base, "--out", str(run), "--set", f"data.labels={scene['points']}",
+                 "--set", "data.supervision=points",
+                 "--set", "data.supervision_args={prior_weight: 0, rounds: 1, round_threshold: 0.6}"]) == 0
+    sup = json.loads((run / "metrics.json").read_text())["supervision"]
+    hist = json.loads((run / "metrics.json").read_text())["history"]
+    assert [r["epoch"] for r in sup["rounds"]] == [1]  # 2 epochs, 1 round: after epoch 1
+    assert 0.0 <= sup["rounds"][0]["pseudo_share"] <= 1.0 and sup["saved"] == "trained network"
+    assert "pseudo_ce" not in hist[0] and "pseudo_ce" in hist[1]
+    run = tmp_path / "teacher"
+    assert main([*base, "--out", str(run), "--set", f"data.labels={scene['scribbles']}",
+                 "--set", "data.supervision=scribbles",
+                 "--set", "data.supervision_args={prior_weight: 0, mean_teacher: {weight: 5, ramp_epochs: 2}}"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["supervision"]["options"]["mean_teacher"] == {"weight": 5.0, "ema": 0.99, "ramp_epochs": 2.0,
+                                                           "noise": 0.1, "jitter": 0.1, "save": "teacher"}
+    assert m["supervision"]["saved"] == "mean teacher (EMA weights)" and m["supervision"]["rounds"] == []
+    # the ramp per epoch: exp(-5) in epoch 1, exp(-5 · 0.25) in epoch 2
+    assert [h["ramp"] for h in m["history"]] == pytest.approx([np.exp(-5), np.exp(-1.25)])
+    assert all(h["consistency"] > 0 for h in m["history"]) and 0.0 <= m["training_scene_fit"]["mIoU"] <= 1.0
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main([*base, "--out", str(bad), "--set", f"data.labels={scene['points']}", "--set",
+                 "data.supervision=points", "--set", "data.supervision_args={mean_teacher: {decay: 0.9}}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mean_teacher: unknown key(s) decay" in err[0] and not bad.exists()
+
+
+def test_mask_with_an_unlabelled_half_and_a_mean_teacher(scene, tmp_path):
+    with rasterio.open(scene["train"]) as src:
+        profile = {"driver": "GTiff", "width": 256, "height": 256, "count": 1, "dtype": "uint8", "crs": src.crs,
+                   "transform": src.transform, "nodata": 255}
+    burned = burn_vector_labels(scene["footprints"], crs=profile["crs"], transform=profile["transform"],
+                                shape=(256, 256))
+    mask = np.where(burned.data == -1, 0, burned.data).astype(np.uint8)
+    mask[:, 128:] = 255  # the right half unlabelled
+    with rasterio.open(tmp_path / "half.tif", "w", **profile) as dst:
+        dst.write(mask, 1)
+    run = tmp_path / "run"
+    assert main(["train", "--config", "segmentation/unet_spacenet_buildings", "--out", str(run),
+                 "--set", f"data.image={scene['train']}", "--set", f"data.labels={tmp_path / 'half.tif'}",
+                 "--set", "data.supervision_args={mean_teacher: {ramp_epochs: 0}}", *FAST]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["supervision"]["type"] == "mask" and m["supervision"]["saved"] == "mean teacher (EMA weights)"
+    assert m["supervision"]["mean_teacher"]["weight"] == 10.0
+    assert all(h["ramp"] == 1.0 and h["consistency"] > 0 and np.isfinite(h["loss"]) for h in m["history"])
