@@ -22,8 +22,10 @@ Two conditions, both committed (the JSON records the condition and the ``OMP_*``
   mmap threshold 256 MiB, trim threshold 512 MiB), applied before any method is timed, so to all
   alike. With glibc's defaults the freshly allocated outputs (y, du, d(delta), dB, dC: 47 MB per
   BSS call at batch 256) are returned to the kernel when freed and faulted in and zeroed page by page
-  on the next call; with the pinned heap they are reused. Measured on the BSS shape: the two kernel
-  calls take 5 + 9 ms either way; the whole forward + backward 18-24 ms by default and 15 ms pinned.
+  on the next call; with the pinned heap they are reused. Measured on the BSS shape in a loop of 20
+  calls: the two kernel calls take 5 + 9 ms either way, the whole forward + backward 18-24 ms by default and
+  15 ms pinned. In this benchmark's median of 7 the two conditions came out within run-to-run noise of
+  each other (15-18 ms in four runs), as did mambapy (0.75-1.06 s).
 
 The native kernels run on PyTorch's own OpenMP team (``geolesf.ops.selective_scan.native.run_kernel``),
 so no second set of threads competes with the worker PyTorch's previous op left spinning.
