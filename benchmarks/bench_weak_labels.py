@@ -52,28 +52,26 @@ inverse-frequency weights (``balanced``) with uniform chips: SpaceNet 0.545, Pot
 ``enet`` + balanced chips: SpaceNet 0.643. The numbers compare label types under one budget, they are not the
 accuracy a full training reaches.
 
-The results in ``benchmarks/results/weak_labels.json`` came from (one job at a time; the first runs shared the 2 cores
-with other jobs, so their ``seconds`` are not speed figures)::
+The results in ``benchmarks/results/weak_labels.json`` are all one-torch-thread runs (``OMP_NUM_THREADS=1``;
+the float sums run in another order with two threads, which moves a row's mean by up to about one seed spread),
+from these invocations (``GEOLESF_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/bench_weak_labels.py``
+plus the arguments; runs deterministic per seed, files joined scene by scene or row by row)::
 
-    --seeds 0,1,2 --scenes spacenet --rows "full,points,points + propagation"
-    --seeds 0,1,2 --scenes potsdam --rows ROW --merge
-    # ROW in turn: full, points, "points + propagation", "points + prior"
-    --seeds 0,1,2 --scenes spacenet --rows "points + prior" --merge
-    --seeds 0,1,2 --scenes S --rows "scribbles,scribbles + propagation" --merge     # S = spacenet, then potsdam
-    --seeds 0,1,2 --scenes spacenet,potsdam --merge \
-        --rows "points + propagation + prior,scribbles + prior,scribbles + propagation + prior"
-    --seeds 0,1,2 --scenes vaihingen --merge --rows "full,points,...,scribbles + propagation + prior"  # all nine
-
-(every run deterministic per seed, so this equals one run of the nine rows on the three scenes, which takes about
-12 min on an idle 2-core machine: 8–12 s a run). Those runs used two torch threads. Then, with
-``OMP_NUM_THREADS=1`` (one torch thread; the float sums then run in another order, so a run's numbers differ from
-its two-thread run by about a seed's spread — the three base rows were re-run so that the new rows compare with
-baselines of the same run; 22 min on the shared 2-core machine, 14–20 s a run)::
-
+    # SpaceNet and LoveDA (ALL: the 15 rows of LABEL_TYPES from "full" to "scribbles + mean teacher" that are
+    # not boxes or noisy masks)
     --seeds 0,1,2 --scenes spacenet,vaihingen,potsdam,loveda --merge \
         --rows "full,points,points + propagation,points + rounds,points + propagation + rounds,points + mean teacher,points + propagation + mean teacher"
     --seeds 0,1,2 --scenes spacenet,vaihingen,potsdam,loveda --merge \
-        --rows "scribbles,scribbles + rounds,scribbles + mean teacher"   # also one thread; scribbles re-run
+        --rows "scribbles,scribbles + rounds,scribbles + mean teacher"
+    --seeds 0,1,2 --scenes spacenet --out /tmp/wl_spacenet.json \
+        --rows "points + prior,points + propagation + prior,scribbles + prior,scribbles + propagation,scribbles + propagation + prior"
+    # Potsdam and Vaihingen, every row again after the ISPRS class-id fix (their id 0, the boundary band of the
+    # eroded labels, had been scored as a class); these replaced the two scenes of the runs above
+    --seeds 0,1,2 --scenes potsdam --rows "$ALL" --out /tmp/wl_potsdam.json
+    --seeds 0,1,2 --scenes vaihingen --rows "$ALL" --out /tmp/wl_vaihingen.json
+
+(10-20 s a run with one thread; two such jobs side by side on the 2-core machine took about 20 min for the
+Potsdam and Vaihingen re-runs.)
 
 **Boxes around object classes** (``benchmarks/results/weak_labels_boxes_things.json``): scenes ``potsdam_things``
 and ``vaihingen_things`` (:data:`THINGS`: boxes only around the thing classes, every other class merged into
