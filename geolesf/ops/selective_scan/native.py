@@ -1,8 +1,9 @@
 """The native implementation of the ``cpu`` backend: the C kernel, its build cache and its loading.
 
-The kernel source lives beside this module (``scan_kernel.c``, which includes
-``scan_kernel_body.h``, ``scan_kernel_infer.h``, ``scan_kernel_grad.h`` and ``scan_kernel_fused.h`` once
-per precision, and ``scan_kernel_avx512.h`` / ``scan_kernel_avx512_rows.h`` once where the compiler targets AVX-512) and is shipped as package data. On first use it
+The kernel source lives beside this module (``scan_kernel.c``, which includes ``scan_kernel_instance.h`` --
+``scan_kernel_body.h``, ``scan_kernel_infer.h``, ``scan_kernel_grad.h``, ``scan_kernel_fused.h`` and
+``scan_kernel_parallel.h`` -- once per precision, and ``scan_kernel_avx512.h`` / ``scan_kernel_avx512_rows.h`` once
+where the compiler targets AVX-512) and is shipped as package data. On first use it
 is compiled with the system C compiler (about a second) into a shared library cached in
 ``$GEOLESF_KERNEL_CACHE`` or a private folder in the temp directory, under a key that hashes
 the kernel source files' bytes, the compiler, the flags and the CPU (so editing the C source
@@ -50,7 +51,8 @@ KERNEL_CACHE_ENV_VAR = "GEOLESF_KERNEL_CACHE"
 KERNEL_DIR = Path(__file__).resolve().parent
 KERNEL_SOURCE = "scan_kernel.c"
 KERNEL_SOURCES = (KERNEL_SOURCE, "scan_kernel_avx512.h", "scan_kernel_avx512_rows.h", "scan_kernel_body.h",
-                  "scan_kernel_infer.h", "scan_kernel_grad.h", "scan_kernel_fused.h", "scan_kernel_parallel.h")
+                  "scan_kernel_infer.h", "scan_kernel_grad.h", "scan_kernel_fused.h", "scan_kernel_parallel.h",
+                  "scan_kernel_instance.h")
 
 _NATIVE = {"tried": False, "lib": None, "error": None}
 _NATIVE_LOCK = threading.Lock()

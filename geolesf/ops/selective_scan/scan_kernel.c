@@ -2,7 +2,8 @@
 
    Compiled on first use with the system C compiler into a shared library loaded with ctypes;
    the compiled library is cached under a key that hashes the bytes of this file and of
-   scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h, scan_kernel_parallel.h and scan_kernel_avx512*.h, so editing any of them rebuilds it.
+   scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h, scan_kernel_parallel.h, scan_kernel_instance.h and scan_kernel_avx512*.h, so editing any
+   of them rebuilds it.
 
    Exports, one per precision (float: f32, double: f64):
      int gl_scan_infer_f32 / gl_scan_infer_f64 (...)   (channel-blocked forward, scan_kernel_infer.h)
@@ -16,7 +17,7 @@
                                                         end of this file).
 
    This file holds the scalar helpers and instantiates the precision-generic body
-   (scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h,
+   (scan_kernel_instance.h: scan_kernel_body.h, scan_kernel_infer.h, scan_kernel_grad.h, scan_kernel_fused.h,
    scan_kernel_parallel.h) twice, with REAL / GL_FN / GL_S set for float and for double.
    Where the compiler targets AVX-512F, float with N = 16 runs the intrinsics kernels of
    scan_kernel_avx512.h (layout helpers and register-resident blocks, included before the
@@ -148,20 +149,7 @@ static inline double gl_softplus_sigmoidd(double z, double* sig) { *sig = gl_sig
 #define GL_CB 8
 #define GL_FUSED_AVX512 0
 #endif
-#include "scan_kernel_body.h"
-#include "scan_kernel_infer.h"
-#include "scan_kernel_grad.h"
-#include "scan_kernel_fused.h"
-#if GL_FUSED_AVX512
-#include "scan_kernel_avx512_rows.h"
-#endif
-#include "scan_kernel_parallel.h"
-#undef REAL
-#undef GL_SUF
-#undef GL_SHORT
-#undef GL_FW
-#undef GL_CB
-#undef GL_FUSED_AVX512
+#include "scan_kernel_instance.h"
 
 #define REAL double
 #define GL_SUF f64
@@ -169,17 +157,7 @@ static inline double gl_softplus_sigmoidd(double z, double* sig) { *sig = gl_sig
 #define GL_FW 8
 #define GL_CB 8
 #define GL_FUSED_AVX512 0
-#include "scan_kernel_body.h"
-#include "scan_kernel_infer.h"
-#include "scan_kernel_grad.h"
-#include "scan_kernel_fused.h"
-#include "scan_kernel_parallel.h"
-#undef REAL
-#undef GL_SUF
-#undef GL_SHORT
-#undef GL_FW
-#undef GL_CB
-#undef GL_FUSED_AVX512
+#include "scan_kernel_instance.h"
 
 /* ---- batch-parallel runs on the caller's OpenMP runtime ------------------------------------
 
