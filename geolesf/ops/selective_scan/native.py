@@ -285,9 +285,8 @@ def _openmp_parallel_entry():
     entry = None
     try:
         if "parallel backend: OpenMP" in torch.__config__.parallel_info():
-            maps = Path("/proc/self/maps").read_text()
-            paths = sorted({ln.split(None, 5)[5] for ln in maps.splitlines()
-                            if len(ln.split(None, 5)) == 6 and _OMP_RUNTIME.match(os.path.basename(ln.split(None, 5)[5]))})
+            mapped = (ln.split(None, 5) for ln in Path("/proc/self/maps").read_text().splitlines())
+            paths = sorted({f[5] for f in mapped if len(f) == 6 and _OMP_RUNTIME.match(os.path.basename(f[5]))})
             torch_lib = str(Path(torch.__file__).resolve().parent / "lib") + os.sep
             own = [p for p in paths if os.path.realpath(p).startswith(torch_lib)]
             candidates = own or (paths if len(paths) == 1 else [])
