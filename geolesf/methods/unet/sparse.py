@@ -71,10 +71,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from geolesf.data.supervision import partial_cross_entropy
-from geolesf.errors import ConfigError
 import numpy as np
 
+from geolesf.data.supervision import partial_cross_entropy
+from geolesf.errors import ConfigError
 from geolesf.methods.unet.box_rounds import prior_corrected, round_epochs
 from geolesf.methods.unet.mean_teacher import MeanTeacher, TeacherHooks
 from geolesf.methods.unet.objectives import IGNORE, LabelRasters, Objective, check_args, sparse_class_raster
