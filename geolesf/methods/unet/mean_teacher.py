@@ -173,6 +173,11 @@ class TeacherHooks:
         if self.teacher is not None:
             self.teacher.after_step(model)
 
+    def teacher_epoch_end(self, epoch: int, state: Any) -> None:
+        """The teacher's end-of-epoch work (:meth:`MeanTeacher.on_epoch_end`); nothing when off."""
+        if self.teacher is not None:
+            self.teacher.on_epoch_end(epoch, state)
+
     def with_consistency(self, loss: Any, stats: dict[str, float], logits: Any, image: Any,
                          rasters: dict[str, Any]) -> tuple[Any, dict[str, float]]:
         """``loss`` plus the teacher's ramped consistency term (unchanged when off)."""

@@ -249,14 +249,14 @@ class MaskObjective(TeacherHooks, Objective):
     def loss(self, logits: Any, image: Any, rasters: dict[str, Any]) -> tuple[Any, dict[str, float]]:
         from torch.nn import functional as F
 
-        loss = F.cross_entropy(logits, rasters["target"], weight=self.class_weights, ignore_index=IGNORE)
         if (rasters["target"] == IGNORE).all():  # a chip without labels (mean teacher on): the consistency alone
             loss = logits.sum() * 0.0
+        else:
+            loss = F.cross_entropy(logits, rasters["target"], weight=self.class_weights, ignore_index=IGNORE)
         return self.with_consistency(loss, {"ce": float(loss.detach())}, logits, image, rasters)
 
     def on_epoch_end(self, epoch: int, state: TrainState) -> None:
-        if self.teacher is not None:
-            self.teacher.on_epoch_end(epoch, state)
+        self.teacher_epoch_end(epoch, state)
 
     def report(self) -> dict[str, Any]:
         if self.teacher is None:

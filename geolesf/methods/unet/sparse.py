@@ -75,7 +75,7 @@ import numpy as np
 
 from geolesf.data.supervision import partial_cross_entropy
 from geolesf.errors import ConfigError
-from geolesf.methods.unet.box_rounds import prior_corrected, round_epochs
+from geolesf.methods.unet.box_rounds import prior_corrected, round_epochs, scene_probabilities
 from geolesf.methods.unet.mean_teacher import MeanTeacher, TeacherHooks
 from geolesf.methods.unet.objectives import IGNORE, LabelRasters, Objective, check_args, sparse_class_raster
 
@@ -155,15 +155,12 @@ class SparseObjective(TeacherHooks, Objective):
             self.labelled_share = float((t != IGNORE).sum() / max(int(v.sum()), 1))
         if epoch == 0 and self.options["propagate"] > 0:
             self._propagate(state)
-        if self.teacher is not None:
-            self.teacher.on_epoch_end(epoch, state)
+        self.teacher_epoch_end(epoch, state)
         if epoch in round_epochs(state.epochs, self.options["rounds"]):
             self._round(epoch, state)
 
     def _round(self, epoch: int, state: Any) -> None:
         """One pseudo-label round: the (teacher or) network's confident predictions → ``rasters["pseudo"]``."""
-        from geolesf.methods.unet.box_rounds import scene_probabilities
-
         model = state.model if self.teacher is None else self.teacher.teacher
         probs = scene_probabilities(model, state.image, device=state.device)
         weights = None if self.class_weights is None else self.class_weights.detach().cpu().numpy()
