@@ -188,14 +188,15 @@ def _write_tif(path: Path, arr: np.ndarray, crs: Any, transform: Any, nodata: An
     return path
 
 
-THINGS: dict[str, tuple[dict[int, str], tuple[int, ...]]] = {
-    "potsdam": ({2: "building", 4: "tree"}, (0,)),
-    "vaihingen": ({2: "building", 5: "car"}, (0,)),
+THINGS: dict[str, dict[int, str]] = {
+    "potsdam": {2: "building", 4: "tree"},
+    "vaihingen": {2: "building", 5: "car"},
 }
-"""Scene ``NAME_things`` = scene ``NAME`` with only object classes (``(thing classes, ignored classes)`` for
+"""Scene ``NAME_things`` = scene ``NAME`` with only object classes (the thing classes for
 :func:`geolesf.data.weak_labels_box.thing_mask`; every other class → 0 "other", in training labels and test mask
 alike). The ISPRS tiles use mmsegmentation's raw ids (checked against the images): 0 = the boundary band of the
-eroded labels (ignored; a band between regions, under 1.6 % of it survives a 9 × 9 opening), 1 impervious
+eroded labels (no data already in scene ``NAME``; a band between regions, under 1.6 % of it survives a 9 × 9
+opening), 1 impervious
 surfaces, 2 building, 3 low vegetation, 4 tree, 5 car. Potsdam's cars (18 px in the training half) and Vaihingen's
 trees (0 px in it) are merged into "other": no label type can learn a class its training half lacks. LoveDA has
 no ``_things`` scene: its one thing class (building, 2) is absent from the test half."""
@@ -212,8 +213,7 @@ def _scene(name: str, data: Path) -> tuple[np.ndarray, np.ndarray, Any, Any, dic
         found = _scene(name[:-len("_things")], data)
         if found is None:
             return None
-        things, ignored = THINGS[name[:-len("_things")]]
-        mask, names = thing_mask(found[1], things, ignore_classes=ignored)
+        mask, names = thing_mask(found[1], THINGS[name[:-len("_things")]])
         return found[0], mask, found[2], found[3], names
     if name == "spacenet":
         from geolesf.io.labels import burn_vector_labels
